@@ -1,0 +1,136 @@
+//! Wire types shared by the kernel programs (`flowdar-ebpf`) and user space
+//! (`flowdar-user`): the ring-buffer event record and the bounds both sides
+//! agree on. Every layout is pinned at compile time.
+#![no_std]
+
+/// Bumped whenever [`Event`]'s layout or meaning changes.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Probe ids are attach cookies; they index the per-probe drop counters, so
+/// they must stay below this bound (the size of the `DROPS` per-CPU array).
+pub const MAX_PROBES: u32 = 8192;
+
+/// Upper bound on processes and threads the in-kernel filter tracks
+/// (`TARGETS` hash map). Apache's event MPM with defaults runs ~4 children
+/// x ~27 threads; 65536 leaves room for huge prefork pools.
+pub const MAX_TRACED_TASKS: u32 = 65536;
+
+/// Default ring-buffer size in bytes (power of two, multiple of the page size).
+/// 16 MiB holds ~330k events: about 0.5 s of the `full` profile at full load.
+pub const DEFAULT_RING_BYTES: u32 = 16 << 20;
+
+/// Number of argument slots an event carries.
+pub const MAX_ARGS: usize = 3;
+
+/// What an [`Event`] records. Numbered explicitly: the numbers are stored in
+/// trace files. Gaps leave room per family (calls 1..15, process life 16..).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Function entry (uprobe); `args` holds the first three arguments.
+    Entry = 1,
+    /// Function exit (uretprobe); `args[0]` holds the return value.
+    Exit = 2,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Entry),
+            2 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+}
+
+/// One probe hit, written to the ring buffer by the kernel programs.
+/// `tgid` is the process, `tid` the thread, both in the root pid namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Event {
+    pub tgid: u32,
+    pub tid: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC, nanoseconds.
+    pub ts_ns: u64,
+    /// The attach cookie: index into the trace's probe table.
+    pub probe_id: u32,
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Entry: the first three integer arguments. Exit: `args[0]` is the return value.
+    pub args: [u64; MAX_ARGS],
+}
+
+/// Wire size of [`Event`].
+pub const EVENT_SIZE: usize = 48;
+const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
+const _: () = assert!(core::mem::align_of::<Event>() == 8);
+
+impl Event {
+    /// Decodes one event from its wire bytes; `None` if the length is wrong or
+    /// the kind unknown. Never panics on bad input.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != EVENT_SIZE {
+            return None;
+        }
+        let u32_at = |o: usize| u32::from_ne_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[o..o + 8]);
+            u64::from_ne_bytes(b)
+        };
+        let ev = Event {
+            tgid: u32_at(0),
+            tid: u32_at(4),
+            ts_ns: u64_at(8),
+            probe_id: u32_at(16),
+            kind: u32_at(20),
+            args: [u64_at(24), u64_at(32), u64_at(40)],
+        };
+        EventKind::from_u32(ev.kind)?;
+        Some(ev)
+    }
+
+    /// The wire bytes of this event.
+    pub fn to_bytes(&self) -> [u8; EVENT_SIZE] {
+        let mut b = [0u8; EVENT_SIZE];
+        b[0..4].copy_from_slice(&self.tgid.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.tid.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.ts_ns.to_ne_bytes());
+        b[16..20].copy_from_slice(&self.probe_id.to_ne_bytes());
+        b[20..24].copy_from_slice(&self.kind.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.args[0].to_ne_bytes());
+        b[32..40].copy_from_slice(&self.args[1].to_ne_bytes());
+        b[40..48].copy_from_slice(&self.args[2].to_ne_bytes());
+        b
+    }
+}
+
+/// Byte offsets of the pid fields in the `sched/sched_process_fork`
+/// tracepoint record. They moved between kernels (6.18 turned the comm
+/// arrays into `__data_loc` fields), so user space reads them from tracefs
+/// and hands them to the kernel program as load-time globals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ForkLayout {
+    pub parent_pid_off: u32,
+    pub child_pid_off: u32,
+}
+const _: () = assert!(core::mem::size_of::<ForkLayout>() == 8);
+
+/// Byte offset of `group_dead` in `sched/sched_process_exit` (`u32::MAX` when
+/// the kernel's record has no such field).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ExitLayout {
+    pub group_dead_off: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ExitLayout>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `repr(C)` integers without padding (sizes asserted above).
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ForkLayout {}
+    unsafe impl aya::Pod for super::ExitLayout {}
+}

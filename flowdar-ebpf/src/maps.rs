@@ -1,0 +1,48 @@
+//! Maps and load-time settings shared by every program family.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+    Global,
+};
+use flowdar_common::{ExitLayout, ForkLayout, DEFAULT_RING_BYTES, MAX_PROBES, MAX_TRACED_TASKS};
+
+/// Call events to user space. Resized at load time (`EbpfLoader::set_max_entries`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Events that found the ring buffer full, per CPU and per probe id.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
+
+/// The traced server's process tree: keys are tgids (and, because the fork
+/// tracepoint cannot tell a thread from a process, tids of live threads,
+/// which never collide with a live tgid). Seeded by user space, grown on
+/// fork, shrunk on exit, so a recycled pid never points at a stranger.
+#[map]
+pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_TASKS, 0);
+
+/// Submit with a forced wakeup once this many bytes wait in the ring buffer;
+/// below it events go in silently and user space drains on a timer. A wakeup
+/// per event costs ~3 µs here on top of a ~6.5 µs probe pair.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: Global<u64> = Global::new((DEFAULT_RING_BYTES / 4) as u64);
+
+/// Where the pids sit in `sched/sched_process_fork` on this kernel.
+#[unsafe(no_mangle)]
+pub static FORK_LAYOUT: Global<ForkLayout> = Global::new(ForkLayout {
+    parent_pid_off: 12,
+    child_pid_off: 20,
+});
+
+/// Where `group_dead` sits in `sched/sched_process_exit` (`u32::MAX`: absent).
+#[unsafe(no_mangle)]
+pub static EXIT_LAYOUT: Global<ExitLayout> = Global::new(ExitLayout {
+    group_dead_off: u32::MAX,
+    _pad: 0,
+});
+
+/// True when `tgid` belongs to the traced server.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    TARGETS.get_ptr(tgid).is_some()
+}

@@ -1,0 +1,50 @@
+//! Process-tree following: children and threads of a traced process join the
+//! filter when they are forked, and leave it when they exit.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::maps::{is_target, EXIT_LAYOUT, FORK_LAYOUT, TARGETS};
+
+/// `sched/sched_process_fork` runs in the forking task: if it is ours, so is
+/// the child (a new process, or a new thread whose tid we add harmlessly).
+#[tracepoint]
+pub fn flowdar_fork(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let off = FORK_LAYOUT.load().child_pid_off as usize;
+    // SAFETY: the offset comes from this kernel's tracefs format file.
+    if let Ok(child) = unsafe { ctx.read_at::<i32>(off) } {
+        let _ = TARGETS.insert(child as u32, 1u8, 0);
+    }
+    0
+}
+
+/// `sched/sched_process_exit` runs once per exiting thread, in that thread.
+#[tracepoint]
+pub fn flowdar_exit_task(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    if tid != tgid {
+        let _ = TARGETS.remove(tid);
+    }
+    if !is_target(tgid) {
+        return 0;
+    }
+    let off = EXIT_LAYOUT.load().group_dead_off;
+    let group_dead = if off == u32::MAX {
+        // Older kernels lack `group_dead`: take the leader's exit as the end.
+        tid == tgid
+    } else {
+        // SAFETY: the offset comes from this kernel's tracefs format file.
+        unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0
+    };
+    if group_dead {
+        let _ = TARGETS.remove(tgid);
+    }
+    0
+}

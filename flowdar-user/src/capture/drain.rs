@@ -1,0 +1,126 @@
+//! The ring-buffer drain: a dedicated thread that empties the ring on a short
+//! timer (or when the kernel forces a wakeup at a fill threshold), batches
+//! events, and hands batches to the writer without ever waiting on it. When
+//! the writer falls behind past the memory bound, whole batches are dropped
+//! and counted per probe.
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{SyncSender, TrySendError},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use flowdar_common::{Event, EventKind};
+
+/// Events per batch handed to the writer (one trace chunk each).
+pub const BATCH_EVENTS: usize = 16 * 1024;
+/// The longest the drain sleeps between looks at the ring buffer.
+const POLL_MS: i32 = 10;
+/// A partial batch is handed over after this long, so a killed tracer loses
+/// at most this much of a quiet trace.
+const FLUSH_AFTER: Duration = Duration::from_millis(250);
+
+/// What the drain saw, per probe id.
+#[derive(Debug, Clone, Default)]
+pub struct DrainCounts {
+    pub entries: Vec<u64>,
+    pub exits: Vec<u64>,
+    /// Events dropped because the writer was behind (memory bound hit).
+    pub user_drops: Vec<u64>,
+    /// Records that did not decode (wrong size or kind); should stay 0.
+    pub malformed: u64,
+    /// Events whose probe id is outside the probe table; should stay 0.
+    pub unknown_probe: u64,
+    pub first_event_ns: Option<u64>,
+}
+
+impl DrainCounts {
+    fn new(nprobes: usize) -> Self {
+        Self {
+            entries: vec![0; nprobes],
+            exits: vec![0; nprobes],
+            user_drops: vec![0; nprobes],
+            ..Default::default()
+        }
+    }
+
+    pub fn events(&self) -> u64 {
+        self.entries.iter().chain(&self.exits).sum()
+    }
+}
+
+/// Starts the drain. It runs until `stop` is set, then empties the ring one
+/// last time (call it after detaching the probes) and returns its counts.
+pub fn spawn(
+    mut ring: RingBuf<MapData>,
+    tx: SyncSender<Vec<Event>>,
+    stop: Arc<AtomicBool>,
+    nprobes: usize,
+) -> JoinHandle<DrainCounts> {
+    std::thread::Builder::new()
+        .name("flowdar-drain".into())
+        .spawn(move || {
+            let mut counts = DrainCounts::new(nprobes);
+            let mut batch = Vec::with_capacity(BATCH_EVENTS);
+            let mut last_flush = Instant::now();
+            loop {
+                let stopping = stop.load(Ordering::Acquire);
+                wait_readable(&ring, POLL_MS);
+                while let Some(item) = ring.next() {
+                    match Event::from_bytes(&item) {
+                        Some(ev) => {
+                            let id = ev.probe_id as usize;
+                            if id >= nprobes {
+                                counts.unknown_probe += 1;
+                                continue;
+                            }
+                            if ev.kind == EventKind::Entry as u32 {
+                                counts.entries[id] += 1;
+                            } else {
+                                counts.exits[id] += 1;
+                            }
+                            counts.first_event_ns.get_or_insert(ev.ts_ns);
+                            batch.push(ev);
+                            if batch.len() == BATCH_EVENTS {
+                                hand_over(&tx, &mut batch, &mut counts);
+                                last_flush = Instant::now();
+                            }
+                        }
+                        None => counts.malformed += 1,
+                    }
+                }
+                if !batch.is_empty() && (stopping || last_flush.elapsed() >= FLUSH_AFTER) {
+                    hand_over(&tx, &mut batch, &mut counts);
+                    last_flush = Instant::now();
+                }
+                if stopping {
+                    return counts;
+                }
+            }
+        })
+        .expect("spawn drain thread")
+}
+
+fn hand_over(tx: &SyncSender<Vec<Event>>, batch: &mut Vec<Event>, counts: &mut DrainCounts) {
+    let full = std::mem::replace(batch, Vec::with_capacity(BATCH_EVENTS));
+    match tx.try_send(full) {
+        Ok(()) => {}
+        Err(TrySendError::Full(lost)) | Err(TrySendError::Disconnected(lost)) => {
+            for ev in &lost {
+                counts.user_drops[ev.probe_id as usize] += 1;
+            }
+        }
+    }
+}
+
+/// Sleeps until the ring buffer's fd is readable or `ms` pass.
+fn wait_readable(ring: &RingBuf<MapData>, ms: i32) {
+    let mut pfd = libc::pollfd { fd: ring.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}

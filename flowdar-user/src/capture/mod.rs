@@ -1,0 +1,218 @@
+//! Capture: privileges, loading and attaching the kernel programs to a live
+//! server, and the pipeline ring buffer -> drain thread -> writer thread ->
+//! trace file.
+mod drain;
+mod loader;
+mod privileges;
+mod proctree;
+mod tracefs;
+
+use std::{
+    path::PathBuf,
+    sync::{atomic::AtomicBool, mpsc, Arc},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use flowdar_common::Event;
+
+pub use drain::{DrainCounts, BATCH_EVENTS};
+pub use loader::{loaded_flowdar_programs, PROGRAM_PREFIX};
+pub use privileges::{check as check_privileges, PrivilegeError};
+pub use proctree::{comm, descendants, is_alive};
+
+use crate::{
+    probes::ResolvedProbe,
+    store::{StoreError, TraceFooter, TraceHeader, TraceWriter},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error("no process with PID {pid}")]
+    NoSuchProcess { pid: u32 },
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(aya::EbpfError),
+    #[error("eBPF program {name}: {source}")]
+    Program { name: &'static str, source: aya::programs::ProgramError },
+    #[error("the eBPF object has no program {0} (build mismatch)")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map {0} (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("eBPF map: {0}")]
+    Map(aya::maps::MapError),
+    #[error("attaching to {function} in {path}: {source}")]
+    Attach { function: String, path: PathBuf, source: aya::programs::ProgramError },
+    #[error("{count} probes requested; at most {max} fit the probe table")]
+    TooManyProbes { count: usize, max: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the trace writer thread failed: {0}")]
+    Writer(String),
+}
+
+impl CaptureError {
+    fn program(name: &'static str, source: aya::programs::ProgramError) -> Self {
+        Self::Program { name, source }
+    }
+}
+
+/// How to record.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub pid: u32,
+    pub probes: Vec<ResolvedProbe>,
+    pub output: PathBuf,
+    pub force: bool,
+    /// Kernel ring-buffer size in bytes (power of two, >= page size).
+    pub ring_bytes: u32,
+    /// Bound on events waiting for the writer, in bytes.
+    pub buffer_bytes: usize,
+    pub command_line: Vec<String>,
+}
+
+/// What a finished recording did.
+#[derive(Debug, Clone)]
+pub struct RecordSummary {
+    pub probes: Vec<ResolvedProbe>,
+    pub counts: DrainCounts,
+    pub kernel_drops: Vec<u64>,
+    pub duration: Duration,
+    pub attach_time: Duration,
+    pub processes_at_start: usize,
+    pub bytes_written: u64,
+    pub stop_reason: String,
+    pub output: PathBuf,
+}
+
+impl RecordSummary {
+    pub fn total_kernel_drops(&self) -> u64 {
+        self.kernel_drops.iter().sum()
+    }
+    pub fn total_user_drops(&self) -> u64 {
+        self.counts.user_drops.iter().sum()
+    }
+}
+
+/// A capture in progress: probes attached, drain and writer running.
+pub struct Recording {
+    attached: loader::Attached,
+    drops: PerCpuArray<MapData, u64>,
+    stop: Arc<AtomicBool>,
+    drain: std::thread::JoinHandle<DrainCounts>,
+    writer: std::thread::JoinHandle<Result<u64, StoreError>>,
+    footer_tx: mpsc::Sender<TraceFooter>,
+    opts: RecordOptions,
+    started_mono: u64,
+}
+
+impl Recording {
+    /// Checks privileges and the target, creates the trace file, attaches
+    /// every probe and starts draining. Returns once events can flow.
+    pub fn start(opts: RecordOptions) -> Result<Self, CaptureError> {
+        privileges::check("record")?;
+        if !proctree::is_alive(opts.pid) {
+            return Err(CaptureError::NoSuchProcess { pid: opts.pid });
+        }
+        let started_mono = monotonic_ns();
+        let header = TraceHeader {
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            host: hostname(),
+            kernel: kernel_release(),
+            command_line: opts.command_line.clone(),
+            start_unix_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+            start_monotonic_ns: started_mono,
+            target_pid: opts.pid,
+            probes: opts.probes.clone(),
+        };
+        // Attach before creating the file: a bad probe leaves no empty trace.
+        let mut attached = loader::attach(opts.pid, &opts.probes, opts.ring_bytes)?;
+        let mut writer = TraceWriter::create(&opts.output, &header, opts.force)?;
+
+        let ebpf = &mut attached.ebpf;
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(CaptureError::MissingMap("EVENTS"))?)
+            .map_err(CaptureError::Map)?;
+        let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").ok_or(CaptureError::MissingMap("DROPS"))?)
+            .map_err(CaptureError::Map)?;
+
+        let capacity = (opts.buffer_bytes / (BATCH_EVENTS * flowdar_common::EVENT_SIZE)).max(2);
+        let (tx, rx) = mpsc::sync_channel::<Vec<Event>>(capacity);
+        let (footer_tx, footer_rx) = mpsc::channel::<TraceFooter>();
+        let writer = std::thread::Builder::new()
+            .name("flowdar-writer".into())
+            .spawn(move || {
+                for batch in rx {
+                    writer.write_chunk(&batch)?;
+                }
+                let footer = footer_rx.recv().unwrap_or_default();
+                writer.finish(footer)
+            })
+            .expect("spawn writer thread");
+        let stop = Arc::new(AtomicBool::new(false));
+        let drain = drain::spawn(ring, tx, stop.clone(), opts.probes.len());
+        Ok(Self { attached, drops, stop, drain, writer, footer_tx, opts, started_mono })
+    }
+
+    pub fn processes_at_start(&self) -> usize {
+        self.attached.seeded
+    }
+
+    pub fn attach_time(&self) -> Duration {
+        self.attached.attach_time
+    }
+
+    /// Detaches every probe, drains what is left, writes the footer.
+    pub fn stop(self, reason: &str) -> Result<RecordSummary, CaptureError> {
+        let Self { attached, drops, stop, drain, writer, footer_tx, opts, started_mono } = self;
+        let loader::Attached { ebpf, seeded, attach_time } = attached;
+        // Dropping the programs closes their perf links: no probe stays.
+        drop(ebpf);
+        let end_mono = monotonic_ns();
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let counts = drain.join().map_err(|_| CaptureError::Writer("drain thread panicked".into()))?;
+        let kernel_drops: Vec<u64> = (0..opts.probes.len() as u32)
+            .map(|i| drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+            .collect();
+        let footer = TraceFooter {
+            end_monotonic_ns: end_mono,
+            events: 0,
+            kernel_drops: kernel_drops.clone(),
+            user_drops: counts.user_drops.clone(),
+            stop_reason: reason.into(),
+        };
+        let _ = footer_tx.send(footer);
+        let bytes_written = writer
+            .join()
+            .map_err(|_| CaptureError::Writer("writer thread panicked".into()))??;
+        Ok(RecordSummary {
+            probes: opts.probes,
+            counts,
+            kernel_drops,
+            duration: Duration::from_nanos(end_mono.saturating_sub(started_mono)),
+            attach_time,
+            processes_at_start: seeded,
+            bytes_written,
+            stop_reason: reason.into(),
+            output: opts.output,
+        })
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().into()).unwrap_or_default()
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().into()).unwrap_or_default()
+}

@@ -1,0 +1,99 @@
+//! `flowdar demo`: a throwaway Apache on loopback, traced while a bounded
+//! load runs against it; prints the recording summary and the statistics.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{format, record, stats};
+use crate::{
+    capture::{self, RecordOptions, Recording},
+    probes::{self, ProbeRequest},
+    server::{self, ApacheOptions, LoadPlan, Mpm, ThrowawayApache},
+};
+
+/// The demo's probes: Apache's request path and APR's socket I/O.
+const DEMO_PROBES: &[&str] = &[
+    "apache2:ap_process_connection",
+    "apache2:ap_run_process_connection",
+    "apache2:ap_read_request",
+    "apache2:ap_process_async_request",
+    "apache2:ap_invoke_handler",
+    "libapr-1:apr_socket_recv",
+    "libapr-1:apr_socket_sendv",
+    "libapr-1:apr_socket_send",
+];
+
+/// Start a throwaway Apache (Debian's apache2, own config in a temp dir,
+/// loopback port), record it by PID while a bounded load runs, then print
+/// the summary and per-function statistics. Needs root.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Client connections to make.
+    #[arg(long, default_value_t = 200)]
+    pub connections: usize,
+    /// Keep-alive requests on each connection.
+    #[arg(long, default_value_t = 5)]
+    pub requests: usize,
+    /// Connections in parallel.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Apache MPM.
+    #[arg(long, value_enum, default_value_t = Mpm::Event)]
+    pub mpm: Mpm,
+    /// Trace file (overwritten).
+    #[arg(long, short, default_value = "flowdar-demo.flowdar")]
+    pub output: PathBuf,
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    capture::check_privileges("demo")?;
+    eprintln!("Starting a throwaway Apache ({:?} MPM) on loopback...", args.mpm);
+    let apache = ThrowawayApache::start(&ApacheOptions { mpm: args.mpm, ..Default::default() })?;
+    eprintln!("Apache PID {} listening on {} (config in {})", apache.pid(), apache.addr(), apache.dir().display());
+    let requests: Vec<ProbeRequest> = DEMO_PROBES.iter().map(|s| s.parse().expect("valid demo probe")).collect();
+    let probes = probes::resolve(apache.pid(), &requests)?;
+    let recording = Recording::start(RecordOptions {
+        pid: apache.pid(),
+        probes,
+        output: args.output.clone(),
+        force: true,
+        ring_bytes: record::ring_bytes(16)?,
+        buffer_bytes: 256 << 20,
+        command_line: std::env::args().collect(),
+    })?;
+    eprintln!(
+        "Recording: {} processes, probes attached in {}. Sending {} requests on {} connections ({} at a time)...",
+        recording.processes_at_start(),
+        format::duration(recording.attach_time()),
+        args.connections * args.requests,
+        args.connections,
+        args.concurrency
+    );
+    let plan = LoadPlan {
+        connections: args.connections,
+        requests_per_connection: args.requests,
+        concurrency: args.concurrency,
+        ..Default::default()
+    };
+    let load = server::run_load(apache.addr(), &plan);
+    // Let Apache see the clients' closes before detaching.
+    std::thread::sleep(Duration::from_millis(500));
+    let summary = recording.stop("load finished")?;
+    let p = |q: f64| load.latencies_us.get(((load.latencies_us.len() as f64 * q) as usize).min(load.latencies_us.len().saturating_sub(1))).copied().unwrap_or(0);
+    println!(
+        "Client: {} ok, {} errors in {} ({:.0} req/s; latency p50 {} µs, p99 {} µs)\n",
+        load.ok,
+        load.errors,
+        format::duration(load.elapsed),
+        load.ok as f64 / load.elapsed.as_secs_f64().max(1e-9),
+        p(0.5),
+        p(0.99)
+    );
+    record::print_summary(&summary);
+    println!();
+    let (rows, _) = stats::compute(&args.output).context("reading the demo trace back")?;
+    stats::print_table(&rows);
+    println!("\nNext: flowdar dump {} | less", args.output.display());
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! `flowdar dump`: every event of a trace, by function name, indented by
+//! call depth per thread.
+use std::{io::Write, path::PathBuf};
+
+use clap::Args;
+use flowdar_common::EventKind;
+
+use super::format;
+use crate::{analysis::CallPairer, store::TraceReader};
+
+/// Print a trace's events: relative time, pid/tid, calls and returns
+/// indented by nesting depth on their thread, with each call's duration.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Trace file written by `flowdar record`.
+    pub trace: PathBuf,
+    /// Only this thread.
+    #[arg(long)]
+    pub tid: Option<u32>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+pub fn run(args: DumpArgs) -> anyhow::Result<()> {
+    let reader = TraceReader::open(&args.trace)?;
+    let header = reader.header().clone();
+    let names: Vec<&str> = header.probes.iter().map(|p| p.function.as_str()).collect();
+    let t0 = header.start_monotonic_ns;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    writeln!(out, "{:>14} {:>7} {:>7}  event", "time (ms)", "pid", "tid")?;
+    let mut pairer = CallPairer::new();
+    let mut shown = 0u64;
+    let mut io_err = None;
+    let reader = reader.for_each_event(|ev| {
+        if io_err.is_some() || args.limit.is_some_and(|l| shown >= l) {
+            return;
+        }
+        let name = names.get(ev.probe_id as usize).copied().unwrap_or("?");
+        let show = args.tid.is_none_or(|t| t == ev.tid);
+        let line = if ev.kind == EventKind::Entry as u32 {
+            let depth = pairer.depth(ev.tid);
+            pairer.push(ev, |_| {});
+            format!(
+                "{}-> {name}({:#x}, {:#x}, {:#x})",
+                "  ".repeat(depth),
+                ev.args[0],
+                ev.args[1],
+                ev.args[2]
+            )
+        } else {
+            let mut took = None;
+            pairer.push(ev, |c| took = Some(c.duration_ns()));
+            let depth = pairer.depth(ev.tid);
+            let took = took.map_or_else(|| "entry not captured".to_string(), format::ns);
+            format!("{}<- {name} = {:#x}  [{took}]", "  ".repeat(depth), ev.args[0])
+        };
+        if show {
+            shown += 1;
+            let rel = ev.ts_ns.saturating_sub(t0) as f64 / 1e6;
+            if let Err(e) = writeln!(out, "{rel:>14.6} {:>7} {:>7}  {line}", ev.tgid, ev.tid) {
+                io_err = Some(e);
+            }
+        }
+    })?;
+    out.flush()?;
+    super::report_read_warnings(&reader);
+    match io_err {
+        // A closed pipe (`| head`) is not an error.
+        Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

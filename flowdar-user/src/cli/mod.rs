@@ -1,0 +1,64 @@
+//! The command line: one file per subcommand; this file only parses and
+//! dispatches.
+mod demo;
+mod dump;
+mod format;
+mod record;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// Flowdar: see inside a running network server with eBPF.
+///
+/// Attach uprobes to Apache httpd and APR functions of a live server by PID,
+/// record every call to a compressed trace file, and read it back as a call
+/// dump or per-function statistics. Recording needs root (or CAP_BPF +
+/// CAP_PERFMON); reading traces does not.
+#[derive(Debug, Parser)]
+#[command(name = "flowdar", version, propagate_version = true)]
+#[command(after_help = "Examples:\n  \
+    flowdar record --pid $(cat /run/apache2/apache2.pid) --probe apache2:ap_read_request -o req.flowdar --duration 10s\n  \
+    flowdar stats req.flowdar\n  \
+    flowdar dump req.flowdar | less\n  \
+    flowdar demo")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Record(record::RecordArgs),
+    Dump(dump::DumpArgs),
+    Stats(stats::StatsArgs),
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the command line of this process.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Record(a) => record::run(a),
+        Command::Dump(a) => dump::run(a),
+        Command::Stats(a) => stats::run(a),
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// Damage found in a trace goes to stderr, one line each, after the output.
+fn report_read_warnings(reader: &crate::store::TraceReader) {
+    for w in reader.warnings() {
+        eprintln!("warning: {}: {w}", reader.path().display());
+    }
+    if let Some(f) = reader.footer() {
+        let lost = f.total_kernel_drops() + f.total_user_drops();
+        if lost > 0 {
+            eprintln!(
+                "warning: {}: {lost} events were lost during capture ({} in the kernel, {} in user space)",
+                reader.path().display(),
+                f.total_kernel_drops(),
+                f.total_user_drops()
+            );
+        }
+    }
+}

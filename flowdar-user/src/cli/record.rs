@@ -1,0 +1,193 @@
+//! `flowdar record`: attach to a running server by PID and record calls.
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+
+use super::format;
+use crate::{
+    capture::{self, RecordOptions, RecordSummary, Recording},
+    probes::{self, ProbeFile, ProbeRequest, ResolvedProbe},
+};
+
+/// Attach to a running server and record every call of the chosen functions.
+///
+/// Give the PID of the server's parent process: its children and threads,
+/// including those forked later, are traced; other processes that map the
+/// same binaries are not (filtered in the kernel). Stops on Ctrl-C, SIGTERM,
+/// SIGHUP, after --duration, or when the server exits; every probe is
+/// detached on exit.
+#[derive(Debug, Args)]
+#[command(after_help = "Probe file format (TOML):\n  \
+    version = 1\n  \
+    [[probe]]\n  \
+    target = \"/usr/sbin/apache2\"      # a path, or a library short name like \"libapr-1\"\n  \
+    functions = [\"ap_read_request\", \"ap_invoke_handler\"]")]
+pub struct RecordArgs {
+    /// PID of the server's parent process.
+    #[arg(long, short)]
+    pub pid: u32,
+    /// TOML probe file (see below).
+    #[arg(long, value_name = "FILE")]
+    pub probes: Option<PathBuf>,
+    /// A probe as TARGET:FUNCTION, e.g. apache2:ap_read_request or
+    /// libapr-1:apr_socket_recv (repeatable; adds to --probes).
+    #[arg(long = "probe", value_name = "TARGET:FUNCTION")]
+    pub probe: Vec<ProbeRequest>,
+    /// Trace file to write (created with mode 0600).
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Stop after this long (e.g. 30s, 2m, 500ms).
+    #[arg(long, short, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Kernel ring-buffer size in MiB (a power of two).
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pub ring_mib: u32,
+    /// Memory bound for events waiting to be written, in MiB; past it events
+    /// are dropped and counted, never silently.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub buffer_mib: usize,
+}
+
+pub fn run(args: RecordArgs) -> anyhow::Result<()> {
+    let requests = collect_requests(args.probes.as_deref(), &args.probe)?;
+    capture::check_privileges("record")?;
+    if !capture::is_alive(args.pid) {
+        bail!("no process with PID {}", args.pid);
+    }
+    let probes = probes::resolve(args.pid, &requests)?;
+    let opts = RecordOptions {
+        pid: args.pid,
+        probes,
+        output: args.output,
+        force: args.force,
+        ring_bytes: ring_bytes(args.ring_mib)?,
+        buffer_bytes: args.buffer_mib << 20,
+        command_line: std::env::args().collect(),
+    };
+    let summary = record_until_stopped(opts, args.duration)?;
+    print_summary(&summary);
+    Ok(())
+}
+
+/// The requests from a probe file and the command line, in that order.
+pub(super) fn collect_requests(
+    file: Option<&std::path::Path>,
+    cli: &[ProbeRequest],
+) -> anyhow::Result<Vec<ProbeRequest>> {
+    let mut requests = Vec::new();
+    if let Some(path) = file {
+        requests.extend(ProbeFile::load(path)?.requests());
+    }
+    requests.extend_from_slice(cli);
+    if requests.is_empty() {
+        bail!("nothing to probe: give --probes FILE or --probe TARGET:FUNCTION");
+    }
+    Ok(requests)
+}
+
+pub(super) fn ring_bytes(mib: u32) -> anyhow::Result<u32> {
+    if !mib.is_power_of_two() || mib > 1024 {
+        bail!("--ring-mib must be a power of two up to 1024, not {mib}");
+    }
+    Ok(mib << 20)
+}
+
+/// Starts recording, waits for a signal, the duration or the target's exit,
+/// then stops and returns the summary.
+pub(super) fn record_until_stopped(opts: RecordOptions, duration: Option<Duration>) -> anyhow::Result<RecordSummary> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Handlers first: a signal during attach must still detach cleanly.
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let pid = opts.pid;
+        let nprobes = opts.probes.len();
+        let files = distinct_files(&opts.probes);
+        let output = opts.output.clone();
+        let recording = tokio::task::spawn_blocking(move || Recording::start(opts)).await??;
+        eprintln!(
+            "Recording PID {pid} ({}): {nprobes} probes in {files} files, {} processes, attached in {}; writing {}. Ctrl-C to stop.",
+            capture::comm(pid).unwrap_or_default(),
+            recording.processes_at_start(),
+            format::duration(recording.attach_time()),
+            output.display(),
+        );
+        let elapsed = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let target_gone = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if !capture::is_alive(pid) {
+                    break;
+                }
+            }
+        };
+        let reason = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+            _ = elapsed => "duration reached",
+            _ = target_gone => "target exited",
+        };
+        let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
+        anyhow::Ok(summary)
+    })
+    .context("recording failed")
+}
+
+fn distinct_files(probes: &[ResolvedProbe]) -> usize {
+    let mut files: Vec<_> = probes.iter().map(|p| &p.path).collect();
+    files.sort();
+    files.dedup();
+    files.len()
+}
+
+/// The end-of-recording report.
+pub(super) fn print_summary(s: &RecordSummary) {
+    let events = s.counts.events();
+    let lost = s.total_kernel_drops() + s.total_user_drops();
+    println!(
+        "Recorded {} in {} (stopped: {}): {} events, {} lost, {} on disk ({:.1} B/event)",
+        s.output.display(),
+        format::duration(s.duration),
+        s.stop_reason,
+        events,
+        lost,
+        format::bytes(s.bytes_written),
+        if events == 0 { 0.0 } else { s.bytes_written as f64 / events as f64 },
+    );
+    println!();
+    println!(
+        "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}",
+        "function", "object", "calls", "returns", "lost kernel", "lost user"
+    );
+    for p in &s.probes {
+        let i = p.id as usize;
+        println!(
+            "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}",
+            p.function,
+            format::short_object(&p.path),
+            s.counts.entries[i],
+            s.counts.exits[i],
+            s.kernel_drops[i],
+            s.counts.user_drops[i],
+        );
+    }
+    if lost > 0 {
+        println!(
+            "\nwarning: {lost} events were lost ({} in the kernel ring buffer, {} in user space); try --ring-mib or --buffer-mib",
+            s.total_kernel_drops(),
+            s.total_user_drops()
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! Flowdar: an eBPF tracer for network servers.
+//!
+//! The crate is a pipeline, one module per stage; data flows one way:
+//! `probes` (what to trace) -> `capture` (kernel programs, ring-buffer
+//! drain) -> `store` (trace files) -> `analysis` (calls, stats) -> the
+//! `cli` that prints them. `server` starts throwaway Apache servers and
+//! bounded loopback load for demos and tests.
+pub mod analysis;
+pub mod capture;
+pub mod cli;
+pub mod probes;
+pub mod server;
+pub mod store;
+pub mod symbols;

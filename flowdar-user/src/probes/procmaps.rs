@@ -1,0 +1,129 @@
+//! The files a process maps (`/proc/PID/maps`), seen through its mount
+//! namespace (`/proc/PID/root`), so a server in a container resolves too.
+use std::path::{Path, PathBuf};
+
+/// A file mapped executable by the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedFile {
+    /// The path as the target sees it (from its maps).
+    pub path: PathBuf,
+    /// The same file reached from our mount namespace.
+    pub host_path: PathBuf,
+}
+
+/// The executable file mappings of one process.
+#[derive(Debug, Clone)]
+pub struct ProcMaps {
+    pub pid: u32,
+    pub files: Vec<MappedFile>,
+}
+
+impl ProcMaps {
+    pub fn read(pid: u32) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+        Ok(Self::parse(pid, &text))
+    }
+
+    /// Parses maps text; only executable file-backed mappings are kept.
+    pub fn parse(pid: u32, text: &str) -> Self {
+        let mut files: Vec<MappedFile> = Vec::new();
+        for line in text.lines() {
+            // address perms offset dev inode path (path may contain spaces)
+            let mut parts = line.splitn(6, ' ');
+            let (Some(_), Some(perms), Some(_), Some(_), Some(_), Some(rest)) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                continue;
+            };
+            let path = rest.trim_start();
+            if !perms.contains('x') || !path.starts_with('/') || path.ends_with(" (deleted)") {
+                continue;
+            }
+            let path = PathBuf::from(path);
+            if files.iter().any(|f| f.path == path) {
+                continue;
+            }
+            let host_path = Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path));
+            files.push(MappedFile { path, host_path });
+        }
+        Self { pid, files }
+    }
+
+    /// The mapped file `target` names: a path the process maps, or a short
+    /// name matching a mapped file's name (`libapr-1` -> `libapr-1.so.0`,
+    /// `apache2` -> `/usr/sbin/apache2`). `Err` lists the candidates seen.
+    pub fn find(&self, target: &str) -> Result<&MappedFile, Vec<&MappedFile>> {
+        if target.contains('/') {
+            let want = Path::new(target);
+            let canon = std::fs::canonicalize(want).ok();
+            return self
+                .files
+                .iter()
+                .find(|f| f.path == want || Some(&f.path) == canon.as_ref())
+                .ok_or_else(|| Vec::new());
+        }
+        let matches: Vec<&MappedFile> = self
+            .files
+            .iter()
+            .filter(|f| {
+                let name = f.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name == target
+                    || name.strip_prefix(target).is_some_and(|rest| rest.starts_with(".so") || rest.starts_with('.'))
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            _ => Err(matches),
+        }
+    }
+
+    /// The main executable (first mapping).
+    pub fn executable(&self) -> Option<&MappedFile> {
+        self.files.first()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c0a00000-55d0c0a39000 r--p 00000000 fe:01 1234 /usr/sbin/apache2
+55d0c0a39000-55d0c0a88000 r-xp 00039000 fe:01 1234 /usr/sbin/apache2
+7f1c2a000000-7f1c2a020000 r-xp 00004000 fe:01 99 /usr/lib/x86_64-linux-gnu/libapr-1.so.0.7.2
+7f1c2b000000-7f1c2b020000 r-xp 00004000 fe:01 98 /usr/lib/x86_64-linux-gnu/libaprutil-1.so.0.6.3
+7f1c2c000000-7f1c2c020000 rw-p 00000000 00:00 0 [heap]
+7f1c2d000000-7f1c2d020000 r-xp 00000000 fe:01 97 /tmp/gone (deleted)
+";
+
+    #[test]
+    fn keeps_executable_file_mappings_once() {
+        let m = ProcMaps::parse(42, MAPS);
+        let paths: Vec<_> = m.files.iter().map(|f| f.path.to_str().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/usr/sbin/apache2",
+                "/usr/lib/x86_64-linux-gnu/libapr-1.so.0.7.2",
+                "/usr/lib/x86_64-linux-gnu/libaprutil-1.so.0.6.3"
+            ]
+        );
+        assert_eq!(m.files[0].host_path, Path::new("/proc/42/root/usr/sbin/apache2"));
+    }
+
+    #[test]
+    fn short_names_match_one_library() {
+        let m = ProcMaps::parse(42, MAPS);
+        assert_eq!(m.find("libapr-1").unwrap().path, Path::new("/usr/lib/x86_64-linux-gnu/libapr-1.so.0.7.2"));
+        assert_eq!(m.find("apache2").unwrap().path, Path::new("/usr/sbin/apache2"));
+        assert!(m.find("libapr").unwrap_err().is_empty());
+        assert!(m.find("libssl").is_err());
+        assert_eq!(m.find("/usr/sbin/apache2").unwrap().path, Path::new("/usr/sbin/apache2"));
+        assert!(m.find("/usr/bin/nginx").is_err());
+    }
+}

@@ -1,0 +1,199 @@
+//! A throwaway Apache httpd (Debian's `/usr/sbin/apache2`): own config, logs
+//! and document root in a temp dir, listening on a loopback port, running in
+//! the foreground as our child and stopped (with all its children) on drop.
+use std::{
+    fmt::Write as _,
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The page every test request fetches.
+pub const INDEX_PATH: &str = "/index.html";
+const INDEX_BODY: &str = "<html><body><h1>flowdar test page</h1></body></html>\n";
+const MODULES: &str = "/usr/lib/apache2/modules";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("{0} not found: install Debian's apache2 (`cargo xtask setup` does)")]
+    NoApache(PathBuf),
+    #[error("preparing the Apache directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("Apache did not start within {secs} s on port {port}: {log}")]
+    Startup { secs: u64, port: u16, log: String },
+}
+
+/// Apache's multi-processing module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mpm {
+    #[default]
+    Event,
+    Worker,
+    Prefork,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApacheOptions {
+    pub binary: PathBuf,
+    pub mpm: Mpm,
+    /// 0 picks a free loopback port.
+    pub port: u16,
+    /// Extra configuration lines appended to the generated httpd.conf.
+    pub extra_config: String,
+}
+
+impl Default for ApacheOptions {
+    fn default() -> Self {
+        Self { binary: "/usr/sbin/apache2".into(), mpm: Mpm::Event, port: 0, extra_config: String::new() }
+    }
+}
+
+pub struct ThrowawayApache {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl ThrowawayApache {
+    /// Starts Apache and waits until it serves the test page.
+    pub fn start(opts: &ApacheOptions) -> Result<Self, ServerError> {
+        if !opts.binary.exists() {
+            return Err(ServerError::NoApache(opts.binary.clone()));
+        }
+        let dir = tempfile::Builder::new().prefix("flowdar-apache-").tempdir()?;
+        // Apache's children run as www-data: they must reach the doc root.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let htdocs = dir.path().join("htdocs");
+        std::fs::create_dir(&htdocs)?;
+        std::fs::set_permissions(&htdocs, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::write(htdocs.join("index.html"), INDEX_BODY)?;
+        std::fs::set_permissions(htdocs.join("index.html"), std::fs::Permissions::from_mode(0o644))?;
+
+        let port = if opts.port == 0 { free_port()? } else { opts.port };
+        let conf = dir.path().join("httpd.conf");
+        std::fs::write(&conf, config(dir.path(), port, opts))?;
+        let log = std::fs::File::create(dir.path().join("stderr.log"))?;
+        let child = Command::new(&opts.binary)
+            .args(["-f", conf.to_str().expect("utf-8 temp path"), "-DFOREGROUND"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Own process group: stopping it reaches every child.
+            .process_group(0)
+            .spawn()?;
+        let mut server = Self { child: Some(child), dir, port };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// The parent (control) process.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Apache's error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), ServerError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                break; // exited: report its log
+            }
+            let plan = super::LoadPlan { connections: 1, requests_per_connection: 1, concurrency: 1, ..Default::default() };
+            if super::run_load(self.addr(), &plan).ok == 1 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut log = self.error_log();
+        log.push_str(&std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default());
+        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no log output").to_string();
+        self.stop();
+        Err(ServerError::Startup { secs: STARTUP_TIMEOUT.as_secs(), port: self.port, log: last })
+    }
+
+    /// Graceful stop (SIGTERM to the parent), then SIGKILL to the group.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let pgid = child.id() as i32;
+        // SAFETY: signalling our own child / its process group.
+        unsafe { libc::kill(pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; the group may already be gone.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ThrowawayApache {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+fn config(dir: &Path, port: u16, opts: &ApacheOptions) -> String {
+    let d = dir.display();
+    let mut c = String::new();
+    let mpm = match opts.mpm {
+        Mpm::Event => "event",
+        Mpm::Worker => "worker",
+        Mpm::Prefork => "prefork",
+    };
+    let _ = writeln!(c, "# Generated by flowdar: a throwaway server on loopback.");
+    let _ = writeln!(c, "ServerRoot {d}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}");
+    let _ = writeln!(c, "PidFile {d}/httpd.pid\nErrorLog {d}/error.log\nLogLevel warn");
+    let _ = writeln!(c, "DefaultRuntimeDir {d}\nMutex file:{d} default");
+    let _ = writeln!(c, "LoadModule mpm_{mpm}_module {MODULES}/mod_mpm_{mpm}.so");
+    let _ = writeln!(c, "LoadModule authz_core_module {MODULES}/mod_authz_core.so");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let _ = writeln!(c, "User www-data\nGroup www-data");
+    }
+    let _ = writeln!(c, "DocumentRoot {d}/htdocs");
+    let _ = writeln!(c, "<Directory {d}/htdocs>\n    Require all granted\n</Directory>");
+    // A fixed pool: no children are started or reaped while a test runs, so
+    // the parent sends no internal dummy connections that would add calls.
+    match opts.mpm {
+        Mpm::Prefork => {
+            let _ = writeln!(c, "StartServers 5\nMinSpareServers 1\nMaxSpareServers 100\nMaxRequestWorkers 100");
+        }
+        Mpm::Event | Mpm::Worker => {
+            let _ = writeln!(
+                c,
+                "StartServers 2\nServerLimit 16\nThreadsPerChild 25\nMinSpareThreads 1\nMaxSpareThreads 400\nMaxRequestWorkers 400"
+            );
+        }
+    }
+    let _ = writeln!(c, "KeepAlive On\nKeepAliveTimeout 5\nTimeout 30");
+    c.push_str(&opts.extra_config);
+    c
+}

@@ -1,0 +1,8 @@
+//! Servers and clients for demos, experiments and tests: a throwaway Apache
+//! on a loopback port with its own config in a temp dir, and a bounded
+//! HTTP/1.1 load generator (loopback only).
+mod apache;
+mod load;
+
+pub use apache::{ApacheOptions, Mpm, ServerError, ThrowawayApache};
+pub use load::{run as run_load, LoadPlan, LoadResult};

@@ -1,0 +1,79 @@
+//! On-disk constants and the header/footer records.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probes::ResolvedProbe;
+
+pub const MAGIC: &[u8; 8] = b"FLOWDAR\0";
+/// Bumped on any incompatible change of the layout below.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const FRAME_HEADER: u8 = 1;
+pub(crate) const FRAME_EVENTS: u8 = 2;
+pub(crate) const FRAME_FOOTER: u8 = 3;
+/// kind + len + crc
+pub(crate) const FRAME_PREFIX_LEN: usize = 9;
+/// No frame is larger than this; a bigger length means corruption.
+pub(crate) const MAX_FRAME_LEN: u32 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open trace {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("cannot create trace {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("{path} already exists (pass --force to overwrite it)")]
+    Exists { path: PathBuf },
+    #[error("cannot write trace {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path} is empty: not a flowdar trace")]
+    Empty { path: PathBuf },
+    #[error("{path} is not a flowdar trace (bad magic bytes)")]
+    NotATrace { path: PathBuf },
+    #[error("{path} is trace format version {found}; this flowdar reads version {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path}: trace header is damaged ({reason}); nothing can be read")]
+    BadHeader { path: PathBuf, reason: String },
+    #[error("cannot read trace {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// The first record: describes the run, so a trace reads the same anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceHeader {
+    pub tool_version: String,
+    pub host: String,
+    pub kernel: String,
+    pub command_line: Vec<String>,
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// CLOCK_MONOTONIC at start: the time base of event timestamps.
+    pub start_monotonic_ns: u64,
+    pub target_pid: u32,
+    /// The probe table; an event's `probe_id` indexes it.
+    pub probes: Vec<ResolvedProbe>,
+}
+
+/// The last record: counters of the whole run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceFooter {
+    pub end_monotonic_ns: u64,
+    /// Events written to the file.
+    pub events: u64,
+    /// Per probe id: events lost in the kernel (ring buffer full).
+    pub kernel_drops: Vec<u64>,
+    /// Per probe id: events lost in user space (pipeline over its memory bound).
+    pub user_drops: Vec<u64>,
+    /// Why capture stopped (`duration`, `SIGINT`, `target exited`, ...).
+    pub stop_reason: String,
+}
+
+impl TraceFooter {
+    pub fn total_kernel_drops(&self) -> u64 {
+        self.kernel_drops.iter().sum()
+    }
+    pub fn total_user_drops(&self) -> u64 {
+        self.user_drops.iter().sum()
+    }
+}

@@ -1,0 +1,259 @@
+//! Streaming trace reader: one chunk in memory at a time. Damage is reported
+//! as warnings and skipped; only an unreadable header is fatal.
+use std::{
+    fmt,
+    fs::File,
+    io::{BufReader, ErrorKind, Read},
+    path::{Path, PathBuf},
+};
+
+use flowdar_common::{Event, EVENT_SIZE};
+
+use super::format::*;
+
+/// Damage found while reading; the reader carries on past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadWarning {
+    /// The file ends inside a frame (tracer killed, disk full).
+    Truncated { at: u64, last_complete: u64 },
+    /// A chunk failed its checksum or did not decode; it was skipped.
+    CorruptChunk { offset: u64, reason: String },
+    /// A frame length is impossible: nothing after `offset` can be trusted.
+    Unframed { offset: u64 },
+    /// The file has no footer: the tracer did not finish.
+    NoFooter,
+}
+
+impl fmt::Display for ReadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Truncated { at, last_complete } => write!(
+                f,
+                "trace is truncated at byte {at}; read up to the last complete chunk (byte {last_complete})"
+            ),
+            Self::CorruptChunk { offset, reason } => {
+                write!(f, "chunk at byte {offset} is corrupt ({reason}); skipped")
+            }
+            Self::Unframed { offset } => {
+                write!(f, "impossible frame length at byte {offset}; the rest of the file was not read")
+            }
+            Self::NoFooter => write!(
+                f,
+                "trace has no footer (the tracer did not finish); drop counters are unknown"
+            ),
+        }
+    }
+}
+
+pub struct TraceReader {
+    path: PathBuf,
+    input: BufReader<File>,
+    header: TraceHeader,
+    footer: Option<TraceFooter>,
+    warnings: Vec<ReadWarning>,
+    offset: u64,
+    done: bool,
+    chunks: u64,
+}
+
+enum Frame {
+    Complete { kind: u8, payload: Vec<u8>, crc_ok: bool },
+    End,
+    Truncated,
+    Unframed,
+}
+
+impl TraceReader {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let file = File::open(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let mut prefix = [0u8; 12];
+        let n = read_full(&mut input, &mut prefix).map_err(|source| StoreError::Read { path: path.into(), source })?;
+        if n == 0 {
+            return Err(StoreError::Empty { path: path.into() });
+        }
+        if n < 8 || &prefix[..8] != MAGIC {
+            return Err(StoreError::NotATrace { path: path.into() });
+        }
+        if n < 12 {
+            return Err(StoreError::BadHeader { path: path.into(), reason: "file ends inside the preamble".into() });
+        }
+        let version = u32::from_le_bytes(prefix[8..12].try_into().unwrap());
+        if version != FORMAT_VERSION {
+            return Err(StoreError::Version { path: path.into(), found: version });
+        }
+        let mut r = Self {
+            path: path.into(),
+            input,
+            header: placeholder_header(),
+            footer: None,
+            warnings: Vec::new(),
+            offset: 12,
+            done: false,
+            chunks: 0,
+        };
+        let bad = |reason: &str| StoreError::BadHeader { path: path.into(), reason: reason.into() };
+        match r.read_frame()? {
+            Frame::Complete { kind: FRAME_HEADER, payload, crc_ok: true } => {
+                r.header = serde_json::from_slice(&payload).map_err(|e| bad(&e.to_string()))?;
+            }
+            Frame::Complete { crc_ok: false, .. } => return Err(bad("checksum mismatch")),
+            Frame::Complete { .. } => return Err(bad("first frame is not a header")),
+            Frame::End | Frame::Truncated => return Err(bad("file ends inside the header")),
+            Frame::Unframed => return Err(bad("impossible header length")),
+        }
+        Ok(r)
+    }
+
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
+    }
+
+    /// The footer, once the reader has reached it.
+    pub fn footer(&self) -> Option<&TraceFooter> {
+        self.footer.as_ref()
+    }
+
+    pub fn warnings(&self) -> &[ReadWarning] {
+        &self.warnings
+    }
+
+    /// Complete, intact event chunks read so far.
+    pub fn chunks_read(&self) -> u64 {
+        self.chunks
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next intact chunk's events; `None` at the end of the trace.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<Event>>, StoreError> {
+        while !self.done {
+            let start = self.offset;
+            match self.read_frame()? {
+                Frame::End => {
+                    self.done = true;
+                    if self.footer.is_none() {
+                        self.warnings.push(ReadWarning::NoFooter);
+                    }
+                }
+                Frame::Truncated => {
+                    self.done = true;
+                    self.warnings.push(ReadWarning::Truncated { at: self.offset, last_complete: start });
+                    self.warnings.push(ReadWarning::NoFooter);
+                }
+                Frame::Unframed => {
+                    self.done = true;
+                    self.warnings.push(ReadWarning::Unframed { offset: start });
+                    self.warnings.push(ReadWarning::NoFooter);
+                }
+                Frame::Complete { crc_ok: false, .. } => {
+                    self.warnings.push(ReadWarning::CorruptChunk { offset: start, reason: "checksum mismatch".into() });
+                }
+                Frame::Complete { kind: FRAME_EVENTS, payload, .. } => match decode_events(&payload) {
+                    Ok(events) => {
+                        self.chunks += 1;
+                        return Ok(Some(events));
+                    }
+                    Err(reason) => self.warnings.push(ReadWarning::CorruptChunk { offset: start, reason }),
+                },
+                Frame::Complete { kind: FRAME_FOOTER, payload, .. } => {
+                    self.done = true;
+                    match serde_json::from_slice(&payload) {
+                        Ok(f) => self.footer = Some(f),
+                        Err(e) => self.warnings.push(ReadWarning::CorruptChunk {
+                            offset: start,
+                            reason: format!("footer does not decode: {e}"),
+                        }),
+                    }
+                }
+                Frame::Complete { kind, .. } => self.warnings.push(ReadWarning::CorruptChunk {
+                    offset: start,
+                    reason: format!("unknown frame kind {kind}"),
+                }),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Calls `f` on every event in file order; returns the reader (for its
+    /// footer and warnings) when done.
+    pub fn for_each_event(mut self, mut f: impl FnMut(&Event)) -> Result<Self, StoreError> {
+        while let Some(chunk) = self.next_chunk()? {
+            chunk.iter().for_each(&mut f);
+        }
+        Ok(self)
+    }
+
+    fn read_frame(&mut self) -> Result<Frame, StoreError> {
+        let io = |source| StoreError::Read { path: self.path.clone(), source };
+        let mut prefix = [0u8; FRAME_PREFIX_LEN];
+        let n = read_full(&mut self.input, &mut prefix).map_err(io)?;
+        self.offset += n as u64;
+        if n == 0 {
+            return Ok(Frame::End);
+        }
+        if n < FRAME_PREFIX_LEN {
+            return Ok(Frame::Truncated);
+        }
+        let kind = prefix[0];
+        let len = u32::from_le_bytes(prefix[1..5].try_into().unwrap());
+        let crc = u32::from_le_bytes(prefix[5..9].try_into().unwrap());
+        if len > MAX_FRAME_LEN || !(FRAME_HEADER..=FRAME_FOOTER).contains(&kind) {
+            return Ok(Frame::Unframed);
+        }
+        let mut payload = vec![0u8; len as usize];
+        let n = read_full(&mut self.input, &mut payload).map_err(|source| StoreError::Read { path: self.path.clone(), source })?;
+        self.offset += n as u64;
+        if n < payload.len() {
+            return Ok(Frame::Truncated);
+        }
+        let crc_ok = crc32fast::hash(&payload) == crc;
+        Ok(Frame::Complete { kind, payload, crc_ok })
+    }
+}
+
+/// Decodes an events payload: `u32 count` then zstd of `count` wire events.
+fn decode_events(payload: &[u8]) -> Result<Vec<Event>, String> {
+    let count = payload
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+        .ok_or("payload shorter than its count")?;
+    let raw_len = count.checked_mul(EVENT_SIZE).filter(|&l| l <= MAX_FRAME_LEN as usize * 64).ok_or("impossible event count")?;
+    let raw = zstd::bulk::decompress(&payload[4..], raw_len).map_err(|e| format!("zstd: {e}"))?;
+    if raw.len() != raw_len {
+        return Err(format!("holds {} bytes, expected {raw_len}", raw.len()));
+    }
+    raw.chunks_exact(EVENT_SIZE)
+        .enumerate()
+        .map(|(i, b)| Event::from_bytes(b).ok_or_else(|| format!("event {i} has an unknown kind")))
+        .collect()
+}
+
+/// Reads until `buf` is full or EOF; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn placeholder_header() -> TraceHeader {
+    TraceHeader {
+        tool_version: String::new(),
+        host: String::new(),
+        kernel: String::new(),
+        command_line: Vec::new(),
+        start_unix_ns: 0,
+        start_monotonic_ns: 0,
+        target_pid: 0,
+        probes: Vec::new(),
+    }
+}

@@ -1,0 +1,157 @@
+//! Round trips, truncation at every byte, corruption and bad files.
+use std::path::PathBuf;
+
+use flowdar_common::{Event, EventKind};
+
+use super::*;
+use crate::probes::ResolvedProbe;
+
+pub(crate) fn header(nprobes: u32) -> TraceHeader {
+    TraceHeader {
+        tool_version: "test".into(),
+        host: "h".into(),
+        kernel: "k".into(),
+        command_line: vec!["flowdar".into()],
+        start_unix_ns: 1,
+        start_monotonic_ns: 1_000,
+        target_pid: 7,
+        probes: (0..nprobes)
+            .map(|id| ResolvedProbe {
+                id,
+                function: format!("f{id}"),
+                path: PathBuf::from("/bin/x"),
+                attach_path: PathBuf::from("/bin/x"),
+                address: 0x1000 + id as u64,
+                file_offset: 0x1000 + id as u64,
+            })
+            .collect(),
+    }
+}
+
+fn events(n: u64) -> Vec<Event> {
+    (0..n)
+        .map(|i| Event {
+            tgid: 7,
+            tid: 7 + (i % 3) as u32,
+            ts_ns: 1_000 + i * 10,
+            probe_id: (i % 2) as u32,
+            kind: if i % 4 < 2 { EventKind::Entry } else { EventKind::Exit } as u32,
+            args: [i, i * 2, i * 3],
+        })
+        .collect()
+}
+
+fn write(path: &std::path::Path, chunks: &[Vec<Event>], finish: bool) {
+    let mut w = TraceWriter::create(path, &header(2), true).unwrap();
+    for c in chunks {
+        w.write_chunk(c).unwrap();
+    }
+    if finish {
+        w.finish(TraceFooter { kernel_drops: vec![1, 2], user_drops: vec![0, 3], ..Default::default() })
+            .unwrap();
+    }
+}
+
+fn read_all(path: &std::path::Path) -> (Vec<Event>, TraceReader) {
+    let mut out = Vec::new();
+    let r = TraceReader::open(path).unwrap().for_each_event(|e| out.push(*e)).unwrap();
+    (out, r)
+}
+
+#[test]
+fn round_trip_keeps_every_event_and_the_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    let evs = events(1000);
+    write(&path, &[evs[..400].to_vec(), evs[400..].to_vec()], true);
+    let (back, r) = read_all(&path);
+    assert_eq!(back, evs);
+    assert_eq!(r.header(), &header(2));
+    let f = r.footer().unwrap();
+    assert_eq!((f.events, f.total_kernel_drops(), f.total_user_drops()), (1000, 3, 3));
+    assert!(r.warnings().is_empty(), "{:?}", r.warnings());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn existing_file_is_not_overwritten_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    std::fs::write(&path, b"precious").unwrap();
+    let err = TraceWriter::create(&path, &header(1), false).err().unwrap();
+    assert!(matches!(err, StoreError::Exists { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+}
+
+#[test]
+fn a_cut_at_any_byte_reads_every_complete_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.flowdar");
+    let chunks: Vec<Vec<Event>> = events(30).chunks(10).map(|c| c.to_vec()).collect();
+    write(&full, &chunks, true);
+    let bytes = std::fs::read(&full).unwrap();
+    // Where each chunk ends, found by writing prefixes of the trace.
+    let mut ends = Vec::new();
+    for k in 0..=chunks.len() {
+        let p = dir.path().join(format!("p{k}"));
+        write(&p, &chunks[..k], false);
+        ends.push(std::fs::metadata(&p).unwrap().len() as usize);
+    }
+    let cut = dir.path().join("cut.flowdar");
+    for len in 0..bytes.len() {
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        match TraceReader::open(&cut) {
+            Err(e) => assert!(len < ends[0], "cut at {len} lost the header: {e}"),
+            Ok(r) => {
+                assert!(len >= ends[0], "cut at {len} should not open");
+                let mut n = 0;
+                let r = r.for_each_event(|_| n += 1).unwrap();
+                let complete = ends.iter().filter(|&&e| e <= len).count() - 1;
+                assert_eq!(n, complete * 10, "cut at {len}");
+                assert!(r.footer().is_none());
+                assert!(r.warnings().contains(&ReadWarning::NoFooter), "cut at {len}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_chunk_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    let chunks: Vec<Vec<Event>> = events(30).chunks(10).map(|c| c.to_vec()).collect();
+    write(&path, &chunks, true);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Flip a byte in the middle chunk's compressed payload.
+    let p1 = dir.path().join("p1");
+    write(&p1, &chunks[..1], false);
+    let start = std::fs::metadata(&p1).unwrap().len() as usize;
+    bytes[start + 20] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let (back, r) = read_all(&path);
+    assert_eq!(back.len(), 20);
+    assert_eq!(&back[..10], &chunks[0][..]);
+    assert_eq!(&back[10..], &chunks[2][..]);
+    assert!(matches!(r.warnings(), [ReadWarning::CorruptChunk { offset, .. }] if *offset == start as u64));
+    assert!(r.footer().is_some());
+}
+
+#[test]
+fn bad_files_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x");
+    std::fs::write(&p, b"").unwrap();
+    assert!(matches!(TraceReader::open(&p), Err(StoreError::Empty { .. })));
+    std::fs::write(&p, b"GIF89a, definitely").unwrap();
+    assert!(matches!(TraceReader::open(&p), Err(StoreError::NotATrace { .. })));
+    let mut v = MAGIC.to_vec();
+    v.extend_from_slice(&99u32.to_le_bytes());
+    std::fs::write(&p, &v).unwrap();
+    let err = TraceReader::open(&p).err().unwrap();
+    assert!(matches!(err, StoreError::Version { found: 99, .. }), "{err}");
+    assert!(matches!(
+        TraceReader::open(&dir.path().join("missing")),
+        Err(StoreError::Open { .. })
+    ));
+}

@@ -1,0 +1,110 @@
+//! Writing a trace: header first, then one self-contained chunk per batch,
+//! each handed to the OS as soon as it is complete (a killed tracer loses at
+//! most the batch in flight), then the footer.
+use std::{
+    fs::{File, OpenOptions},
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use flowdar_common::{Event, EVENT_SIZE};
+
+use super::format::*;
+
+/// zstd level: 3 is zstd's default, fast enough to keep up with the drain.
+const ZSTD_LEVEL: i32 = 3;
+
+pub struct TraceWriter {
+    path: PathBuf,
+    file: File,
+    events: u64,
+    bytes: u64,
+    raw: Vec<u8>,
+}
+
+impl TraceWriter {
+    /// Creates `path` with mode 0600 (traces hold pointers and timings of a
+    /// production server) and writes the header. Refuses an existing file
+    /// unless `force`.
+    pub fn create(path: &Path, header: &TraceHeader, force: bool) -> Result<Self, StoreError> {
+        let mut opts = OpenOptions::new();
+        opts.write(true).mode(0o600);
+        if force {
+            opts.create(true).truncate(true);
+        } else {
+            opts.create_new(true);
+        }
+        let file = opts.open(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                StoreError::Exists { path: path.into() }
+            } else {
+                StoreError::Create { path: path.into(), source }
+            }
+        })?;
+        let mut w = Self { path: path.into(), file, events: 0, bytes: 0, raw: Vec::new() };
+        let mut prefix = Vec::with_capacity(12);
+        prefix.extend_from_slice(MAGIC);
+        prefix.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        w.write_all(&prefix)?;
+        let json = serde_json::to_vec(header).expect("header serialises");
+        w.write_frame(FRAME_HEADER, &json)?;
+        Ok(w)
+    }
+
+    /// Appends one chunk holding `events`.
+    pub fn write_chunk(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.raw.clear();
+        self.raw.reserve(events.len() * EVENT_SIZE);
+        for ev in events {
+            self.raw.extend_from_slice(&ev.to_bytes());
+        }
+        let compressed = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)
+            .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+        let mut payload = Vec::with_capacity(4 + compressed.len());
+        payload.extend_from_slice(&(events.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&compressed);
+        self.write_frame(FRAME_EVENTS, &payload)?;
+        self.events += events.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the footer and syncs the file.
+    pub fn finish(mut self, mut footer: TraceFooter) -> Result<u64, StoreError> {
+        footer.events = self.events;
+        let json = serde_json::to_vec(&footer).expect("footer serialises");
+        self.write_frame(FRAME_FOOTER, &json)?;
+        self.file
+            .sync_all()
+            .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+        Ok(self.bytes)
+    }
+
+    pub fn events_written(&self) -> u64 {
+        self.events
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes
+    }
+
+    fn write_frame(&mut self, kind: u8, payload: &[u8]) -> Result<(), StoreError> {
+        let mut frame = Vec::with_capacity(FRAME_PREFIX_LEN + payload.len());
+        frame.push(kind);
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        frame.extend_from_slice(payload);
+        self.write_all(&frame)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.file
+            .write_all(bytes)
+            .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+        self.bytes += bytes.len() as u64;
+        Ok(())
+    }
+}
