@@ -1,9 +1,7 @@
 //! Process-tree following: children and threads of a traced process join the
 //! filter when they are forked, and leave it when they exit.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
 use crate::maps::{is_target, EXIT_LAYOUT, FORK_LAYOUT, TARGETS};

@@ -1,0 +1,290 @@
+//! Support for Flowdar's root integration tests: the `flowdar` binary under
+//! test, a recorder child process that is waited for and stopped by signal,
+//! an independent bpftrace counter, and trace checks.
+//!
+//! These tests need root, the real kernel and Debian's apache2; run them with
+//! `cargo xtask test`, which sets `FLOWDAR_BIN`.
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
+
+use flowdar::store::{TraceFooter, TraceHeader, TraceReader};
+use flowdar_common::{Event, EventKind};
+
+/// The `flowdar` binary built by `cargo xtask test`.
+pub fn flowdar_bin() -> PathBuf {
+    let p = std::env::var_os("FLOWDAR_BIN")
+        .map(PathBuf::from)
+        .expect("FLOWDAR_BIN is not set: run these tests with `cargo xtask test`");
+    assert!(p.exists(), "FLOWDAR_BIN={} does not exist", p.display());
+    p
+}
+
+/// Panics unless running as root (these tests need the kernel).
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "integration tests need root: run `cargo xtask test` as root"
+    );
+}
+
+/// Runs `flowdar` with `args` to completion.
+pub fn flowdar(args: &[&str]) -> Output {
+    Command::new(flowdar_bin())
+        .args(args)
+        .output()
+        .expect("run flowdar")
+}
+
+/// A background process whose stderr/stdout are collected, started and
+/// considered ready once a line containing a marker appears.
+pub struct Background {
+    child: Option<Child>,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+}
+
+impl Background {
+    /// Spawns `cmd` and waits (up to `timeout`) for `ready` in stdout or stderr.
+    pub fn start(mut cmd: Command, ready: &str, timeout: Duration) -> Self {
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let (tx, rx) = mpsc::channel();
+        let out = Arc::new(Mutex::new(String::new()));
+        let err = Arc::new(Mutex::new(String::new()));
+        let pump = |stream: Box<dyn std::io::Read + Send>,
+                    buf: Arc<Mutex<String>>,
+                    tx: mpsc::Sender<()>,
+                    ready: String| {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let hit = line.contains(&ready);
+                    let mut b = buf.lock().unwrap();
+                    b.push_str(&line);
+                    b.push('\n');
+                    drop(b);
+                    if hit {
+                        let _ = tx.send(());
+                    }
+                }
+            })
+        };
+        pump(
+            Box::new(child.stdout.take().unwrap()),
+            out.clone(),
+            tx.clone(),
+            ready.to_string(),
+        );
+        pump(
+            Box::new(child.stderr.take().unwrap()),
+            err.clone(),
+            tx,
+            ready.to_string(),
+        );
+        let bg = Self {
+            child: Some(child),
+            out,
+            err,
+        };
+        if rx.recv_timeout(timeout).is_err() {
+            let (o, e) = (bg.stdout(), bg.stderr());
+            panic!("{cmd:?} not ready within {timeout:?} (no line with {ready:?})\nstdout:\n{o}\nstderr:\n{e}");
+        }
+        bg
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn stdout(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    /// Sends `sig` and waits (up to 60 s) for the exit; returns the status
+    /// code (None if killed by a signal), stdout and stderr.
+    pub fn stop(mut self, sig: i32) -> (Option<i32>, String, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        // Give the pumps a moment to collect the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        (status.and_then(|s| s.code()), self.stdout(), self.stderr())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `flowdar record` in the background, ready once probes are attached.
+pub fn start_recorder(args: &[&str]) -> Background {
+    let mut cmd = Command::new(flowdar_bin());
+    cmd.arg("record").args(args);
+    Background::start(cmd, "Recording PID", Duration::from_secs(60))
+}
+
+/// bpftrace counting entries and exits (split by zero/non-zero return) of
+/// `functions` in `binary`, for processes whose tgid is `pid` or whose
+/// parent is `pid` (Apache's children). An independent witness.
+pub fn start_bpftrace_counter(pid: u32, probes: &[(&str, &str)]) -> Background {
+    let filter = format!("/pid == {pid} || curtask->real_parent->tgid == {pid}/");
+    let mut script = String::new();
+    for (binary, func) in probes {
+        script.push_str(&format!(
+            "uprobe:{binary}:{func} {filter} {{ @entry[\"{func}\"] = count(); }}\n\
+             uretprobe:{binary}:{func} {filter} {{ @exit[\"{func}\", retval == 0 ? \"zero\" : \"nonzero\"] = count(); }}\n"
+        ));
+    }
+    let mut cmd = Command::new("bpftrace");
+    cmd.arg("-e").arg(script);
+    Background::start(cmd, "Attaching", Duration::from_secs(60))
+}
+
+/// Parses bpftrace's map dump: `@entry[f]: N` and `@exit[f, zero]: N`.
+pub fn parse_bpftrace_counts(stdout: &str) -> HashMap<String, u64> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let (key, n) = l.rsplit_once(':')?;
+            let n = n.trim().parse().ok()?;
+            let key = key
+                .trim()
+                .trim_start_matches('@')
+                .replace(['[', ']', ' '], "");
+            Some((key, n))
+        })
+        .collect()
+}
+
+/// A trace read back whole (tests use small traces).
+pub struct Trace {
+    pub header: TraceHeader,
+    pub footer: Option<TraceFooter>,
+    pub events: Vec<Event>,
+    pub warnings: Vec<String>,
+}
+
+impl Trace {
+    pub fn read(path: &Path) -> Self {
+        let mut events = Vec::new();
+        let r = TraceReader::open(path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+            .for_each_event(|e| events.push(*e))
+            .expect("read trace");
+        Self {
+            header: r.header().clone(),
+            footer: r.footer().cloned(),
+            events,
+            warnings: r.warnings().iter().map(|w| w.to_string()).collect(),
+        }
+    }
+
+    pub fn probe_id(&self, function: &str) -> u32 {
+        self.header
+            .probes
+            .iter()
+            .find(|p| p.function == function)
+            .unwrap_or_else(|| panic!("{function} not in the probe table"))
+            .id
+    }
+
+    /// Events of `function` of `kind`.
+    pub fn count(&self, function: &str, kind: EventKind) -> usize {
+        let id = self.probe_id(function);
+        self.events
+            .iter()
+            .filter(|e| e.probe_id == id && e.kind == kind as u32)
+            .count()
+    }
+
+    /// Exits of `function` whose return value is zero.
+    pub fn zero_returns(&self, function: &str) -> usize {
+        let id = self.probe_id(function);
+        self.events
+            .iter()
+            .filter(|e| e.probe_id == id && e.kind == EventKind::Exit as u32 && e.args[0] == 0)
+            .count()
+    }
+
+    /// Checks, independently of flowdar's analysis code, that every exit
+    /// returns from the innermost open call of the same function on its
+    /// thread and that time never goes backwards on a thread. Returns the
+    /// problems found (empty when consistent) and the calls left open.
+    pub fn nesting_problems(&self) -> (Vec<String>, usize) {
+        let mut stacks: HashMap<u32, Vec<u32>> = HashMap::new();
+        let mut last: HashMap<u32, u64> = HashMap::new();
+        let mut problems = Vec::new();
+        for (i, e) in self.events.iter().enumerate() {
+            let prev = last.insert(e.tid, e.ts_ns).unwrap_or(0);
+            if e.ts_ns < prev {
+                problems.push(format!("event {i}: time goes back on tid {}", e.tid));
+            }
+            let stack = stacks.entry(e.tid).or_default();
+            if e.kind == EventKind::Entry as u32 {
+                stack.push(e.probe_id);
+            } else {
+                match stack.pop() {
+                    Some(top) if top == e.probe_id => {}
+                    other => problems.push(format!(
+                        "event {i}: exit of probe {} on tid {} but the open call is {other:?}",
+                        e.probe_id, e.tid
+                    )),
+                }
+            }
+        }
+        (problems, stacks.values().map(Vec::len).sum())
+    }
+}
+
+/// Names of our programs still loaded in the kernel (should be none once a
+/// recorder has exited, however it exited).
+pub fn leftover_programs() -> Vec<String> {
+    flowdar::capture::loaded_flowdar_programs()
+}
+
+/// uprobe events in tracefs that mention flowdar (aya attaches through
+/// perf_event_open, so there should never be any).
+pub fn leftover_tracefs_uprobes() -> Vec<String> {
+    std::fs::read_to_string("/sys/kernel/tracing/uprobe_events")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("flowdar") || l.contains("aya"))
+        .map(str::to_string)
+        .collect()
+}

@@ -72,7 +72,10 @@ impl CallPairer {
 
     /// Feeds one event; completed calls go to `out`.
     pub fn push(&mut self, ev: &Event, mut out: impl FnMut(Call)) {
-        let t = self.threads.entry(ev.tid).or_insert_with(|| Thread { tgid: ev.tgid, ..Default::default() });
+        let t = self.threads.entry(ev.tid).or_insert_with(|| Thread {
+            tgid: ev.tgid,
+            ..Default::default()
+        });
         t.tgid = ev.tgid;
         if ev.ts_ns < t.last_ts {
             self.counts.time_reversals += 1;
@@ -137,7 +140,14 @@ mod tests {
     use super::*;
 
     fn ev(tid: u32, ts: u64, probe: u32, kind: EventKind, a0: u64) -> Event {
-        Event { tgid: 1, tid, ts_ns: ts, probe_id: probe, kind: kind as u32, args: [a0, 0, 0] }
+        Event {
+            tgid: 1,
+            tid,
+            ts_ns: ts,
+            probe_id: probe,
+            kind: kind as u32,
+            args: [a0, 0, 0],
+        }
     }
     use EventKind::{Entry as In, Exit as Out};
 
@@ -154,28 +164,66 @@ mod tests {
     #[test]
     fn nested_calls_get_depth_and_self_time() {
         let (calls, counts) = pair(
-            &[ev(1, 0, 0, In, 9), ev(1, 10, 1, In, 0), ev(1, 30, 1, Out, 5), ev(1, 100, 0, Out, 0)],
+            &[
+                ev(1, 0, 0, In, 9),
+                ev(1, 10, 1, In, 0),
+                ev(1, 30, 1, Out, 5),
+                ev(1, 100, 0, Out, 0),
+            ],
             200,
         );
         assert_eq!(counts, PairingCounts::default());
         assert_eq!(calls.len(), 2);
         let (inner, outer) = (&calls[0], &calls[1]);
-        assert_eq!((inner.probe_id, inner.depth, inner.duration_ns(), inner.ret), (1, 1, 20, Some(5)));
-        assert_eq!((outer.probe_id, outer.depth, outer.duration_ns(), outer.self_ns()), (0, 0, 100, 80));
+        assert_eq!(
+            (inner.probe_id, inner.depth, inner.duration_ns(), inner.ret),
+            (1, 1, 20, Some(5))
+        );
+        assert_eq!(
+            (
+                outer.probe_id,
+                outer.depth,
+                outer.duration_ns(),
+                outer.self_ns()
+            ),
+            (0, 0, 100, 80)
+        );
         assert_eq!(outer.args[0], 9);
     }
 
     #[test]
     fn threads_pair_independently() {
-        let (calls, _) = pair(&[ev(1, 0, 0, In, 0), ev(2, 5, 0, In, 0), ev(1, 7, 0, Out, 0), ev(2, 20, 0, Out, 0)], 30);
+        let (calls, _) = pair(
+            &[
+                ev(1, 0, 0, In, 0),
+                ev(2, 5, 0, In, 0),
+                ev(1, 7, 0, Out, 0),
+                ev(2, 20, 0, Out, 0),
+            ],
+            30,
+        );
         let durations: Vec<(u32, u64)> = calls.iter().map(|c| (c.tid, c.duration_ns())).collect();
         assert_eq!(durations, [(1, 7), (2, 15)]);
     }
 
     #[test]
     fn recursion_pairs_innermost_first() {
-        let (calls, _) = pair(&[ev(1, 0, 0, In, 0), ev(1, 1, 0, In, 0), ev(1, 3, 0, Out, 0), ev(1, 10, 0, Out, 0)], 20);
-        assert_eq!(calls.iter().map(|c| (c.depth, c.duration_ns())).collect::<Vec<_>>(), [(1, 2), (0, 10)]);
+        let (calls, _) = pair(
+            &[
+                ev(1, 0, 0, In, 0),
+                ev(1, 1, 0, In, 0),
+                ev(1, 3, 0, Out, 0),
+                ev(1, 10, 0, Out, 0),
+            ],
+            20,
+        );
+        assert_eq!(
+            calls
+                .iter()
+                .map(|c| (c.depth, c.duration_ns()))
+                .collect::<Vec<_>>(),
+            [(1, 2), (0, 10)]
+        );
     }
 
     #[test]
@@ -198,7 +246,11 @@ mod tests {
         assert_eq!(counts.time_reversals, 1);
         let in_flight: Vec<_> = calls.iter().filter(|c| !c.returned).collect();
         assert_eq!(in_flight.len(), 2);
-        assert_eq!(in_flight[0].duration_ns(), 46, "innermost first, measured to the end");
+        assert_eq!(
+            in_flight[0].duration_ns(),
+            46,
+            "innermost first, measured to the end"
+        );
         assert_eq!(in_flight[1].duration_ns(), 44);
     }
 }

@@ -35,13 +35,19 @@ impl Stats {
         Self {
             rows: probes
                 .into_iter()
-                .map(|(function, object)| FunctionStats { function, object, ..Default::default() })
+                .map(|(function, object)| FunctionStats {
+                    function,
+                    object,
+                    ..Default::default()
+                })
                 .collect(),
         }
     }
 
     pub fn add(&mut self, call: &Call) {
-        let Some(row) = self.rows.get_mut(call.probe_id as usize) else { return };
+        let Some(row) = self.rows.get_mut(call.probe_id as usize) else {
+            return;
+        };
         let d = call.duration_ns();
         if call.returned {
             row.calls += 1;
@@ -60,10 +66,18 @@ impl Stats {
     pub fn finish(mut self) -> Vec<FunctionStats> {
         for r in &mut self.rows {
             let n = r.calls + r.in_flight;
-            r.mean_ns = if n == 0 { 0 } else { r.total_ns / n };
+            r.mean_ns = r.total_ns.checked_div(n).unwrap_or(0);
         }
-        let mut rows: Vec<FunctionStats> = self.rows.into_iter().filter(|r| r.calls + r.in_flight > 0).collect();
-        rows.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then_with(|| a.function.cmp(&b.function)));
+        let mut rows: Vec<FunctionStats> = self
+            .rows
+            .into_iter()
+            .filter(|r| r.calls + r.in_flight > 0)
+            .collect();
+        rows.sort_by(|a, b| {
+            b.total_ns
+                .cmp(&a.total_ns)
+                .then_with(|| a.function.cmp(&b.function))
+        });
         rows
     }
 }
@@ -89,15 +103,25 @@ mod tests {
 
     #[test]
     fn sums_means_maxima_and_in_flight() {
-        let mut s = Stats::new([("a".to_string(), "x".to_string()), ("b".into(), "x".into()), ("c".into(), "x".into())]);
+        let mut s = Stats::new([
+            ("a".to_string(), "x".to_string()),
+            ("b".into(), "x".into()),
+            ("c".into(), "x".into()),
+        ]);
         s.add(&call(0, 0, 10, true, 0));
         s.add(&call(0, 0, 30, true, 7));
         s.add(&call(1, 0, 1000, false, 0));
         let rows = s.finish();
         assert_eq!(rows.len(), 2, "c had no calls");
         assert_eq!(rows[0].function, "b");
-        assert_eq!((rows[0].calls, rows[0].in_flight, rows[0].mean_ns), (0, 1, 1000));
+        assert_eq!(
+            (rows[0].calls, rows[0].in_flight, rows[0].mean_ns),
+            (0, 1, 1000)
+        );
         let a = &rows[1];
-        assert_eq!((a.calls, a.total_ns, a.mean_ns, a.max_ns, a.zero_returns), (2, 40, 20, 30, 1));
+        assert_eq!(
+            (a.calls, a.total_ns, a.mean_ns, a.max_ns, a.zero_returns),
+            (2, 40, 20, 30, 1)
+        );
     }
 }

@@ -120,7 +120,11 @@ fn hand_over(tx: &SyncSender<Vec<Event>>, batch: &mut Vec<Event>, counts: &mut D
 
 /// Sleeps until the ring buffer's fd is readable or `ms` pass.
 fn wait_readable(ring: &RingBuf<MapData>, ms: i32) {
-    let mut pfd = libc::pollfd { fd: ring.as_fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: ring.as_fd().as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }

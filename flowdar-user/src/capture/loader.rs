@@ -37,9 +37,16 @@ pub struct Attached {
 /// Loads the programs with this kernel's settings, follows `pid`'s process
 /// tree and attaches every probe. Nothing stays attached if this fails: the
 /// links die with the returned (or dropped) `Ebpf`.
-pub fn attach(pid: u32, probes: &[ResolvedProbe], ring_bytes: u32) -> Result<Attached, CaptureError> {
+pub fn attach(
+    pid: u32,
+    probes: &[ResolvedProbe],
+    ring_bytes: u32,
+) -> Result<Attached, CaptureError> {
     if probes.len() as u32 > MAX_PROBES {
-        return Err(CaptureError::TooManyProbes { count: probes.len(), max: MAX_PROBES });
+        return Err(CaptureError::TooManyProbes {
+            count: probes.len(),
+            max: MAX_PROBES,
+        });
     }
     let started = Instant::now();
     let root = tracefs::ensure_mounted()?;
@@ -53,22 +60,27 @@ pub fn attach(pid: u32, probes: &[ResolvedProbe], ring_bytes: u32) -> Result<Att
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)
-        .map_err(CaptureError::Load)?;
+        .map_err(|e| CaptureError::Load(Box::new(e)))?;
 
     // Follow forks before reading /proc, so no child slips between the two.
-    for (prog, event) in [(FORK, "sched_process_fork"), (TASK_EXIT, "sched_process_exit")] {
+    for (prog, event) in [
+        (FORK, "sched_process_fork"),
+        (TASK_EXIT, "sched_process_exit"),
+    ] {
         let tp: &mut TracePoint = program(&mut ebpf, prog)?;
         tp.load().map_err(|e| CaptureError::program(prog, e))?;
-        tp.attach("sched", event).map_err(|e| CaptureError::program(prog, e))?;
+        tp.attach("sched", event)
+            .map_err(|e| CaptureError::program(prog, e))?;
     }
     let tree = proctree::descendants(pid);
     {
         let mut targets: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
-            ebpf.map_mut("TARGETS").ok_or(CaptureError::MissingMap("TARGETS"))?,
+            ebpf.map_mut("TARGETS")
+                .ok_or(CaptureError::MissingMap("TARGETS"))?,
         )
-        .map_err(CaptureError::Map)?;
+        .map_err(CaptureError::map)?;
         for p in &tree {
-            targets.insert(p, 1, 0).map_err(CaptureError::Map)?;
+            targets.insert(p, 1, 0).map_err(CaptureError::map)?;
         }
     }
     if !proctree::is_alive(pid) {
@@ -83,25 +95,37 @@ pub fn attach(pid: u32, probes: &[ResolvedProbe], ring_bytes: u32) -> Result<Att
                 location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
                 cookie: Some(u64::from(p.id)),
             };
-            prog.attach(point, &p.attach_path, UProbeScope::AllProcesses).map_err(|source| {
-                CaptureError::Attach { function: p.function.clone(), path: p.path.clone(), source }
-            })?;
+            prog.attach(point, &p.attach_path, UProbeScope::AllProcesses)
+                .map_err(|source| CaptureError::Attach {
+                    function: p.function.clone(),
+                    path: p.path.clone(),
+                    source: Box::new(source),
+                })?;
         }
     }
-    Ok(Attached { ebpf, seeded: tree.len(), attach_time: started.elapsed() })
+    Ok(Attached {
+        ebpf,
+        seeded: tree.len(),
+        attach_time: started.elapsed(),
+    })
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
-    let prog = ebpf.program_mut(name).ok_or(CaptureError::MissingProgram(name))?;
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(CaptureError::MissingProgram(name))?;
     prog.try_into().map_err(|e| CaptureError::program(name, e))
 }
 
 /// Two perf-event fds per probe: the `full` profile needs thousands.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain syscalls on a valid struct.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {

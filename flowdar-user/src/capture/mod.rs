@@ -35,17 +35,24 @@ pub enum CaptureError {
     #[error(transparent)]
     Tracefs(#[from] tracefs::TracefsError),
     #[error("loading the eBPF programs failed: {0}")]
-    Load(aya::EbpfError),
+    Load(Box<aya::EbpfError>),
     #[error("eBPF program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("the eBPF object has no program {0} (build mismatch)")]
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0} (build mismatch)")]
     MissingMap(&'static str),
     #[error("eBPF map: {0}")]
-    Map(aya::maps::MapError),
+    Map(Box<aya::maps::MapError>),
     #[error("attaching to {function} in {path}: {source}")]
-    Attach { function: String, path: PathBuf, source: aya::programs::ProgramError },
+    Attach {
+        function: String,
+        path: PathBuf,
+        source: Box<aya::programs::ProgramError>,
+    },
     #[error("{count} probes requested; at most {max} fit the probe table")]
     TooManyProbes { count: usize, max: u32 },
     #[error(transparent)]
@@ -56,7 +63,14 @@ pub enum CaptureError {
 
 impl CaptureError {
     fn program(name: &'static str, source: aya::programs::ProgramError) -> Self {
-        Self::Program { name, source }
+        Self::Program {
+            name,
+            source: Box::new(source),
+        }
+    }
+
+    fn map(source: aya::maps::MapError) -> Self {
+        Self::Map(Box::new(source))
     }
 }
 
@@ -123,7 +137,9 @@ impl Recording {
             host: hostname(),
             kernel: kernel_release(),
             command_line: opts.command_line.clone(),
-            start_unix_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
+            start_unix_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
             start_monotonic_ns: started_mono,
             target_pid: opts.pid,
             probes: opts.probes.clone(),
@@ -133,10 +149,16 @@ impl Recording {
         let mut writer = TraceWriter::create(&opts.output, &header, opts.force)?;
 
         let ebpf = &mut attached.ebpf;
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(CaptureError::MissingMap("EVENTS"))?)
-            .map_err(CaptureError::Map)?;
-        let drops = PerCpuArray::try_from(ebpf.take_map("DROPS").ok_or(CaptureError::MissingMap("DROPS"))?)
-            .map_err(CaptureError::Map)?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or(CaptureError::MissingMap("EVENTS"))?,
+        )
+        .map_err(CaptureError::map)?;
+        let drops = PerCpuArray::try_from(
+            ebpf.take_map("DROPS")
+                .ok_or(CaptureError::MissingMap("DROPS"))?,
+        )
+        .map_err(CaptureError::map)?;
 
         let capacity = (opts.buffer_bytes / (BATCH_EVENTS * flowdar_common::EVENT_SIZE)).max(2);
         let (tx, rx) = mpsc::sync_channel::<Vec<Event>>(capacity);
@@ -153,7 +175,16 @@ impl Recording {
             .expect("spawn writer thread");
         let stop = Arc::new(AtomicBool::new(false));
         let drain = drain::spawn(ring, tx, stop.clone(), opts.probes.len());
-        Ok(Self { attached, drops, stop, drain, writer, footer_tx, opts, started_mono })
+        Ok(Self {
+            attached,
+            drops,
+            stop,
+            drain,
+            writer,
+            footer_tx,
+            opts,
+            started_mono,
+        })
     }
 
     pub fn processes_at_start(&self) -> usize {
@@ -166,13 +197,28 @@ impl Recording {
 
     /// Detaches every probe, drains what is left, writes the footer.
     pub fn stop(self, reason: &str) -> Result<RecordSummary, CaptureError> {
-        let Self { attached, drops, stop, drain, writer, footer_tx, opts, started_mono } = self;
-        let loader::Attached { ebpf, seeded, attach_time } = attached;
+        let Self {
+            attached,
+            drops,
+            stop,
+            drain,
+            writer,
+            footer_tx,
+            opts,
+            started_mono,
+        } = self;
+        let loader::Attached {
+            ebpf,
+            seeded,
+            attach_time,
+        } = attached;
         // Dropping the programs closes their perf links: no probe stays.
         drop(ebpf);
         let end_mono = monotonic_ns();
         stop.store(true, std::sync::atomic::Ordering::Release);
-        let counts = drain.join().map_err(|_| CaptureError::Writer("drain thread panicked".into()))?;
+        let counts = drain
+            .join()
+            .map_err(|_| CaptureError::Writer("drain thread panicked".into()))?;
         let kernel_drops: Vec<u64> = (0..opts.probes.len() as u32)
             .map(|i| drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
             .collect();
@@ -203,16 +249,23 @@ impl Recording {
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid timespec pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().into()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().into())
+        .unwrap_or_default()
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().into()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().into())
+        .unwrap_or_default()
 }

@@ -5,7 +5,9 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 #[derive(Debug, thiserror::Error)]
-#[error("flowdar {what} needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: {missing})")]
+#[error(
+    "flowdar {what} needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: {missing})"
+)]
 pub struct PrivilegeError {
     what: &'static str,
     missing: String,
@@ -35,5 +37,8 @@ pub fn check(what: &'static str) -> Result<(), PrivilegeError> {
         .filter(|(c, _)| !has(*c))
         .map(|(_, n)| n)
         .collect();
-    Err(PrivilegeError { what, missing: missing.join(", ") })
+    Err(PrivilegeError {
+        what,
+        missing: missing.join(", "),
+    })
 }

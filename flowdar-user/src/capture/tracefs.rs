@@ -12,7 +12,10 @@ pub enum TracefsError {
     #[error("tracefs is not mounted and mounting it on {TRACEFS} failed: {0} (mount it with `mount -t tracefs nodev {TRACEFS}`)")]
     Mount(std::io::Error),
     #[error("cannot read tracepoint format {path}: {source} (kernel without CONFIG_FTRACE?)")]
-    Format { path: PathBuf, source: std::io::Error },
+    Format {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("tracepoint format {path} has no field `{field}`")]
     Field { path: PathBuf, field: String },
 }
@@ -28,7 +31,15 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     let fstype = std::ffi::CString::new("tracefs").unwrap();
     let source = std::ffi::CString::new("nodev").unwrap();
     // SAFETY: valid NUL-terminated strings, no data argument.
-    let rc = unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         return Err(TracefsError::Mount(std::io::Error::last_os_error()));
     }
@@ -40,33 +51,51 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let line = line.trim();
         let decl = line.strip_prefix("field:")?.split(';').next()?;
-        let name = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
+        let name = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()?;
         let name = name.split('[').next()?;
         if name != field {
             return None;
         }
-        let off = line.split(';').find_map(|p| p.trim().strip_prefix("offset:"))?;
+        let off = line
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("offset:"))?;
         off.trim().parse().ok()
     })
 }
 
 fn read_format(root: &Path, group: &str, name: &str) -> Result<(PathBuf, String), TracefsError> {
     let path = root.join("events").join(group).join(name).join("format");
-    let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Format { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Format {
+        path: path.clone(),
+        source,
+    })?;
     Ok((path, text))
 }
 
 /// Where `sched_process_fork` keeps its pids on this kernel.
 pub fn fork_layout(root: &Path) -> Result<ForkLayout, TracefsError> {
     let (path, text) = read_format(root, "sched", "sched_process_fork")?;
-    let get = |f: &str| field_offset(&text, f).ok_or_else(|| TracefsError::Field { path: path.clone(), field: f.into() });
-    Ok(ForkLayout { parent_pid_off: get("parent_pid")?, child_pid_off: get("child_pid")? })
+    let get = |f: &str| {
+        field_offset(&text, f).ok_or_else(|| TracefsError::Field {
+            path: path.clone(),
+            field: f.into(),
+        })
+    };
+    Ok(ForkLayout {
+        parent_pid_off: get("parent_pid")?,
+        child_pid_off: get("child_pid")?,
+    })
 }
 
 /// Where `sched_process_exit` keeps `group_dead` (absent before ~6.16).
 pub fn exit_layout(root: &Path) -> Result<ExitLayout, TracefsError> {
     let (_, text) = read_format(root, "sched", "sched_process_exit")?;
-    Ok(ExitLayout { group_dead_off: field_offset(&text, "group_dead").unwrap_or(u32::MAX), _pad: 0 })
+    Ok(ExitLayout {
+        group_dead_off: field_offset(&text, "group_dead").unwrap_or(u32::MAX),
+        _pad: 0,
+    })
 }
 
 #[cfg(test)]

@@ -48,10 +48,24 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     capture::check_privileges("demo")?;
-    eprintln!("Starting a throwaway Apache ({:?} MPM) on loopback...", args.mpm);
-    let apache = ThrowawayApache::start(&ApacheOptions { mpm: args.mpm, ..Default::default() })?;
-    eprintln!("Apache PID {} listening on {} (config in {})", apache.pid(), apache.addr(), apache.dir().display());
-    let requests: Vec<ProbeRequest> = DEMO_PROBES.iter().map(|s| s.parse().expect("valid demo probe")).collect();
+    eprintln!(
+        "Starting a throwaway Apache ({:?} MPM) on loopback...",
+        args.mpm
+    );
+    let apache = ThrowawayApache::start(&ApacheOptions {
+        mpm: args.mpm,
+        ..Default::default()
+    })?;
+    eprintln!(
+        "Apache PID {} listening on {} (config in {})",
+        apache.pid(),
+        apache.addr(),
+        apache.dir().display()
+    );
+    let requests: Vec<ProbeRequest> = DEMO_PROBES
+        .iter()
+        .map(|s| s.parse().expect("valid demo probe"))
+        .collect();
     let probes = probes::resolve(apache.pid(), &requests)?;
     let recording = Recording::start(RecordOptions {
         pid: apache.pid(),
@@ -80,7 +94,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Let Apache see the clients' closes before detaching.
     std::thread::sleep(Duration::from_millis(500));
     let summary = recording.stop("load finished")?;
-    let p = |q: f64| load.latencies_us.get(((load.latencies_us.len() as f64 * q) as usize).min(load.latencies_us.len().saturating_sub(1))).copied().unwrap_or(0);
+    let p = |q: f64| {
+        load.latencies_us
+            .get(
+                ((load.latencies_us.len() as f64 * q) as usize)
+                    .min(load.latencies_us.len().saturating_sub(1)),
+            )
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "Client: {} ok, {} errors in {} ({:.0} req/s; latency p50 {} µs, p99 {} µs)\n",
         load.ok,

@@ -54,7 +54,11 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
             pairer.push(ev, |c| took = Some(c.duration_ns()));
             let depth = pairer.depth(ev.tid);
             let took = took.map_or_else(|| "entry not captured".to_string(), format::ns);
-            format!("{}<- {name} = {:#x}  [{took}]", "  ".repeat(depth), ev.args[0])
+            format!(
+                "{}<- {name} = {:#x}  [{took}]",
+                "  ".repeat(depth),
+                ev.args[0]
+            )
         };
         if show {
             shown += 1;

@@ -26,7 +26,10 @@ pub fn bytes(b: u64) -> String {
 
 /// The file name of a path, for compact tables.
 pub fn short_object(path: &std::path::Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 #[cfg(test)]

@@ -98,8 +98,13 @@ pub(super) fn ring_bytes(mib: u32) -> anyhow::Result<u32> {
 
 /// Starts recording, waits for a signal, the duration or the target's exit,
 /// then stops and returns the summary.
-pub(super) fn record_until_stopped(opts: RecordOptions, duration: Option<Duration>) -> anyhow::Result<RecordSummary> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+pub(super) fn record_until_stopped(
+    opts: RecordOptions,
+    duration: Option<Duration>,
+) -> anyhow::Result<RecordSummary> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         // Handlers first: a signal during attach must still detach cleanly.
@@ -164,7 +169,11 @@ pub(super) fn print_summary(s: &RecordSummary) {
         events,
         lost,
         format::bytes(s.bytes_written),
-        if events == 0 { 0.0 } else { s.bytes_written as f64 / events as f64 },
+        if events == 0 {
+            0.0
+        } else {
+            s.bytes_written as f64 / events as f64
+        },
     );
     println!();
     println!(

@@ -42,7 +42,10 @@ pub fn compute(path: &std::path::Path) -> anyhow::Result<(Vec<FunctionStats>, Tr
     let reader = TraceReader::open(path)?;
     let header = reader.header().clone();
     let mut stats = Stats::new(
-        header.probes.iter().map(|p| (p.function.clone(), format::short_object(&p.path))),
+        header
+            .probes
+            .iter()
+            .map(|p| (p.function.clone(), format::short_object(&p.path))),
     );
     let mut pairer = CallPairer::new();
     let mut last_ts = header.start_monotonic_ns;
@@ -50,19 +53,22 @@ pub fn compute(path: &std::path::Path) -> anyhow::Result<(Vec<FunctionStats>, Tr
         last_ts = last_ts.max(ev.ts_ns);
         pairer.push(ev, |c| stats.add(&c));
     })?;
-    let end = reader.footer().map_or(last_ts, |f| f.end_monotonic_ns.max(last_ts));
+    let end = reader
+        .footer()
+        .map_or(last_ts, |f| f.end_monotonic_ns.max(last_ts));
     pairer.finish(end, |c| stats.add(&c));
     Ok((stats.finish(), reader))
 }
 
 pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     let (mut rows, reader) = compute(&args.trace)?;
+    use std::cmp::Reverse;
     match args.sort {
         SortKey::Total => {}
-        SortKey::SelfTime => rows.sort_by(|a, b| b.self_ns.cmp(&a.self_ns)),
-        SortKey::Calls => rows.sort_by(|a, b| (b.calls + b.in_flight).cmp(&(a.calls + a.in_flight))),
-        SortKey::Mean => rows.sort_by(|a, b| b.mean_ns.cmp(&a.mean_ns)),
-        SortKey::Max => rows.sort_by(|a, b| b.max_ns.cmp(&a.max_ns)),
+        SortKey::SelfTime => rows.sort_by_key(|r| Reverse(r.self_ns)),
+        SortKey::Calls => rows.sort_by_key(|r| Reverse(r.calls + r.in_flight)),
+        SortKey::Mean => rows.sort_by_key(|r| Reverse(r.mean_ns)),
+        SortKey::Max => rows.sort_by_key(|r| Reverse(r.max_ns)),
         SortKey::Name => rows.sort_by(|a, b| a.function.cmp(&b.function)),
     }
     if args.json {

@@ -23,9 +23,17 @@ pub const PROBE_FILE_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read probe file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{path}: unsupported probe file version {found} (this flowdar reads version {PROBE_FILE_VERSION})")]
     Version { path: PathBuf, found: u32 },
     #[error("{path}: no functions to probe")]
@@ -51,8 +59,10 @@ pub struct ProbeGroup {
 
 impl ProbeFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(path, &text)
     }
 
@@ -68,7 +78,10 @@ impl ProbeFile {
             }
         })?;
         if file.version != PROBE_FILE_VERSION {
-            return Err(ConfigError::Version { path: path.into(), found: file.version });
+            return Err(ConfigError::Version {
+                path: path.into(),
+                found: file.version,
+            });
         }
         if file.probes.iter().all(|g| g.functions.is_empty()) {
             return Err(ConfigError::Empty { path: path.into() });
@@ -81,9 +94,10 @@ impl ProbeFile {
         self.probes
             .iter()
             .flat_map(|g| {
-                g.functions
-                    .iter()
-                    .map(|f| ProbeRequest { target: g.target.clone(), function: f.clone() })
+                g.functions.iter().map(|f| ProbeRequest {
+                    target: g.target.clone(),
+                    function: f.clone(),
+                })
             })
             .collect()
     }
@@ -111,15 +125,31 @@ mod tests {
         let file = parse(text).unwrap();
         let reqs = file.requests();
         assert_eq!(reqs.len(), 4);
-        assert_eq!(reqs[0], ProbeRequest { target: "/usr/sbin/apache2".into(), function: "ap_read_request".into() });
-        assert_eq!(reqs[3], ProbeRequest { target: "libapr-1".into(), function: "apr_socket_recv".into() });
+        assert_eq!(
+            reqs[0],
+            ProbeRequest {
+                target: "/usr/sbin/apache2".into(),
+                function: "ap_read_request".into()
+            }
+        );
+        assert_eq!(
+            reqs[3],
+            ProbeRequest {
+                target: "libapr-1".into(),
+                function: "apr_socket_recv".into()
+            }
+        );
     }
 
     #[test]
     fn unknown_key_names_line_and_column() {
-        let err = parse("version = 1\n[[probe]]\ntarget = \"x\"\nfunctons = [\"f\"]\n").unwrap_err();
+        let err =
+            parse("version = 1\n[[probe]]\ntarget = \"x\"\nfunctons = [\"f\"]\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("p.toml:4:1: unknown field `functons`"), "{msg}");
+        assert!(
+            msg.starts_with("p.toml:4:1: unknown field `functons`"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'), "one line: {msg}");
     }
 
@@ -135,13 +165,20 @@ mod tests {
     #[test]
     fn wrong_type_names_its_line() {
         let err = parse("version = 1\n[[probe]]\ntarget = \"x\"\nfunctions = \"f\"\n").unwrap_err();
-        assert!(err.to_string().starts_with("p.toml:4:13: invalid type"), "{err}");
+        assert!(
+            err.to_string().starts_with("p.toml:4:13: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
     fn version_and_emptiness_are_checked() {
-        let err = parse("version = 2\n[[probe]]\ntarget = \"x\"\nfunctions = [\"f\"]\n").unwrap_err();
-        assert!(matches!(err, ConfigError::Version { found: 2, .. }), "{err}");
+        let err =
+            parse("version = 2\n[[probe]]\ntarget = \"x\"\nfunctions = [\"f\"]\n").unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Version { found: 2, .. }),
+            "{err}"
+        );
         let err = parse("version = 1\n").unwrap_err();
         assert!(matches!(err, ConfigError::Empty { .. }), "{err}");
         let err = parse("[[probe]]\ntarget = \"x\"\nfunctions = [\"f\"]\n").unwrap_err();

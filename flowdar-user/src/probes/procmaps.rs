@@ -48,7 +48,8 @@ impl ProcMaps {
             if files.iter().any(|f| f.path == path) {
                 continue;
             }
-            let host_path = Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(&path));
+            let host_path = Path::new(&format!("/proc/{pid}/root"))
+                .join(path.strip_prefix("/").unwrap_or(&path));
             files.push(MappedFile { path, host_path });
         }
         Self { pid, files }
@@ -65,7 +66,7 @@ impl ProcMaps {
                 .files
                 .iter()
                 .find(|f| f.path == want || Some(&f.path) == canon.as_ref())
-                .ok_or_else(|| Vec::new());
+                .ok_or_else(Vec::new);
         }
         let matches: Vec<&MappedFile> = self
             .files
@@ -73,7 +74,9 @@ impl ProcMaps {
             .filter(|f| {
                 let name = f.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 name == target
-                    || name.strip_prefix(target).is_some_and(|rest| rest.starts_with(".so") || rest.starts_with('.'))
+                    || name
+                        .strip_prefix(target)
+                        .is_some_and(|rest| rest.starts_with(".so") || rest.starts_with('.'))
             })
             .collect();
         match matches.as_slice() {
@@ -113,17 +116,29 @@ mod tests {
                 "/usr/lib/x86_64-linux-gnu/libaprutil-1.so.0.6.3"
             ]
         );
-        assert_eq!(m.files[0].host_path, Path::new("/proc/42/root/usr/sbin/apache2"));
+        assert_eq!(
+            m.files[0].host_path,
+            Path::new("/proc/42/root/usr/sbin/apache2")
+        );
     }
 
     #[test]
     fn short_names_match_one_library() {
         let m = ProcMaps::parse(42, MAPS);
-        assert_eq!(m.find("libapr-1").unwrap().path, Path::new("/usr/lib/x86_64-linux-gnu/libapr-1.so.0.7.2"));
-        assert_eq!(m.find("apache2").unwrap().path, Path::new("/usr/sbin/apache2"));
+        assert_eq!(
+            m.find("libapr-1").unwrap().path,
+            Path::new("/usr/lib/x86_64-linux-gnu/libapr-1.so.0.7.2")
+        );
+        assert_eq!(
+            m.find("apache2").unwrap().path,
+            Path::new("/usr/sbin/apache2")
+        );
         assert!(m.find("libapr").unwrap_err().is_empty());
         assert!(m.find("libssl").is_err());
-        assert_eq!(m.find("/usr/sbin/apache2").unwrap().path, Path::new("/usr/sbin/apache2"));
+        assert_eq!(
+            m.find("/usr/sbin/apache2").unwrap().path,
+            Path::new("/usr/sbin/apache2")
+        );
         assert!(m.find("/usr/bin/nginx").is_err());
     }
 }

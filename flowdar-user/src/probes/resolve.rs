@@ -12,11 +12,25 @@ pub enum ResolveError {
     #[error("cannot read the memory map of PID {pid}: {source}")]
     Maps { pid: u32, source: std::io::Error },
     #[error("PID {pid} ({exe}) maps no file named `{target}`{}", candidates_hint(.candidates))]
-    TargetNotMapped { pid: u32, exe: String, target: String, candidates: Vec<String> },
+    TargetNotMapped {
+        pid: u32,
+        exe: String,
+        target: String,
+        candidates: Vec<String>,
+    },
     #[error("could not resolve {function} in {path}: no such function ({searched}){}", nearest_hint(.nearest))]
-    FunctionNotFound { function: String, path: PathBuf, searched: String, nearest: Vec<String> },
+    FunctionNotFound {
+        function: String,
+        path: PathBuf,
+        searched: String,
+        nearest: Vec<String>,
+    },
     #[error("{function} in {path} lies outside every loadable segment (address {address:#x})")]
-    NoFileOffset { function: String, path: PathBuf, address: u64 },
+    NoFileOffset {
+        function: String,
+        path: PathBuf,
+        address: u64,
+    },
     #[error(transparent)]
     Symbols(#[from] SymbolError),
 }
@@ -61,25 +75,33 @@ pub fn resolve(pid: u32, requests: &[ProbeRequest]) -> Result<Vec<ResolvedProbe>
 }
 
 /// [`resolve`] on an already-read memory map.
-pub fn resolve_in(maps: &ProcMaps, requests: &[ProbeRequest]) -> Result<Vec<ResolvedProbe>, ResolveError> {
+pub fn resolve_in(
+    maps: &ProcMaps,
+    requests: &[ProbeRequest],
+) -> Result<Vec<ResolvedProbe>, ResolveError> {
     let mut elves: HashMap<PathBuf, ElfSymbols> = HashMap::new();
     let mut out: Vec<ResolvedProbe> = Vec::new();
     for req in requests {
-        let file = maps.find(&req.target).map_err(|candidates| ResolveError::TargetNotMapped {
-            pid: maps.pid,
-            exe: maps
-                .executable()
-                .map_or_else(|| "?".into(), |f| f.path.display().to_string()),
-            target: req.target.clone(),
-            candidates: if candidates.is_empty() {
-                maps.files
-                    .iter()
-                    .filter_map(|f| f.path.file_name()?.to_str().map(String::from))
-                    .collect()
-            } else {
-                candidates.iter().map(|f| f.path.display().to_string()).collect()
-            },
-        })?;
+        let file = maps
+            .find(&req.target)
+            .map_err(|candidates| ResolveError::TargetNotMapped {
+                pid: maps.pid,
+                exe: maps
+                    .executable()
+                    .map_or_else(|| "?".into(), |f| f.path.display().to_string()),
+                target: req.target.clone(),
+                candidates: if candidates.is_empty() {
+                    maps.files
+                        .iter()
+                        .filter_map(|f| f.path.file_name()?.to_str().map(String::from))
+                        .collect()
+                } else {
+                    candidates
+                        .iter()
+                        .map(|f| f.path.display().to_string())
+                        .collect()
+                },
+            })?;
         if !elves.contains_key(&file.path) {
             let syms = ElfSymbols::read(&file.host_path)?;
             elves.insert(file.path.clone(), syms);
@@ -96,15 +118,24 @@ pub fn resolve_in(maps: &ProcMaps, requests: &[ProbeRequest]) -> Result<Vec<Reso
                 function: req.function.clone(),
                 path: file.path.clone(),
                 searched,
-                nearest: syms.nearest(&req.function, 3).into_iter().map(String::from).collect(),
+                nearest: syms
+                    .nearest(&req.function, 3)
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
             });
         };
-        let file_offset = syms.file_offset(sym).ok_or_else(|| ResolveError::NoFileOffset {
-            function: req.function.clone(),
-            path: file.path.clone(),
-            address: sym.address,
-        })?;
-        if out.iter().any(|p| p.path == file.path && p.file_offset == file_offset) {
+        let file_offset = syms
+            .file_offset(sym)
+            .ok_or_else(|| ResolveError::NoFileOffset {
+                function: req.function.clone(),
+                path: file.path.clone(),
+                address: sym.address,
+            })?;
+        if out
+            .iter()
+            .any(|p| p.path == file.path && p.file_offset == file_offset)
+        {
             continue;
         }
         out.push(ResolvedProbe {
@@ -130,7 +161,10 @@ mod tests {
     #[test]
     fn resolves_a_function_of_our_own_binary() {
         let exe = std::env::current_exe().unwrap();
-        let req = ProbeRequest { target: exe.display().to_string(), function: "main".into() };
+        let req = ProbeRequest {
+            target: exe.display().to_string(),
+            function: "main".into(),
+        };
         let probes = resolve_in(&self_maps(), &[req.clone(), req]).unwrap();
         assert_eq!(probes.len(), 1, "duplicates collapse");
         assert_eq!(probes[0].id, 0);
@@ -140,7 +174,10 @@ mod tests {
     #[test]
     fn missing_function_names_the_nearest() {
         let exe = std::env::current_exe().unwrap();
-        let req = ProbeRequest { target: exe.display().to_string(), function: "mian".into() };
+        let req = ProbeRequest {
+            target: exe.display().to_string(),
+            function: "mian".into(),
+        };
         let err = resolve_in(&self_maps(), &[req]).unwrap_err().to_string();
         assert!(err.starts_with("could not resolve mian in "), "{err}");
         assert!(err.contains("nearest: main"), "{err}");
@@ -148,9 +185,15 @@ mod tests {
 
     #[test]
     fn unmapped_target_lists_what_is_mapped() {
-        let req = ProbeRequest { target: "libnotthere".into(), function: "f".into() };
+        let req = ProbeRequest {
+            target: "libnotthere".into(),
+            function: "f".into(),
+        };
         let err = resolve_in(&self_maps(), &[req]).unwrap_err().to_string();
-        assert!(err.contains("maps no file named `libnotthere`; it maps: "), "{err}");
+        assert!(
+            err.contains("maps no file named `libnotthere`; it maps: "),
+            "{err}"
+        );
         assert!(err.contains("libc.so.6"), "{err}");
     }
 }

@@ -27,7 +27,17 @@ pub enum ServerError {
 }
 
 /// Apache's multi-processing module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mpm {
     #[default]
@@ -48,7 +58,12 @@ pub struct ApacheOptions {
 
 impl Default for ApacheOptions {
     fn default() -> Self {
-        Self { binary: "/usr/sbin/apache2".into(), mpm: Mpm::Event, port: 0, extra_config: String::new() }
+        Self {
+            binary: "/usr/sbin/apache2".into(),
+            mpm: Mpm::Event,
+            port: 0,
+            extra_config: String::new(),
+        }
     }
 }
 
@@ -64,28 +79,45 @@ impl ThrowawayApache {
         if !opts.binary.exists() {
             return Err(ServerError::NoApache(opts.binary.clone()));
         }
-        let dir = tempfile::Builder::new().prefix("flowdar-apache-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("flowdar-apache-")
+            .tempdir()?;
         // Apache's children run as www-data: they must reach the doc root.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         let htdocs = dir.path().join("htdocs");
         std::fs::create_dir(&htdocs)?;
         std::fs::set_permissions(&htdocs, std::fs::Permissions::from_mode(0o755))?;
         std::fs::write(htdocs.join("index.html"), INDEX_BODY)?;
-        std::fs::set_permissions(htdocs.join("index.html"), std::fs::Permissions::from_mode(0o644))?;
+        std::fs::set_permissions(
+            htdocs.join("index.html"),
+            std::fs::Permissions::from_mode(0o644),
+        )?;
 
-        let port = if opts.port == 0 { free_port()? } else { opts.port };
+        let port = if opts.port == 0 {
+            free_port()?
+        } else {
+            opts.port
+        };
         let conf = dir.path().join("httpd.conf");
         std::fs::write(&conf, config(dir.path(), port, opts))?;
         let log = std::fs::File::create(dir.path().join("stderr.log"))?;
         let child = Command::new(&opts.binary)
-            .args(["-f", conf.to_str().expect("utf-8 temp path"), "-DFOREGROUND"])
+            .args([
+                "-f",
+                conf.to_str().expect("utf-8 temp path"),
+                "-DFOREGROUND",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             // Own process group: stopping it reaches every child.
             .process_group(0)
             .spawn()?;
-        let mut server = Self { child: Some(child), dir, port };
+        let mut server = Self {
+            child: Some(child),
+            dir,
+            port,
+        };
         server.wait_ready()?;
         Ok(server)
     }
@@ -118,22 +150,40 @@ impl ThrowawayApache {
             if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
                 break; // exited: report its log
             }
-            let plan = super::LoadPlan { connections: 1, requests_per_connection: 1, concurrency: 1, ..Default::default() };
+            let plan = super::LoadPlan {
+                connections: 1,
+                requests_per_connection: 1,
+                concurrency: 1,
+                ..Default::default()
+            };
             if super::run_load(self.addr(), &plan).ok == 1 {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut log = self.error_log();
-        log.push_str(&std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default());
-        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no log output").to_string();
+        log.push_str(
+            &std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default(),
+        );
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no log output")
+            .to_string();
         self.stop();
-        Err(ServerError::Startup { secs: STARTUP_TIMEOUT.as_secs(), port: self.port, log: last })
+        Err(ServerError::Startup {
+            secs: STARTUP_TIMEOUT.as_secs(),
+            port: self.port,
+            log: last,
+        })
     }
 
     /// Graceful stop (SIGTERM to the parent), then SIGKILL to the group.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         let pgid = child.id() as i32;
         // SAFETY: signalling our own child / its process group.
         unsafe { libc::kill(pgid, libc::SIGTERM) };
@@ -157,7 +207,9 @@ impl Drop for ThrowawayApache {
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 fn config(dir: &Path, port: u16, opts: &ApacheOptions) -> String {
@@ -169,22 +221,37 @@ fn config(dir: &Path, port: u16, opts: &ApacheOptions) -> String {
         Mpm::Prefork => "prefork",
     };
     let _ = writeln!(c, "# Generated by flowdar: a throwaway server on loopback.");
-    let _ = writeln!(c, "ServerRoot {d}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}");
-    let _ = writeln!(c, "PidFile {d}/httpd.pid\nErrorLog {d}/error.log\nLogLevel warn");
+    let _ = writeln!(
+        c,
+        "ServerRoot {d}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}"
+    );
+    let _ = writeln!(
+        c,
+        "PidFile {d}/httpd.pid\nErrorLog {d}/error.log\nLogLevel warn"
+    );
     let _ = writeln!(c, "DefaultRuntimeDir {d}\nMutex file:{d} default");
     let _ = writeln!(c, "LoadModule mpm_{mpm}_module {MODULES}/mod_mpm_{mpm}.so");
-    let _ = writeln!(c, "LoadModule authz_core_module {MODULES}/mod_authz_core.so");
+    let _ = writeln!(
+        c,
+        "LoadModule authz_core_module {MODULES}/mod_authz_core.so"
+    );
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         let _ = writeln!(c, "User www-data\nGroup www-data");
     }
     let _ = writeln!(c, "DocumentRoot {d}/htdocs");
-    let _ = writeln!(c, "<Directory {d}/htdocs>\n    Require all granted\n</Directory>");
+    let _ = writeln!(
+        c,
+        "<Directory {d}/htdocs>\n    Require all granted\n</Directory>"
+    );
     // A fixed pool: no children are started or reaped while a test runs, so
     // the parent sends no internal dummy connections that would add calls.
     match opts.mpm {
         Mpm::Prefork => {
-            let _ = writeln!(c, "StartServers 5\nMinSpareServers 1\nMaxSpareServers 100\nMaxRequestWorkers 100");
+            let _ = writeln!(
+                c,
+                "StartServers 5\nMinSpareServers 1\nMaxSpareServers 100\nMaxRequestWorkers 100"
+            );
         }
         Mpm::Event | Mpm::Worker => {
             let _ = writeln!(

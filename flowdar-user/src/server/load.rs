@@ -72,11 +72,16 @@ pub fn run(addr: SocketAddr, plan: &LoadPlan) -> LoadResult {
 /// One connection: requests in sequence, then a client-side close.
 fn one_connection(addr: SocketAddr, plan: &LoadPlan) -> (usize, Vec<u64>) {
     let mut lat = Vec::new();
-    let Ok(mut sock) = TcpStream::connect_timeout(&addr, plan.timeout) else { return (0, lat) };
+    let Ok(mut sock) = TcpStream::connect_timeout(&addr, plan.timeout) else {
+        return (0, lat);
+    };
     let _ = sock.set_read_timeout(Some(plan.timeout));
     let _ = sock.set_write_timeout(Some(plan.timeout));
     let _ = sock.set_nodelay(true);
-    let req = format!("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: flowdar-load\r\n\r\n", plan.path);
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: flowdar-load\r\n\r\n",
+        plan.path
+    );
     let mut ok = 0;
     let mut buf = Vec::with_capacity(4096);
     for _ in 0..plan.requests_per_connection {
@@ -112,7 +117,8 @@ fn read_response(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<u16> {
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     while buf.len() < head_end + len {

@@ -20,13 +20,22 @@ pub(crate) const MAX_FRAME_LEN: u32 = 256 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open trace {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create trace {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} already exists (pass --force to overwrite it)")]
     Exists { path: PathBuf },
     #[error("cannot write trace {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is empty: not a flowdar trace")]
     Empty { path: PathBuf },
     #[error("{path} is not a flowdar trace (bad magic bytes)")]
@@ -36,7 +45,10 @@ pub enum StoreError {
     #[error("{path}: trace header is damaged ({reason}); nothing can be read")]
     BadHeader { path: PathBuf, reason: String },
     #[error("cannot read trace {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The first record: describes the run, so a trace reads the same anywhere.

@@ -57,7 +57,11 @@ pub struct TraceReader {
 }
 
 enum Frame {
-    Complete { kind: u8, payload: Vec<u8>, crc_ok: bool },
+    Complete {
+        kind: u8,
+        payload: Vec<u8>,
+        crc_ok: bool,
+    },
     End,
     Truncated,
     Unframed,
@@ -65,10 +69,16 @@ enum Frame {
 
 impl TraceReader {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let file = File::open(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
+        let file = File::open(path).map_err(|source| StoreError::Open {
+            path: path.into(),
+            source,
+        })?;
         let mut input = BufReader::with_capacity(1 << 20, file);
         let mut prefix = [0u8; 12];
-        let n = read_full(&mut input, &mut prefix).map_err(|source| StoreError::Read { path: path.into(), source })?;
+        let n = read_full(&mut input, &mut prefix).map_err(|source| StoreError::Read {
+            path: path.into(),
+            source,
+        })?;
         if n == 0 {
             return Err(StoreError::Empty { path: path.into() });
         }
@@ -76,11 +86,17 @@ impl TraceReader {
             return Err(StoreError::NotATrace { path: path.into() });
         }
         if n < 12 {
-            return Err(StoreError::BadHeader { path: path.into(), reason: "file ends inside the preamble".into() });
+            return Err(StoreError::BadHeader {
+                path: path.into(),
+                reason: "file ends inside the preamble".into(),
+            });
         }
         let version = u32::from_le_bytes(prefix[8..12].try_into().unwrap());
         if version != FORMAT_VERSION {
-            return Err(StoreError::Version { path: path.into(), found: version });
+            return Err(StoreError::Version {
+                path: path.into(),
+                found: version,
+            });
         }
         let mut r = Self {
             path: path.into(),
@@ -92,9 +108,16 @@ impl TraceReader {
             done: false,
             chunks: 0,
         };
-        let bad = |reason: &str| StoreError::BadHeader { path: path.into(), reason: reason.into() };
+        let bad = |reason: &str| StoreError::BadHeader {
+            path: path.into(),
+            reason: reason.into(),
+        };
         match r.read_frame()? {
-            Frame::Complete { kind: FRAME_HEADER, payload, crc_ok: true } => {
+            Frame::Complete {
+                kind: FRAME_HEADER,
+                payload,
+                crc_ok: true,
+            } => {
                 r.header = serde_json::from_slice(&payload).map_err(|e| bad(&e.to_string()))?;
             }
             Frame::Complete { crc_ok: false, .. } => return Err(bad("checksum mismatch")),
@@ -140,7 +163,10 @@ impl TraceReader {
                 }
                 Frame::Truncated => {
                     self.done = true;
-                    self.warnings.push(ReadWarning::Truncated { at: self.offset, last_complete: start });
+                    self.warnings.push(ReadWarning::Truncated {
+                        at: self.offset,
+                        last_complete: start,
+                    });
                     self.warnings.push(ReadWarning::NoFooter);
                 }
                 Frame::Unframed => {
@@ -149,16 +175,30 @@ impl TraceReader {
                     self.warnings.push(ReadWarning::NoFooter);
                 }
                 Frame::Complete { crc_ok: false, .. } => {
-                    self.warnings.push(ReadWarning::CorruptChunk { offset: start, reason: "checksum mismatch".into() });
+                    self.warnings.push(ReadWarning::CorruptChunk {
+                        offset: start,
+                        reason: "checksum mismatch".into(),
+                    });
                 }
-                Frame::Complete { kind: FRAME_EVENTS, payload, .. } => match decode_events(&payload) {
+                Frame::Complete {
+                    kind: FRAME_EVENTS,
+                    payload,
+                    ..
+                } => match decode_events(&payload) {
                     Ok(events) => {
                         self.chunks += 1;
                         return Ok(Some(events));
                     }
-                    Err(reason) => self.warnings.push(ReadWarning::CorruptChunk { offset: start, reason }),
+                    Err(reason) => self.warnings.push(ReadWarning::CorruptChunk {
+                        offset: start,
+                        reason,
+                    }),
                 },
-                Frame::Complete { kind: FRAME_FOOTER, payload, .. } => {
+                Frame::Complete {
+                    kind: FRAME_FOOTER,
+                    payload,
+                    ..
+                } => {
                     self.done = true;
                     match serde_json::from_slice(&payload) {
                         Ok(f) => self.footer = Some(f),
@@ -187,7 +227,10 @@ impl TraceReader {
     }
 
     fn read_frame(&mut self) -> Result<Frame, StoreError> {
-        let io = |source| StoreError::Read { path: self.path.clone(), source };
+        let io = |source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        };
         let mut prefix = [0u8; FRAME_PREFIX_LEN];
         let n = read_full(&mut self.input, &mut prefix).map_err(io)?;
         self.offset += n as u64;
@@ -204,13 +247,20 @@ impl TraceReader {
             return Ok(Frame::Unframed);
         }
         let mut payload = vec![0u8; len as usize];
-        let n = read_full(&mut self.input, &mut payload).map_err(|source| StoreError::Read { path: self.path.clone(), source })?;
+        let n = read_full(&mut self.input, &mut payload).map_err(|source| StoreError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
         self.offset += n as u64;
         if n < payload.len() {
             return Ok(Frame::Truncated);
         }
         let crc_ok = crc32fast::hash(&payload) == crc;
-        Ok(Frame::Complete { kind, payload, crc_ok })
+        Ok(Frame::Complete {
+            kind,
+            payload,
+            crc_ok,
+        })
     }
 }
 
@@ -220,7 +270,10 @@ fn decode_events(payload: &[u8]) -> Result<Vec<Event>, String> {
         .get(..4)
         .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
         .ok_or("payload shorter than its count")?;
-    let raw_len = count.checked_mul(EVENT_SIZE).filter(|&l| l <= MAX_FRAME_LEN as usize * 64).ok_or("impossible event count")?;
+    let raw_len = count
+        .checked_mul(EVENT_SIZE)
+        .filter(|&l| l <= MAX_FRAME_LEN as usize * 64)
+        .ok_or("impossible event count")?;
     let raw = zstd::bulk::decompress(&payload[4..], raw_len).map_err(|e| format!("zstd: {e}"))?;
     if raw.len() != raw_len {
         return Err(format!("holds {} bytes, expected {raw_len}", raw.len()));

@@ -35,7 +35,11 @@ fn events(n: u64) -> Vec<Event> {
             tid: 7 + (i % 3) as u32,
             ts_ns: 1_000 + i * 10,
             probe_id: (i % 2) as u32,
-            kind: if i % 4 < 2 { EventKind::Entry } else { EventKind::Exit } as u32,
+            kind: if i % 4 < 2 {
+                EventKind::Entry
+            } else {
+                EventKind::Exit
+            } as u32,
             args: [i, i * 2, i * 3],
         })
         .collect()
@@ -47,14 +51,21 @@ fn write(path: &std::path::Path, chunks: &[Vec<Event>], finish: bool) {
         w.write_chunk(c).unwrap();
     }
     if finish {
-        w.finish(TraceFooter { kernel_drops: vec![1, 2], user_drops: vec![0, 3], ..Default::default() })
-            .unwrap();
+        w.finish(TraceFooter {
+            kernel_drops: vec![1, 2],
+            user_drops: vec![0, 3],
+            ..Default::default()
+        })
+        .unwrap();
     }
 }
 
 fn read_all(path: &std::path::Path) -> (Vec<Event>, TraceReader) {
     let mut out = Vec::new();
-    let r = TraceReader::open(path).unwrap().for_each_event(|e| out.push(*e)).unwrap();
+    let r = TraceReader::open(path)
+        .unwrap()
+        .for_each_event(|e| out.push(*e))
+        .unwrap();
     (out, r)
 }
 
@@ -68,10 +79,16 @@ fn round_trip_keeps_every_event_and_the_counters() {
     assert_eq!(back, evs);
     assert_eq!(r.header(), &header(2));
     let f = r.footer().unwrap();
-    assert_eq!((f.events, f.total_kernel_drops(), f.total_user_drops()), (1000, 3, 3));
+    assert_eq!(
+        (f.events, f.total_kernel_drops(), f.total_user_drops()),
+        (1000, 3, 3)
+    );
     assert!(r.warnings().is_empty(), "{:?}", r.warnings());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -110,7 +127,10 @@ fn a_cut_at_any_byte_reads_every_complete_chunk() {
                 let complete = ends.iter().filter(|&&e| e <= len).count() - 1;
                 assert_eq!(n, complete * 10, "cut at {len}");
                 assert!(r.footer().is_none());
-                assert!(r.warnings().contains(&ReadWarning::NoFooter), "cut at {len}");
+                assert!(
+                    r.warnings().contains(&ReadWarning::NoFooter),
+                    "cut at {len}"
+                );
             }
         }
     }
@@ -133,7 +153,9 @@ fn a_corrupt_chunk_is_skipped_and_reported() {
     assert_eq!(back.len(), 20);
     assert_eq!(&back[..10], &chunks[0][..]);
     assert_eq!(&back[10..], &chunks[2][..]);
-    assert!(matches!(r.warnings(), [ReadWarning::CorruptChunk { offset, .. }] if *offset == start as u64));
+    assert!(
+        matches!(r.warnings(), [ReadWarning::CorruptChunk { offset, .. }] if *offset == start as u64)
+    );
     assert!(r.footer().is_some());
 }
 
@@ -142,14 +164,23 @@ fn bad_files_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("x");
     std::fs::write(&p, b"").unwrap();
-    assert!(matches!(TraceReader::open(&p), Err(StoreError::Empty { .. })));
+    assert!(matches!(
+        TraceReader::open(&p),
+        Err(StoreError::Empty { .. })
+    ));
     std::fs::write(&p, b"GIF89a, definitely").unwrap();
-    assert!(matches!(TraceReader::open(&p), Err(StoreError::NotATrace { .. })));
+    assert!(matches!(
+        TraceReader::open(&p),
+        Err(StoreError::NotATrace { .. })
+    ));
     let mut v = MAGIC.to_vec();
     v.extend_from_slice(&99u32.to_le_bytes());
     std::fs::write(&p, &v).unwrap();
     let err = TraceReader::open(&p).err().unwrap();
-    assert!(matches!(err, StoreError::Version { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Version { found: 99, .. }),
+        "{err}"
+    );
     assert!(matches!(
         TraceReader::open(&dir.path().join("missing")),
         Err(StoreError::Open { .. })

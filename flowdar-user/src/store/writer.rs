@@ -39,10 +39,19 @@ impl TraceWriter {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 StoreError::Exists { path: path.into() }
             } else {
-                StoreError::Create { path: path.into(), source }
+                StoreError::Create {
+                    path: path.into(),
+                    source,
+                }
             }
         })?;
-        let mut w = Self { path: path.into(), file, events: 0, bytes: 0, raw: Vec::new() };
+        let mut w = Self {
+            path: path.into(),
+            file,
+            events: 0,
+            bytes: 0,
+            raw: Vec::new(),
+        };
         let mut prefix = Vec::with_capacity(12);
         prefix.extend_from_slice(MAGIC);
         prefix.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -62,8 +71,11 @@ impl TraceWriter {
         for ev in events {
             self.raw.extend_from_slice(&ev.to_bytes());
         }
-        let compressed = zstd::bulk::compress(&self.raw, ZSTD_LEVEL)
-            .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+        let compressed =
+            zstd::bulk::compress(&self.raw, ZSTD_LEVEL).map_err(|source| StoreError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         let mut payload = Vec::with_capacity(4 + compressed.len());
         payload.extend_from_slice(&(events.len() as u32).to_le_bytes());
         payload.extend_from_slice(&compressed);
@@ -77,9 +89,10 @@ impl TraceWriter {
         footer.events = self.events;
         let json = serde_json::to_vec(&footer).expect("footer serialises");
         self.write_frame(FRAME_FOOTER, &json)?;
-        self.file
-            .sync_all()
-            .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+        self.file.sync_all().map_err(|source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
         Ok(self.bytes)
     }
 
@@ -103,7 +116,10 @@ impl TraceWriter {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.file
             .write_all(bytes)
-            .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+            .map_err(|source| StoreError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
         self.bytes += bytes.len() as u64;
         Ok(())
     }

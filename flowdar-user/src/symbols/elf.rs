@@ -1,5 +1,9 @@
 //! Function symbols of one ELF file (`.symtab` and `.dynsym`) via `object`.
-use std::{collections::HashMap, fs, path::{Path, PathBuf}};
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
 
 use object::{elf, Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
@@ -7,9 +11,15 @@ use object::{elf, Object, ObjectSegment, ObjectSymbol, SymbolKind};
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not an ELF file we can read: {source}")]
-    Parse { path: PathBuf, source: object::Error },
+    Parse {
+        path: PathBuf,
+        source: object::Error,
+    },
 }
 
 /// A defined function symbol.
@@ -45,14 +55,19 @@ pub struct ElfSymbols {
 impl ElfSymbols {
     /// Reads the function symbols of the ELF file at `path`.
     pub fn read(path: &Path) -> Result<Self, SymbolError> {
-        let data = fs::read(path).map_err(|source| SymbolError::Read { path: path.into(), source })?;
+        let data = fs::read(path).map_err(|source| SymbolError::Read {
+            path: path.into(),
+            source,
+        })?;
         Self::parse(path, &data)
     }
 
     /// Parses ELF bytes; `path` is only used in messages.
     pub fn parse(path: &Path, data: &[u8]) -> Result<Self, SymbolError> {
-        let file = object::File::parse(data)
-            .map_err(|source| SymbolError::Parse { path: path.into(), source })?;
+        let file = object::File::parse(data).map_err(|source| SymbolError::Parse {
+            path: path.into(),
+            source,
+        })?;
         let segments = load_segments(&file);
         let mut functions = HashMap::new();
         let mut add = |sym: object::Symbol<'_, '_>, exported: bool| {
@@ -79,7 +94,12 @@ impl ElfSymbols {
             has_symtab = true;
             add(sym, false);
         }
-        Ok(Self { path: path.into(), functions, segments, has_symtab })
+        Ok(Self {
+            path: path.into(),
+            functions,
+            segments,
+            has_symtab,
+        })
     }
 
     /// The file offset of a function, for attaching a uprobe to it.
@@ -105,8 +125,14 @@ fn load_segments(file: &object::File<'_>) -> Vec<LoadSegment> {
     for seg in file.segments() {
         let (file_offset, file_size) = seg.file_range();
         let flags = seg.flags();
-        let executable = matches!(flags, object::SegmentFlags::Elf { p_flags } if p_flags & elf::PF_X != 0);
-        out.push(LoadSegment { vaddr: seg.address(), file_offset, file_size, executable });
+        let executable =
+            matches!(flags, object::SegmentFlags::Elf { p_flags } if p_flags & elf::PF_X != 0);
+        out.push(LoadSegment {
+            vaddr: seg.address(),
+            file_offset,
+            file_size,
+            executable,
+        });
     }
     out
 }
@@ -129,9 +155,24 @@ mod tests {
         // The layout of Debian's /usr/sbin/apache2 2.4.x: text at 0x39000,
         // data mapped one page above its file offset.
         let segs = [
-            LoadSegment { vaddr: 0, file_offset: 0, file_size: 0x38138, executable: false },
-            LoadSegment { vaddr: 0x39000, file_offset: 0x39000, file_size: 0x4e559, executable: true },
-            LoadSegment { vaddr: 0xacc30, file_offset: 0xabc30, file_size: 0x6c60, executable: false },
+            LoadSegment {
+                vaddr: 0,
+                file_offset: 0,
+                file_size: 0x38138,
+                executable: false,
+            },
+            LoadSegment {
+                vaddr: 0x39000,
+                file_offset: 0x39000,
+                file_size: 0x4e559,
+                executable: true,
+            },
+            LoadSegment {
+                vaddr: 0xacc30,
+                file_offset: 0xabc30,
+                file_size: 0x6c60,
+                executable: false,
+            },
         ];
         assert_eq!(vaddr_to_file_offset(&segs, 0x39010), Some(0x39010));
         assert_eq!(vaddr_to_file_offset(&segs, 0xacc40), Some(0xabc40));

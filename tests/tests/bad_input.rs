@@ -1,0 +1,128 @@
+//! Bad input to `flowdar record` (as root): one-line errors, non-zero exit,
+//! no trace file left behind, no probe left attached.
+use flowdar::server::{ApacheOptions, ThrowawayApache};
+use flowdar_tests::*;
+
+fn assert_one_line_error(o: &std::process::Output, expect: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "should fail: {err}");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("Error: "), "{err}");
+    assert!(err.contains(expect), "expected {expect:?} in: {err}");
+}
+
+#[test]
+fn unknown_pid_is_named() {
+    require_root();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flowdar");
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &gone.to_string(),
+        "--probe",
+        "libc:malloc",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, &format!("no process with PID {gone}"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn missing_function_and_library_are_named_with_candidates() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let pid = apache.pid().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flowdar");
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &pid,
+        "--probe",
+        "apache2:ap_read_requets",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, "could not resolve ap_read_requets in /usr/sbin/apache2: no such function (the binary is stripped;");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nearest: ap_read_request"), "{err}");
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &pid,
+        "--probe",
+        "libssl:SSL_read",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&o, "maps no file named `libssl`; it maps: ");
+    assert!(!out.exists(), "no trace file for a failed start");
+    assert!(leftover_programs().is_empty());
+}
+
+#[test]
+fn not_root_names_the_capabilities() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = dir.path().join("t.flowdar");
+    // setpriv (util-linux) drops to nobody with no capabilities.
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(flowdar_bin())
+        .args([
+            "record",
+            "--pid",
+            &apache.pid().to_string(),
+            "--probe",
+            "apache2:ap_read_request",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &o,
+        "needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)",
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn existing_output_is_kept_without_force() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flowdar");
+    std::fs::write(&out, b"an earlier trace").unwrap();
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &apache.pid().to_string(),
+        "--probe",
+        "apache2:ap_read_request",
+        "-o",
+        out.to_str().unwrap(),
+        "--duration",
+        "1s",
+    ]);
+    assert_one_line_error(&o, "already exists (pass --force to overwrite it)");
+    assert_eq!(std::fs::read(&out).unwrap(), b"an earlier trace");
+    assert!(leftover_programs().is_empty());
+}

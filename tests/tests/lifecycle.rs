@@ -1,0 +1,111 @@
+//! How `flowdar record` ends: duration, target exit, SIGKILL of the tracer.
+//! Whatever the end, no probe of ours stays attached.
+use std::time::Duration;
+
+use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar_common::EventKind::Entry;
+use flowdar_tests::*;
+
+#[test]
+fn duration_stops_and_finalises() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &apache.pid().to_string(),
+        "--probe",
+        "apache2:ap_read_request",
+        "-o",
+        trace.to_str().unwrap(),
+        "--duration",
+        "1500ms",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("stopped: duration reached"));
+    let t = Trace::read(&trace);
+    assert!(t.footer.is_some());
+    assert!(leftover_programs().is_empty());
+}
+
+#[test]
+fn target_exit_stops_the_recording() {
+    require_root();
+    let mut apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--probe",
+        "apache2:ap_invoke_handler",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    let plan = LoadPlan {
+        connections: 5,
+        ..Default::default()
+    };
+    assert_eq!(run_load(apache.addr(), &plan).ok, 5);
+    apache.stop();
+    // The recorder notices within a poll period and exits by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while flowdar::capture::is_alive(rec.pid()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out, err) = rec.stop(0);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("stopped: target exited"), "{out}");
+    let t = Trace::read(&trace);
+    assert_eq!(t.count("ap_invoke_handler", Entry), 5);
+    assert!(leftover_programs().is_empty());
+}
+
+#[test]
+fn sigkill_leaves_no_probe_and_a_readable_trace() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--probe",
+        "apache2:ap_invoke_handler",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    assert!(
+        !leftover_programs().is_empty(),
+        "programs loaded while recording"
+    );
+    let plan = LoadPlan {
+        connections: 20,
+        ..Default::default()
+    };
+    assert_eq!(run_load(apache.addr(), &plan).ok, 20);
+    // The drain hands a partial batch to the writer within 250 ms.
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, _, _) = rec.stop(libc::SIGKILL);
+    assert_eq!(code, None, "killed by the signal");
+    // The kernel releases perf links and programs when the fds close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !leftover_programs().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+    let t = Trace::read(&trace);
+    assert!(t.footer.is_none());
+    assert!(
+        t.warnings.iter().any(|w| w.contains("no footer")),
+        "{:?}",
+        t.warnings
+    );
+    assert_eq!(
+        t.count("ap_invoke_handler", Entry),
+        20,
+        "every flushed event survives the kill"
+    );
+}

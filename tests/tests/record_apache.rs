@@ -1,0 +1,202 @@
+//! `flowdar record` against a real Apache (event MPM) by its parent PID:
+//! exact call counts, checked against bpftrace watching the same workload.
+use std::time::Duration;
+
+use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar_common::EventKind::{Entry, Exit};
+use flowdar_tests::*;
+
+const CONNECTIONS: usize = 50;
+
+fn fresh_connections(apache: &ThrowawayApache, n: usize) {
+    let plan = LoadPlan {
+        connections: n,
+        requests_per_connection: 1,
+        concurrency: 1,
+        ..Default::default()
+    };
+    let r = run_load(apache.addr(), &plan);
+    assert_eq!((r.ok, r.errors), (n, 0), "every request must be answered");
+}
+
+#[test]
+fn exact_counts_on_fresh_connections_match_bpftrace() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let pid = apache.pid().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let witness = start_bpftrace_counter(
+        apache.pid(),
+        &[
+            ("/usr/sbin/apache2", "ap_read_request"),
+            ("/usr/sbin/apache2", "ap_process_async_request"),
+            ("/usr/sbin/apache2", "ap_invoke_handler"),
+        ],
+    );
+    let rec = start_recorder(&[
+        "--pid",
+        &pid,
+        "--probe",
+        "/usr/sbin/apache2:ap_read_request",
+        "--probe",
+        "apache2:ap_process_async_request",
+        "--probe",
+        "apache2:ap_invoke_handler",
+        "--probe",
+        "libapr-1:apr_socket_recv",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    fresh_connections(&apache, CONNECTIONS);
+    // Let Apache process the clients' closes (the NULL ap_read_request).
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    let (_, bt_out, _) = witness.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(
+        out.contains("stopped: SIGINT"),
+        "summary names the stop reason:\n{out}"
+    );
+    assert!(
+        leftover_programs().is_empty(),
+        "probes left attached: {:?}",
+        leftover_programs()
+    );
+    assert!(
+        leftover_tracefs_uprobes().is_empty(),
+        "{:?}",
+        leftover_tracefs_uprobes()
+    );
+
+    let t = Trace::read(&trace);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let n = CONNECTIONS;
+    for f in ["ap_process_async_request", "ap_invoke_handler"] {
+        assert_eq!((t.count(f, Entry), t.count(f, Exit)), (n, n), "{f}");
+    }
+    assert_eq!(t.count("ap_read_request", Entry), 2 * n);
+    assert_eq!(t.count("ap_read_request", Exit), 2 * n);
+    assert_eq!(
+        t.zero_returns("ap_read_request"),
+        n,
+        "one NULL return per client close"
+    );
+    assert!(
+        t.count("apr_socket_recv", Entry) >= 2 * n,
+        "at least a read per request and per close"
+    );
+
+    let (problems, open) = t.nesting_problems();
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(open, 0, "every call returned");
+    let footer = t.footer.clone().expect("footer written");
+    assert_eq!(
+        (footer.total_kernel_drops(), footer.total_user_drops()),
+        (0, 0)
+    );
+    assert_eq!(footer.events as usize, t.events.len());
+    let tgids: std::collections::HashSet<u32> = t.events.iter().map(|e| e.tgid).collect();
+    assert!(
+        !tgids.contains(&apache.pid()) || tgids.len() > 1,
+        "children served the requests"
+    );
+
+    // The independent tracer saw exactly the same calls.
+    let bt = parse_bpftrace_counts(&bt_out);
+    for f in [
+        "ap_read_request",
+        "ap_process_async_request",
+        "ap_invoke_handler",
+    ] {
+        assert_eq!(
+            bt.get(&format!("entry{f}")).copied(),
+            Some(t.count(f, Entry) as u64),
+            "bpftrace {f}:\n{bt_out}"
+        );
+    }
+    assert_eq!(
+        bt.get("exitap_read_request,zero").copied(),
+        Some(n as u64),
+        "{bt_out}"
+    );
+    assert_eq!(
+        bt.get("exitap_read_request,nonzero").copied(),
+        Some(n as u64),
+        "{bt_out}"
+    );
+
+    // stats --json reports the same counts under stable field names.
+    let o = flowdar(&["stats", "--json", trace.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |f: &str| {
+        rows.iter()
+            .find(|r| r["function"] == f)
+            .unwrap_or_else(|| panic!("{f} in stats"))
+    };
+    assert_eq!(row("ap_read_request")["calls"], 2 * n as u64);
+    assert_eq!(row("ap_read_request")["zero_returns"], n as u64);
+    assert_eq!(row("ap_invoke_handler")["calls"], n as u64);
+    assert_eq!(row("ap_process_async_request")["calls"], n as u64);
+    for r in &rows {
+        for field in ["function", "calls", "total_ns", "mean_ns", "max_ns"] {
+            assert!(r.get(field).is_some(), "{field} missing in {r}");
+        }
+        assert!(r["max_ns"].as_u64() <= r["total_ns"].as_u64());
+        assert_eq!(r["in_flight"], 0);
+    }
+
+    // dump prints names, indented nesting and durations.
+    let o = flowdar(&["dump", trace.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert_eq!(text.matches("-> ap_invoke_handler(").count(), n);
+    assert!(
+        text.contains("  -> ap_invoke_handler("),
+        "invoke_handler nests under process_async_request"
+    );
+}
+
+#[test]
+fn other_processes_mapping_the_same_files_are_not_traced() {
+    require_root();
+    let target = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let other = ThrowawayApache::start(&ApacheOptions::default()).expect("start second apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &target.pid().to_string(),
+        "--probe",
+        "apache2:ap_invoke_handler",
+        "--probe",
+        "libapr-1:apr_socket_recv",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    fresh_connections(&other, 30);
+    fresh_connections(&target, 10);
+    fresh_connections(&other, 30);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("stopped: SIGTERM"), "{out}");
+    let t = Trace::read(&trace);
+    assert_eq!(
+        t.count("ap_invoke_handler", Entry),
+        10,
+        "only the target's requests"
+    );
+    let ours = flowdar::capture::descendants(target.pid());
+    let strangers: Vec<u32> = t
+        .events
+        .iter()
+        .map(|e| e.tgid)
+        .filter(|p| !ours.contains(p))
+        .collect();
+    assert!(
+        strangers.is_empty(),
+        "events from processes outside the target: {strangers:?}"
+    );
+}
