@@ -96,6 +96,8 @@ pub struct RecordSummary {
     pub kernel_drops: Vec<u64>,
     pub duration: Duration,
     pub attach_time: Duration,
+    /// Time to detach every probe (the kernel waits for in-flight hits).
+    pub detach_time: Duration,
     pub processes_at_start: usize,
     pub bytes_written: u64,
     pub stop_reason: String,
@@ -213,8 +215,9 @@ impl Recording {
             attach_time,
         } = attached;
         // Dropping the programs closes their perf links: no probe stays.
-        drop(ebpf);
         let end_mono = monotonic_ns();
+        drop(ebpf);
+        let detach_time = Duration::from_nanos(monotonic_ns() - end_mono);
         stop.store(true, std::sync::atomic::Ordering::Release);
         let counts = drain
             .join()
@@ -239,6 +242,7 @@ impl Recording {
             kernel_drops,
             duration: Duration::from_nanos(end_mono.saturating_sub(started_mono)),
             attach_time,
+            detach_time,
             processes_at_start: seeded,
             bytes_written,
             stop_reason: reason.into(),

@@ -14,14 +14,12 @@ use crate::{
 
 /// The demo's probes: Apache's request path and APR's socket I/O.
 const DEMO_PROBES: &[&str] = &[
-    "apache2:ap_process_connection",
     "apache2:ap_run_process_connection",
     "apache2:ap_read_request",
     "apache2:ap_process_async_request",
     "apache2:ap_invoke_handler",
     "libapr-1:apr_socket_recv",
     "libapr-1:apr_socket_sendv",
-    "libapr-1:apr_socket_send",
 ];
 
 /// Start a throwaway Apache (Debian's apache2, own config in a temp dir,

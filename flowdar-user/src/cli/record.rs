@@ -175,6 +175,12 @@ pub(super) fn print_summary(s: &RecordSummary) {
             s.bytes_written as f64 / events as f64
         },
     );
+    println!(
+        "Probes attached in {}, detached in {}; {} processes traced at start.",
+        format::duration(s.attach_time),
+        format::duration(s.detach_time),
+        s.processes_at_start
+    );
     println!();
     println!(
         "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}",

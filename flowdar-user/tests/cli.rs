@@ -1,0 +1,218 @@
+//! The `flowdar` command line without root: help, bad input, and the
+//! read-side commands on traces made here.
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use flowdar::{
+    probes::ResolvedProbe,
+    store::{TraceFooter, TraceHeader, TraceWriter},
+};
+use flowdar_common::{Event, EventKind};
+
+fn flowdar() -> Command {
+    Command::cargo_bin("flowdar").unwrap()
+}
+
+/// Runs flowdar expecting failure; returns stderr, checked to be one line.
+fn one_line_error(args: &[&str]) -> String {
+    let o = flowdar().args(args).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("Error: "), "{err}");
+    err
+}
+
+fn probe(id: u32, function: &str) -> ResolvedProbe {
+    ResolvedProbe {
+        id,
+        function: function.into(),
+        path: PathBuf::from("/usr/sbin/apache2"),
+        attach_path: PathBuf::from("/usr/sbin/apache2"),
+        address: 0x1000 * (id as u64 + 1),
+        file_offset: 0x1000 * (id as u64 + 1),
+    }
+}
+
+fn ev(tid: u32, ts: u64, probe_id: u32, kind: EventKind, a0: u64) -> Event {
+    Event {
+        tgid: 100,
+        tid,
+        ts_ns: ts,
+        probe_id,
+        kind: kind as u32,
+        args: [a0, 0, 0],
+    }
+}
+
+/// A small trace: two threads, nested calls, a NULL return, one call still
+/// running at the end of capture.
+fn fixture(path: &Path) {
+    use EventKind::{Entry as In, Exit as Out};
+    let header = TraceHeader {
+        tool_version: "test".into(),
+        host: "h".into(),
+        kernel: "k".into(),
+        command_line: vec![],
+        start_unix_ns: 0,
+        start_monotonic_ns: 1_000_000,
+        target_pid: 100,
+        probes: vec![
+            probe(0, "ap_process_async_request"),
+            probe(1, "ap_read_request"),
+        ],
+    };
+    let mut w = TraceWriter::create(path, &header, false).unwrap();
+    w.write_chunk(&[
+        ev(101, 1_000_000, 0, In, 0),
+        ev(101, 1_010_000, 1, In, 0),
+        ev(101, 1_030_000, 1, Out, 0xabc),
+        ev(101, 1_100_000, 0, Out, 0),
+        ev(102, 1_200_000, 1, In, 0),
+        ev(102, 1_260_000, 1, Out, 0),
+        ev(103, 1_300_000, 1, In, 0),
+    ])
+    .unwrap();
+    w.finish(TraceFooter {
+        end_monotonic_ns: 2_300_000,
+        kernel_drops: vec![0, 0],
+        user_drops: vec![0, 0],
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+#[test]
+fn help_teaches() {
+    let o = flowdar().arg("--help").output().unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    for word in ["record", "dump", "stats", "demo", "Examples:", "CAP_BPF"] {
+        assert!(text.contains(word), "{word} in --help:\n{text}");
+    }
+    let o = flowdar().args(["record", "--help"]).output().unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("TARGET:FUNCTION") && text.contains("version = 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn stats_json_on_a_fixture_has_exact_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    fixture(&path);
+    let o = flowdar()
+        .args(["stats", "--json", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let expected = serde_json::json!([
+        {"function": "ap_read_request", "object": "apache2", "calls": 2, "in_flight": 1,
+         "total_ns": 1_080_000, "self_ns": 1_080_000, "mean_ns": 360_000, "max_ns": 1_000_000, "zero_returns": 1},
+        {"function": "ap_process_async_request", "object": "apache2", "calls": 1, "in_flight": 0,
+         "total_ns": 100_000, "self_ns": 80_000, "mean_ns": 100_000, "max_ns": 100_000, "zero_returns": 1},
+    ]);
+    assert_eq!(rows, expected);
+}
+
+#[test]
+fn dump_indents_and_times_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    fixture(&path);
+    let o = flowdar()
+        .args(["dump", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("    0.010000     100     101    -> ap_read_request(0x0, 0x0, 0x0)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    0.030000     100     101    <- ap_read_request = 0xabc  [20.0 µs]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<- ap_process_async_request = 0x0  [100.0 µs]"),
+        "{text}"
+    );
+    let o = flowdar()
+        .args(["dump", "--tid", "102", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(o.stdout).unwrap().lines().count(),
+        3,
+        "header + 2 events"
+    );
+}
+
+#[test]
+fn damaged_traces_are_reported_not_crashed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.flowdar");
+    std::fs::write(&empty, b"").unwrap();
+    assert!(one_line_error(&["stats", empty.to_str().unwrap()])
+        .contains("is empty: not a flowdar trace"));
+    let junk = dir.path().join("junk.flowdar");
+    std::fs::write(&junk, b"<html>not a trace</html>").unwrap();
+    assert!(one_line_error(&["dump", junk.to_str().unwrap()]).contains("is not a flowdar trace"));
+    assert!(one_line_error(&["stats", "/nonexistent/t.flowdar"])
+        .contains("cannot open trace /nonexistent/t.flowdar"));
+    // Truncated: the events survive, the missing footer is a warning.
+    let full = dir.path().join("full.flowdar");
+    fixture(&full);
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = dir.path().join("cut.flowdar");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let o = flowdar()
+        .args(["stats", "--json", cut.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let read = rows.as_array().unwrap().iter().find(|r| r["function"] == "ap_read_request").unwrap();
+    assert_eq!((read["calls"].as_u64(), read["in_flight"].as_u64()), (Some(2), Some(1)));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert!(err.contains("trace is truncated at byte"), "{err}");
+}
+
+#[test]
+fn malformed_probe_file_names_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    std::fs::write(
+        &file,
+        "version = 1\n[[probe]]\ntarget = \"apache2\"\nfunction = [\"ap_read_request\"]\n",
+    )
+    .unwrap();
+    let err = one_line_error(&[
+        "record",
+        "--pid",
+        "1",
+        "--probes",
+        file.to_str().unwrap(),
+        "-o",
+        "/tmp/x",
+    ]);
+    assert!(
+        err.contains("p.toml:4:1: unknown field `function`, expected `target` or `functions`"),
+        "{err}"
+    );
+    let err = one_line_error(&[
+        "record",
+        "--pid",
+        "1",
+        "--probes",
+        "/nonexistent.toml",
+        "-o",
+        "/tmp/x",
+    ]);
+    assert!(
+        err.contains("cannot read probe file /nonexistent.toml: No such file"),
+        "{err}"
+    );
+}
