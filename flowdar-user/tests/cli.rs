@@ -174,8 +174,16 @@ fn damaged_traces_are_reported_not_crashed_on() {
         .unwrap();
     assert!(o.status.success());
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let read = rows.as_array().unwrap().iter().find(|r| r["function"] == "ap_read_request").unwrap();
-    assert_eq!((read["calls"].as_u64(), read["in_flight"].as_u64()), (Some(2), Some(1)));
+    let read = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == "ap_read_request")
+        .unwrap();
+    assert_eq!(
+        (read["calls"].as_u64(), read["in_flight"].as_u64()),
+        (Some(2), Some(1))
+    );
     let err = String::from_utf8(o.stderr).unwrap();
     assert!(err.contains("trace is truncated at byte"), "{err}");
 }
