@@ -81,7 +81,8 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
     if let Some(f) = filter {
         unit.arg(f);
     }
-    run_cmd(&mut unit)?;
+    let mut tally = Tally::default();
+    tally.run(&mut unit)?;
     // Tier 2: root, the real kernel and a real Apache. One at a time: they
     // count the kernel's loaded programs and must not see each other's.
     run_cmd(cargo(&env).args(["build", "-p", "flowdar-user"]))?;
@@ -92,7 +93,56 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
         root.arg(f);
     }
     root.arg("--test-threads=1");
-    run_cmd(&mut root)
+    tally.run(&mut root)?;
+    println!(
+        "\nall tests: {} passed, {} failed",
+        tally.passed, tally.failed
+    );
+    Ok(())
+}
+
+/// Counts cargo test's `test result:` lines while passing output through.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn run(&mut self, cmd: &mut Command) -> Result<()> {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let num = |word: &str| {
+                    rest.split(';')
+                        .find_map(|p| {
+                            p.trim()
+                                .strip_suffix(word)?
+                                .trim()
+                                .rsplit(' ')
+                                .next()?
+                                .parse::<u64>()
+                                .ok()
+                        })
+                        .unwrap_or(0)
+                };
+                self.passed += num("passed");
+                self.failed += num("failed");
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            anyhow::bail!(
+                "{cmd:?} failed ({status}); so far {} passed, {} failed",
+                self.passed,
+                self.failed
+            );
+        }
+        Ok(())
+    }
 }
 
 pub fn demo() -> Result<()> {
