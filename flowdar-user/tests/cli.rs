@@ -31,6 +31,7 @@ fn probe(id: u32, function: &str) -> ResolvedProbe {
         attach_path: PathBuf::from("/usr/sbin/apache2"),
         address: 0x1000 * (id as u64 + 1),
         file_offset: 0x1000 * (id as u64 + 1),
+        args: 3,
     }
 }
 
@@ -207,7 +208,7 @@ fn malformed_probe_file_names_line_and_column() {
         "/tmp/x",
     ]);
     assert!(
-        err.contains("p.toml:4:1: unknown field `function`, expected `target` or `functions`"),
+        err.contains("p.toml:4:1: unknown field `function`, expected one of `target`, `functions`, `args`"),
         "{err}"
     );
     let err = one_line_error(&[

@@ -231,6 +231,7 @@ impl Recording {
             kernel_drops: kernel_drops.clone(),
             user_drops: counts.user_drops.clone(),
             stop_reason: reason.into(),
+            index: Vec::new(),
         };
         let _ = footer_tx.send(footer);
         let bytes_written = writer

@@ -55,6 +55,13 @@ pub struct ProbeFile {
 pub struct ProbeGroup {
     pub target: String,
     pub functions: Vec<String>,
+    /// Leading integer arguments to keep for these functions (0..=3, default 3).
+    #[serde(default = "all_args")]
+    pub args: u8,
+}
+
+fn all_args() -> u8 {
+    flowdar_common::MAX_ARGS as u8
 }
 
 impl ProbeFile {
@@ -83,6 +90,23 @@ impl ProbeFile {
                 found: file.version,
             });
         }
+        if let Some(g) = file
+            .probes
+            .iter()
+            .find(|g| usize::from(g.args) > flowdar_common::MAX_ARGS)
+        {
+            return Err(ConfigError::Syntax {
+                path: path.into(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "probe group for `{}`: args = {}, but at most {} arguments are captured",
+                    g.target,
+                    g.args,
+                    flowdar_common::MAX_ARGS
+                ),
+            });
+        }
         if file.probes.iter().all(|g| g.functions.is_empty()) {
             return Err(ConfigError::Empty { path: path.into() });
         }
@@ -95,8 +119,8 @@ impl ProbeFile {
             .iter()
             .flat_map(|g| {
                 g.functions.iter().map(|f| ProbeRequest {
-                    target: g.target.clone(),
-                    function: f.clone(),
+                    args: g.args,
+                    ..ProbeRequest::new(&g.target, f)
                 })
             })
             .collect()
@@ -127,18 +151,9 @@ mod tests {
         assert_eq!(reqs.len(), 4);
         assert_eq!(
             reqs[0],
-            ProbeRequest {
-                target: "/usr/sbin/apache2".into(),
-                function: "ap_read_request".into()
-            }
+            ProbeRequest::new("/usr/sbin/apache2", "ap_read_request")
         );
-        assert_eq!(
-            reqs[3],
-            ProbeRequest {
-                target: "libapr-1".into(),
-                function: "apr_socket_recv".into()
-            }
-        );
+        assert_eq!(reqs[3], ProbeRequest::new("libapr-1", "apr_socket_recv"));
     }
 
     #[test]

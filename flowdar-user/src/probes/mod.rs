@@ -4,6 +4,8 @@ mod config;
 mod procmaps;
 mod resolve;
 
+use flowdar_common::MAX_ARGS;
+
 pub use config::{ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION};
 pub use procmaps::{MappedFile, ProcMaps};
 pub use resolve::{resolve, ResolveError, ResolvedProbe};
@@ -14,6 +16,20 @@ pub use resolve::{resolve, ResolveError, ResolvedProbe};
 pub struct ProbeRequest {
     pub target: String,
     pub function: String,
+    /// How many leading integer arguments to keep (0..=3); the rest are
+    /// zeroed before storage (registers past a function's arity hold noise).
+    pub args: u8,
+}
+
+impl ProbeRequest {
+    /// A request keeping every captured argument.
+    pub fn new(target: impl Into<String>, function: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            function: function.into(),
+            args: MAX_ARGS as u8,
+        }
+    }
 }
 
 impl std::str::FromStr for ProbeRequest {
@@ -23,7 +39,7 @@ impl std::str::FromStr for ProbeRequest {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.rsplit_once(':') {
             Some((t, f)) if !t.is_empty() && !f.is_empty() => {
-                Ok(Self { target: t.to_string(), function: f.to_string() })
+                Ok(Self { target: t.to_string(), function: f.to_string(), args: MAX_ARGS as u8 })
             }
             _ => Err(format!(
                 "`{s}` is not TARGET:FUNCTION (e.g. /usr/sbin/apache2:ap_read_request or libapr-1:apr_socket_recv)"

@@ -65,6 +65,13 @@ pub struct ResolvedProbe {
     pub address: u64,
     /// Offset of the function in the file: the uprobe attach point.
     pub file_offset: u64,
+    /// Leading integer arguments kept (0..=3).
+    #[serde(default = "all_args")]
+    pub args: u8,
+}
+
+fn all_args() -> u8 {
+    flowdar_common::MAX_ARGS as u8
 }
 
 /// Resolves every request against process `pid`. Duplicates collapse into
@@ -145,6 +152,7 @@ pub fn resolve_in(
             attach_path: file.host_path.clone(),
             address: sym.address,
             file_offset,
+            args: req.args.min(flowdar_common::MAX_ARGS as u8),
         });
     }
     Ok(out)
@@ -161,10 +169,7 @@ mod tests {
     #[test]
     fn resolves_a_function_of_our_own_binary() {
         let exe = std::env::current_exe().unwrap();
-        let req = ProbeRequest {
-            target: exe.display().to_string(),
-            function: "main".into(),
-        };
+        let req = ProbeRequest::new(exe.display().to_string(), "main");
         let probes = resolve_in(&self_maps(), &[req.clone(), req]).unwrap();
         assert_eq!(probes.len(), 1, "duplicates collapse");
         assert_eq!(probes[0].id, 0);
@@ -174,10 +179,7 @@ mod tests {
     #[test]
     fn missing_function_names_the_nearest() {
         let exe = std::env::current_exe().unwrap();
-        let req = ProbeRequest {
-            target: exe.display().to_string(),
-            function: "mian".into(),
-        };
+        let req = ProbeRequest::new(exe.display().to_string(), "mian");
         let err = resolve_in(&self_maps(), &[req]).unwrap_err().to_string();
         assert!(err.starts_with("could not resolve mian in "), "{err}");
         assert!(err.contains("nearest: main"), "{err}");
@@ -185,10 +187,7 @@ mod tests {
 
     #[test]
     fn unmapped_target_lists_what_is_mapped() {
-        let req = ProbeRequest {
-            target: "libnotthere".into(),
-            function: "f".into(),
-        };
+        let req = ProbeRequest::new("libnotthere", "f");
         let err = resolve_in(&self_maps(), &[req]).unwrap_err().to_string();
         assert!(
             err.contains("maps no file named `libnotthere`; it maps: "),

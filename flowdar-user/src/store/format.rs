@@ -16,6 +16,8 @@ pub(crate) const FRAME_FOOTER: u8 = 3;
 pub(crate) const FRAME_PREFIX_LEN: usize = 9;
 /// No frame is larger than this; a bigger length means corruption.
 pub(crate) const MAX_FRAME_LEN: u32 = 256 << 20;
+/// No chunk decodes to more than this many encoded bytes.
+pub(crate) const MAX_ENCODED_LEN: usize = 256 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,6 +81,19 @@ pub struct TraceFooter {
     pub user_drops: Vec<u64>,
     /// Why capture stopped (`duration`, `SIGINT`, `target exited`, ...).
     pub stop_reason: String,
+    /// Where each event chunk is, for seeking by time.
+    #[serde(default)]
+    pub index: Vec<ChunkIndex>,
+}
+
+/// One event chunk's place in the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkIndex {
+    /// Byte offset of the chunk's frame.
+    pub offset: u64,
+    pub events: u64,
+    pub first_ts: u64,
+    pub last_ts: u64,
 }
 
 impl TraceFooter {

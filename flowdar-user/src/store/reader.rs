@@ -7,9 +7,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use flowdar_common::{Event, EVENT_SIZE};
+use flowdar_common::Event;
 
-use super::format::*;
+use super::{codec, format::*};
 
 /// Damage found while reading; the reader carries on past it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,24 +264,25 @@ impl TraceReader {
     }
 }
 
-/// Decodes an events payload: `u32 count` then zstd of `count` wire events.
+/// Decodes an events payload: `u32 encoded_len` then zstd of the encoding.
 fn decode_events(payload: &[u8]) -> Result<Vec<Event>, String> {
-    let count = payload
+    let len = payload
         .get(..4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
-        .ok_or("payload shorter than its count")?;
-    let raw_len = count
-        .checked_mul(EVENT_SIZE)
-        .filter(|&l| l <= MAX_FRAME_LEN as usize * 64)
-        .ok_or("impossible event count")?;
-    let raw = zstd::bulk::decompress(&payload[4..], raw_len).map_err(|e| format!("zstd: {e}"))?;
-    if raw.len() != raw_len {
-        return Err(format!("holds {} bytes, expected {raw_len}", raw.len()));
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or("payload shorter than its length")?;
+    if len > MAX_ENCODED_LEN {
+        return Err(format!("impossible encoded length {len}"));
     }
-    raw.chunks_exact(EVENT_SIZE)
-        .enumerate()
-        .map(|(i, b)| Event::from_bytes(b).ok_or_else(|| format!("event {i} has an unknown kind")))
-        .collect()
+    let encoded = zstd::bulk::decompress(&payload[4..], len).map_err(|e| format!("zstd: {e}"))?;
+    if encoded.len() != len {
+        return Err(format!(
+            "decompresses to {} bytes, expected {len}",
+            encoded.len()
+        ));
+    }
+    let mut events = Vec::new();
+    codec::decode(&encoded, &mut events)?;
+    Ok(events)
 }
 
 /// Reads until `buf` is full or EOF; returns the bytes read.

@@ -23,6 +23,7 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
                 attach_path: PathBuf::from("/bin/x"),
                 address: 0x1000 + id as u64,
                 file_offset: 0x1000 + id as u64,
+                args: 3,
             })
             .collect(),
     }

@@ -8,9 +8,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use flowdar_common::{Event, EVENT_SIZE};
+use flowdar_common::Event;
 
-use super::format::*;
+use super::{codec::ChunkEncoder, format::*};
 
 /// zstd level: 3 is zstd's default, fast enough to keep up with the drain.
 const ZSTD_LEVEL: i32 = 3;
@@ -20,7 +20,12 @@ pub struct TraceWriter {
     file: File,
     events: u64,
     bytes: u64,
-    raw: Vec<u8>,
+    encoder: ChunkEncoder,
+    encoded: Vec<u8>,
+    index: Vec<ChunkIndex>,
+    /// Per probe id: how many leading entry arguments are kept.
+    kept_args: Vec<u8>,
+    masked: Vec<Event>,
 }
 
 impl TraceWriter {
@@ -50,7 +55,11 @@ impl TraceWriter {
             file,
             events: 0,
             bytes: 0,
-            raw: Vec::new(),
+            encoder: ChunkEncoder::default(),
+            encoded: Vec::new(),
+            index: Vec::new(),
+            kept_args: header.probes.iter().map(|p| p.args).collect(),
+            masked: Vec::new(),
         };
         let mut prefix = Vec::with_capacity(12);
         prefix.extend_from_slice(MAGIC);
@@ -66,19 +75,42 @@ impl TraceWriter {
         if events.is_empty() {
             return Ok(());
         }
-        self.raw.clear();
-        self.raw.reserve(events.len() * EVENT_SIZE);
-        for ev in events {
-            self.raw.extend_from_slice(&ev.to_bytes());
-        }
-        let compressed =
-            zstd::bulk::compress(&self.raw, ZSTD_LEVEL).map_err(|source| StoreError::Write {
+        // Arguments past a probe's declared count are register noise: zero
+        // them so they cost nothing after compression.
+        self.masked.clear();
+        self.masked.extend(events.iter().map(|e| {
+            let mut e = *e;
+            if e.kind == flowdar_common::EventKind::Entry as u32 {
+                let keep = self
+                    .kept_args
+                    .get(e.probe_id as usize)
+                    .copied()
+                    .unwrap_or(3) as usize;
+                for a in e.args.iter_mut().skip(keep) {
+                    *a = 0;
+                }
+            }
+            e
+        }));
+        self.encoder.encode(&self.masked, &mut self.encoded);
+        let compressed = zstd::bulk::compress(&self.encoded, ZSTD_LEVEL).map_err(|source| {
+            StoreError::Write {
                 path: self.path.clone(),
                 source,
-            })?;
+            }
+        })?;
         let mut payload = Vec::with_capacity(4 + compressed.len());
-        payload.extend_from_slice(&(events.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&(self.encoded.len() as u32).to_le_bytes());
         payload.extend_from_slice(&compressed);
+        let (first_ts, last_ts) = events.iter().fold((u64::MAX, 0), |(lo, hi), e| {
+            (lo.min(e.ts_ns), hi.max(e.ts_ns))
+        });
+        self.index.push(ChunkIndex {
+            offset: self.bytes,
+            events: events.len() as u64,
+            first_ts,
+            last_ts,
+        });
         self.write_frame(FRAME_EVENTS, &payload)?;
         self.events += events.len() as u64;
         Ok(())
@@ -87,6 +119,7 @@ impl TraceWriter {
     /// Writes the footer and syncs the file.
     pub fn finish(mut self, mut footer: TraceFooter) -> Result<u64, StoreError> {
         footer.events = self.events;
+        footer.index = std::mem::take(&mut self.index);
         let json = serde_json::to_vec(&footer).expect("footer serialises");
         self.write_frame(FRAME_FOOTER, &json)?;
         self.file.sync_all().map_err(|source| StoreError::Write {
