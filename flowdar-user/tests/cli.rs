@@ -208,7 +208,9 @@ fn malformed_probe_file_names_line_and_column() {
         "/tmp/x",
     ]);
     assert!(
-        err.contains("p.toml:4:1: unknown field `function`, expected one of `target`, `functions`, `args`"),
+        err.contains(
+            "p.toml:4:1: unknown field `function`, expected one of `target`, `functions`, `args`"
+        ),
         "{err}"
     );
     let err = one_line_error(&[

@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(reqs.len(), 4);
         assert_eq!(
             reqs[0],
-            ProbeRequest::new("/usr/sbin/apache2", "ap_read_request")
+            ProbeRequest {
+                args: 1,
+                ..ProbeRequest::new("/usr/sbin/apache2", "ap_read_request")
+            }
         );
         assert_eq!(reqs[3], ProbeRequest::new("libapr-1", "apr_socket_recv"));
     }
