@@ -17,8 +17,10 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use flowdar_common::{Event, EventKind};
 
-/// Events per batch handed to the writer (one trace chunk each).
-pub const BATCH_EVENTS: usize = 16 * 1024;
+/// Events per batch handed to the writer (one trace chunk each): 3 MiB of
+/// wire events. Larger chunks compress better (3.85 -> 3.48 B/event from 16k
+/// to 64k on an Apache trace); a partial batch still goes out every 250 ms.
+pub const BATCH_EVENTS: usize = 64 * 1024;
 /// The longest the drain sleeps between looks at the ring buffer.
 const POLL_MS: i32 = 10;
 /// A partial batch is handed over after this long, so a killed tracer loses

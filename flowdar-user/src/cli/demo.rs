@@ -9,7 +9,7 @@ use super::{format, record, stats};
 use crate::{
     capture::{self, RecordOptions, Recording},
     probes::{self, ProbeRequest},
-    server::{self, ApacheOptions, LoadPlan, Mpm, ThrowawayApache},
+    server::{self, ApacheOptions, LoadPlan, Mpm, ThrowawayApache, WrkPlan},
 };
 
 /// The demo's probes: Apache's request path and APR's socket I/O.
@@ -42,6 +42,16 @@ pub struct DemoArgs {
     /// Trace file (overwritten).
     #[arg(long, short, default_value = "flowdar-demo.flowdar")]
     pub output: PathBuf,
+    /// Probe file to use instead of the demo's probes.
+    #[arg(long, value_name = "FILE")]
+    pub probes: Option<PathBuf>,
+    /// Drive the server with wrk (2 threads, --wrk-connections keep-alive
+    /// connections) for this long instead of the built-in client.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wrk: Option<Duration>,
+    /// wrk's connections.
+    #[arg(long, default_value_t = 20)]
+    pub wrk_connections: u32,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -60,10 +70,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         apache.addr(),
         apache.dir().display()
     );
-    let requests: Vec<ProbeRequest> = DEMO_PROBES
-        .iter()
-        .map(|s| s.parse().expect("valid demo probe"))
-        .collect();
+    let requests: Vec<ProbeRequest> = match &args.probes {
+        Some(file) => record::collect_requests(Some(file), &[])?,
+        None => DEMO_PROBES
+            .iter()
+            .map(|s| s.parse().expect("valid demo probe"))
+            .collect(),
+    };
     let probes = probes::resolve(apache.pid(), &requests)?;
     let recording = Recording::start(RecordOptions {
         pid: apache.pid(),
@@ -75,41 +88,67 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         command_line: std::env::args().collect(),
     })?;
     eprintln!(
-        "Recording: {} processes, probes attached in {}. Sending {} requests on {} connections ({} at a time)...",
+        "Recording: {} processes, probes attached in {}.",
         recording.processes_at_start(),
         format::duration(recording.attach_time()),
-        args.connections * args.requests,
-        args.connections,
-        args.concurrency
     );
-    let plan = LoadPlan {
-        connections: args.connections,
-        requests_per_connection: args.requests,
-        concurrency: args.concurrency,
-        ..Default::default()
+    let client = match args.wrk {
+        Some(duration) => {
+            eprintln!(
+                "Running wrk for {} ({} connections)...",
+                format::duration(duration),
+                args.wrk_connections
+            );
+            let plan = WrkPlan {
+                duration,
+                connections: args.wrk_connections,
+                ..Default::default()
+            };
+            let r = server::run_wrk(apache.addr(), &plan)?;
+            format!(
+                "Client (wrk): {} requests, {} errors ({:.0} req/s; latency p50 {} µs, p99 {} µs)",
+                r.requests,
+                r.errors,
+                r.requests_per_sec,
+                r.latency_p50_us.map_or(0, |v| v as u64),
+                r.latency_p99_us.map_or(0, |v| v as u64)
+            )
+        }
+        None => {
+            eprintln!(
+                "Sending {} requests on {} connections ({} at a time)...",
+                args.connections * args.requests,
+                args.connections,
+                args.concurrency
+            );
+            let plan = LoadPlan {
+                connections: args.connections,
+                requests_per_connection: args.requests,
+                concurrency: args.concurrency,
+                ..Default::default()
+            };
+            let load = server::run_load(apache.addr(), &plan);
+            let lat = &load.latencies_us;
+            let p = |q: f64| {
+                lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            format!(
+                "Client: {} ok, {} errors in {} ({:.0} req/s; latency p50 {} µs, p99 {} µs)",
+                load.ok,
+                load.errors,
+                format::duration(load.elapsed),
+                load.ok as f64 / load.elapsed.as_secs_f64().max(1e-9),
+                p(0.5),
+                p(0.99)
+            )
+        }
     };
-    let load = server::run_load(apache.addr(), &plan);
     // Let Apache see the clients' closes before detaching.
     std::thread::sleep(Duration::from_millis(500));
     let summary = recording.stop("load finished")?;
-    let p = |q: f64| {
-        load.latencies_us
-            .get(
-                ((load.latencies_us.len() as f64 * q) as usize)
-                    .min(load.latencies_us.len().saturating_sub(1)),
-            )
-            .copied()
-            .unwrap_or(0)
-    };
-    println!(
-        "Client: {} ok, {} errors in {} ({:.0} req/s; latency p50 {} µs, p99 {} µs)\n",
-        load.ok,
-        load.errors,
-        format::duration(load.elapsed),
-        load.ok as f64 / load.elapsed.as_secs_f64().max(1e-9),
-        p(0.5),
-        p(0.99)
-    );
+    println!("{client}\n");
     record::print_summary(&summary);
     println!();
     let (rows, _) = stats::compute(&args.output).context("reading the demo trace back")?;

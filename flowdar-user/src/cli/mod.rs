@@ -3,6 +3,7 @@
 mod demo;
 mod dump;
 mod format;
+mod info;
 mod record;
 mod stats;
 
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "flowdar", version, propagate_version = true)]
 #[command(after_help = "Examples:\n  \
     flowdar record --pid $(cat /run/apache2/apache2.pid) --probe apache2:ap_read_request -o req.flowdar --duration 10s\n  \
+    flowdar info req.flowdar\n  \
     flowdar stats req.flowdar\n  \
     flowdar dump req.flowdar | less\n  \
     flowdar demo")]
@@ -31,6 +33,7 @@ enum Command {
     Record(record::RecordArgs),
     Dump(dump::DumpArgs),
     Stats(stats::StatsArgs),
+    Info(info::InfoArgs),
     Demo(demo::DemoArgs),
 }
 
@@ -41,6 +44,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Record(a) => record::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
     }
 }

@@ -47,7 +47,7 @@ impl fmt::Display for ReadWarning {
 
 pub struct TraceReader {
     path: PathBuf,
-    input: BufReader<File>,
+    input: BufReader<Box<dyn Read + Send>>,
     header: TraceHeader,
     footer: Option<TraceFooter>,
     warnings: Vec<ReadWarning>,
@@ -73,7 +73,13 @@ impl TraceReader {
             path: path.into(),
             source,
         })?;
-        let mut input = BufReader::with_capacity(1 << 20, file);
+        Self::from_reader(path, file)
+    }
+
+    /// Reads a trace from any byte stream; `path` names it in messages.
+    pub fn from_reader(path: &Path, input: impl Read + Send + 'static) -> Result<Self, StoreError> {
+        let input: Box<dyn Read + Send> = Box::new(input);
+        let mut input = BufReader::with_capacity(1 << 20, input);
         let mut prefix = [0u8; 12];
         let n = read_full(&mut input, &mut prefix).map_err(|source| StoreError::Read {
             path: path.into(),

@@ -1,0 +1,194 @@
+//! Trace-store benchmark (not a test: it prints figures, it does not judge).
+//!
+//! `cargo bench -p flowdar-user --bench store -- [TRACE...]`: for a synthetic
+//! deep-recursion trace and for each recorded trace given, the bytes per
+//! event on disk and the encode (codec + zstd + write) and decode (read +
+//! zstd + codec) rates on one core, measured side by side in this run.
+//! `cargo xtask bench store` records a real Apache trace and runs this.
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use flowdar::{
+    probes::ResolvedProbe,
+    store::{TraceFooter, TraceHeader, TraceReader, TraceWriter},
+};
+use flowdar_common::{Event, EventKind, EVENT_SIZE};
+
+/// Events per chunk, as the recorder's drain batches them.
+const CHUNK: usize = flowdar::capture::BATCH_EVENTS;
+/// Repeat each measurement and keep the best: the machine is shared.
+const ROUNDS: usize = 5;
+
+fn header(probes: Vec<ResolvedProbe>) -> TraceHeader {
+    TraceHeader {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        host: "bench".into(),
+        kernel: "bench".into(),
+        command_line: vec![],
+        start_unix_ns: 0,
+        start_monotonic_ns: 0,
+        target_pid: 1,
+        probes,
+    }
+}
+
+/// 4 threads each recursing 64 deep through 4 functions, 2 M events; stack
+/// pointers, depths and noisy 50-500 ns gaps as arguments and timestamps.
+fn deep_recursion() -> (TraceHeader, Vec<Event>) {
+    let probes = (0..4)
+        .map(|id| ResolvedProbe {
+            id,
+            function: format!("recurse_{id}"),
+            path: "/bench".into(),
+            attach_path: "/bench".into(),
+            address: 0x1000 + u64::from(id) * 0x40,
+            file_offset: 0x1000 + u64::from(id) * 0x40,
+            args: 3,
+        })
+        .collect();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut events = Vec::with_capacity(2_000_000);
+    let mut ts = [1_000_000_000u64; 4];
+    while events.len() < 2_000_000 {
+        let t = (next() % 4) as usize;
+        let tid = 1000 + t as u32;
+        for depth in 0..64u64 {
+            ts[t] += 50 + next() % 450;
+            let args = [0x7ffd_0000_0000 - depth * 0x60, depth, 0x5555_0000_1000];
+            events.push(Event {
+                tgid: 1000,
+                tid,
+                ts_ns: ts[t],
+                probe_id: (depth % 4) as u32,
+                kind: EventKind::Entry as u32,
+                args,
+            });
+        }
+        for depth in (0..64u64).rev() {
+            ts[t] += 50 + next() % 450;
+            events.push(Event {
+                tgid: 1000,
+                tid,
+                ts_ns: ts[t],
+                probe_id: (depth % 4) as u32,
+                kind: EventKind::Exit as u32,
+                args: [depth, 0, 0],
+            });
+        }
+    }
+    (header(probes), events)
+}
+
+fn read_trace(path: &Path) -> (TraceHeader, Vec<Event>) {
+    // FLOWDAR_BENCH_DUMP=FILE: also write the events as raw wire records
+    // (to compare codec variants on the same events).
+    let mut events = Vec::new();
+    let r = TraceReader::open(path)
+        .expect("open trace")
+        .for_each_event(|e| events.push(*e))
+        .expect("read");
+    if let Some(dump) = std::env::var_os("FLOWDAR_BENCH_DUMP") {
+        let raw: Vec<u8> = events.iter().flat_map(|e| e.to_bytes()).collect();
+        std::fs::write(dump, raw).unwrap();
+    }
+    (r.header().clone(), events)
+}
+
+struct Row {
+    name: String,
+    events: usize,
+    bytes_per_event: f64,
+    encode_meps: f64,
+    decode_meps: f64,
+}
+
+fn measure(name: &str, header: &TraceHeader, events: &[Event], dir: &Path) -> Row {
+    let path = dir.join(format!("{name}.flowdar"));
+    let mut best_enc = f64::MAX;
+    let mut size = 0;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let mut w = TraceWriter::create(&path, header, true).unwrap();
+        for c in events.chunks(CHUNK) {
+            w.write_chunk(c).unwrap();
+        }
+        size = w.finish(TraceFooter::default()).unwrap();
+        best_enc = best_enc.min(t.elapsed().as_secs_f64());
+    }
+    let mut best_dec = f64::MAX;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let mut n = 0usize;
+        let mut sum = 0u64;
+        TraceReader::open(&path)
+            .unwrap()
+            .for_each_event(|e| {
+                n += 1;
+                sum = sum.wrapping_add(e.ts_ns);
+            })
+            .unwrap();
+        std::hint::black_box(sum);
+        assert_eq!(n, events.len());
+        best_dec = best_dec.min(t.elapsed().as_secs_f64());
+    }
+    Row {
+        name: name.into(),
+        events: events.len(),
+        bytes_per_event: size as f64 / events.len() as f64,
+        encode_meps: events.len() as f64 / best_enc / 1e6,
+        decode_meps: events.len() as f64 / best_dec / 1e6,
+    }
+}
+
+fn main() {
+    let traces: Vec<PathBuf> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    let (h, ev) = deep_recursion();
+    rows.push(measure("synthetic deep recursion", &h, &ev, dir.path()));
+    for t in &traces {
+        let (h, ev) = read_trace(t);
+        // Replicate small traces so timings are not dominated by noise.
+        let mut big = ev.clone();
+        while big.len() < 1_000_000 && !ev.is_empty() {
+            big.extend_from_slice(&ev);
+        }
+        let name = t.file_stem().unwrap().to_string_lossy().into_owned();
+        let live = std::fs::metadata(t).unwrap().len() as f64 / ev.len().max(1) as f64;
+        println!(
+            "{name}: {live:.2} B/event as recorded live ({} events)",
+            ev.len()
+        );
+        let mut row = measure(&name, &h, &big, dir.path());
+        row.events = ev.len();
+        rows.push(row);
+    }
+    println!("\nstore benchmark: one core, best of {ROUNDS}, chunks of {CHUNK} events, raw wire event = {EVENT_SIZE} B");
+    println!(
+        "{:<34} {:>10} {:>9} {:>12} {:>14} {:>14}",
+        "trace", "events", "B/event", "vs wire", "encode Mev/s", "decode Mev/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:>10} {:>9.2} {:>11.1}x {:>14.1} {:>14.1}",
+            r.name,
+            r.events,
+            r.bytes_per_event,
+            EVENT_SIZE as f64 / r.bytes_per_event,
+            r.encode_meps,
+            r.decode_meps
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! Any text given to the probe-file parser: a located error, never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = flowdar::probes::ProbeFile::parse(std::path::Path::new("fuzz.toml"), text);
+    }
+});

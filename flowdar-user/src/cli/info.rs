@@ -1,0 +1,195 @@
+//! `flowdar info`: what a trace file holds and whether it is intact.
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use flowdar_common::{EventKind, EVENT_SIZE};
+use serde::Serialize;
+
+use super::format;
+use crate::store::{TraceReader, FORMAT_VERSION};
+
+/// Describe a trace: the run (tool, host, kernel, command line, start),
+/// duration, events, size on disk and compression against the raw wire
+/// events, per-probe counts and losses, and chunk integrity.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Trace file written by `flowdar record`.
+    pub trace: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ProbeInfo {
+    id: u32,
+    function: String,
+    object: String,
+    file_offset: u64,
+    entries: u64,
+    exits: u64,
+    kernel_drops: Option<u64>,
+    user_drops: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Info {
+    path: String,
+    format_version: u32,
+    tool_version: String,
+    host: String,
+    kernel: String,
+    command_line: Vec<String>,
+    start: String,
+    target_pid: u32,
+    duration_ns: u64,
+    events: u64,
+    file_bytes: u64,
+    bytes_per_event: f64,
+    /// Raw wire size (48 bytes an event) over the file size.
+    compression_ratio: f64,
+    chunks_intact: u64,
+    finalised: bool,
+    stop_reason: Option<String>,
+    kernel_drops: Option<u64>,
+    user_drops: Option<u64>,
+    warnings: Vec<String>,
+    probes: Vec<ProbeInfo>,
+}
+
+pub fn run(args: InfoArgs) -> anyhow::Result<()> {
+    let file_bytes = std::fs::metadata(&args.trace)
+        .with_context(|| format!("cannot open trace {}", args.trace.display()))?
+        .len();
+    let reader = TraceReader::open(&args.trace)?;
+    let h = reader.header().clone();
+    let mut entries = vec![0u64; h.probes.len()];
+    let mut exits = vec![0u64; h.probes.len()];
+    let mut last_ts = h.start_monotonic_ns;
+    let mut events = 0u64;
+    let reader = reader.for_each_event(|e| {
+        events += 1;
+        last_ts = last_ts.max(e.ts_ns);
+        let counts = if e.kind == EventKind::Entry as u32 {
+            &mut entries
+        } else {
+            &mut exits
+        };
+        if let Some(c) = counts.get_mut(e.probe_id as usize) {
+            *c += 1;
+        }
+    })?;
+    let footer = reader.footer().cloned();
+    let end = footer
+        .as_ref()
+        .map_or(last_ts, |f| f.end_monotonic_ns.max(last_ts));
+    let start = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(h.start_unix_ns);
+    let info = Info {
+        path: args.trace.display().to_string(),
+        format_version: FORMAT_VERSION,
+        tool_version: h.tool_version,
+        host: h.host,
+        kernel: h.kernel,
+        command_line: h.command_line,
+        start: humantime::format_rfc3339_seconds(start).to_string(),
+        target_pid: h.target_pid,
+        duration_ns: end.saturating_sub(h.start_monotonic_ns),
+        events,
+        file_bytes,
+        bytes_per_event: if events == 0 {
+            0.0
+        } else {
+            file_bytes as f64 / events as f64
+        },
+        compression_ratio: (events * EVENT_SIZE as u64) as f64 / file_bytes.max(1) as f64,
+        chunks_intact: reader.chunks_read(),
+        finalised: footer.is_some(),
+        stop_reason: footer.as_ref().map(|f| f.stop_reason.clone()),
+        kernel_drops: footer.as_ref().map(|f| f.total_kernel_drops()),
+        user_drops: footer.as_ref().map(|f| f.total_user_drops()),
+        warnings: reader.warnings().iter().map(ToString::to_string).collect(),
+        probes: h
+            .probes
+            .iter()
+            .map(|p| {
+                let i = p.id as usize;
+                ProbeInfo {
+                    id: p.id,
+                    function: p.function.clone(),
+                    object: p.path.display().to_string(),
+                    file_offset: p.file_offset,
+                    entries: entries.get(i).copied().unwrap_or(0),
+                    exits: exits.get(i).copied().unwrap_or(0),
+                    kernel_drops: footer.as_ref().and_then(|f| f.kernel_drops.get(i).copied()),
+                    user_drops: footer.as_ref().and_then(|f| f.user_drops.get(i).copied()),
+                }
+            })
+            .collect(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print_text(&info);
+    }
+    Ok(())
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "unknown".into(), |v| v.to_string())
+}
+
+fn print_text(i: &Info) {
+    println!("trace        {}", i.path);
+    println!(
+        "format       version {}, written by flowdar {}",
+        i.format_version, i.tool_version
+    );
+    println!("host         {} (Linux {})", i.host, i.kernel);
+    println!("command      {}", i.command_line.join(" "));
+    println!("started      {}, target PID {}", i.start, i.target_pid);
+    println!("duration     {}", format::ns(i.duration_ns));
+    println!(
+        "events       {} in {} ({:.2} B/event, {:.1}x smaller than {}-byte wire events)",
+        i.events,
+        format::bytes(i.file_bytes),
+        i.bytes_per_event,
+        i.compression_ratio,
+        EVENT_SIZE
+    );
+    println!(
+        "lost         {} in the kernel, {} in user space",
+        opt(i.kernel_drops),
+        opt(i.user_drops)
+    );
+    let state = if i.finalised {
+        format!(
+            "complete (stopped: {})",
+            i.stop_reason.as_deref().unwrap_or("")
+        )
+    } else {
+        "NOT finalised: the tracer did not finish".into()
+    };
+    println!("integrity    {} intact chunks; {state}", i.chunks_intact);
+    for w in &i.warnings {
+        println!("             warning: {w}");
+    }
+    println!();
+    println!(
+        "{:>4} {:<32} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "id", "function", "object", "offset", "entries", "exits", "lost-k", "lost-u"
+    );
+    for p in &i.probes {
+        println!(
+            "{:>4} {:<32} {:<18} {:>#10x} {:>10} {:>10} {:>8} {:>8}",
+            p.id,
+            p.function,
+            format::short_object(std::path::Path::new(&p.object)),
+            p.file_offset,
+            p.entries,
+            p.exits,
+            opt(p.kernel_drops),
+            opt(p.user_drops)
+        );
+    }
+}
