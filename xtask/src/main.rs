@@ -34,6 +34,18 @@ enum Command {
     Demo,
     /// rustfmt --check and clippy -D warnings (user space and eBPF crates).
     Lint,
+    /// Fuzz the trace reader and the probe-file parser (cargo fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    /// Benchmarks: print figures measured side by side (see BENCHMARKS.md).
+    Bench {
+        /// Which benchmark.
+        #[arg(value_enum)]
+        which: tasks::Bench,
+    },
 }
 
 fn main() {
@@ -44,6 +56,8 @@ fn main() {
         Command::Test { filter, no_lint } => tasks::test(filter.as_deref(), !no_lint),
         Command::Demo => tasks::demo(),
         Command::Lint => setup::run().and_then(|env| tasks::lint(&env)),
+        Command::Fuzz { seconds } => setup::run().and_then(|env| tasks::fuzz(&env, seconds)),
+        Command::Bench { which } => tasks::bench(which),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -45,6 +45,7 @@ pub fn run() -> Result<Env> {
     apt_packages()?;
     rust_src()?;
     let tools_bin = bpf_linker()?;
+    cargo_fuzz(&tools_bin)?;
     Ok(Env { tools_bin })
 }
 
@@ -183,6 +184,20 @@ fn bpf_linker() -> Result<PathBuf> {
     )?;
     std::fs::write(&stamp_path, want_stamp)?;
     Ok(bin)
+}
+
+/// cargo-fuzz, for the fuzz targets (installed next to bpf-linker).
+fn cargo_fuzz(bin: &Path) -> Result<()> {
+    if bin.join("cargo-fuzz").exists() {
+        eprintln!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz (~1 minute)");
+    run_cmd(
+        Command::new("cargo")
+            .args(["install", "cargo-fuzz", "--locked", "--root"])
+            .arg(bin.parent().expect("tools dir")),
+    )
 }
 
 pub fn run_cmd(cmd: &mut Command) -> Result<()> {

@@ -94,6 +94,9 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
     }
     root.arg("--test-threads=1");
     tally.run(&mut root)?;
+    if filter.is_none() {
+        fuzz(&env, FUZZ_SECONDS_IN_TEST)?;
+    }
     println!(
         "\nall tests: {} passed, {} failed",
         tally.passed, tally.failed
@@ -142,6 +145,82 @@ impl Tally {
             );
         }
         Ok(())
+    }
+}
+
+/// Fuzzing time per target inside `cargo xtask test`.
+const FUZZ_SECONDS_IN_TEST: u64 = 20;
+const FUZZ_TARGETS: &[&str] = &["trace_reader", "probe_config"];
+
+/// Runs every fuzz target for `seconds`, starting from the committed seeds;
+/// any crash fails (cargo fuzz leaves the input in fuzz/artifacts).
+pub fn fuzz(env: &Env, seconds: u64) -> Result<()> {
+    let fuzz_dir = workspace_root().join("flowdar-user");
+    for target in FUZZ_TARGETS {
+        let corpus = workspace_root().join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let seeds = fuzz_dir.join("fuzz/seeds").join(target);
+        eprintln!("fuzz: {target} for {seconds} s");
+        run_cmd(
+            Command::new("rustup")
+                .current_dir(&fuzz_dir)
+                .env("PATH", env.path())
+                .args(["run", "nightly", "cargo", "fuzz", "run", target])
+                .arg(&corpus)
+                .arg(&seeds)
+                .args([
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                    "-print_final_stats=1",
+                ]),
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Bench {
+    /// Trace store: bytes/event on a recorded Apache trace and a synthetic
+    /// one, encode/decode rates; and a 30 s full-speed recording's losses.
+    Store,
+}
+
+pub fn bench(which: Bench) -> Result<()> {
+    let env = setup::run()?;
+    run_cmd(cargo(&env).args(["build", "--release", "-p", "flowdar-user"]))?;
+    let flowdar = workspace_root().join("target/release/flowdar");
+    let out = workspace_root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let examples = workspace_root().join("flowdar-user/examples");
+    match which {
+        Bench::Store => {
+            let trace = out.join("apache-request-io.flowdar");
+            eprintln!(
+                "bench store: recording Apache under wrk for 10 s with the request+io probes"
+            );
+            run_cmd(
+                Command::new(&flowdar)
+                    .args(["demo", "--wrk", "10s", "--probes"])
+                    .arg(examples.join("apache-request-io.toml"))
+                    .arg("-o")
+                    .arg(&trace),
+            )?;
+            eprintln!(
+                "bench store: recording Apache under wrk for 30 s with the request probes (losses)"
+            );
+            run_cmd(
+                Command::new(&flowdar)
+                    .args(["demo", "--wrk", "30s", "--probes"])
+                    .arg(examples.join("apache-request.toml"))
+                    .arg("-o")
+                    .arg(out.join("apache-request-30s.flowdar")),
+            )?;
+            run_cmd(
+                cargo(&env)
+                    .args(["bench", "-p", "flowdar-user", "--bench", "store", "--"])
+                    .arg(&trace),
+            )
+        }
     }
 }
 
