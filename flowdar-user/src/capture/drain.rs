@@ -130,3 +130,45 @@ fn wait_readable(ring: &RingBuf<MapData>, ms: i32) {
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(probe_id: u32) -> Event {
+        Event {
+            tgid: 1,
+            tid: 1,
+            ts_ns: 1,
+            probe_id,
+            kind: EventKind::Entry as u32,
+            args: [0; 3],
+        }
+    }
+
+    #[test]
+    fn a_full_pipeline_drops_whole_batches_and_counts_them_per_probe() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut counts = DrainCounts::new(3);
+        let mut batch = vec![ev(0), ev(2), ev(2)];
+        hand_over(&tx, &mut batch, &mut counts);
+        assert!(batch.is_empty());
+        assert_eq!(counts.user_drops, [0, 0, 0], "the first batch fits");
+        let mut batch = vec![ev(1), ev(2)];
+        hand_over(&tx, &mut batch, &mut counts);
+        assert_eq!(
+            counts.user_drops,
+            [0, 1, 1],
+            "the writer is behind: counted, not blocked on"
+        );
+        assert_eq!(rx.recv().unwrap().len(), 3);
+        drop(rx);
+        let mut batch = vec![ev(0)];
+        hand_over(&tx, &mut batch, &mut counts);
+        assert_eq!(
+            counts.user_drops,
+            [1, 1, 1],
+            "a dead writer loses events visibly too"
+        );
+    }
+}

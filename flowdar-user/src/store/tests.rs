@@ -187,3 +187,47 @@ fn bad_files_are_named_errors() {
         Err(StoreError::Open { .. })
     ));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_events_in_any_chunking_read_back_identically(
+            raw in prop::collection::vec((0u32..3, any::<u64>(), 0u32..2, prop::bool::ANY, any::<[u64; 3]>()), 0..300),
+            cuts in prop::collection::vec(1usize..80, 1..10),
+        ) {
+            let events: Vec<Event> = raw
+                .into_iter()
+                .map(|(t, ts, p, exit, args)| Event {
+                    tgid: 7,
+                    tid: 7 + t,
+                    ts_ns: ts,
+                    probe_id: p,
+                    kind: if exit { EventKind::Exit } else { EventKind::Entry } as u32,
+                    args: if exit { [args[0], 0, 0] } else { args },
+                })
+                .collect();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.flowdar");
+            let mut w = TraceWriter::create(&path, &header(2), false).unwrap();
+            let mut rest = &events[..];
+            for c in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (head, tail) = rest.split_at((*c).min(rest.len()));
+                w.write_chunk(head).unwrap();
+                rest = tail;
+            }
+            w.finish(TraceFooter::default()).unwrap();
+            let (back, r) = read_all(&path);
+            prop_assert_eq!(back, events);
+            prop_assert!(r.warnings().is_empty());
+            prop_assert_eq!(r.footer().unwrap().index.iter().map(|c| c.events).sum::<u64>(), r.footer().unwrap().events);
+        }
+    }
+}
