@@ -128,8 +128,57 @@ pub struct ExitLayout {
 }
 const _: () = assert!(core::mem::size_of::<ExitLayout>() == 8);
 
+/// "No argument" in [`ProbeConfig`]'s argument-index fields.
+pub const NO_ARG: u8 = 0xff;
+/// Out-parameters a probe can dereference at exit (exit slots 1 and 2).
+pub const MAX_DEREFS: usize = 2;
+/// Integer argument registers a probe can read pointers from (x86-64 SysV).
+pub const MAX_ARG_INDEX: u8 = 5;
+
+/// Per-probe capture settings, indexed by probe id in the `PROBE_CONFIG`
+/// array. The default (all [`NO_ARG`]) captures registers only and reads no
+/// user memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeConfig {
+    /// Argument indexes whose pointee (a u64) is read at exit into exit
+    /// slots 1 and 2: out-parameters. The entry saves the pointers.
+    pub deref: [u8; MAX_DEREFS],
+    /// Argument index of a pointer to read a u64 from at entry.
+    pub read_arg: u8,
+    /// Entry slot (0..3) that receives the read value.
+    pub read_slot: u8,
+    /// Width in bytes (4 or 8) of each out-parameter's pointee.
+    pub deref_bytes: [u8; MAX_DEREFS],
+    pub _pad: u16,
+    /// Byte offset added to the `read_arg` pointer.
+    pub read_offset: u64,
+}
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16);
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            deref: [NO_ARG; MAX_DEREFS],
+            read_arg: NO_ARG,
+            read_slot: 0,
+            deref_bytes: [8; MAX_DEREFS],
+            _pad: 0,
+            read_offset: 0,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// True when the probe reads user memory (entry or exit).
+    pub fn reads_memory(&self) -> bool {
+        self.read_arg != NO_ARG || self.deref.iter().any(|&d| d != NO_ARG)
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::ProbeConfig {}
     // SAFETY: plain `repr(C)` integers without padding (sizes asserted above).
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::ForkLayout {}

@@ -1,42 +1,126 @@
 //! Function entry (uprobe) and exit (uretprobe) programs. One program of each
-//! kind serves every probe: the probe id arrives as the attach cookie.
+//! kind serves every probe: the probe id arrives as the attach cookie. User
+//! memory is read only where the probe's `PROBE_CONFIG` entry asks for it.
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_attach_cookie},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
+        generated::bpf_get_attach_cookie,
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use flowdar_common::{Event, EventKind, MAX_ARGS};
+use flowdar_common::{Event, EventKind, ProbeConfig, MAX_ARGS, MAX_DEREFS, NO_ARG};
 
-use crate::maps::{is_target, DROPS, EVENTS, WAKEUP_BYTES};
+use crate::maps::{is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG, WAKEUP_BYTES};
 
 #[uprobe]
 pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
-    let mut args = [0u64; MAX_ARGS];
-    // Unrolled by hand: the verifier wants constant argument indexes.
-    args[0] = ctx.arg::<u64>(0).unwrap_or(0);
-    args[1] = ctx.arg::<u64>(1).unwrap_or(0);
-    args[2] = ctx.arg::<u64>(2).unwrap_or(0);
-    emit(&ctx, EventKind::Entry, args);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let probe_id = cookie(&ctx);
+    let mut args = [arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)];
+    if let Some(cfg) = PROBE_CONFIG.get(probe_id) {
+        if cfg.read_arg != NO_ARG {
+            let base = arg(&ctx, cfg.read_arg);
+            let v = if base == 0 {
+                0
+            } else {
+                read_user(base.wrapping_add(cfg.read_offset), 8)
+            };
+            match cfg.read_slot {
+                0 => args[0] = v,
+                1 => args[1] = v,
+                _ => args[2] = v,
+            }
+        }
+        save_out_pointers(&ctx, cfg, pid_tgid, probe_id);
+    }
+    emit(pid_tgid, probe_id, EventKind::Entry, args);
     0
 }
 
 #[uretprobe]
 pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
-    emit(&ctx, EventKind::Exit, [ctx.ret::<u64>(), 0, 0]);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let probe_id = cookie(&ctx);
+    let mut args = [ctx.ret::<u64>(), 0, 0];
+    if let Some(cfg) = PROBE_CONFIG.get(probe_id).filter(|c| c.deref[0] != NO_ARG) {
+        let key = pending_key(pid_tgid, probe_id);
+        // SAFETY: read-only copy of the value; removed right after.
+        if let Some(ptrs) = unsafe { PENDING_DEREFS.get(&key) } {
+            let ptrs = *ptrs;
+            args[1] = read_user(ptrs[0], cfg.deref_bytes[0]);
+            args[2] = read_user(ptrs[1], cfg.deref_bytes[1]);
+            let _ = PENDING_DEREFS.remove(&key);
+        }
+    }
+    emit(pid_tgid, probe_id, EventKind::Exit, args);
     0
 }
 
 #[inline(always)]
-fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, args: [u64; MAX_ARGS]) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if !is_target(tgid) {
+fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
+    // SAFETY: `ctx` is the live probe context handed to the program.
+    unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
+}
+
+/// A 4- or 8-byte value at a user address (0 for a null or faulting one).
+#[inline(always)]
+fn read_user(addr: u64, bytes: u8) -> u64 {
+    if addr == 0 {
+        return 0;
+    }
+    // SAFETY: user pointers; the helper faults safely.
+    unsafe {
+        if bytes == 4 {
+            bpf_probe_read_user(addr as *const u32).map_or(0, u64::from)
+        } else {
+            bpf_probe_read_user(addr as *const u64).unwrap_or(0)
+        }
+    }
+}
+
+#[inline(always)]
+fn pending_key(pid_tgid: u64, probe_id: u32) -> u64 {
+    (pid_tgid << 32) | u64::from(probe_id)
+}
+
+/// Integer argument `n` (0..=5); the verifier wants constant register reads.
+#[inline(always)]
+fn arg(ctx: &ProbeContext, n: u8) -> u64 {
+    match n {
+        0 => ctx.arg::<u64>(0),
+        1 => ctx.arg::<u64>(1),
+        2 => ctx.arg::<u64>(2),
+        3 => ctx.arg::<u64>(3),
+        4 => ctx.arg::<u64>(4),
+        _ => ctx.arg::<u64>(5),
+    }
+    .unwrap_or(0)
+}
+
+#[inline(always)]
+fn save_out_pointers(ctx: &ProbeContext, cfg: &ProbeConfig, pid_tgid: u64, probe_id: u32) {
+    if cfg.deref[0] == NO_ARG {
         return;
     }
-    // SAFETY: `ctx` is the live probe context handed to the program.
-    let probe_id = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let mut ptrs = [0u64; MAX_DEREFS];
+    ptrs[0] = arg(ctx, cfg.deref[0]);
+    if cfg.deref[1] != NO_ARG {
+        ptrs[1] = arg(ctx, cfg.deref[1]);
+    }
+    let _ = PENDING_DEREFS.insert(&pending_key(pid_tgid, probe_id), &ptrs, 0);
+}
+
+#[inline(always)]
+fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -45,7 +129,7 @@ fn emit<C: EbpfContext>(ctx: &C, kind: EventKind, args: [u64; MAX_ARGS]) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(Event {
-                tgid,
+                tgid: (pid_tgid >> 32) as u32,
                 tid: pid_tgid as u32,
                 // SAFETY: plain helper call without arguments.
                 ts_ns: unsafe { bpf_ktime_get_ns() },

@@ -1,10 +1,29 @@
 //! Maps and load-time settings shared by every program family.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     Global,
 };
-use flowdar_common::{ExitLayout, ForkLayout, DEFAULT_RING_BYTES, MAX_PROBES, MAX_TRACED_TASKS};
+use flowdar_common::{
+    ExitLayout, ForkLayout, ProbeConfig, DEFAULT_RING_BYTES, MAX_DEREFS, MAX_PROBES,
+    MAX_TRACED_TASKS,
+};
+
+/// Calls with out-parameters in flight: pointers saved at entry, read at
+/// exit. LRU so that calls whose exit never comes (longjmp, the tracer
+/// attached mid-call) age out instead of filling the map. 16k concurrent
+/// calls is far above Apache's thread count.
+pub const MAX_PENDING_DEREFS: u32 = 16384;
+
+/// Per-probe capture settings (out-parameters, field reads), by probe id.
+#[map]
+pub static PROBE_CONFIG: Array<ProbeConfig> = Array::with_max_entries(MAX_PROBES, 0);
+
+/// Key: `tid << 32 | probe id`. A recursive call of the same function on
+/// the same thread overwrites the outer call's pointers (documented limit).
+#[map]
+pub static PENDING_DEREFS: LruHashMap<u64, [u64; MAX_DEREFS]> =
+    LruHashMap::with_max_entries(MAX_PENDING_DEREFS, 0);
 
 /// Call events to user space. Resized at load time (`EbpfLoader::set_max_entries`).
 #[map]

@@ -45,7 +45,7 @@ fn deep_recursion() -> (TraceHeader, Vec<Event>) {
             attach_path: "/bench".into(),
             address: 0x1000 + u64::from(id) * 0x40,
             file_offset: 0x1000 + u64::from(id) * 0x40,
-            args: 3,
+            capture: Default::default(),
         })
         .collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;

@@ -31,7 +31,7 @@ fn probe(id: u32, function: &str) -> ResolvedProbe {
         attach_path: PathBuf::from("/usr/sbin/apache2"),
         address: 0x1000 * (id as u64 + 1),
         file_offset: 0x1000 * (id as u64 + 1),
-        args: 3,
+        capture: Default::default(),
     }
 }
 
@@ -209,7 +209,7 @@ fn malformed_probe_file_names_line_and_column() {
     ]);
     assert!(
         err.contains(
-            "p.toml:4:1: unknown field `function`, expected one of `target`, `functions`, `args`"
+            "p.toml:4:1: unknown field `function`, expected one of `set`, `target`, `functions`, `exclude`, `args`, `ret`, `capture`"
         ),
         "{err}"
     );

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use aya::{
-    maps::{HashMap as BpfHashMap, MapData},
+    maps::{Array as BpfArray, HashMap as BpfHashMap, MapData},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
         TracePoint, UProbe,
@@ -85,6 +85,21 @@ pub fn attach(
     }
     if !proctree::is_alive(pid) {
         return Err(CaptureError::NoSuchProcess { pid });
+    }
+    {
+        let mut config: BpfArray<&mut MapData, flowdar_common::ProbeConfig> = BpfArray::try_from(
+            ebpf.map_mut("PROBE_CONFIG")
+                .ok_or(CaptureError::MissingMap("PROBE_CONFIG"))?,
+        )
+        .map_err(CaptureError::map)?;
+        for p in probes
+            .iter()
+            .filter(|p| p.capture.to_kernel().reads_memory())
+        {
+            config
+                .set(p.id, p.capture.to_kernel(), 0)
+                .map_err(CaptureError::map)?;
+        }
     }
 
     for name in [ENTRY, EXIT] {

@@ -8,7 +8,7 @@ use clap::Args;
 use super::{format, record, stats};
 use crate::{
     capture::{self, RecordOptions, Recording},
-    probes::{self, ProbeRequest},
+    probes::{self, ProbeFile, ProbeRequest},
     server::{self, ApacheOptions, LoadPlan, Mpm, ThrowawayApache, WrkPlan},
 };
 
@@ -71,7 +71,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         apache.dir().display()
     );
     let requests: Vec<ProbeRequest> = match &args.probes {
-        Some(file) => record::collect_requests(Some(file), &[])?,
+        Some(file) => ProbeFile::load(file)?.requests(&[])?,
         None => DEMO_PROBES
             .iter()
             .map(|s| s.parse().expect("valid demo probe"))

@@ -4,7 +4,9 @@ mod demo;
 mod dump;
 mod format;
 mod info;
+mod probes;
 mod record;
+mod select;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Record(record::RecordArgs),
+    Probes(probes::ProbesArgs),
     Dump(dump::DumpArgs),
     Stats(stats::StatsArgs),
     Info(info::InfoArgs),
@@ -42,6 +45,7 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Record(a) => record::run(a),
+        Command::Probes(a) => probes::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Info(a) => info::run(a),

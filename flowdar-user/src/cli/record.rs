@@ -4,10 +4,10 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use super::format;
+use super::{format, select::ProbeSelection};
 use crate::{
     capture::{self, RecordOptions, RecordSummary, Recording},
-    probes::{self, ProbeFile, ProbeRequest, ResolvedProbe},
+    probes::{self, ResolvedProbe},
 };
 
 /// Attach to a running server and record every call of the chosen functions.
@@ -18,22 +18,22 @@ use crate::{
 /// SIGHUP, after --duration, or when the server exits; every probe is
 /// detached on exit.
 #[derive(Debug, Args)]
-#[command(after_help = "Probe file format (TOML):\n  \
+#[command(after_help = "Examples:\n  \
+    flowdar record --pid 1234 --profile apache:request,io -o t.flowdar --duration 30s\n  \
+    flowdar record --pid 1234 --probe libapr-1:apr_socket_recv -o t.flowdar\n\n\
+Probe file format (TOML; see the README):\n  \
     version = 1\n  \
     [[probe]]\n  \
     target = \"/usr/sbin/apache2\"      # a path, or a library short name like \"libapr-1\"\n  \
-    functions = [\"ap_read_request\", \"ap_invoke_handler\"]")]
+    functions = [\"ap_read_request\", \"ap_queue_*\"]   # names or globs\n  \
+    args = 1                           # leading arguments kept\n\n\
+See what a selection attaches to with `flowdar probes --pid PID ...`.")]
 pub struct RecordArgs {
     /// PID of the server's parent process.
     #[arg(long, short)]
     pub pid: u32,
-    /// TOML probe file (see below).
-    #[arg(long, value_name = "FILE")]
-    pub probes: Option<PathBuf>,
-    /// A probe as TARGET:FUNCTION, e.g. apache2:ap_read_request or
-    /// libapr-1:apr_socket_recv (repeatable; adds to --probes).
-    #[arg(long = "probe", value_name = "TARGET:FUNCTION")]
-    pub probe: Vec<ProbeRequest>,
+    #[command(flatten)]
+    pub select: ProbeSelection,
     /// Trace file to write (created with mode 0600).
     #[arg(long, short)]
     pub output: PathBuf,
@@ -53,7 +53,7 @@ pub struct RecordArgs {
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
-    let requests = collect_requests(args.probes.as_deref(), &args.probe)?;
+    let requests = args.select.requests()?;
     capture::check_privileges("record")?;
     if !capture::is_alive(args.pid) {
         bail!("no process with PID {}", args.pid);
@@ -71,22 +71,6 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let summary = record_until_stopped(opts, args.duration)?;
     print_summary(&summary);
     Ok(())
-}
-
-/// The requests from a probe file and the command line, in that order.
-pub(super) fn collect_requests(
-    file: Option<&std::path::Path>,
-    cli: &[ProbeRequest],
-) -> anyhow::Result<Vec<ProbeRequest>> {
-    let mut requests = Vec::new();
-    if let Some(path) = file {
-        requests.extend(ProbeFile::load(path)?.requests());
-    }
-    requests.extend_from_slice(cli);
-    if requests.is_empty() {
-        bail!("nothing to probe: give --probes FILE or --probe TARGET:FUNCTION");
-    }
-    Ok(requests)
 }
 
 pub(super) fn ring_bytes(mib: u32) -> anyhow::Result<u32> {

@@ -1,34 +1,60 @@
-//! What to trace: probe requests from the command line or a probe file, and
-//! their resolution to (file, offset) attach points in the target process.
+//! What to trace: probe requests from the command line, probe files and
+//! built-in profiles, and their resolution to (file, offset) attach points
+//! in the target process.
+mod capture;
 mod config;
 mod procmaps;
+mod profiles;
 mod resolve;
 
-use flowdar_common::MAX_ARGS;
+use std::collections::BTreeMap;
 
-pub use config::{ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION};
+pub use capture::{Capture, Deref, FieldRead};
+pub use config::{glob_matches, is_glob, ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION};
 pub use procmaps::{MappedFile, ProcMaps};
-pub use resolve::{resolve, ResolveError, ResolvedProbe};
+pub use profiles::{profile_requests, Profile, ProfileError, PROFILES};
+pub use resolve::{resolve, resolve_all, Resolution, ResolveError, ResolvedProbe};
 
-/// One function to probe in one target (a path, or a library short name
-/// such as `libapr-1` looked up in the target's memory map).
+/// One function name or glob pattern to probe in one target (a path, or a
+/// library short name such as `libapr-1` looked up in the memory map).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProbeRequest {
     pub target: String,
+    /// A function name, or a glob pattern (`apr_socket_*`).
     pub function: String,
-    /// How many leading integer arguments to keep (0..=3); the rest are
-    /// zeroed before storage (registers past a function's arity hold noise).
-    pub args: u8,
+    /// Names or patterns left out of a glob's matches.
+    pub exclude: Vec<String>,
+    /// Capture settings of the matched functions...
+    pub capture: Capture,
+    /// ...unless a function has its own.
+    pub overrides: BTreeMap<String, Capture>,
 }
 
 impl ProbeRequest {
-    /// A request keeping every captured argument.
+    /// A request with the default capture (3 arguments, the return value).
     pub fn new(target: impl Into<String>, function: impl Into<String>) -> Self {
         Self {
             target: target.into(),
             function: function.into(),
-            args: MAX_ARGS as u8,
+            exclude: Vec::new(),
+            capture: Capture::default(),
+            overrides: BTreeMap::new(),
         }
+    }
+
+    /// The capture settings for a function this request matched.
+    pub fn capture_for(&self, function: &str) -> Capture {
+        self.overrides
+            .get(function)
+            .cloned()
+            .unwrap_or_else(|| self.capture.clone())
+    }
+
+    /// True when `name` is one of the exclusions.
+    pub fn excludes(&self, name: &str) -> bool {
+        self.exclude
+            .iter()
+            .any(|e| e == name || glob_matches(e, name))
     }
 }
 
@@ -38,11 +64,9 @@ impl std::str::FromStr for ProbeRequest {
     /// Parses `TARGET:FUNCTION` (the last `:` splits, so paths may hold colons).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.rsplit_once(':') {
-            Some((t, f)) if !t.is_empty() && !f.is_empty() => {
-                Ok(Self { target: t.to_string(), function: f.to_string(), args: MAX_ARGS as u8 })
-            }
+            Some((t, f)) if !t.is_empty() && !f.is_empty() => Ok(Self::new(t, f)),
             _ => Err(format!(
-                "`{s}` is not TARGET:FUNCTION (e.g. /usr/sbin/apache2:ap_read_request or libapr-1:apr_socket_recv)"
+                "`{s}` is not TARGET:FUNCTION (e.g. /usr/sbin/apache2:ap_read_request or libapr-1:apr_socket_*)"
             )),
         }
     }
@@ -72,5 +96,13 @@ mod tests {
         for bad in ["ap_read_request", ":f", "t:", ""] {
             assert!(bad.parse::<ProbeRequest>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn exclusions_take_names_and_globs() {
+        let mut p = ProbeRequest::new("libapr-1", "apr_*");
+        p.exclude = vec!["apr_palloc".into(), "apr_table_*".into()];
+        assert!(p.excludes("apr_palloc") && p.excludes("apr_table_get"));
+        assert!(!p.excludes("apr_socket_recv"));
     }
 }

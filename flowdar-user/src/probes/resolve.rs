@@ -1,10 +1,11 @@
 //! Resolving probe requests against a live process: which file each target
-//! names in its memory map, and the file offset of each function in it.
+//! names in its memory map, which functions a name or glob matches there,
+//! and the file offset of each.
 use std::{collections::HashMap, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ProbeRequest, ProcMaps};
+use super::{config::is_glob, Capture, ProbeRequest, ProcMaps};
 use crate::symbols::{ElfSymbols, SymbolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,12 @@ pub enum ResolveError {
         path: PathBuf,
         searched: String,
         nearest: Vec<String>,
+    },
+    #[error("{pattern} matches no function in {path} ({searched})")]
+    NoMatch {
+        pattern: String,
+        path: PathBuf,
+        searched: String,
     },
     #[error("{function} in {path} lies outside every loadable segment (address {address:#x})")]
     NoFileOffset {
@@ -65,97 +72,146 @@ pub struct ResolvedProbe {
     pub address: u64,
     /// Offset of the function in the file: the uprobe attach point.
     pub file_offset: u64,
-    /// Leading integer arguments kept (0..=3).
-    #[serde(default = "all_args")]
-    pub args: u8,
+    /// What the probe captures.
+    #[serde(default)]
+    pub capture: Capture,
 }
 
-fn all_args() -> u8 {
-    flowdar_common::MAX_ARGS as u8
+/// Everything that resolved, and why the rest did not.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    pub probes: Vec<ResolvedProbe>,
+    pub failures: Vec<(ProbeRequest, ResolveError)>,
 }
 
-/// Resolves every request against process `pid`. Duplicates collapse into
-/// one probe; ids follow the request order.
+/// Resolves every request against process `pid`; the first request that
+/// cannot be resolved is the error. Duplicates collapse into one probe.
 pub fn resolve(pid: u32, requests: &[ProbeRequest]) -> Result<Vec<ResolvedProbe>, ResolveError> {
     let maps = ProcMaps::read(pid).map_err(|source| ResolveError::Maps { pid, source })?;
-    resolve_in(&maps, requests)
+    let mut r = resolve_all(&maps, requests);
+    match r.failures.is_empty() {
+        true => Ok(r.probes),
+        false => Err(r.failures.swap_remove(0).1),
+    }
 }
 
-/// [`resolve`] on an already-read memory map.
-pub fn resolve_in(
-    maps: &ProcMaps,
-    requests: &[ProbeRequest],
-) -> Result<Vec<ResolvedProbe>, ResolveError> {
-    let mut elves: HashMap<PathBuf, ElfSymbols> = HashMap::new();
-    let mut out: Vec<ResolvedProbe> = Vec::new();
+/// Resolves what can be resolved on an already-read memory map; ids follow
+/// the request order.
+pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
+    let mut elves: HashMap<PathBuf, Result<ElfSymbols, String>> = HashMap::new();
+    let mut out = Resolution::default();
     for req in requests {
-        let file = maps
-            .find(&req.target)
-            .map_err(|candidates| ResolveError::TargetNotMapped {
-                pid: maps.pid,
-                exe: maps
-                    .executable()
-                    .map_or_else(|| "?".into(), |f| f.path.display().to_string()),
-                target: req.target.clone(),
-                candidates: if candidates.is_empty() {
-                    maps.files
-                        .iter()
-                        .filter_map(|f| f.path.file_name()?.to_str().map(String::from))
-                        .collect()
-                } else {
-                    candidates
-                        .iter()
-                        .map(|f| f.path.display().to_string())
-                        .collect()
-                },
-            })?;
-        if !elves.contains_key(&file.path) {
-            let syms = ElfSymbols::read(&file.host_path)?;
-            elves.insert(file.path.clone(), syms);
-        }
-        let syms = &elves[&file.path];
-        let Some(sym) = syms.functions.get(&req.function) else {
-            let exported = syms.functions.values().filter(|f| f.exported).count();
-            let searched = if syms.has_symtab {
+        let file = match maps.find(&req.target) {
+            Ok(f) => f,
+            Err(candidates) => {
+                let err = ResolveError::TargetNotMapped {
+                    pid: maps.pid,
+                    exe: maps
+                        .executable()
+                        .map_or_else(|| "?".into(), |f| f.path.display().to_string()),
+                    target: req.target.clone(),
+                    candidates: if candidates.is_empty() {
+                        maps.files
+                            .iter()
+                            .filter_map(|f| f.path.file_name()?.to_str().map(String::from))
+                            .collect()
+                    } else {
+                        candidates
+                            .iter()
+                            .map(|f| f.path.display().to_string())
+                            .collect()
+                    },
+                };
+                out.failures.push((req.clone(), err));
+                continue;
+            }
+        };
+        let syms = elves
+            .entry(file.path.clone())
+            .or_insert_with(|| ElfSymbols::read(&file.host_path).map_err(|e| e.to_string()));
+        let syms = match syms {
+            Ok(s) => &*s,
+            Err(e) => {
+                let err = ResolveError::Symbols(SymbolError::Unreadable {
+                    path: file.path.clone(),
+                    reason: e.clone(),
+                });
+                out.failures.push((req.clone(), err));
+                continue;
+            }
+        };
+        let searched = || {
+            if syms.has_symtab {
                 format!("{} functions searched", syms.functions.len())
             } else {
+                let exported = syms.functions.values().filter(|f| f.exported).count();
                 format!("the binary is stripped; {exported} exported functions were searched")
-            };
-            return Err(ResolveError::FunctionNotFound {
+            }
+        };
+        let names: Vec<&str> = if is_glob(&req.function) {
+            let mut names: Vec<&str> = syms
+                .functions
+                .keys()
+                .map(String::as_str)
+                .filter(|n| super::glob_matches(&req.function, n) && !req.excludes(n))
+                .collect();
+            names.sort_unstable();
+            if names.is_empty() {
+                let err = ResolveError::NoMatch {
+                    pattern: req.function.clone(),
+                    path: file.path.clone(),
+                    searched: searched(),
+                };
+                out.failures.push((req.clone(), err));
+                continue;
+            }
+            names
+        } else if syms.functions.contains_key(&req.function) {
+            vec![req.function.as_str()]
+        } else {
+            let err = ResolveError::FunctionNotFound {
                 function: req.function.clone(),
                 path: file.path.clone(),
-                searched,
+                searched: searched(),
                 nearest: syms
                     .nearest(&req.function, 3)
                     .into_iter()
                     .map(String::from)
                     .collect(),
-            });
-        };
-        let file_offset = syms
-            .file_offset(sym)
-            .ok_or_else(|| ResolveError::NoFileOffset {
-                function: req.function.clone(),
-                path: file.path.clone(),
-                address: sym.address,
-            })?;
-        if out
-            .iter()
-            .any(|p| p.path == file.path && p.file_offset == file_offset)
-        {
+            };
+            out.failures.push((req.clone(), err));
             continue;
+        };
+        for name in names {
+            let sym = &syms.functions[name];
+            let Some(file_offset) = syms.file_offset(sym) else {
+                let err = ResolveError::NoFileOffset {
+                    function: name.into(),
+                    path: file.path.clone(),
+                    address: sym.address,
+                };
+                out.failures.push((req.clone(), err));
+                continue;
+            };
+            if out
+                .probes
+                .iter()
+                .any(|p| p.path == file.path && p.file_offset == file_offset)
+            {
+                continue;
+            }
+            out.probes.push(ResolvedProbe {
+                id: out.probes.len() as u32,
+                function: name.into(),
+                path: file.path.clone(),
+                attach_path: file.host_path.clone(),
+                address: sym.address,
+                file_offset,
+                capture: req.capture_for(name),
+            });
         }
-        out.push(ResolvedProbe {
-            id: out.len() as u32,
-            function: req.function.clone(),
-            path: file.path.clone(),
-            attach_path: file.host_path.clone(),
-            address: sym.address,
-            file_offset,
-            args: req.args.min(flowdar_common::MAX_ARGS as u8),
-        });
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -166,33 +222,76 @@ mod tests {
         ProcMaps::read(std::process::id()).unwrap()
     }
 
+    fn exe() -> String {
+        std::env::current_exe().unwrap().display().to_string()
+    }
+
     #[test]
     fn resolves_a_function_of_our_own_binary() {
-        let exe = std::env::current_exe().unwrap();
-        let req = ProbeRequest::new(exe.display().to_string(), "main");
-        let probes = resolve_in(&self_maps(), &[req.clone(), req]).unwrap();
+        let req = ProbeRequest::new(exe(), "main");
+        let probes = resolve_all(&self_maps(), &[req.clone(), req]).probes;
         assert_eq!(probes.len(), 1, "duplicates collapse");
         assert_eq!(probes[0].id, 0);
         assert!(probes[0].file_offset > 0);
     }
 
     #[test]
+    fn globs_expand_and_exclusions_apply() {
+        let mut req = ProbeRequest::new("libc.so.6", "pthread_mutex_*lock");
+        req.exclude = vec!["pthread_mutex_trylock".into()];
+        let r = resolve_all(&self_maps(), &[req]);
+        assert!(r.failures.is_empty(), "{:?}", r.failures);
+        let names: Vec<&str> = r.probes.iter().map(|p| p.function.as_str()).collect();
+        assert!(
+            names.contains(&"pthread_mutex_lock") && names.contains(&"pthread_mutex_unlock"),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"pthread_mutex_trylock"));
+        let r = resolve_all(&self_maps(), &[ProbeRequest::new("libc.so.6", "no_such_*")]);
+        assert!(
+            r.failures[0]
+                .1
+                .to_string()
+                .starts_with("no_such_* matches no function in "),
+            "{}",
+            r.failures[0].1
+        );
+    }
+
+    #[test]
     fn missing_function_names_the_nearest() {
-        let exe = std::env::current_exe().unwrap();
-        let req = ProbeRequest::new(exe.display().to_string(), "mian");
-        let err = resolve_in(&self_maps(), &[req]).unwrap_err().to_string();
+        let err = resolve_all(&self_maps(), &[ProbeRequest::new(exe(), "mian")])
+            .failures
+            .remove(0)
+            .1
+            .to_string();
         assert!(err.starts_with("could not resolve mian in "), "{err}");
         assert!(err.contains("nearest: main"), "{err}");
     }
 
     #[test]
     fn unmapped_target_lists_what_is_mapped() {
-        let req = ProbeRequest::new("libnotthere", "f");
-        let err = resolve_in(&self_maps(), &[req]).unwrap_err().to_string();
+        let err = resolve_all(&self_maps(), &[ProbeRequest::new("libnotthere", "f")])
+            .failures
+            .remove(0)
+            .1
+            .to_string();
         assert!(
             err.contains("maps no file named `libnotthere`; it maps: "),
             "{err}"
         );
         assert!(err.contains("libc.so.6"), "{err}");
+    }
+
+    #[test]
+    fn every_failure_is_reported_with_what_resolved() {
+        let reqs = [
+            ProbeRequest::new(exe(), "main"),
+            ProbeRequest::new(exe(), "mian"),
+            ProbeRequest::new("libx", "f"),
+        ];
+        let r = resolve_all(&self_maps(), &reqs);
+        assert_eq!(r.probes.len(), 1);
+        assert_eq!(r.failures.len(), 2);
     }
 }

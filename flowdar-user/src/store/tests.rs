@@ -23,7 +23,7 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
                 attach_path: PathBuf::from("/bin/x"),
                 address: 0x1000 + id as u64,
                 file_offset: 0x1000 + id as u64,
-                args: 3,
+                capture: Default::default(),
             })
             .collect(),
     }
@@ -41,7 +41,12 @@ fn events(n: u64) -> Vec<Event> {
             } else {
                 EventKind::Exit
             } as u32,
-            args: [i, i * 2, i * 3],
+            // Exits carry only a return value: no out-parameters captured.
+            args: if i % 4 < 2 {
+                [i, i * 2, i * 3]
+            } else {
+                [i, 0, 0]
+            },
         })
         .collect()
 }

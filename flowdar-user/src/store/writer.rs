@@ -23,8 +23,8 @@ pub struct TraceWriter {
     encoder: ChunkEncoder,
     encoded: Vec<u8>,
     index: Vec<ChunkIndex>,
-    /// Per probe id: how many leading entry arguments are kept.
-    kept_args: Vec<u8>,
+    /// Per probe id: entry slots kept, return value kept, exit slots kept.
+    kept: Vec<(usize, bool, usize)>,
     masked: Vec<Event>,
 }
 
@@ -58,7 +58,17 @@ impl TraceWriter {
             encoder: ChunkEncoder::default(),
             encoded: Vec::new(),
             index: Vec::new(),
-            kept_args: header.probes.iter().map(|p| p.args).collect(),
+            kept: header
+                .probes
+                .iter()
+                .map(|p| {
+                    (
+                        p.capture.entry_slots(),
+                        p.capture.ret,
+                        1 + p.capture.deref.len(),
+                    )
+                })
+                .collect(),
             masked: Vec::new(),
         };
         let mut prefix = Vec::with_capacity(12);
@@ -80,15 +90,21 @@ impl TraceWriter {
         self.masked.clear();
         self.masked.extend(events.iter().map(|e| {
             let mut e = *e;
-            if e.kind == flowdar_common::EventKind::Entry as u32 {
-                let keep = self
-                    .kept_args
-                    .get(e.probe_id as usize)
-                    .copied()
-                    .unwrap_or(3) as usize;
-                for a in e.args.iter_mut().skip(keep) {
-                    *a = 0;
+            let (entry_slots, ret, exit_slots) = self
+                .kept
+                .get(e.probe_id as usize)
+                .copied()
+                .unwrap_or((3, true, 3));
+            let keep = if e.kind == flowdar_common::EventKind::Entry as u32 {
+                entry_slots
+            } else {
+                if !ret {
+                    e.args[0] = 0;
                 }
+                exit_slots
+            };
+            for a in e.args.iter_mut().skip(keep) {
+                *a = 0;
             }
             e
         }));

@@ -20,6 +20,8 @@ pub enum SymbolError {
         path: PathBuf,
         source: object::Error,
     },
+    #[error("{path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
 }
 
 /// A defined function symbol.

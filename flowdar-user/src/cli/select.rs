@@ -1,0 +1,44 @@
+//! Choosing probes on the command line: probe files, single probes, and
+//! built-in profiles, shared by `record`, `probes` and `demo`.
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+
+use crate::probes::{profile_requests, ProbeFile, ProbeRequest};
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct ProbeSelection {
+    /// Built-in profile as NAME:SET[,SET...]: apache:connection, apache:request,
+    /// apache:io, apache:handoff, apache:full (repeatable, combinable).
+    #[arg(long, value_name = "NAME:SETS")]
+    pub profile: Vec<String>,
+    /// TOML probe file.
+    #[arg(long, value_name = "FILE")]
+    pub probes: Option<PathBuf>,
+    /// Only these sets of the probe file (repeatable; default: all).
+    #[arg(long, value_name = "SET", requires = "probes")]
+    pub set: Vec<String>,
+    /// A probe as TARGET:FUNCTION, e.g. apache2:ap_read_request or
+    /// libapr-1:apr_socket_* (repeatable; FUNCTION may be a glob).
+    #[arg(long = "probe", value_name = "TARGET:FUNCTION")]
+    pub probe: Vec<ProbeRequest>,
+}
+
+impl ProbeSelection {
+    /// The requests of the profiles, then the probe file, then the command line.
+    pub fn requests(&self) -> anyhow::Result<Vec<ProbeRequest>> {
+        let mut out = Vec::new();
+        for p in &self.profile {
+            out.extend(profile_requests(p)?);
+        }
+        if let Some(path) = &self.probes {
+            out.extend(ProbeFile::load(path)?.requests(&self.set)?);
+        }
+        out.extend_from_slice(&self.probe);
+        if out.is_empty() {
+            bail!("nothing to probe: give --profile NAME:SET, --probes FILE or --probe TARGET:FUNCTION");
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,188 @@
+//! What to capture of one function's calls, and its kernel form.
+use flowdar_common::{ProbeConfig, MAX_ARGS, MAX_ARG_INDEX, MAX_DEREFS, NO_ARG};
+use serde::{Deserialize, Serialize};
+
+/// An out-parameter read at exit: the pointee of argument `arg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deref {
+    pub arg: u8,
+    /// 4 or 8.
+    #[serde(default = "eight")]
+    pub bytes: u8,
+}
+
+fn eight() -> u8 {
+    8
+}
+
+/// A u64 read at entry at `offset` bytes from pointer argument `arg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRead {
+    pub arg: u8,
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// Capture settings of one function. Where values land in events: entry
+/// slots 0..`args` hold the first arguments and the slot after them the
+/// field read; exit slot 0 the return value, slots 1 and 2 the out-parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Capture {
+    /// Leading integer arguments kept (0..=3).
+    pub args: u8,
+    /// Keep the return value.
+    pub ret: bool,
+    /// Out-parameters read at exit (at most 2).
+    #[serde(default)]
+    pub deref: Vec<Deref>,
+    #[serde(default)]
+    pub read: Option<FieldRead>,
+}
+
+impl Default for Capture {
+    fn default() -> Self {
+        Self {
+            args: MAX_ARGS as u8,
+            ret: true,
+            deref: Vec::new(),
+            read: None,
+        }
+    }
+}
+
+impl Capture {
+    /// Why these settings cannot be honoured, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if usize::from(self.args) > MAX_ARGS {
+            return Err(format!(
+                "args = {}, but at most {MAX_ARGS} arguments are captured",
+                self.args
+            ));
+        }
+        if self.deref.len() > MAX_DEREFS {
+            return Err(format!(
+                "{} out-parameters, but at most {MAX_DEREFS} can be read at exit",
+                self.deref.len()
+            ));
+        }
+        for d in &self.deref {
+            if d.arg > MAX_ARG_INDEX {
+                return Err(format!(
+                    "deref of argument {}: only arguments 0..={MAX_ARG_INDEX} are in registers",
+                    d.arg
+                ));
+            }
+            if d.bytes != 4 && d.bytes != 8 {
+                return Err(format!(
+                    "deref of argument {} reads {} bytes; 4 or 8 are supported",
+                    d.arg, d.bytes
+                ));
+            }
+        }
+        if let Some(r) = &self.read {
+            if r.arg > MAX_ARG_INDEX {
+                return Err(format!(
+                    "read from argument {}: only arguments 0..={MAX_ARG_INDEX} are in registers",
+                    r.arg
+                ));
+            }
+            if usize::from(self.args) >= MAX_ARGS {
+                return Err(format!(
+                    "a field read needs a free entry slot: keep at most {} arguments (args = {})",
+                    MAX_ARGS - 1,
+                    self.args
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry slot that receives the field read.
+    pub fn read_slot(&self) -> Option<usize> {
+        self.read.map(|_| usize::from(self.args))
+    }
+
+    /// Entry slots that carry data (kept arguments and the field read).
+    pub fn entry_slots(&self) -> usize {
+        usize::from(self.args) + usize::from(self.read.is_some())
+    }
+
+    /// The settings the kernel programs read from `PROBE_CONFIG`.
+    pub fn to_kernel(&self) -> ProbeConfig {
+        let mut k = ProbeConfig::default();
+        for (i, d) in self.deref.iter().take(MAX_DEREFS).enumerate() {
+            k.deref[i] = d.arg;
+            k.deref_bytes[i] = d.bytes;
+        }
+        if let Some(r) = self.read {
+            k.read_arg = r.arg;
+            k.read_slot = self.args;
+            k.read_offset = r.offset;
+        }
+        debug_assert!(k.deref[0] != NO_ARG || k.deref[1] == NO_ARG);
+        k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_form_places_values() {
+        let c = Capture {
+            args: 1,
+            ret: true,
+            deref: vec![Deref { arg: 1, bytes: 8 }, Deref { arg: 3, bytes: 4 }],
+            read: Some(FieldRead {
+                arg: 0,
+                offset: 0x10,
+            }),
+        };
+        c.check().unwrap();
+        let k = c.to_kernel();
+        assert_eq!(k.deref, [1, 3]);
+        assert_eq!(k.deref_bytes, [8, 4]);
+        assert_eq!((k.read_arg, k.read_slot, k.read_offset), (0, 1, 0x10));
+        assert!(k.reads_memory());
+        assert!(
+            !Capture::default().to_kernel().reads_memory(),
+            "nothing read unless asked"
+        );
+    }
+
+    #[test]
+    fn impossible_settings_are_refused() {
+        let bad = |c: Capture| c.check().unwrap_err();
+        assert!(bad(Capture {
+            args: 4,
+            ..Default::default()
+        })
+        .contains("at most 3"));
+        let d = Deref { arg: 1, bytes: 8 };
+        assert!(bad(Capture {
+            deref: vec![d, d, d],
+            ..Default::default()
+        })
+        .contains("at most 2"));
+        assert!(bad(Capture {
+            deref: vec![Deref { arg: 6, bytes: 8 }],
+            ..Default::default()
+        })
+        .contains("0..=5"));
+        assert!(bad(Capture {
+            deref: vec![Deref { arg: 1, bytes: 2 }],
+            ..Default::default()
+        })
+        .contains("4 or 8"));
+        let read = Some(FieldRead { arg: 0, offset: 8 });
+        assert!(bad(Capture {
+            args: 3,
+            read,
+            ..Default::default()
+        })
+        .contains("free entry slot"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Built-in profiles: probe files shipped in the binary, selected with
+//! `--profile NAME:SET[,SET...]` (e.g. `apache:request,io`).
+use std::path::Path;
+
+use super::{ConfigError, ProbeFile, ProbeRequest};
+
+/// A built-in profile.
+pub struct Profile {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub text: &'static str,
+}
+
+pub const PROFILES: &[Profile] = &[Profile {
+    name: "apache",
+    description: "Apache httpd 2.4 + APR 1.7",
+    text: include_str!("../../profiles/apache.toml"),
+}];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("`{0}` is not NAME:SET[,SET...] (e.g. apache:request or apache:request,io)")]
+    Syntax(String),
+    #[error("no built-in profile `{name}` (profiles: {})", PROFILES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "))]
+    Unknown { name: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl Profile {
+    pub fn file(&self) -> ProbeFile {
+        ProbeFile::parse(Path::new(&format!("<profile {}>", self.name)), self.text)
+            .expect("built-in profiles parse")
+    }
+}
+
+/// The requests of a `NAME:SET[,SET...]` profile selection.
+pub fn profile_requests(spec: &str) -> Result<Vec<ProbeRequest>, ProfileError> {
+    let (name, sets) = spec
+        .split_once(':')
+        .ok_or_else(|| ProfileError::Syntax(spec.into()))?;
+    let sets: Vec<String> = sets
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if name.is_empty() || sets.is_empty() {
+        return Err(ProfileError::Syntax(spec.into()));
+    }
+    let profile = PROFILES
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ProfileError::Unknown { name: name.into() })?;
+    Ok(profile.file().requests(&sets)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_parses_and_has_its_sets() {
+        let apache = PROFILES[0].file();
+        assert_eq!(
+            apache.sets(),
+            ["connection", "request", "io", "handoff", "full"]
+        );
+    }
+
+    #[test]
+    fn selections_combine_sets() {
+        let r = profile_requests("apache:request,io").unwrap();
+        assert!(r.iter().any(|r| r.function == "ap_read_request"));
+        assert!(r.iter().any(|r| r.function == "apr_socket_recv"));
+        let pop = profile_requests("apache:handoff").unwrap();
+        let pop = pop
+            .iter()
+            .find(|r| r.function == "ap_queue_pop_something")
+            .unwrap();
+        assert_eq!(pop.capture_for("ap_queue_pop_something").deref.len(), 2);
+        assert!(matches!(
+            profile_requests("nginx:request"),
+            Err(ProfileError::Unknown { .. })
+        ));
+        assert!(matches!(
+            profile_requests("apache"),
+            Err(ProfileError::Syntax(_))
+        ));
+        let err = profile_requests("apache:requests").unwrap_err().to_string();
+        assert!(err.contains("no probe set named `requests`"), "{err}");
+    }
+}
