@@ -22,10 +22,11 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let probe_id = cookie(&ctx);
-    let mut args = [arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2)];
+    let regs = arg_regs(&ctx);
+    let mut args = [regs[0], regs[1], regs[2]];
     if let Some(cfg) = PROBE_CONFIG.get(probe_id) {
         if cfg.read_arg != NO_ARG {
-            let base = arg(&ctx, cfg.read_arg);
+            let base = pick(&regs, cfg.read_arg);
             let v = if base == 0 {
                 0
             } else {
@@ -37,7 +38,7 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
                 _ => args[2] = v,
             }
         }
-        save_out_pointers(&ctx, cfg, pid_tgid, probe_id);
+        save_out_pointers(&regs, cfg, pid_tgid, probe_id);
     }
     emit(pid_tgid, probe_id, EventKind::Entry, args);
     0
@@ -92,29 +93,35 @@ fn pending_key(pid_tgid: u64, probe_id: u32) -> u64 {
     (pid_tgid << 32) | u64::from(probe_id)
 }
 
-/// Integer argument `n` (0..=5); the verifier wants constant register reads.
+/// The six integer argument registers, each read at a constant context
+/// offset: the verifier refuses a context pointer moved by a variable.
 #[inline(always)]
-fn arg(ctx: &ProbeContext, n: u8) -> u64 {
-    match n {
-        0 => ctx.arg::<u64>(0),
-        1 => ctx.arg::<u64>(1),
-        2 => ctx.arg::<u64>(2),
-        3 => ctx.arg::<u64>(3),
-        4 => ctx.arg::<u64>(4),
-        _ => ctx.arg::<u64>(5),
-    }
-    .unwrap_or(0)
+fn arg_regs(ctx: &ProbeContext) -> [u64; 6] {
+    [
+        ctx.arg::<u64>(0).unwrap_or(0),
+        ctx.arg::<u64>(1).unwrap_or(0),
+        ctx.arg::<u64>(2).unwrap_or(0),
+        ctx.arg::<u64>(3).unwrap_or(0),
+        ctx.arg::<u64>(4).unwrap_or(0),
+        ctx.arg::<u64>(5).unwrap_or(0),
+    ]
+}
+
+/// Argument `n` (0..=5) from [`arg_regs`]' copy on the stack.
+#[inline(always)]
+fn pick(regs: &[u64; 6], n: u8) -> u64 {
+    regs[usize::from(n).min(5)]
 }
 
 #[inline(always)]
-fn save_out_pointers(ctx: &ProbeContext, cfg: &ProbeConfig, pid_tgid: u64, probe_id: u32) {
+fn save_out_pointers(regs: &[u64; 6], cfg: &ProbeConfig, pid_tgid: u64, probe_id: u32) {
     if cfg.deref[0] == NO_ARG {
         return;
     }
     let mut ptrs = [0u64; MAX_DEREFS];
-    ptrs[0] = arg(ctx, cfg.deref[0]);
+    ptrs[0] = pick(regs, cfg.deref[0]);
     if cfg.deref[1] != NO_ARG {
-        ptrs[1] = arg(ctx, cfg.deref[1]);
+        ptrs[1] = pick(regs, cfg.deref[1]);
     }
     let _ = PENDING_DEREFS.insert(&pending_key(pid_tgid, probe_id), &ptrs, 0);
 }

@@ -32,6 +32,7 @@ fn probe(id: u32, function: &str) -> ResolvedProbe {
         address: 0x1000 * (id as u64 + 1),
         file_offset: 0x1000 * (id as u64 + 1),
         capture: Default::default(),
+        optional: false,
     }
 }
 

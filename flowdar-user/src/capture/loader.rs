@@ -5,7 +5,7 @@ use std::time::Instant;
 use aya::{
     maps::{Array as BpfArray, HashMap as BpfHashMap, MapData},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         TracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
@@ -29,9 +29,58 @@ pub const PROGRAM_PREFIX: &str = "flowdar_";
 /// Programs loaded and attached to a live target.
 pub struct Attached {
     pub ebpf: Ebpf,
+    /// Every uprobe link, to detach many at a time.
+    links: Vec<(&'static str, UProbeLinkId)>,
+    /// Functions from patterns that the kernel would not probe, and why.
+    pub skipped: Vec<(String, String)>,
     /// Processes in the filter when capture began.
     pub seeded: usize,
     pub attach_time: std::time::Duration,
+}
+
+/// Threads closing uprobe links at once. Each close unregisters one uprobe
+/// and waits for a grace period (~0.09 s measured here); the kernel mostly
+/// serialises them (perf's uprobe teardown holds `event_mutex`), so threads
+/// help little: 28 links take ~2.5 s, the `full` profile's 2876 ~5 minutes.
+/// The real fix is one uprobe_multi link per file (BENCHMARKS.md).
+const DETACH_THREADS: usize = 64;
+
+impl Attached {
+    /// Uprobe links attached (two per probed function).
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+}
+
+impl Attached {
+    /// Detaches every probe and unloads the programs; returns how long it took.
+    pub fn detach(mut self) -> std::time::Duration {
+        let started = Instant::now();
+        let mut owned = Vec::with_capacity(self.links.len());
+        for (name, id) in std::mem::take(&mut self.links) {
+            if let Ok(prog) = program::<UProbe>(&mut self.ebpf, name) {
+                if let Ok(link) = prog.take_link(id) {
+                    owned.push(link);
+                }
+            }
+        }
+        let per_thread = owned.len().div_ceil(DETACH_THREADS).max(1);
+        std::thread::scope(|s| {
+            while !owned.is_empty() {
+                let batch: Vec<_> = owned.drain(..per_thread.min(owned.len())).collect();
+                s.spawn(move || drop(batch));
+            }
+        });
+        let t_links = started.elapsed();
+        drop(self.ebpf);
+        if std::env::var_os("FLOWDAR_DEBUG_DETACH").is_some() {
+            eprintln!(
+                "detach: take {t_take:?}, links dropped {t_links:?}, programs {:?}",
+                started.elapsed()
+            );
+        }
+        started.elapsed()
+    }
 }
 
 /// Loads the programs with this kernel's settings, follows `pid`'s process
@@ -102,27 +151,87 @@ pub fn attach(
         }
     }
 
+    let mut attached = Attached {
+        ebpf,
+        links: Vec::new(),
+        skipped: Vec::new(),
+        seeded: tree.len(),
+        attach_time: Default::default(),
+    };
+    if let Err(e) = attach_uprobes(&mut attached, probes) {
+        attached.detach();
+        return Err(e);
+    }
+    attached.attach_time = started.elapsed();
+    Ok(attached)
+}
+
+fn attach_uprobes(attached: &mut Attached, probes: &[ResolvedProbe]) -> Result<(), CaptureError> {
     for name in [ENTRY, EXIT] {
-        let prog: &mut UProbe = program(&mut ebpf, name)?;
+        let prog: &mut UProbe = program(&mut attached.ebpf, name)?;
         prog.load().map_err(|e| CaptureError::program(name, e))?;
-        for p in probes {
-            let point = UProbeAttachPoint {
-                location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-                cookie: Some(u64::from(p.id)),
-            };
-            prog.attach(point, &p.attach_path, UProbeScope::AllProcesses)
-                .map_err(|source| CaptureError::Attach {
-                    function: p.function.clone(),
-                    path: p.path.clone(),
-                    source: Box::new(source),
-                })?;
+    }
+    for p in probes {
+        match attach_pair(&mut attached.ebpf, p) {
+            Ok(ids) => attached.links.extend(ids),
+            // A function matched by a pattern may sit where the kernel
+            // refuses a uprobe (e.g. ENOTSUPP on some first instructions):
+            // skip it and say so; a function asked for by name must attach.
+            Err(e) if p.optional => attached
+                .skipped
+                .push((p.function.clone(), error_reason(&e))),
+            Err(e) => return Err(e),
         }
     }
-    Ok(Attached {
-        ebpf,
-        seeded: tree.len(),
-        attach_time: started.elapsed(),
-    })
+    Ok(())
+}
+
+/// Attaches the entry and exit probes of one function, or neither.
+fn attach_pair(
+    ebpf: &mut Ebpf,
+    p: &ResolvedProbe,
+) -> Result<[(&'static str, UProbeLinkId); 2], CaptureError> {
+    let attach = |ebpf: &mut Ebpf, name: &'static str| {
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
+            cookie: Some(u64::from(p.id)),
+        };
+        let prog: &mut UProbe = program(ebpf, name)?;
+        prog.attach(point, &p.attach_path, UProbeScope::AllProcesses)
+            .map_err(|source| CaptureError::Attach {
+                function: p.function.clone(),
+                path: p.path.clone(),
+                source: Box::new(source),
+            })
+    };
+    let entry = attach(ebpf, ENTRY)?;
+    match attach(ebpf, EXIT) {
+        Ok(exit) => Ok([(ENTRY, entry), (EXIT, exit)]),
+        Err(e) => {
+            if let Ok(prog) = program::<UProbe>(ebpf, ENTRY) {
+                let _ = prog.detach(entry);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The innermost cause of an attach error, for a compact report.
+fn error_reason(e: &CaptureError) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            // ENOTSUPP (524) is kernel-internal: libc has no name for it.
+            if io.raw_os_error() == Some(524) {
+                return "ENOTSUPP: the kernel cannot place a uprobe on its first instruction"
+                    .into();
+            }
+        }
+        msg = s.to_string();
+        source = s.source();
+    }
+    msg
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>

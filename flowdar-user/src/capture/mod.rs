@@ -41,6 +41,12 @@ pub enum CaptureError {
         name: &'static str,
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("the kernel's verifier rejected eBPF program {name}: {reason} (full log: {log})")]
+    Verifier {
+        name: &'static str,
+        reason: String,
+        log: String,
+    },
     #[error("the eBPF object has no program {0} (build mismatch)")]
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0} (build mismatch)")]
@@ -63,6 +69,24 @@ pub enum CaptureError {
 
 impl CaptureError {
     fn program(name: &'static str, source: aya::programs::ProgramError) -> Self {
+        // The verifier's log is pages long: keep its verdict, save the rest.
+        if let aya::programs::ProgramError::LoadError { verifier_log, .. } = &source {
+            let text = verifier_log.to_string();
+            let reason = text
+                .lines()
+                .take_while(|l| !l.starts_with("verification time"))
+                .filter(|l| !l.trim().is_empty())
+                .last()
+                .unwrap_or("no verifier output")
+                .to_string();
+            let log = std::env::temp_dir().join(format!("flowdar-verifier-{name}.log"));
+            let _ = std::fs::write(&log, &text);
+            return Self::Verifier {
+                name,
+                reason,
+                log: log.display().to_string(),
+            };
+        }
         Self::Program {
             name,
             source: Box::new(source),
@@ -99,6 +123,8 @@ pub struct RecordSummary {
     /// Time to detach every probe (the kernel waits for in-flight hits).
     pub detach_time: Duration,
     pub processes_at_start: usize,
+    /// Functions from patterns the kernel would not probe, and why.
+    pub skipped: Vec<(String, String)>,
     pub bytes_written: u64,
     pub stop_reason: String,
     pub output: PathBuf,
@@ -197,6 +223,11 @@ impl Recording {
         self.attached.attach_time
     }
 
+    /// Uprobe links attached (two per probed function).
+    pub fn link_count(&self) -> usize {
+        self.attached.link_count()
+    }
+
     /// Detaches every probe, drains what is left, writes the footer.
     pub fn stop(self, reason: &str) -> Result<RecordSummary, CaptureError> {
         let Self {
@@ -209,15 +240,11 @@ impl Recording {
             opts,
             started_mono,
         } = self;
-        let loader::Attached {
-            ebpf,
-            seeded,
-            attach_time,
-        } = attached;
+        let (seeded, attach_time) = (attached.seeded, attached.attach_time);
+        let skipped = attached.skipped.clone();
         // Dropping the programs closes their perf links: no probe stays.
         let end_mono = monotonic_ns();
-        drop(ebpf);
-        let detach_time = Duration::from_nanos(monotonic_ns() - end_mono);
+        let detach_time = attached.detach();
         stop.store(true, std::sync::atomic::Ordering::Release);
         let counts = drain
             .join()
@@ -245,6 +272,7 @@ impl Recording {
             attach_time,
             detach_time,
             processes_at_start: seeded,
+            skipped,
             bytes_written,
             stop_reason: reason.into(),
             output: opts.output,

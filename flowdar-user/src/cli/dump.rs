@@ -6,7 +6,7 @@ use clap::Args;
 use flowdar_common::EventKind;
 
 use super::format;
-use crate::{analysis::CallPairer, store::TraceReader};
+use crate::{analysis::CallPairer, probes::Capture, store::TraceReader};
 
 /// Print a trace's events: relative time, pid/tid, calls and returns
 /// indented by nesting depth on their thread, with each call's duration.
@@ -26,6 +26,8 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
     let reader = TraceReader::open(&args.trace)?;
     let header = reader.header().clone();
     let names: Vec<&str> = header.probes.iter().map(|p| p.function.as_str()).collect();
+    let captures: Vec<&Capture> = header.probes.iter().map(|p| &p.capture).collect();
+    let default_capture = Capture::default();
     let t0 = header.start_monotonic_ns;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -39,15 +41,17 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
         }
         let name = names.get(ev.probe_id as usize).copied().unwrap_or("?");
         let show = args.tid.is_none_or(|t| t == ev.tid);
+        let capture = captures
+            .get(ev.probe_id as usize)
+            .copied()
+            .unwrap_or(&default_capture);
         let line = if ev.kind == EventKind::Entry as u32 {
             let depth = pairer.depth(ev.tid);
             pairer.push(ev, |_| {});
             format!(
-                "{}-> {name}({:#x}, {:#x}, {:#x})",
+                "{}-> {name}({})",
                 "  ".repeat(depth),
-                ev.args[0],
-                ev.args[1],
-                ev.args[2]
+                entry_values(capture, &ev.args)
             )
         } else {
             let mut took = None;
@@ -55,9 +59,9 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
             let depth = pairer.depth(ev.tid);
             let took = took.map_or_else(|| "entry not captured".to_string(), format::ns);
             format!(
-                "{}<- {name} = {:#x}  [{took}]",
+                "{}<- {name}{}  [{took}]",
                 "  ".repeat(depth),
-                ev.args[0]
+                exit_values(capture, &ev.args)
             )
         };
         if show {
@@ -68,11 +72,43 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
             }
         }
     })?;
-    out.flush()?;
+    if let Err(e) = out.flush() {
+        io_err.get_or_insert(e);
+    }
     super::report_read_warnings(&reader);
     match io_err {
         // A closed pipe (`| head`) is not an error.
         Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// "0x1, 0x2" for the kept arguments, then "*(arg0+0x10)=0x.." for a field read.
+fn entry_values(c: &Capture, args: &[u64; 3]) -> String {
+    let mut parts: Vec<String> = args
+        .iter()
+        .take(usize::from(c.args))
+        .map(|a| format!("{a:#x}"))
+        .collect();
+    if let (Some(r), Some(slot)) = (c.read, c.read_slot()) {
+        parts.push(format!(
+            "*(arg{}+{:#x})={:#x}",
+            r.arg,
+            r.offset,
+            args[slot.min(2)]
+        ));
+    }
+    parts.join(", ")
+}
+
+/// " = 0x0 *arg1=0x7f..": the return value, then out-parameters.
+fn exit_values(c: &Capture, args: &[u64; 3]) -> String {
+    let mut s = String::new();
+    if c.ret {
+        s.push_str(&format!(" = {:#x}", args[0]));
+    }
+    for (i, d) in c.deref.iter().take(2).enumerate() {
+        s.push_str(&format!(" *arg{}={:#x}", d.arg, args[1 + i]));
+    }
+    s
 }

@@ -128,6 +128,12 @@ pub(super) fn record_until_stopped(
             _ = elapsed => "duration reached",
             _ = target_gone => "target exited",
         };
+        if recording.link_count() > 100 {
+            eprintln!(
+                "Stopping ({reason}): detaching {} probes; this kernel unregisters uprobes one at a time (~0.1 s each)...",
+                recording.link_count()
+            );
+        }
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
         anyhow::Ok(summary)
     })
@@ -165,6 +171,20 @@ pub(super) fn print_summary(s: &RecordSummary) {
         format::duration(s.detach_time),
         s.processes_at_start
     );
+    if !s.skipped.is_empty() {
+        let names: Vec<String> = s
+            .skipped
+            .iter()
+            .take(5)
+            .map(|(f, why)| format!("{f} ({why})"))
+            .collect();
+        println!(
+            "{} functions matched by patterns could not be probed: {}{}",
+            s.skipped.len(),
+            names.join(", "),
+            if s.skipped.len() > 5 { ", ..." } else { "" }
+        );
+    }
     println!();
     println!(
         "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}",

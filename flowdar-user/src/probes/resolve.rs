@@ -75,6 +75,9 @@ pub struct ResolvedProbe {
     /// What the probe captures.
     #[serde(default)]
     pub capture: Capture,
+    /// Matched by a pattern: skipped (and reported) if the kernel refuses it.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// Everything that resolved, and why the rest did not.
@@ -208,6 +211,7 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
                 address: sym.address,
                 file_offset,
                 capture: req.capture_for(name),
+                optional: is_glob(&req.function),
             });
         }
     }

@@ -24,6 +24,7 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
                 address: 0x1000 + id as u64,
                 file_offset: 0x1000 + id as u64,
                 capture: Default::default(),
+                optional: false,
             })
             .collect(),
     }
