@@ -71,14 +71,7 @@ impl Attached {
                 s.spawn(move || drop(batch));
             }
         });
-        let t_links = started.elapsed();
         drop(self.ebpf);
-        if std::env::var_os("FLOWDAR_DEBUG_DETACH").is_some() {
-            eprintln!(
-                "detach: take {t_take:?}, links dropped {t_links:?}, programs {:?}",
-                started.elapsed()
-            );
-        }
         started.elapsed()
     }
 }
