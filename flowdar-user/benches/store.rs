@@ -47,6 +47,8 @@ fn deep_recursion() -> (TraceHeader, Vec<Event>) {
             file_offset: 0x1000 + u64::from(id) * 0x40,
             capture: Default::default(),
             optional: false,
+            source: None,
+            params: Vec::new(),
         })
         .collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;

@@ -33,6 +33,8 @@ fn probe(id: u32, function: &str) -> ResolvedProbe {
         file_offset: 0x1000 * (id as u64 + 1),
         capture: Default::default(),
         optional: false,
+        source: None,
+        params: Vec::new(),
     }
 }
 

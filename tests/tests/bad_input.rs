@@ -49,7 +49,7 @@ fn missing_function_and_library_are_named_with_candidates() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_one_line_error(&o, "could not resolve ap_read_requets in /usr/sbin/apache2: no such function (the binary is stripped;");
+    assert_one_line_error(&o, "could not resolve ap_read_requets in /usr/sbin/apache2: no such function (the binary is stripped and no debug file was found;");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nearest: ap_read_request"), "{err}");
     let o = flowdar(&[

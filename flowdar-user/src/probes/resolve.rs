@@ -26,6 +26,12 @@ pub enum ResolveError {
         searched: String,
         nearest: Vec<String>,
     },
+    #[error("{function} exists in {path} only inlined into its callers (DWARF from {debug}): there is no code of its own to attach to")]
+    Inlined {
+        function: String,
+        path: PathBuf,
+        debug: String,
+    },
     #[error("{pattern} matches no function in {path} ({searched})")]
     NoMatch {
         pattern: String,
@@ -78,6 +84,19 @@ pub struct ResolvedProbe {
     /// Matched by a pattern: skipped (and reported) if the kernel refuses it.
     #[serde(default)]
     pub optional: bool,
+    /// `file:line` of the definition, when DWARF was found.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Parameter names, when DWARF was found.
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+impl ResolvedProbe {
+    /// The function's name as people read it (demangled).
+    pub fn display_name(&self) -> String {
+        crate::symbols::demangle(&self.function)
+    }
 }
 
 /// Everything that resolved, and why the rest did not.
@@ -144,11 +163,13 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
             }
         };
         let searched = || {
-            if syms.has_symtab {
+            if syms.has_symtab || syms.debug_file.is_some() {
                 format!("{} functions searched", syms.functions.len())
             } else {
                 let exported = syms.functions.values().filter(|f| f.exported).count();
-                format!("the binary is stripped; {exported} exported functions were searched")
+                format!(
+                    "the binary is stripped and no debug file was found; {exported} exported functions were searched"
+                )
             }
         };
         let names: Vec<&str> = if is_glob(&req.function) {
@@ -171,6 +192,17 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
             names
         } else if syms.functions.contains_key(&req.function) {
             vec![req.function.as_str()]
+        } else if syms.inlined_only.contains(&req.function) {
+            let err = ResolveError::Inlined {
+                function: req.function.clone(),
+                path: file.path.clone(),
+                debug: syms
+                    .debug_file
+                    .as_ref()
+                    .map_or_else(|| "?".into(), |d| d.display().to_string()),
+            };
+            out.failures.push((req.clone(), err));
+            continue;
         } else {
             let err = ResolveError::FunctionNotFound {
                 function: req.function.clone(),
@@ -212,6 +244,8 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
                 file_offset,
                 capture: req.capture_for(name),
                 optional: is_glob(&req.function),
+                source: sym.source.clone(),
+                params: sym.params.clone(),
             });
         }
     }

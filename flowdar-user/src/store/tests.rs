@@ -25,6 +25,8 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
                 file_offset: 0x1000 + id as u64,
                 capture: Default::default(),
                 optional: false,
+                source: None,
+                params: Vec::new(),
             })
             .collect(),
     }

@@ -7,6 +7,8 @@ use std::{
 
 use object::{elf, Object, ObjectSegment, ObjectSymbol, SymbolKind};
 
+use super::{debuglink, dwarf};
+
 /// Errors reading an ELF file's symbols.
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
@@ -33,6 +35,10 @@ pub struct FunctionSymbol {
     pub size: u64,
     /// True when the symbol comes from `.dynsym` (exported).
     pub exported: bool,
+    /// `file:line` of the definition, from DWARF.
+    pub source: Option<String>,
+    /// Parameter names, from DWARF.
+    pub params: Vec<String>,
 }
 
 /// One `PT_LOAD` segment: what maps a virtual address to a file offset.
@@ -52,16 +58,82 @@ pub struct ElfSymbols {
     pub segments: Vec<LoadSegment>,
     /// True when the file has a full `.symtab` (not stripped).
     pub has_symtab: bool,
+    /// Where the DWARF came from (the file itself or its debug file).
+    pub debug_file: Option<PathBuf>,
+    /// Functions DWARF knows only as inlined copies: nothing to attach to.
+    pub inlined_only: std::collections::HashSet<String>,
 }
 
 impl ElfSymbols {
-    /// Reads the function symbols of the ELF file at `path`.
+    /// Reads the function symbols of the ELF file at `path`, with DWARF
+    /// from the file or its separate debug file under `/usr/lib/debug`.
     pub fn read(path: &Path) -> Result<Self, SymbolError> {
+        Self::read_with_debug_root(path, Path::new(debuglink::DEBUG_ROOT))
+    }
+
+    /// [`read`](Self::read), looking for debug files under `debug_root`.
+    pub fn read_with_debug_root(path: &Path, debug_root: &Path) -> Result<Self, SymbolError> {
         let data = fs::read(path).map_err(|source| SymbolError::Read {
             path: path.into(),
             source,
         })?;
-        Self::parse(path, &data)
+        let mut syms = Self::parse(path, &data)?;
+        let file = object::File::parse(&*data).map_err(|source| SymbolError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        let (dwarf_fns, debug_file) = if file.section_by_name(".debug_info").is_some() {
+            (dwarf::read(&file), Some(path.to_path_buf()))
+        } else if let Some(dbg) = debuglink::find(path, &file, debug_root) {
+            let dbg_data = fs::read(&dbg).map_err(|source| SymbolError::Read {
+                path: dbg.clone(),
+                source,
+            })?;
+            let dbg_file =
+                object::File::parse(&*dbg_data).map_err(|source| SymbolError::Parse {
+                    path: dbg.clone(),
+                    source,
+                })?;
+            (dwarf::read(&dbg_file), Some(dbg))
+        } else {
+            (Ok(Default::default()), None)
+        };
+        let dwarf_fns = dwarf_fns.map_err(|reason| SymbolError::Unreadable {
+            path: debug_file.clone().unwrap_or_else(|| path.into()),
+            reason: format!("bad DWARF: {reason}"),
+        })?;
+        syms.merge_dwarf(dwarf_fns);
+        syms.debug_file = debug_file;
+        Ok(syms)
+    }
+
+    /// Adds DWARF's functions (statics a stripped binary lost) and their
+    /// source lines and parameters to the symbol-table ones.
+    fn merge_dwarf(&mut self, fns: dwarf::DwarfFunctions) {
+        for (name, f) in fns {
+            match (self.functions.get_mut(&name), f.address) {
+                (Some(sym), _) => {
+                    sym.source = f.source;
+                    sym.params = f.params;
+                }
+                (None, Some(address)) => {
+                    self.functions.insert(
+                        name.clone(),
+                        FunctionSymbol {
+                            name,
+                            address,
+                            size: 0,
+                            exported: false,
+                            source: f.source,
+                            params: f.params,
+                        },
+                    );
+                }
+                (None, None) => {
+                    self.inlined_only.insert(name);
+                }
+            }
+        }
     }
 
     /// Parses ELF bytes; `path` is only used in messages.
@@ -86,6 +158,8 @@ impl ElfSymbols {
                     address: sym.address(),
                     size: sym.size(),
                     exported,
+                    source: None,
+                    params: Vec::new(),
                 });
         };
         for sym in file.dynamic_symbols() {
@@ -101,6 +175,8 @@ impl ElfSymbols {
             functions,
             segments,
             has_symtab,
+            debug_file: None,
+            inlined_only: Default::default(),
         })
     }
 
