@@ -9,7 +9,7 @@ use std::{
 
 use flowdar::{
     probes::{resolve_all, ProbeRequest, ProcMaps},
-    symbols::{build_id, ElfSymbols},
+    symbols::{build_id, ElfSymbols, DEBUG_ROOT},
 };
 
 const FIXTURE: &str = r#"#include <stdlib.h>
@@ -165,7 +165,11 @@ fn resolution_explains_what_cannot_be_attached() {
         "{err}"
     );
 
-    let r = resolve_all(&maps, &[ProbeRequest::new("stripped", "add_static")]);
+    let r = resolve_all(
+        &maps,
+        &[ProbeRequest::new("stripped", "add_static")],
+        Path::new(DEBUG_ROOT),
+    );
     let err = r.failures[0].1.to_string();
     assert!(err.contains("no such function (the binary is stripped and no debug file was found; 0 exported functions were searched)"), "{err}");
 }

@@ -77,7 +77,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(|s| s.parse().expect("valid demo probe"))
             .collect(),
     };
-    let probes = probes::resolve(apache.pid(), &requests)?;
+    let probes = probes::resolve(
+        apache.pid(),
+        &requests,
+        std::path::Path::new(crate::symbols::DEBUG_ROOT),
+    )?;
     let recording = Recording::start(RecordOptions {
         pid: apache.pid(),
         probes,

@@ -31,6 +31,8 @@ struct Row<'a> {
     address: u64,
     file_offset: u64,
     capture: &'a Capture,
+    source: Option<&'a str>,
+    params: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -46,7 +48,7 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
     };
     let requests = args.select.requests()?;
     let maps = ProcMaps::read(pid).map_err(|source| probes::ResolveError::Maps { pid, source })?;
-    let r = probes::resolve_all(&maps, &requests);
+    let r = probes::resolve_all(&maps, &requests, &args.select.debug_dir);
     let unresolved: Vec<Unresolved> = r
         .failures
         .iter()
@@ -65,6 +67,8 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
                 address: p.address,
                 file_offset: p.file_offset,
                 capture: &p.capture,
+                source: p.source.as_deref(),
+                params: &p.params,
             })
             .collect();
         println!(

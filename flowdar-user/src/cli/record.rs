@@ -58,7 +58,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     if !capture::is_alive(args.pid) {
         bail!("no process with PID {}", args.pid);
     }
-    let probes = probes::resolve(args.pid, &requests)?;
+    let probes = probes::resolve(args.pid, &requests, &args.select.debug_dir)?;
     let opts = RecordOptions {
         pid: args.pid,
         probes,

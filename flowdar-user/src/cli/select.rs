@@ -23,6 +23,9 @@ pub struct ProbeSelection {
     /// libapr-1:apr_socket_* (repeatable; FUNCTION may be a glob).
     #[arg(long = "probe", value_name = "TARGET:FUNCTION")]
     pub probe: Vec<ProbeRequest>,
+    /// Where separate debug files live (build-id and debuglink lookups).
+    #[arg(long, value_name = "DIR", default_value = crate::symbols::DEBUG_ROOT)]
+    pub debug_dir: PathBuf,
 }
 
 impl ProbeSelection {

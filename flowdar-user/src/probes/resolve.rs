@@ -1,7 +1,10 @@
 //! Resolving probe requests against a live process: which file each target
 //! names in its memory map, which functions a name or glob matches there,
 //! and the file offset of each.
-use std::{collections::HashMap, path::PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -108,9 +111,13 @@ pub struct Resolution {
 
 /// Resolves every request against process `pid`; the first request that
 /// cannot be resolved is the error. Duplicates collapse into one probe.
-pub fn resolve(pid: u32, requests: &[ProbeRequest]) -> Result<Vec<ResolvedProbe>, ResolveError> {
+pub fn resolve(
+    pid: u32,
+    requests: &[ProbeRequest],
+    debug_root: &Path,
+) -> Result<Vec<ResolvedProbe>, ResolveError> {
     let maps = ProcMaps::read(pid).map_err(|source| ResolveError::Maps { pid, source })?;
-    let mut r = resolve_all(&maps, requests);
+    let mut r = resolve_all(&maps, requests, debug_root);
     match r.failures.is_empty() {
         true => Ok(r.probes),
         false => Err(r.failures.swap_remove(0).1),
@@ -119,7 +126,9 @@ pub fn resolve(pid: u32, requests: &[ProbeRequest]) -> Result<Vec<ResolvedProbe>
 
 /// Resolves what can be resolved on an already-read memory map; ids follow
 /// the request order.
-pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
+/// Separate debug files are looked for under `debug_root` (normally
+/// `/usr/lib/debug`).
+pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path) -> Resolution {
     let mut elves: HashMap<PathBuf, Result<ElfSymbols, String>> = HashMap::new();
     let mut out = Resolution::default();
     for req in requests {
@@ -148,9 +157,9 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
                 continue;
             }
         };
-        let syms = elves
-            .entry(file.path.clone())
-            .or_insert_with(|| ElfSymbols::read(&file.host_path).map_err(|e| e.to_string()));
+        let syms = elves.entry(file.path.clone()).or_insert_with(|| {
+            ElfSymbols::read_with_debug_root(&file.host_path, debug_root).map_err(|e| e.to_string())
+        });
         let syms = match syms {
             Ok(s) => &*s,
             Err(e) => {
@@ -256,6 +265,8 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest]) -> Resolution {
 mod tests {
     use super::*;
 
+    use crate::symbols::DEBUG_ROOT;
+
     fn self_maps() -> ProcMaps {
         ProcMaps::read(std::process::id()).unwrap()
     }
@@ -267,7 +278,7 @@ mod tests {
     #[test]
     fn resolves_a_function_of_our_own_binary() {
         let req = ProbeRequest::new(exe(), "main");
-        let probes = resolve_all(&self_maps(), &[req.clone(), req]).probes;
+        let probes = resolve_all(&self_maps(), &[req.clone(), req], Path::new(DEBUG_ROOT)).probes;
         assert_eq!(probes.len(), 1, "duplicates collapse");
         assert_eq!(probes[0].id, 0);
         assert!(probes[0].file_offset > 0);
@@ -277,7 +288,7 @@ mod tests {
     fn globs_expand_and_exclusions_apply() {
         let mut req = ProbeRequest::new("libc.so.6", "pthread_mutex_*lock");
         req.exclude = vec!["pthread_mutex_trylock".into()];
-        let r = resolve_all(&self_maps(), &[req]);
+        let r = resolve_all(&self_maps(), &[req], Path::new(DEBUG_ROOT));
         assert!(r.failures.is_empty(), "{:?}", r.failures);
         let names: Vec<&str> = r.probes.iter().map(|p| p.function.as_str()).collect();
         assert!(
@@ -285,7 +296,11 @@ mod tests {
             "{names:?}"
         );
         assert!(!names.contains(&"pthread_mutex_trylock"));
-        let r = resolve_all(&self_maps(), &[ProbeRequest::new("libc.so.6", "no_such_*")]);
+        let r = resolve_all(
+            &self_maps(),
+            &[ProbeRequest::new("libc.so.6", "no_such_*")],
+            Path::new(DEBUG_ROOT),
+        );
         assert!(
             r.failures[0]
                 .1
@@ -298,22 +313,30 @@ mod tests {
 
     #[test]
     fn missing_function_names_the_nearest() {
-        let err = resolve_all(&self_maps(), &[ProbeRequest::new(exe(), "mian")])
-            .failures
-            .remove(0)
-            .1
-            .to_string();
+        let err = resolve_all(
+            &self_maps(),
+            &[ProbeRequest::new(exe(), "mian")],
+            Path::new(DEBUG_ROOT),
+        )
+        .failures
+        .remove(0)
+        .1
+        .to_string();
         assert!(err.starts_with("could not resolve mian in "), "{err}");
         assert!(err.contains("nearest: main"), "{err}");
     }
 
     #[test]
     fn unmapped_target_lists_what_is_mapped() {
-        let err = resolve_all(&self_maps(), &[ProbeRequest::new("libnotthere", "f")])
-            .failures
-            .remove(0)
-            .1
-            .to_string();
+        let err = resolve_all(
+            &self_maps(),
+            &[ProbeRequest::new("libnotthere", "f")],
+            Path::new(DEBUG_ROOT),
+        )
+        .failures
+        .remove(0)
+        .1
+        .to_string();
         assert!(
             err.contains("maps no file named `libnotthere`; it maps: "),
             "{err}"
@@ -328,7 +351,7 @@ mod tests {
             ProbeRequest::new(exe(), "mian"),
             ProbeRequest::new("libx", "f"),
         ];
-        let r = resolve_all(&self_maps(), &reqs);
+        let r = resolve_all(&self_maps(), &reqs, Path::new(DEBUG_ROOT));
         assert_eq!(r.probes.len(), 1);
         assert_eq!(r.failures.len(), 2);
     }
