@@ -150,6 +150,7 @@ fn resolution_explains_what_cannot_be_attached() {
     let r = resolve_all(
         &maps,
         &[ProbeRequest::new(full.display().to_string(), "add_static")],
+        Path::new(DEBUG_ROOT),
     );
     assert!(r.failures.is_empty(), "{:?}", r.failures);
     assert_eq!(r.probes[0].source.as_deref(), Some("fixture.c:2"));
@@ -158,6 +159,7 @@ fn resolution_explains_what_cannot_be_attached() {
     let r = resolve_all(
         &maps,
         &[ProbeRequest::new(full.display().to_string(), "tripled")],
+        Path::new(DEBUG_ROOT),
     );
     let err = r.failures[0].1.to_string();
     assert!(

@@ -5,10 +5,10 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{format, record, stats};
+use super::{format, record, select::ProbeSelection, stats};
 use crate::{
     capture::{self, RecordOptions, Recording},
-    probes::{self, ProbeFile, ProbeRequest},
+    probes::{self, ProbeRequest},
     server::{self, ApacheOptions, LoadPlan, Mpm, ThrowawayApache, WrkPlan},
 };
 
@@ -42,9 +42,10 @@ pub struct DemoArgs {
     /// Trace file (overwritten).
     #[arg(long, short, default_value = "flowdar-demo.flowdar")]
     pub output: PathBuf,
-    /// Probe file to use instead of the demo's probes.
-    #[arg(long, value_name = "FILE")]
-    pub probes: Option<PathBuf>,
+    /// Probes to use instead of the demo's (Apache's request path and
+    /// APR's socket I/O).
+    #[command(flatten)]
+    pub select: ProbeSelection,
     /// Drive the server with wrk (2 threads, --wrk-connections keep-alive
     /// connections) for this long instead of the built-in client.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -70,18 +71,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         apache.addr(),
         apache.dir().display()
     );
-    let requests: Vec<ProbeRequest> = match &args.probes {
-        Some(file) => ProbeFile::load(file)?.requests(&[])?,
-        None => DEMO_PROBES
+    let requests: Vec<ProbeRequest> = if args.select.profile.is_empty()
+        && args.select.probes.is_none()
+        && args.select.probe.is_empty()
+    {
+        DEMO_PROBES
             .iter()
             .map(|s| s.parse().expect("valid demo probe"))
-            .collect(),
+            .collect()
+    } else {
+        args.select.requests()?
     };
-    let probes = probes::resolve(
-        apache.pid(),
-        &requests,
-        std::path::Path::new(crate::symbols::DEBUG_ROOT),
-    )?;
+    let probes = probes::resolve(apache.pid(), &requests, &args.select.debug_dir)?;
     let recording = Recording::start(RecordOptions {
         pid: apache.pid(),
         probes,
