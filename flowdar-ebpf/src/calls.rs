@@ -55,11 +55,11 @@ pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
     if let Some(cfg) = PROBE_CONFIG.get(probe_id).filter(|c| c.deref[0] != NO_ARG) {
         let key = pending_key(pid_tgid, probe_id);
         // SAFETY: read-only copy of the value; removed right after.
-        if let Some(ptrs) = unsafe { PENDING_DEREFS.get(&key) } {
+        if let Some(ptrs) = unsafe { PENDING_DEREFS.get(key) } {
             let ptrs = *ptrs;
             args[1] = read_user(ptrs[0], cfg.deref_bytes[0]);
             args[2] = read_user(ptrs[1], cfg.deref_bytes[1]);
-            let _ = PENDING_DEREFS.remove(&key);
+            let _ = PENDING_DEREFS.remove(key);
         }
     }
     emit(pid_tgid, probe_id, EventKind::Exit, args);
@@ -123,7 +123,7 @@ fn save_out_pointers(regs: &[u64; 6], cfg: &ProbeConfig, pid_tgid: u64, probe_id
     if cfg.deref[1] != NO_ARG {
         ptrs[1] = pick(regs, cfg.deref[1]);
     }
-    let _ = PENDING_DEREFS.insert(&pending_key(pid_tgid, probe_id), &ptrs, 0);
+    let _ = PENDING_DEREFS.insert(pending_key(pid_tgid, probe_id), ptrs, 0);
 }
 
 #[inline(always)]
