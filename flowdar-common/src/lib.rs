@@ -31,6 +31,10 @@ pub enum EventKind {
     Entry = 1,
     /// Function exit (uretprobe); `args[0]` holds the return value.
     Exit = 2,
+    /// Written by `flowdar simplify`, never by the kernel: the call whose
+    /// exit precedes it on its thread stands for `args[0]` identical
+    /// consecutive calls lasting `args[1]` ns in all (loop folding).
+    Fold = 3,
 }
 
 impl EventKind {
@@ -38,6 +42,7 @@ impl EventKind {
         match v {
             1 => Some(Self::Entry),
             2 => Some(Self::Exit),
+            3 => Some(Self::Fold),
             _ => None,
         }
     }

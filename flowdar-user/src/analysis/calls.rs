@@ -81,6 +81,10 @@ impl CallPairer {
             self.counts.time_reversals += 1;
         }
         t.last_ts = ev.ts_ns;
+        if ev.kind == EventKind::Fold as u32 {
+            // A loop-folding annotation from `flowdar simplify`, not a call.
+            return;
+        }
         if ev.kind == EventKind::Entry as u32 {
             let depth = t.stack.len() as u32;
             t.stack.push(Call {

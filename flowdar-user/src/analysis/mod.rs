@@ -1,7 +1,18 @@
 //! Analysis on trace files alone (no root, no kernel): pairing entries and
-//! exits into calls per thread, and per-function statistics.
+//! exits into calls per thread, per-function statistics, Apache sessions,
+//! hand-offs between threads, simplification and run-to-run diffs.
 mod calls;
+mod diff;
+mod flows;
+mod scan;
+mod sessions;
+mod simplify;
 mod stats;
 
 pub use calls::{Call, CallPairer, PairingCounts};
+pub use diff::{diff, mann_whitney_p, DiffRow};
+pub use flows::{Flow, FlowTracker, ThreadPair};
+pub use scan::{scan, Scanned};
+pub use sessions::{Session, SessionTracker};
+pub use simplify::{simplify, SimplifyOptions, SimplifyReport};
 pub use stats::{FunctionStats, Stats};

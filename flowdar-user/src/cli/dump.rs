@@ -45,7 +45,15 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
             .get(ev.probe_id as usize)
             .copied()
             .unwrap_or(&default_capture);
-        let line = if ev.kind == EventKind::Entry as u32 {
+        let line = if ev.kind == EventKind::Fold as u32 {
+            let depth = pairer.depth(ev.tid);
+            format!(
+                "{}   {name} x{} in all ({})",
+                "  ".repeat(depth),
+                ev.args[0],
+                format::ns(ev.args[1])
+            )
+        } else if ev.kind == EventKind::Entry as u32 {
             let depth = pairer.depth(ev.tid);
             pairer.push(ev, |_| {});
             format!(

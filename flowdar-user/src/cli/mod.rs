@@ -1,12 +1,16 @@
 //! The command line: one file per subcommand; this file only parses and
 //! dispatches.
 mod demo;
+mod diff;
 mod dump;
+mod flows;
 mod format;
 mod info;
 mod probes;
 mod record;
 mod select;
+mod sessions;
+mod simplify;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +27,7 @@ use clap::{Parser, Subcommand};
     flowdar record --pid $(cat /run/apache2/apache2.pid) --probe apache2:ap_read_request -o req.flowdar --duration 10s\n  \
     flowdar info req.flowdar\n  \
     flowdar stats req.flowdar\n  \
+    flowdar diff normal.flowdar attack.flowdar\n  \
     flowdar dump req.flowdar | less\n  \
     flowdar demo")]
 pub struct Cli {
@@ -36,6 +41,10 @@ enum Command {
     Probes(probes::ProbesArgs),
     Dump(dump::DumpArgs),
     Stats(stats::StatsArgs),
+    Sessions(sessions::SessionsArgs),
+    Flows(flows::FlowsArgs),
+    Diff(diff::DiffArgs),
+    Simplify(simplify::SimplifyArgs),
     Info(info::InfoArgs),
     Demo(demo::DemoArgs),
 }
@@ -48,8 +57,30 @@ pub fn run() -> anyhow::Result<()> {
         Command::Probes(a) => probes::run(a),
         Command::Dump(a) => dump::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Sessions(a) => sessions::run(a),
+        Command::Flows(a) => flows::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Simplify(a) => simplify::run(a),
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// Warnings of a [`crate::analysis::scan`], to stderr after the output.
+fn report_warnings(path: &std::path::Path, s: &crate::analysis::Scanned) {
+    for w in &s.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    if let Some(f) = &s.footer {
+        let lost = f.total_kernel_drops() + f.total_user_drops();
+        if lost > 0 {
+            eprintln!(
+                "warning: {}: {lost} events were lost during capture ({} in the kernel, {} in user space)",
+                path.display(),
+                f.total_kernel_drops(),
+                f.total_user_drops()
+            );
+        }
     }
 }
 

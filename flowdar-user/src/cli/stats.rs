@@ -4,17 +4,15 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::format;
-use crate::{
-    analysis::{CallPairer, FunctionStats, Stats},
-    store::TraceReader,
-};
+use crate::analysis::{scan, FunctionStats, Scanned, Stats};
 
-/// Per-function statistics: calls, calls still running at the end
-/// (in-flight, counted with their duration so far), total, self and mean
-/// time, maximum, and how many calls returned 0 (NULL, APR_SUCCESS).
+/// Per-function statistics: calls, calls still running when capture ended
+/// (in-flight: counted with their duration so far, a lower bound, in every
+/// time column), failures by the probe's error rule, total, self (outside
+/// probed callees), mean, p50/p90/p99 (HDR histograms) and maximum time.
 ///
-/// JSON fields (stable): function, object, calls, in_flight, total_ns,
-/// self_ns, mean_ns, max_ns, zero_returns.
+/// JSON fields (stable): function, object, calls, in_flight, errors,
+/// total_ns, self_ns, mean_ns, p50_ns, p90_ns, p99_ns, max_ns, zero_returns.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Trace file written by `flowdar record`.
@@ -25,6 +23,12 @@ pub struct StatsArgs {
     /// Sort order.
     #[arg(long, value_enum, default_value_t = SortKey::Total)]
     pub sort: SortKey,
+    /// Only functions matching this name or glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub function: Vec<String>,
+    /// Only functions with at least this many calls (returned + in flight).
+    #[arg(long, default_value_t = 0)]
+    pub min_calls: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -33,68 +37,84 @@ pub enum SortKey {
     SelfTime,
     Calls,
     Mean,
+    P99,
     Max,
+    Errors,
     Name,
 }
 
 /// Reads a whole trace into per-function statistics.
-pub fn compute(path: &std::path::Path) -> anyhow::Result<(Vec<FunctionStats>, TraceReader)> {
-    let reader = TraceReader::open(path)?;
-    let header = reader.header().clone();
-    let mut stats = Stats::new(
-        header
-            .probes
-            .iter()
-            .map(|p| (p.function.clone(), format::short_object(&p.path))),
-    );
-    let mut pairer = CallPairer::new();
-    let mut last_ts = header.start_monotonic_ns;
-    let reader = reader.for_each_event(|ev| {
-        last_ts = last_ts.max(ev.ts_ns);
-        pairer.push(ev, |c| stats.add(&c));
-    })?;
-    let end = reader
-        .footer()
-        .map_or(last_ts, |f| f.end_monotonic_ns.max(last_ts));
-    pairer.finish(end, |c| stats.add(&c));
-    Ok((stats.finish(), reader))
+pub fn compute(path: &std::path::Path) -> anyhow::Result<(Vec<FunctionStats>, Scanned)> {
+    let header = crate::store::TraceReader::open(path)?.header().clone();
+    let mut stats = Stats::new(&header.probes);
+    let scanned = scan(path, |_| {}, |c| stats.add(c))?;
+    Ok((stats.finish(), scanned))
 }
 
 pub fn run(args: StatsArgs) -> anyhow::Result<()> {
-    let (mut rows, reader) = compute(&args.trace)?;
+    let (mut rows, scanned) = compute(&args.trace)?;
+    rows.retain(|r| {
+        r.calls + r.in_flight >= args.min_calls
+            && (args.function.is_empty()
+                || args
+                    .function
+                    .iter()
+                    .any(|f| *f == r.function || crate::probes::glob_matches(f, &r.function)))
+    });
     use std::cmp::Reverse;
     match args.sort {
         SortKey::Total => {}
         SortKey::SelfTime => rows.sort_by_key(|r| Reverse(r.self_ns)),
         SortKey::Calls => rows.sort_by_key(|r| Reverse(r.calls + r.in_flight)),
         SortKey::Mean => rows.sort_by_key(|r| Reverse(r.mean_ns)),
+        SortKey::P99 => rows.sort_by_key(|r| Reverse(r.p99_ns)),
         SortKey::Max => rows.sort_by_key(|r| Reverse(r.max_ns)),
+        SortKey::Errors => rows.sort_by_key(|r| Reverse(r.errors)),
         SortKey::Name => rows.sort_by(|a, b| a.function.cmp(&b.function)),
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         print_table(&rows);
+        if scanned.pairing.unmatched_exits + scanned.pairing.lost_exits > 0 {
+            println!(
+                "\n{} exits had no entry in the capture (calls begun before it); {} entries lost their exit (longjmp, uretprobe depth limit)",
+                scanned.pairing.unmatched_exits, scanned.pairing.lost_exits
+            );
+        }
     }
-    super::report_read_warnings(&reader);
+    super::report_warnings(&args.trace, &scanned);
     Ok(())
 }
 
 pub(super) fn print_table(rows: &[FunctionStats]) {
     println!(
-        "{:<32} {:<16} {:>8} {:>9} {:>11} {:>11} {:>11} {:>11}",
-        "function", "object", "calls", "in-flight", "total", "self", "mean", "max"
+        "{:<32} {:<16} {:>8} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "function",
+        "object",
+        "calls",
+        "in-flight",
+        "errors",
+        "total",
+        "self",
+        "mean",
+        "p50",
+        "p99",
+        "max"
     );
     for r in rows {
         println!(
-            "{:<32} {:<16} {:>8} {:>9} {:>11} {:>11} {:>11} {:>11}",
+            "{:<32} {:<16} {:>8} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             r.function,
             r.object,
             r.calls,
             r.in_flight,
+            r.errors,
             format::ns(r.total_ns),
             format::ns(r.self_ns),
             format::ns(r.mean_ns),
+            format::ns(r.p50_ns),
+            format::ns(r.p99_ns),
             format::ns(r.max_ns)
         );
     }

@@ -39,6 +39,31 @@ pub struct Capture {
     pub deref: Vec<Deref>,
     #[serde(default)]
     pub read: Option<FieldRead>,
+    /// Which return values mean failure (counted as `errors` by stats).
+    #[serde(default)]
+    pub errors: Option<ErrorRule>,
+}
+
+/// How a function's return value says it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorRule {
+    /// A status code: 0 is success (APR's `apr_status_t`).
+    Nonzero,
+    /// A pointer: NULL is failure.
+    Zero,
+    /// A signed int (32-bit): negative is failure.
+    Negative,
+}
+
+impl ErrorRule {
+    pub fn is_error(self, ret: u64) -> bool {
+        match self {
+            Self::Nonzero => ret != 0,
+            Self::Zero => ret == 0,
+            Self::Negative => (ret as u32 as i32) < 0,
+        }
+    }
 }
 
 impl Default for Capture {
@@ -48,6 +73,7 @@ impl Default for Capture {
             ret: true,
             deref: Vec::new(),
             read: None,
+            errors: None,
         }
     }
 }
@@ -140,6 +166,7 @@ mod tests {
                 arg: 0,
                 offset: 0x10,
             }),
+            errors: None,
         };
         c.check().unwrap();
         let k = c.to_kernel();

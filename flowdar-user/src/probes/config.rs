@@ -25,7 +25,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Capture, Deref, FieldRead, ProbeRequest};
+use super::{Capture, Deref, ErrorRule, FieldRead, ProbeRequest};
 
 /// The probe-file format version this build reads.
 pub const PROBE_FILE_VERSION: u32 = 1;
@@ -79,6 +79,8 @@ pub struct ProbeGroup {
     pub exclude: Vec<String>,
     pub args: Option<Spanned<u8>>,
     pub ret: Option<bool>,
+    /// Which return values are failures: "nonzero", "zero" or "negative".
+    pub errors: Option<ErrorRule>,
     #[serde(default)]
     pub capture: Vec<Spanned<FunctionCapture>>,
 }
@@ -93,6 +95,7 @@ pub struct FunctionCapture {
     #[serde(default)]
     pub deref: Vec<Deref>,
     pub read: Option<FieldRead>,
+    pub errors: Option<ErrorRule>,
 }
 
 impl ProbeFile {
@@ -225,6 +228,7 @@ impl ProbeGroup {
         Capture {
             args: self.args.as_ref().map_or(d.args, |a| *a.get_ref()),
             ret: self.ret.unwrap_or(d.ret),
+            errors: self.errors,
             ..d
         }
     }
@@ -236,6 +240,7 @@ impl ProbeGroup {
             ret: c.ret.unwrap_or(base.ret),
             deref: c.deref.clone(),
             read: c.read,
+            errors: c.errors.or(base.errors),
         }
     }
 }

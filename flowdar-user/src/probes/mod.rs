@@ -9,7 +9,7 @@ mod resolve;
 
 use std::collections::BTreeMap;
 
-pub use capture::{Capture, Deref, FieldRead};
+pub use capture::{Capture, Deref, ErrorRule, FieldRead};
 pub use config::{glob_matches, is_glob, ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION};
 pub use procmaps::{MappedFile, ProcMaps};
 pub use profiles::{profile_requests, Profile, ProfileError, PROFILES};

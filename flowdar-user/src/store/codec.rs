@@ -6,7 +6,7 @@
 //! n_threads x (varint tgid, varint tid)            thread table
 //! 7 columns, each varint byte_len + bytes:
 //!   thread   varint thread index
-//!   code     varint 0 when code (probe_id << 1 | is_exit) is the one that
+//!   code     varint 0 when code (probe_id << 2 | kind - 1) is the one that
 //!            followed the thread's previous code last time, else code + 1:
 //!            threads loop through the same call sequences
 //!   time_lo  u8: low byte of the time delta (noise; kept apart so that it
@@ -70,7 +70,7 @@ impl ChunkEncoder {
                 next
             };
             put_varint(thread_col, u64::from(t));
-            let code = ev.probe_id << 1 | u32::from(ev.kind == EventKind::Exit as u32);
+            let code = ev.probe_id << 2 | (ev.kind.wrapping_sub(1) & 3);
             // Threads loop through the same call sequences: predict the code
             // from the one before it on this thread; a hit costs a 0.
             let prev = std::mem::replace(&mut self.last_code[t as usize], code);
@@ -169,16 +169,17 @@ pub fn decode(bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
             args[slot] = prev[slot].wrapping_add(unzigzag(col.varint()?) as u64);
         }
         *prev = args;
-        let kind = if code & 1 == 1 {
-            EventKind::Exit
-        } else {
-            EventKind::Entry
+        let kind = match code & 3 {
+            0 => EventKind::Entry,
+            1 => EventKind::Exit,
+            2 => EventKind::Fold,
+            k => return Err(format!("event {i}: unknown kind {}", k + 1)),
         };
         out.push(Event {
             tgid,
             tid,
             ts_ns: ts,
-            probe_id: code >> 1,
+            probe_id: code >> 2,
             kind: kind as u32,
             args,
         });

@@ -95,7 +95,9 @@ impl TraceWriter {
                 .get(e.probe_id as usize)
                 .copied()
                 .unwrap_or((3, true, 3));
-            let keep = if e.kind == flowdar_common::EventKind::Entry as u32 {
+            let keep = if e.kind == flowdar_common::EventKind::Fold as u32 {
+                3
+            } else if e.kind == flowdar_common::EventKind::Entry as u32 {
                 entry_slots
             } else {
                 if !ret {

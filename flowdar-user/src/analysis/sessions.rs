@@ -1,0 +1,263 @@
+//! Apache sessions: the trace demultiplexed per client connection, keyed by
+//! the `conn_rec *` the request and connection functions take, following a
+//! connection across threads and keep-alive passes. A session ends when
+//! `ap_read_request` returns NULL (the client closed) or at lingering
+//! close; `ap_run_pre_connection` (a new connection) starts a new one, since
+//! `conn_rec` addresses are recycled. Sessions still open at the end of
+//! capture are in flight (under Slowloris, most of them).
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::Call;
+use crate::probes::ResolvedProbe;
+
+const READ: &str = "ap_read_request";
+/// Calls taking the `conn_rec *` first.
+const CONNECTION: &[&str] = &[
+    "ap_run_process_connection",
+    "ap_process_connection",
+    "ap_run_pre_connection",
+    "ap_start_lingering_close",
+    "ap_prep_lingering_close",
+    "ap_lingering_close",
+];
+const NEW_CONNECTION: &str = "ap_run_pre_connection";
+const CLOSING: &[&str] = &["ap_start_lingering_close", "ap_lingering_close"];
+/// Calls taking the `request_rec *` first.
+const REQUEST: &[&str] = &[
+    "ap_process_async_request",
+    "ap_process_request",
+    "ap_process_request_internal",
+    "ap_invoke_handler",
+    "ap_run_handler",
+    "ap_finalize_request_protocol",
+    "ap_run_log_transaction",
+];
+
+/// One client connection. Field names are a stable interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    pub id: u64,
+    /// The `conn_rec *`.
+    pub connection: u64,
+    /// Threads that worked on it, in order of first appearance.
+    pub threads: Vec<u32>,
+    /// Requests read (non-NULL `ap_read_request` returns).
+    pub requests: u64,
+    pub start_ns: u64,
+    /// To its end, or to the end of capture when still open.
+    pub duration_ns: u64,
+    /// Time spent in `ap_read_request` (waiting for the client).
+    pub read_ns: u64,
+    /// False when it was still open when capture ended.
+    pub closed: bool,
+    /// Start times of its requests' reads.
+    #[serde(skip)]
+    pub request_starts: Vec<u64>,
+    /// (thread, start, end) of the calls that worked on it, for showing it.
+    #[serde(skip)]
+    pub windows: Vec<(u32, u64, u64)>,
+    #[serde(skip)]
+    end_ns: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Read,
+    Connection { new: bool, closing: bool },
+    Request,
+}
+
+/// Feed calls (`scan`'s order: completion order, then in-flight ones);
+/// collect sessions at the end.
+pub struct SessionTracker {
+    roles: HashMap<u32, Role>,
+    /// The latest session of each connection address, open or closed.
+    latest: HashMap<u64, usize>,
+    request_conn: HashMap<u64, u64>,
+    sessions: Vec<Session>,
+}
+
+impl SessionTracker {
+    pub fn new(probes: &[ResolvedProbe]) -> Self {
+        let mut roles = HashMap::new();
+        for p in probes {
+            let f = p.function.as_str();
+            let role = if f == READ {
+                Role::Read
+            } else if CONNECTION.contains(&f) {
+                Role::Connection {
+                    new: f == NEW_CONNECTION,
+                    closing: CLOSING.contains(&f),
+                }
+            } else if REQUEST.contains(&f) {
+                Role::Request
+            } else {
+                continue;
+            };
+            roles.insert(p.id, role);
+        }
+        Self {
+            roles,
+            latest: HashMap::new(),
+            request_conn: HashMap::new(),
+            sessions: Vec::new(),
+        }
+    }
+
+    /// True when the trace has a function that names connections.
+    pub fn can_track(&self) -> bool {
+        self.roles.values().any(|r| *r != Role::Request)
+    }
+
+    pub fn add(&mut self, c: &Call) {
+        let Some(&role) = self.roles.get(&c.probe_id) else {
+            return;
+        };
+        let conn = match role {
+            Role::Request => match self.request_conn.get(&c.args[0]) {
+                Some(&conn) => conn,
+                None => return,
+            },
+            _ => c.args[0],
+        };
+        if conn == 0 {
+            return;
+        }
+        let starts_new = matches!(role, Role::Connection { new: true, .. });
+        let belongs = |s: &Session| {
+            if starts_new {
+                c.start_ns <= s.start_ns
+            } else {
+                // Open, or closed by a call this one was still around for
+                // (calls arrive in completion order: the pass that read
+                // the client's close returns after the read).
+                !s.closed || c.start_ns <= s.end_ns
+            }
+        };
+        let idx = match self.latest.get(&conn).copied() {
+            Some(i) if belongs(&self.sessions[i]) => i,
+            _ => {
+                // A recycled address: whatever was open for it is over.
+                if let Some(i) = self.latest.remove(&conn) {
+                    self.sessions[i].closed = true;
+                }
+                self.sessions.push(Session {
+                    id: 0,
+                    connection: conn,
+                    threads: Vec::new(),
+                    requests: 0,
+                    start_ns: c.start_ns,
+                    duration_ns: 0,
+                    read_ns: 0,
+                    closed: false,
+                    request_starts: Vec::new(),
+                    windows: Vec::new(),
+                    end_ns: c.end_ns,
+                });
+                self.latest.insert(conn, self.sessions.len() - 1);
+                self.sessions.len() - 1
+            }
+        };
+        let s = &mut self.sessions[idx];
+        s.start_ns = s.start_ns.min(c.start_ns);
+        s.end_ns = s.end_ns.max(c.end_ns);
+        if !s.threads.contains(&c.tid) {
+            s.threads.push(c.tid);
+        }
+        s.windows.push((c.tid, c.start_ns, c.end_ns));
+        let mut ends = false;
+        match role {
+            Role::Read => {
+                s.read_ns += c.duration_ns();
+                match c.ret {
+                    Some(0) => ends = true,
+                    Some(r) => {
+                        s.requests += 1;
+                        s.request_starts.push(c.start_ns);
+                        self.request_conn.insert(r, conn);
+                    }
+                    None => {}
+                }
+            }
+            Role::Connection { closing: true, .. } => ends = c.returned,
+            _ => {}
+        }
+        if ends {
+            s.closed = true;
+        }
+    }
+
+    /// Sessions by start time, numbered from 1.
+    pub fn finish(mut self) -> Vec<Session> {
+        self.sessions.sort_by_key(|s| (s.start_ns, s.connection));
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            s.id = i as u64 + 1;
+            s.duration_ns = s.end_ns.saturating_sub(s.start_ns);
+            s.request_starts.sort_unstable();
+        }
+        self.sessions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::stats::tests::probe;
+
+    fn call(probe_id: u32, tid: u32, start: u64, end: u64, arg0: u64, ret: Option<u64>) -> Call {
+        Call {
+            probe_id,
+            tgid: 1,
+            tid,
+            start_ns: start,
+            end_ns: end,
+            returned: ret.is_some(),
+            depth: 0,
+            args: [arg0, 0, 0],
+            ret,
+            children_ns: 0,
+        }
+    }
+
+    #[test]
+    fn keep_alive_passes_on_several_threads_make_one_session() {
+        let probes = [
+            probe(0, "ap_run_process_connection", None),
+            probe(1, READ, None),
+            probe(2, "ap_process_async_request", None),
+        ];
+        let mut t = SessionTracker::new(&probes);
+        assert!(t.can_track());
+        let c = 0xc0;
+        // Completion order: read, process, pass; three passes, three threads.
+        for call in [
+            call(1, 11, 10, 20, c, Some(0x71)),
+            call(2, 11, 21, 40, 0x71, Some(0)),
+            call(0, 11, 5, 45, c, Some(0)),
+            call(1, 12, 100, 120, c, Some(0x72)),
+            call(2, 12, 121, 150, 0x72, Some(0)),
+            call(0, 12, 95, 155, c, Some(0)),
+            call(1, 13, 300, 310, c, Some(0)), // the client closed
+            call(0, 13, 295, 315, c, Some(0)),
+            // The address recycled for a second connection, still reading at the end.
+            call(1, 11, 900, 1000, c, None),
+        ] {
+            t.add(&call);
+        }
+        let s = t.finish();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].id, s[0].connection, s[0].requests, s[0].closed),
+            (1, c, 2, true)
+        );
+        assert_eq!(s[0].threads, [11, 12, 13]);
+        assert_eq!(
+            (s[0].start_ns, s[0].duration_ns, s[0].read_ns),
+            (5, 310, 40)
+        );
+        assert_eq!(s[0].request_starts, [10, 100]);
+        assert_eq!((s[1].requests, s[1].closed, s[1].read_ns), (0, false, 100));
+    }
+}

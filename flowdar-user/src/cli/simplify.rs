@@ -1,0 +1,62 @@
+//! `flowdar simplify`: a smaller trace that keeps what matters.
+use std::{path::PathBuf, time::Duration};
+
+use clap::Args;
+
+use crate::analysis::{simplify, SimplifyOptions};
+
+/// Write a simplified copy of a trace: drop calls shorter than a threshold
+/// (their time stays with the caller as self time), cut below a depth,
+/// collapse a library's calls made from inside itself into its outermost
+/// call, and fold loops (identical consecutive sibling subtrees become one
+/// call plus a repeat count). Calls still running at the end are kept.
+#[derive(Debug, Args)]
+pub struct SimplifyArgs {
+    /// Trace file to simplify.
+    pub trace: PathBuf,
+    /// Simplified trace to write.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Drop calls shorter than this (e.g. 50us).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub min_duration: Option<Duration>,
+    /// Keep calls nested at most this deep (0: outermost calls only).
+    #[arg(long)]
+    pub max_depth: Option<u32>,
+    /// Collapse this library's internal calls (file name or prefix, e.g.
+    /// libapr-1; repeatable).
+    #[arg(long, value_name = "OBJECT")]
+    pub collapse: Vec<String>,
+    /// Fold repeated identical sibling calls into one with a count.
+    #[arg(long)]
+    pub fold_loops: bool,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: SimplifyArgs) -> anyhow::Result<()> {
+    let opts = SimplifyOptions {
+        min_duration_ns: args.min_duration.map_or(0, |d| d.as_nanos() as u64),
+        max_depth: args.max_depth,
+        collapse: args.collapse,
+        fold_loops: args.fold_loops,
+    };
+    let r = simplify(&args.trace, &args.output, &opts, args.force)?;
+    let pct = if r.events_before == 0 {
+        0.0
+    } else {
+        100.0 * r.events_after as f64 / r.events_before as f64
+    };
+    println!(
+        "{}: {} events -> {} ({pct:.1}%); calls dropped: {} short, {} too deep, {} collapsed; {} folded into loops",
+        args.output.display(),
+        r.events_before,
+        r.events_after,
+        r.dropped_short,
+        r.dropped_deep,
+        r.dropped_collapsed,
+        r.folded
+    );
+    Ok(())
+}
