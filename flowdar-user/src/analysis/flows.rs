@@ -45,7 +45,8 @@ pub struct FlowTracker {
     push: Option<u32>,
     pop: Option<u32>,
     process: Vec<u32>,
-    pending: HashMap<u64, VecDeque<(u32, u64)>>,
+    /// Keyed by (process, address): forked children reuse addresses.
+    pending: HashMap<(u32, u64), VecDeque<(u32, u64)>>,
     awaiting_connection: HashMap<u32, usize>,
     pub flows: Vec<Flow>,
     /// Pops of an object no push was seen for (queued before capture).
@@ -79,13 +80,13 @@ impl FlowTracker {
         let entry = e.kind == EventKind::Entry as u32;
         if entry && Some(e.probe_id) == self.push {
             self.pending
-                .entry(e.args[1])
+                .entry((e.tgid, e.args[1]))
                 .or_default()
                 .push_back((e.tid, e.ts_ns));
         } else if !entry && Some(e.probe_id) == self.pop && e.args[0] == 0 && e.args[1] != 0 {
             match self
                 .pending
-                .get_mut(&e.args[1])
+                .get_mut(&(e.tgid, e.args[1]))
                 .and_then(VecDeque::pop_front)
             {
                 Some((from, at)) => {

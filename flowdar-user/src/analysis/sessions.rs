@@ -39,7 +39,9 @@ const REQUEST: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Session {
     pub id: u64,
-    /// The `conn_rec *`.
+    /// The server process that handled it.
+    pub pid: u32,
+    /// The `conn_rec *` (an address in that process).
     pub connection: u64,
     /// Threads that worked on it, in order of first appearance.
     pub threads: Vec<u32>,
@@ -73,9 +75,10 @@ enum Role {
 /// collect sessions at the end.
 pub struct SessionTracker {
     roles: HashMap<u32, Role>,
-    /// The latest session of each connection address, open or closed.
-    latest: HashMap<u64, usize>,
-    request_conn: HashMap<u64, u64>,
+    /// The latest session of each (process, connection address), open or
+    /// closed: child processes forked from one parent reuse addresses.
+    latest: HashMap<(u32, u64), usize>,
+    request_conn: HashMap<(u32, u64), u64>,
     sessions: Vec<Session>,
 }
 
@@ -116,7 +119,7 @@ impl SessionTracker {
             return;
         };
         let conn = match role {
-            Role::Request => match self.request_conn.get(&c.args[0]) {
+            Role::Request => match self.request_conn.get(&(c.tgid, c.args[0])) {
                 Some(&conn) => conn,
                 None => return,
             },
@@ -126,8 +129,12 @@ impl SessionTracker {
             return;
         }
         let starts_new = matches!(role, Role::Connection { new: true, .. });
+        let closing = matches!(role, Role::Connection { closing: true, .. });
         let belongs = |s: &Session| {
-            if starts_new {
+            if closing {
+                // Lingering close follows the read that saw the client go.
+                true
+            } else if starts_new {
                 c.start_ns <= s.start_ns
             } else {
                 // Open, or closed by a call this one was still around for
@@ -136,15 +143,17 @@ impl SessionTracker {
                 !s.closed || c.start_ns <= s.end_ns
             }
         };
-        let idx = match self.latest.get(&conn).copied() {
+        let key = (c.tgid, conn);
+        let idx = match self.latest.get(&key).copied() {
             Some(i) if belongs(&self.sessions[i]) => i,
             _ => {
                 // A recycled address: whatever was open for it is over.
-                if let Some(i) = self.latest.remove(&conn) {
+                if let Some(i) = self.latest.remove(&key) {
                     self.sessions[i].closed = true;
                 }
                 self.sessions.push(Session {
                     id: 0,
+                    pid: c.tgid,
                     connection: conn,
                     threads: Vec::new(),
                     requests: 0,
@@ -156,7 +165,7 @@ impl SessionTracker {
                     windows: Vec::new(),
                     end_ns: c.end_ns,
                 });
-                self.latest.insert(conn, self.sessions.len() - 1);
+                self.latest.insert(key, self.sessions.len() - 1);
                 self.sessions.len() - 1
             }
         };
@@ -176,7 +185,7 @@ impl SessionTracker {
                     Some(r) => {
                         s.requests += 1;
                         s.request_starts.push(c.start_ns);
-                        self.request_conn.insert(r, conn);
+                        self.request_conn.insert((c.tgid, r), conn);
                     }
                     None => {}
                 }
@@ -191,7 +200,8 @@ impl SessionTracker {
 
     /// Sessions by start time, numbered from 1.
     pub fn finish(mut self) -> Vec<Session> {
-        self.sessions.sort_by_key(|s| (s.start_ns, s.connection));
+        self.sessions
+            .sort_by_key(|s| (s.start_ns, s.pid, s.connection));
         for (i, s) in self.sessions.iter_mut().enumerate() {
             s.id = i as u64 + 1;
             s.duration_ns = s.end_ns.saturating_sub(s.start_ns);

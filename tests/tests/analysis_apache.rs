@@ -1,0 +1,198 @@
+//! Analysis on real Apache traces: sessions per client connection, hand-offs
+//! from the listener to workers, and diff ranking a slowed read path first.
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use flowdar::{
+    analysis::{diff, scan, FlowTracker, SessionTracker},
+    server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache},
+};
+use flowdar_tests::*;
+
+fn small_event_apache() -> ThrowawayApache {
+    // Few workers, so that those blocked in pop before attaching (their
+    // return is invisible to the kernel) are soon recycled.
+    let extra = "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMinSpareThreads 1\nMaxSpareThreads 4\nMaxRequestWorkers 4\n";
+    ThrowawayApache::start(&ApacheOptions {
+        extra_config: extra.into(),
+        ..Default::default()
+    })
+    .expect("start apache")
+}
+
+#[test]
+fn sessions_and_handoffs_follow_every_keep_alive_connection() {
+    require_root();
+    let apache = small_event_apache();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--profile",
+        "apache:connection,request,handoff",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    let (connections, per_connection) = (25, 4);
+    let plan = LoadPlan {
+        connections,
+        requests_per_connection: per_connection,
+        concurrency: 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        run_load(apache.addr(), &plan).ok,
+        connections * per_connection
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+
+    let header = flowdar::store::TraceReader::open(&trace)
+        .unwrap()
+        .header()
+        .clone();
+    let mut sessions = SessionTracker::new(&header.probes);
+    let mut flows = FlowTracker::new(&header.probes);
+    scan(&trace, |e| flows.push(e), |c| sessions.add(c)).unwrap();
+    let sessions = sessions.finish();
+    assert_eq!(
+        sessions.len(),
+        connections,
+        "one session per client connection"
+    );
+    for s in &sessions {
+        assert_eq!(
+            s.requests, per_connection as u64,
+            "session {} on {:#x}",
+            s.id, s.connection
+        );
+        assert!(s.closed, "the client closed every connection");
+        assert!(
+            flows
+                .flows
+                .iter()
+                .any(|f| f.connection == Some(s.connection) && s.threads.contains(&f.to_tid)),
+            "a hand-off leads to session {} ({:#x})",
+            s.id,
+            s.connection
+        );
+    }
+    // Every linked hand-off goes from the listener thread to a worker.
+    assert!(flows.flows.iter().all(|f| f.from_tid != f.to_tid));
+    let listeners: std::collections::HashSet<u32> =
+        flows.flows.iter().map(|f| f.from_tid).collect();
+    assert_eq!(listeners.len(), 1, "one listener thread pushes");
+
+    // The CLI agrees.
+    let o = flowdar(&["sessions", "--json", trace.to_str().unwrap()]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.len(), connections);
+    assert!(rows
+        .iter()
+        .all(|r| r["requests"] == per_connection as u64 && r.get("duration_ns").is_some()));
+}
+
+/// One request whose header lines arrive `gap` apart.
+fn slow_request(addr: std::net::SocketAddr, gap: Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for part in [
+        "GET /index.html HTTP/1.1\r\n",
+        "Host: 127.0.0.1\r\n",
+        "Connection: close\r\n",
+        "\r\n",
+    ] {
+        s.write_all(part.as_bytes()).unwrap();
+        std::thread::sleep(gap);
+    }
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
+
+fn record_requests(apache: &ThrowawayApache, trace: &std::path::Path, gap: Duration) {
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--profile",
+        "apache:request,io",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    for _ in 0..20 {
+        slow_request(apache.addr(), gap);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
+#[test]
+fn diff_ranks_the_slowed_read_path_first_and_a_run_against_itself_shows_nothing() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let (normal, slowed) = (
+        dir.path().join("normal.flowdar"),
+        dir.path().join("slowed.flowdar"),
+    );
+    record_requests(&apache, &normal, Duration::ZERO);
+    record_requests(&apache, &slowed, Duration::from_millis(15));
+
+    let rows = diff(&normal, &slowed).unwrap();
+    let top = &rows[0];
+    assert_eq!(top.function, "ap_read_request", "{rows:#?}");
+    assert!(
+        top.significant && top.ratio > 10.0 && top.p_value < 1e-6,
+        "{top:#?}"
+    );
+    assert_eq!(
+        (top.base_calls, top.test_calls),
+        (40, 40),
+        "a read per request and one at each close"
+    );
+    let unaffected = rows
+        .iter()
+        .find(|r| r.function == "ap_invoke_handler")
+        .unwrap();
+    assert!(
+        !unaffected.significant || unaffected.ratio < 10.0,
+        "{unaffected:#?}"
+    );
+
+    let same = diff(&normal, &normal).unwrap();
+    assert!(
+        same.iter()
+            .all(|r| !r.significant && (r.ratio - 1.0).abs() < 1e-9 && r.impact_ns_per_s == 0.0),
+        "{same:#?}"
+    );
+    let o = flowdar(&[
+        "diff",
+        "--json",
+        normal.to_str().unwrap(),
+        slowed.to_str().unwrap(),
+    ]);
+    let json: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json[0]["function"], "ap_read_request");
+    for f in [
+        "function",
+        "base_calls",
+        "test_calls",
+        "base_mean_ns",
+        "test_mean_ns",
+        "ratio",
+        "p_value",
+        "in_flight",
+    ] {
+        assert!(json[0].get(f).is_some(), "{f}");
+    }
+}
