@@ -253,3 +253,92 @@ fn malformed_probe_file_names_line_and_column() {
         "{err}"
     );
 }
+
+#[test]
+fn diff_of_a_trace_against_itself_finds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    fixture(&path);
+    let p = path.to_str().unwrap();
+    let o = flowdar().args(["diff", "--json", p, p]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(
+            (
+                r["significant"].as_bool(),
+                r["ratio"].as_f64(),
+                r["p_value"].as_f64()
+            ),
+            (Some(false), Some(1.0), Some(1.0))
+        );
+        assert_eq!(r["base_calls"], r["test_calls"]);
+    }
+}
+
+#[test]
+fn simplify_drops_short_calls_and_reports_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, out) = (dir.path().join("t.flowdar"), dir.path().join("s.flowdar"));
+    fixture(&path);
+    let o = flowdar()
+        .args([
+            "simplify",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--min-duration",
+            "50us",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The 20 µs read inside the 100 µs call goes; the 60 µs and the open call stay.
+    assert_eq!(
+        (
+            r[0]["events_before"].as_u64(),
+            r[0]["events_after"].as_u64(),
+            r[0]["dropped_short"].as_u64()
+        ),
+        (Some(7), Some(5), Some(1))
+    );
+    let o = flowdar()
+        .args(["stats", "--json", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let outer = rows
+        .iter()
+        .find(|r| r["function"] == "ap_process_async_request")
+        .unwrap();
+    assert_eq!(
+        outer["self_ns"], 100_000,
+        "the dropped call's time is the caller's own now"
+    );
+}
+
+#[test]
+fn sessions_and_flows_say_which_profile_they_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    fixture(&path);
+    let err = one_line_error(&["flows", path.to_str().unwrap()]);
+    assert!(
+        err.contains("record with --profile apache:handoff"),
+        "{err}"
+    );
+    let o = flowdar()
+        .args(["sessions", "--json", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "ap_read_request names connections: {o:?}"
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    // Fixture reads take conn 0 (args are 0): no connection identity, no session.
+    assert!(rows.is_empty(), "{rows:?}");
+}

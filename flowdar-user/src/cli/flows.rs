@@ -2,7 +2,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use serde::Serialize;
 
 use super::format;
 use crate::analysis::{scan, FlowTracker};
@@ -12,9 +11,9 @@ use crate::analysis::{scan, FlowTracker};
 /// and the connection that worker processed next. Needs a trace recorded
 /// with `--profile apache:handoff` (plus `connection` for the connection).
 ///
-/// JSON (stable): {"flows": [{object, from_tid, to_tid, queued_ns, delay_ns,
-/// connection}], "thread_pairs": [{from_tid, to_tid, count, mean_delay_ns,
-/// max_delay_ns}], "still_queued", "unmatched_pops"}.
+/// JSON (stable): an array of hand-offs {object, from_tid, to_tid,
+/// queued_ns, delay_ns, connection}; with --pairs, an array of
+/// {from_tid, to_tid, count, mean_delay_ns, max_delay_ns}.
 #[derive(Debug, Args)]
 pub struct FlowsArgs {
     /// Trace file written by `flowdar record`.
@@ -24,14 +23,9 @@ pub struct FlowsArgs {
     /// List every hand-off, not only the per-thread-pair summary.
     #[arg(long)]
     pub all: bool,
-}
-
-#[derive(Serialize)]
-struct Out<'a> {
-    flows: &'a [crate::analysis::Flow],
-    thread_pairs: Vec<crate::analysis::ThreadPair>,
-    still_queued: u64,
-    unmatched_pops: u64,
+    /// With --json: the per-thread-pair summary instead of the hand-offs.
+    #[arg(long)]
+    pub pairs: bool,
 }
 
 pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
@@ -46,14 +40,11 @@ pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
         );
     }
     let scanned = scan(&args.trace, |e| t.push(e), |_| {})?;
-    let out = Out {
-        flows: &t.flows,
-        thread_pairs: t.thread_pairs(),
-        still_queued: t.still_queued(),
-        unmatched_pops: t.unmatched_pops,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+    let pairs = t.thread_pairs();
+    if args.json && args.pairs {
+        println!("{}", serde_json::to_string_pretty(&pairs)?);
+    } else if args.json {
+        println!("{}", serde_json::to_string_pretty(&t.flows)?);
     } else {
         if args.all {
             println!(
@@ -78,7 +69,7 @@ pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
             "{:>8} {:>8} {:>10} {:>12} {:>12}",
             "from", "to", "hand-offs", "mean delay", "max delay"
         );
-        for p in &out.thread_pairs {
+        for p in &pairs {
             println!(
                 "{:>8} {:>8} {:>10} {:>12} {:>12}",
                 p.from_tid,
@@ -91,8 +82,8 @@ pub fn run(args: FlowsArgs) -> anyhow::Result<()> {
         println!(
             "\n{} hand-offs; {} queued objects not seen popped (still queued at the end, or taken by a worker that was already blocked in pop when probes attached: the kernel cannot report that return); {} pops of objects queued before capture",
             t.flows.len(),
-            out.still_queued,
-            out.unmatched_pops
+            t.still_queued(),
+            t.unmatched_pops
         );
     }
     super::report_warnings(&args.trace, &scanned);

@@ -33,6 +33,10 @@ pub struct SimplifyArgs {
     /// Overwrite the output file if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Print the report as JSON (a one-element array): events_before,
+    /// events_after, dropped_short, dropped_deep, dropped_collapsed, folded.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: SimplifyArgs) -> anyhow::Result<()> {
@@ -43,6 +47,10 @@ pub fn run(args: SimplifyArgs) -> anyhow::Result<()> {
         fold_loops: args.fold_loops,
     };
     let r = simplify(&args.trace, &args.output, &opts, args.force)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&[&r])?);
+        return Ok(());
+    }
     let pct = if r.events_before == 0 {
         0.0
     } else {
