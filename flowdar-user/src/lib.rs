@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod capture;
 pub mod cli;
 pub mod probes;
+pub mod render;
 pub mod server;
 pub mod store;
 pub mod symbols;

@@ -29,10 +29,19 @@ pub struct DiffArgs {
     /// Show at most this many rows (0: all).
     #[arg(long, default_value_t = 0)]
     pub top: usize,
+    /// Also write a differential flame graph (widths: test; red: more time
+    /// than in base, blue: less).
+    #[arg(long, value_name = "SVG")]
+    pub flame: Option<PathBuf>,
 }
 
 pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let mut rows = diff(&args.base, &args.test)?;
+    if let Some(out) = &args.flame {
+        let title = format!("{} vs {}", args.test.display(), args.base.display());
+        crate::render::differential(&args.base, &args.test, &title, std::fs::File::create(out)?)?;
+        eprintln!("wrote {}", out.display());
+    }
     if args.top > 0 {
         rows.truncate(args.top);
     }

@@ -8,6 +8,7 @@ mod format;
 mod info;
 mod probes;
 mod record;
+mod render;
 mod select;
 mod sessions;
 mod simplify;
@@ -45,6 +46,8 @@ enum Command {
     Flows(flows::FlowsArgs),
     Diff(diff::DiffArgs),
     Simplify(simplify::SimplifyArgs),
+    Render(render::RenderArgs),
+    Export(render::ExportArgs),
     Info(info::InfoArgs),
     Demo(demo::DemoArgs),
 }
@@ -61,6 +64,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Flows(a) => flows::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Simplify(a) => simplify::run(a),
+        Command::Render(a) => render::run(a),
+        Command::Export(a) => render::export(a),
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
     }

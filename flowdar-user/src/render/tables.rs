@@ -1,0 +1,287 @@
+//! Tables for query engines (DuckDB, Spark, DataFusion): `events` and
+//! `calls` as Parquet (arrow-rs) or CSV files in an output directory, so the
+//! traces of a whole fleet can be queried together.
+use std::{fs::File, path::Path, sync::Arc};
+
+use arrow_array::{
+    builder::{BooleanBuilder, StringBuilder, UInt32Builder, UInt64Builder},
+    ArrayRef, RecordBatch,
+};
+use arrow_schema::{DataType, Field, Schema};
+use flowdar_common::EventKind;
+use parquet::arrow::ArrowWriter;
+
+use super::RenderError;
+use crate::analysis::{scan, Call, SessionTracker};
+
+/// Rows per record batch: bounded memory whatever the trace size.
+const BATCH: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Parquet,
+    Csv,
+}
+
+fn calls_schema() -> Arc<Schema> {
+    let u64f = |n: &str, null: bool| Field::new(n, DataType::UInt64, null);
+    Arc::new(Schema::new(vec![
+        Field::new("function", DataType::Utf8, false),
+        Field::new("object", DataType::Utf8, false),
+        Field::new("pid", DataType::UInt32, false),
+        Field::new("tid", DataType::UInt32, false),
+        u64f("session", true),
+        u64f("start_ns", false),
+        u64f("duration_ns", false),
+        u64f("self_ns", false),
+        Field::new("depth", DataType::UInt32, false),
+        Field::new("in_flight", DataType::Boolean, false),
+        u64f("arg0", false),
+        u64f("arg1", false),
+        u64f("arg2", false),
+        u64f("ret", true),
+    ]))
+}
+
+fn events_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("ts_ns", DataType::UInt64, false),
+        Field::new("pid", DataType::UInt32, false),
+        Field::new("tid", DataType::UInt32, false),
+        Field::new("probe_id", DataType::UInt32, false),
+        Field::new("function", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("arg0", DataType::UInt64, false),
+        Field::new("arg1", DataType::UInt64, false),
+        Field::new("arg2", DataType::UInt64, false),
+    ]))
+}
+
+/// A Parquet or CSV file receiving record batches.
+enum Sink {
+    Parquet(ArrowWriter<File>),
+    Csv(arrow_csv::Writer<File>),
+}
+
+impl Sink {
+    fn create(
+        dir: &Path,
+        name: &str,
+        schema: Arc<Schema>,
+        format: TableFormat,
+    ) -> Result<Self, RenderError> {
+        let ext = if format == TableFormat::Parquet {
+            "parquet"
+        } else {
+            "csv"
+        };
+        let file = File::create(dir.join(format!("{name}.{ext}")))?;
+        Ok(match format {
+            TableFormat::Parquet => Sink::Parquet(ArrowWriter::try_new(file, schema, None)?),
+            TableFormat::Csv => Sink::Csv(arrow_csv::Writer::new(file)),
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), RenderError> {
+        match self {
+            Sink::Parquet(w) => w.write(batch)?,
+            Sink::Csv(w) => w.write(batch)?,
+        }
+        Ok(())
+    }
+
+    fn close(self) -> Result<(), RenderError> {
+        if let Sink::Parquet(w) = self {
+            w.close()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `events` and `calls` tables of `trace` into `dir`; returns the
+/// row counts (events, calls).
+pub fn export_tables(
+    trace: &Path,
+    dir: &Path,
+    format: TableFormat,
+) -> Result<(u64, u64), RenderError> {
+    std::fs::create_dir_all(dir)?;
+    let header = crate::store::TraceReader::open(trace)?.header().clone();
+    let names: Vec<String> = header.probes.iter().map(|p| p.display_name()).collect();
+    let objects: Vec<String> = header
+        .probes
+        .iter()
+        .map(|p| {
+            p.path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        })
+        .collect();
+    // Pass 1: sessions, to label calls with theirs.
+    let mut tracker = SessionTracker::new(&header.probes);
+    scan(trace, |_| {}, |c| tracker.add(c))?;
+    let mut windows: Vec<(u32, u64, u64, u64)> = tracker
+        .finish()
+        .iter()
+        .flat_map(|s| s.windows.iter().map(move |&(t, a, b)| (t, a, b, s.id)))
+        .collect();
+    windows.sort_unstable();
+    let session_of = |c: &Call| {
+        let i = windows.partition_point(|w| (w.0, w.1) <= (c.tid, c.start_ns));
+        windows[..i]
+            .iter()
+            .rev()
+            .take_while(|w| w.0 == c.tid)
+            .find(|w| w.1 <= c.start_ns && c.start_ns <= w.2)
+            .map(|w| w.3)
+    };
+
+    let (mut ev_sink, mut call_sink) = (
+        Sink::create(dir, "events", events_schema(), format)?,
+        Sink::create(dir, "calls", calls_schema(), format)?,
+    );
+    let (mut ev_rows, mut call_rows) = (EventRows::default(), CallRows::default());
+    let (mut n_events, mut n_calls) = (0u64, 0u64);
+    let (mut ev_err, mut call_err) = (Ok(()), Ok(()));
+    scan(
+        trace,
+        |e| {
+            n_events += 1;
+            ev_rows.push(e, &names);
+            if ev_rows.len == BATCH && ev_err.is_ok() {
+                ev_err = ev_rows.flush(&mut ev_sink);
+            }
+        },
+        |c| {
+            n_calls += 1;
+            call_rows.push(c, &names, &objects, session_of(c));
+            if call_rows.len == BATCH && call_err.is_ok() {
+                call_err = call_rows.flush(&mut call_sink);
+            }
+        },
+    )?;
+    ev_err?;
+    call_err?;
+    ev_rows.flush(&mut ev_sink)?;
+    call_rows.flush(&mut call_sink)?;
+    ev_sink.close()?;
+    call_sink.close()?;
+    Ok((n_events, n_calls))
+}
+
+#[derive(Default)]
+struct EventRows {
+    len: usize,
+    ts: UInt64Builder,
+    pid: UInt32Builder,
+    tid: UInt32Builder,
+    probe: UInt32Builder,
+    function: StringBuilder,
+    kind: StringBuilder,
+    a: [UInt64Builder; 3],
+}
+
+impl EventRows {
+    fn push(&mut self, e: &flowdar_common::Event, names: &[String]) {
+        self.len += 1;
+        self.ts.append_value(e.ts_ns);
+        self.pid.append_value(e.tgid);
+        self.tid.append_value(e.tid);
+        self.probe.append_value(e.probe_id);
+        self.function
+            .append_value(names.get(e.probe_id as usize).map_or("?", String::as_str));
+        self.kind.append_value(match EventKind::from_u32(e.kind) {
+            Some(EventKind::Entry) => "entry",
+            Some(EventKind::Exit) => "exit",
+            _ => "fold",
+        });
+        for (b, v) in self.a.iter_mut().zip(e.args) {
+            b.append_value(v);
+        }
+    }
+
+    fn flush(&mut self, sink: &mut Sink) -> Result<(), RenderError> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        self.len = 0;
+        let [a0, a1, a2] = &mut self.a;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.ts.finish()),
+            Arc::new(self.pid.finish()),
+            Arc::new(self.tid.finish()),
+            Arc::new(self.probe.finish()),
+            Arc::new(self.function.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(a0.finish()),
+            Arc::new(a1.finish()),
+            Arc::new(a2.finish()),
+        ];
+        sink.write(&RecordBatch::try_new(events_schema(), cols)?)
+    }
+}
+
+#[derive(Default)]
+struct CallRows {
+    len: usize,
+    function: StringBuilder,
+    object: StringBuilder,
+    pid: UInt32Builder,
+    tid: UInt32Builder,
+    session: UInt64Builder,
+    start: UInt64Builder,
+    duration: UInt64Builder,
+    self_ns: UInt64Builder,
+    depth: UInt32Builder,
+    in_flight: BooleanBuilder,
+    a: [UInt64Builder; 3],
+    ret: UInt64Builder,
+}
+
+impl CallRows {
+    fn push(&mut self, c: &Call, names: &[String], objects: &[String], session: Option<u64>) {
+        self.len += 1;
+        let i = c.probe_id as usize;
+        self.function
+            .append_value(names.get(i).map_or("?", String::as_str));
+        self.object
+            .append_value(objects.get(i).map_or("?", String::as_str));
+        self.pid.append_value(c.tgid);
+        self.tid.append_value(c.tid);
+        self.session.append_option(session);
+        self.start.append_value(c.start_ns);
+        self.duration.append_value(c.duration_ns());
+        self.self_ns.append_value(c.self_ns());
+        self.depth.append_value(c.depth);
+        self.in_flight.append_value(!c.returned);
+        for (b, v) in self.a.iter_mut().zip(c.args) {
+            b.append_value(v);
+        }
+        self.ret.append_option(c.ret);
+    }
+
+    fn flush(&mut self, sink: &mut Sink) -> Result<(), RenderError> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        self.len = 0;
+        let [a0, a1, a2] = &mut self.a;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.function.finish()),
+            Arc::new(self.object.finish()),
+            Arc::new(self.pid.finish()),
+            Arc::new(self.tid.finish()),
+            Arc::new(self.session.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.self_ns.finish()),
+            Arc::new(self.depth.finish()),
+            Arc::new(self.in_flight.finish()),
+            Arc::new(a0.finish()),
+            Arc::new(a1.finish()),
+            Arc::new(a2.finish()),
+            Arc::new(self.ret.finish()),
+        ];
+        sink.write(&RecordBatch::try_new(calls_schema(), cols)?)
+    }
+}
