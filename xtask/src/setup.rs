@@ -11,7 +11,16 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 /// Debian packages the tests, demo and experiments use.
-const APT_PACKAGES: &[&str] = &["apache2", "bpftrace", "wrk", "slowhttptest", "util-linux"];
+const APT_PACKAGES: &[&str] = &[
+    "apache2",
+    "bpftrace",
+    "wrk",
+    "slowhttptest",
+    "util-linux",
+    "chromium",
+];
+/// PyPI packages the tests use (DuckDB reads the Parquet exports back).
+const PIP_PACKAGES: &[(&str, &str)] = &[("duckdb", "duckdb")];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What later steps need from set-up.
@@ -43,6 +52,7 @@ fn tools_dir() -> PathBuf {
 
 pub fn run() -> Result<Env> {
     apt_packages()?;
+    pip_packages()?;
     rust_src()?;
     let tools_bin = bpf_linker()?;
     cargo_fuzz(&tools_bin)?;
@@ -77,6 +87,22 @@ fn apt_packages() -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+fn pip_packages() -> Result<()> {
+    for (module, package) in PIP_PACKAGES {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if present {
+            eprintln!("setup: python module {module} present");
+            continue;
+        }
+        eprintln!("setup: installing {package} with pip");
+        run_cmd(Command::new("python3").args(["-m", "pip", "install", "-q", package]))?;
+    }
+    Ok(())
 }
 
 fn rust_src() -> Result<()> {

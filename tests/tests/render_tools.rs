@@ -1,0 +1,171 @@
+//! Rendered output opened by real tools: the HTML page in headless Chromium
+//! (no console errors, lifelines and a hand-off arrow in the page, a
+//! screenshot), and Parquet tables read back by DuckDB, checked against
+//! `flowdar stats`. Both on a real Apache trace.
+use std::{path::Path, process::Command, time::Duration};
+
+use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar_tests::*;
+
+fn record(dir: &Path) -> std::path::PathBuf {
+    let extra = "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMinSpareThreads 1\nMaxSpareThreads 4\nMaxRequestWorkers 4\n";
+    let apache = ThrowawayApache::start(&ApacheOptions {
+        extra_config: extra.into(),
+        ..Default::default()
+    })
+    .expect("apache");
+    let trace = dir.join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--profile",
+        "apache:connection,request,io,handoff",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    let plan = LoadPlan {
+        connections: 12,
+        requests_per_connection: 2,
+        concurrency: 2,
+        ..Default::default()
+    };
+    assert_eq!(run_load(apache.addr(), &plan).ok, 24);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    trace
+}
+
+fn chromium(dir: &Path, args: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .current_dir(dir)
+        .output()
+        .expect("run chromium (installed by `cargo xtask setup`)")
+}
+
+#[test]
+fn html_page_renders_in_chromium_without_errors() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = record(dir.path());
+    // A session that a hand-off led into, by thread and by component, side by side.
+    let html = dir.path().join("page.html");
+    let o = flowdar(&[
+        "render",
+        trace.to_str().unwrap(),
+        "--session",
+        "3",
+        "--by",
+        "thread",
+        "--compare",
+        trace.to_str().unwrap(),
+        "--compare-session",
+        "3",
+        "-o",
+        html.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let url = format!("file://{}", html.display());
+    let dom = chromium(
+        dir.path(),
+        &["--dump-dom", "--virtual-time-budget=2000"],
+        &url,
+    );
+    let text = String::from_utf8_lossy(&dom.stdout);
+    let log = String::from_utf8_lossy(&dom.stderr);
+    assert!(
+        text.contains("data-ready=\"ok\""),
+        "the page's script ran to the end:\n{log}"
+    );
+    for bad in ["Uncaught", "CONSOLE(", "console.error"] {
+        assert!(!log.contains(bad), "console error ({bad}):\n{log}");
+    }
+    assert!(
+        text.contains("class=\"lifeline\"") && text.contains(">thread "),
+        "lifelines per thread"
+    );
+    assert!(
+        text.contains("class=\"handoff\"") && text.contains("hand-off 0x"),
+        "a hand-off arrow"
+    );
+    assert_eq!(text.matches("<svg").count(), 2, "side by side");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flowdar-page.png");
+    let o = chromium(
+        dir.path(),
+        &[
+            "--window-size=1400,900",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &url,
+    );
+    assert!(
+        o.status.success() && shot.metadata().map(|m| m.len()).unwrap_or(0) > 10_000,
+        "screenshot at {}",
+        shot.display()
+    );
+}
+
+#[test]
+fn parquet_tables_read_back_with_duckdb_match_stats() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = record(dir.path());
+    let out = dir.path().join("tables");
+    let o = flowdar(&[
+        "export",
+        trace.to_str().unwrap(),
+        "--format",
+        "parquet",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = format!(
+        "import duckdb, json\n\
+         c = duckdb.connect()\n\
+         e = c.execute(\"select count(*) from '{d}/events.parquet'\").fetchone()[0]\n\
+         rows = c.execute(\"select function, count(*), sum(duration_ns) from '{d}/calls.parquet' group by function\").fetchall()\n\
+         print(json.dumps({{'events': e, 'calls': {{f: [n, int(t)] for f, n, t in rows}}}}))\n",
+        d = out.display()
+    );
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
+    assert!(
+        py.status.success(),
+        "duckdb (pip, installed by `cargo xtask setup`): {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let t = Trace::read(&trace);
+    assert_eq!(got["events"].as_u64(), Some(t.events.len() as u64));
+    let stats = flowdar(&["stats", "--json", trace.to_str().unwrap()]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&stats.stdout).unwrap();
+    assert!(!rows.is_empty());
+    for r in &rows {
+        let f = r["function"].as_str().unwrap();
+        let calls = r["calls"].as_u64().unwrap() + r["in_flight"].as_u64().unwrap();
+        assert_eq!(
+            got["calls"][f],
+            serde_json::json!([calls, r["total_ns"].as_u64().unwrap()]),
+            "{f}"
+        );
+    }
+}
