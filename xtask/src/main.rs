@@ -30,7 +30,8 @@ enum Command {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Set up, build, and trace a throwaway Apache on loopback under load.
+    /// Set up, build, and run the built-in DoS experiment: a throwaway Apache
+    /// on loopback, normal load, then the same load under a Slowloris attack.
     Demo,
     /// rustfmt --check and clippy -D warnings (user space and eBPF crates).
     Lint,

@@ -227,10 +227,12 @@ pub fn bench(which: Bench) -> Result<()> {
 pub fn demo() -> Result<()> {
     let env = setup::run()?;
     run_cmd(cargo(&env).args(["build", "--release", "-p", "flowdar-user"]))?;
-    let out = workspace_root().join("target/flowdar-demo.flowdar");
+    // The built-in DoS experiment: a throwaway Apache, normal load, then the
+    // same load under a Slowloris attack; recorded, compared and reported.
+    let out = workspace_root().join("target/flowdar-experiment");
     run_cmd(
         Command::new(workspace_root().join("target/release/flowdar"))
-            .args(["demo", "-o"])
+            .args(["experiment", "--default", "--force", "-o"])
             .arg(&out),
     )
 }

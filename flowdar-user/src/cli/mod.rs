@@ -3,6 +3,7 @@
 mod demo;
 mod diff;
 mod dump;
+mod experiment;
 mod flows;
 mod format;
 mod info;
@@ -50,6 +51,7 @@ enum Command {
     Export(render::ExportArgs),
     Info(info::InfoArgs),
     Demo(demo::DemoArgs),
+    Experiment(experiment::ExperimentArgs),
 }
 
 /// Runs the command line of this process.
@@ -68,6 +70,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Export(a) => render::export(a),
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Experiment(a) => experiment::run(a),
     }
 }
 
@@ -105,4 +108,11 @@ fn report_read_warnings(reader: &crate::store::TraceReader) {
             );
         }
     }
+}
+
+/// The sessions of a trace (for the experiment report).
+pub fn sessions_of(
+    path: &std::path::Path,
+) -> anyhow::Result<(Vec<crate::analysis::Session>, crate::analysis::Scanned)> {
+    sessions::compute(path)
 }
