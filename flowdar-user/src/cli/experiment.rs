@@ -68,6 +68,11 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     };
     if let Some(m) = args.mpm {
         spec.server.mpm = m;
+        if args.default && m == Mpm::Prefork {
+            // 150 workers are 150 processes under prefork (ServerLimit
+            // counts processes there, threads x processes elsewhere).
+            spec.server.config = "ServerLimit 150\nMaxRequestWorkers 150\n".into();
+        }
     }
     let dir = args.output.expect("required by clap");
     let phases = experiment::run(
