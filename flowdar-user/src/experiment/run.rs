@@ -160,11 +160,11 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Vec<Pha
             .max_phase
             .map_or(phase.duration, |m| phase.duration.min(m));
         eprintln!(
-            "[{}/{}] phase {}: {} of {}",
+            "[{}/{}] phase {}: {:.0} s of {}",
             i + 1,
             spec.phases.len(),
             phase.name,
-            format!("{:.0} s", duration.as_secs_f64()),
+            duration.as_secs_f64(),
             describe(phase)
         );
         let trace = dir.join(format!("{}.flowdar", phase.name));
