@@ -139,7 +139,7 @@ pub fn write(dir: &Path, phases: &[PhaseResult], title: &str) -> anyhow::Result<
             );
             let opts = SceneOptions {
                 session: Some(s.id),
-                max_calls: 200,
+                max_calls: 60,
                 ..Default::default()
             };
             scenes.push(render::build_scene(&p.trace, &title, &opts)?);
