@@ -288,3 +288,15 @@ pub fn leftover_tracefs_uprobes() -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// An event-MPM Apache with 4 workers in 1 child: workers blocked in
+/// `ap_queue_pop_something` before attach (whose return the kernel cannot
+/// report) are recycled after a few connections.
+pub fn small_event_apache() -> flowdar::server::ThrowawayApache {
+    let extra = "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMinSpareThreads 1\nMaxSpareThreads 4\nMaxRequestWorkers 4\n";
+    let opts = flowdar::server::ApacheOptions {
+        extra_config: extra.into(),
+        ..Default::default()
+    };
+    flowdar::server::ThrowawayApache::start(&opts).expect("start apache")
+}

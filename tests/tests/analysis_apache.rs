@@ -12,17 +12,6 @@ use flowdar::{
 };
 use flowdar_tests::*;
 
-fn small_event_apache() -> ThrowawayApache {
-    // Few workers, so that those blocked in pop before attaching (their
-    // return is invisible to the kernel) are soon recycled.
-    let extra = "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMinSpareThreads 1\nMaxSpareThreads 4\nMaxRequestWorkers 4\n";
-    ThrowawayApache::start(&ApacheOptions {
-        extra_config: extra.into(),
-        ..Default::default()
-    })
-    .expect("start apache")
-}
-
 #[test]
 fn sessions_and_handoffs_follow_every_keep_alive_connection() {
     require_root();

@@ -3,20 +3,14 @@
 //! the socket the listener pushed with `ap_queue_push_socket`.
 use std::{collections::HashMap, time::Duration};
 
-use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar::server::{run_load, LoadPlan};
 use flowdar_common::EventKind::{Entry, Exit};
 use flowdar_tests::*;
 
 #[test]
 fn popped_sockets_match_pushed_ones_across_threads() {
     require_root();
-    // Few workers, so that workers blocked in pop before attaching (whose
-    // return the kernel cannot report) are soon recycled.
-    let opts = ApacheOptions {
-        extra_config: "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMinSpareThreads 1\nMaxSpareThreads 4\nMaxRequestWorkers 4\n".into(),
-        ..Default::default()
-    };
-    let apache = ThrowawayApache::start(&opts).expect("start apache");
+    let apache = small_event_apache();
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.flowdar");
     let rec = start_recorder(&[

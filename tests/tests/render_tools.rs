@@ -4,16 +4,11 @@
 //! `flowdar stats`. Both on a real Apache trace.
 use std::{path::Path, process::Command, time::Duration};
 
-use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar::server::{run_load, LoadPlan};
 use flowdar_tests::*;
 
 fn record(dir: &Path) -> std::path::PathBuf {
-    let extra = "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMinSpareThreads 1\nMaxSpareThreads 4\nMaxRequestWorkers 4\n";
-    let apache = ThrowawayApache::start(&ApacheOptions {
-        extra_config: extra.into(),
-        ..Default::default()
-    })
-    .expect("apache");
+    let apache = small_event_apache();
     let trace = dir.join("t.flowdar");
     let rec = start_recorder(&[
         "--pid",

@@ -72,19 +72,11 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
             },
             r.p_value,
             r.in_flight,
-            signed_ns(r.impact_ns_per_s),
+            format::signed_ns(r.impact_ns_per_s),
             if r.significant { "*" } else { "" }
         );
     }
     let n = rows.iter().filter(|r| r.significant).count();
     println!("\n{n} significant changes (*: p < 0.001 and the mean moved 1.5x or more); impact = server time per second of capture, test minus base.");
     Ok(())
-}
-
-fn signed_ns(v: f64) -> String {
-    if v < 0.0 {
-        format!("-{}", format::ns((-v) as u64))
-    } else {
-        format!("+{}", format::ns(v as u64))
-    }
 }

@@ -105,11 +105,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
                 "new".into()
             },
             r.in_flight,
-            if r.impact_ns_per_s < 0.0 {
-                format!("-{}", super::format::ns((-r.impact_ns_per_s) as u64))
-            } else {
-                format!("+{}", super::format::ns(r.impact_ns_per_s as u64))
-            },
+            super::format::signed_ns(r.impact_ns_per_s),
             if r.significant { " *" } else { "" }
         );
     }

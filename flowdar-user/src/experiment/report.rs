@@ -7,6 +7,7 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::Context as _;
 
 use super::PhaseResult;
+use crate::units::{ns, signed_ns as signed};
 use crate::{
     analysis::{diff, DiffRow, Session},
     render::{self, SceneOptions},
@@ -18,23 +19,6 @@ const TOP: usize = 12;
 pub struct Report {
     pub diff: Vec<DiffRow>,
     pub markdown: String,
-}
-
-fn ns(v: u64) -> String {
-    match v {
-        0..=999 => format!("{v} ns"),
-        1_000..=999_999 => format!("{:.1} µs", v as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1} ms", v as f64 / 1e6),
-        _ => format!("{:.2} s", v as f64 / 1e9),
-    }
-}
-
-fn signed(v: f64) -> String {
-    if v < 0.0 {
-        format!("-{}", ns((-v) as u64))
-    } else {
-        format!("+{}", ns(v as u64))
-    }
 }
 
 fn ratio(r: f64) -> String {

@@ -145,16 +145,11 @@ impl Spec {
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let spec: Spec = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start).min(text.len());
-            let mut end = offset;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            let before = &text[..end];
+            let (line, column) = crate::probes::line_col(text, e.span().map_or(0, |s| s.start));
             ConfigError::Syntax {
                 path: path.into(),
-                line: before.matches('\n').count() + 1,
-                column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                line,
+                column,
                 message: e.message().trim().replace('\n', " "),
             }
         })?;

@@ -10,7 +10,9 @@ mod resolve;
 use std::collections::BTreeMap;
 
 pub use capture::{Capture, Deref, ErrorRule, FieldRead};
-pub use config::{glob_matches, is_glob, ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION};
+pub use config::{
+    glob_matches, is_glob, line_col, ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION,
+};
 pub use procmaps::{MappedFile, ProcMaps};
 pub use profiles::{profile_requests, Profile, ProfileError, PROFILES};
 pub use resolve::{resolve, resolve_all, Resolution, ResolveError, ResolvedProbe};

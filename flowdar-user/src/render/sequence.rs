@@ -56,15 +56,6 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn fmt_ns(ns: u64) -> String {
-    match ns {
-        0..=999 => format!("{ns} ns"),
-        1_000..=999_999 => format!("{:.1} µs", ns as f64 / 1e3),
-        1_000_000..=999_999_999 => format!("{:.1} ms", ns as f64 / 1e6),
-        _ => format!("{:.2} s", ns as f64 / 1e9),
-    }
-}
-
 /// The scene as a standalone SVG document; `id` prefixes element ids so two
 /// diagrams can share a page.
 pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
@@ -86,7 +77,7 @@ pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
         s,
         r##"<text x="{LEFT}" y="18" font-size="13" font-weight="bold">{} (one dot = {}; more than four dots shown as a number)</text>"##,
         esc(&scene.title),
-        fmt_ns(unit_ns)
+        crate::units::ns(unit_ns)
     );
     for (i, lane) in scene.lanes.iter().enumerate() {
         let cx = x(i);
@@ -111,11 +102,11 @@ pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
                     "{} [thread {}] start {} {}{}",
                     c.function,
                     c.tid,
-                    fmt_ns(c.start_ns),
+                    crate::units::ns(c.start_ns),
                     if c.in_flight {
-                        format!("in flight for {}+", fmt_ns(c.duration_ns))
+                        format!("in flight for {}+", crate::units::ns(c.duration_ns))
                     } else {
-                        format!("took {}", fmt_ns(c.duration_ns))
+                        format!("took {}", crate::units::ns(c.duration_ns))
                     },
                     c.source
                         .as_ref()
@@ -159,7 +150,7 @@ pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
                         r##"<text x="{}" y="{}" fill="#c0392b">… in flight {}+</text>"##,
                         x2 + 6,
                         y + 12,
-                        fmt_ns(c.duration_ns)
+                        crate::units::ns(c.duration_ns)
                     );
                 }
                 s.push_str("</g>\n");
@@ -173,7 +164,7 @@ pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
                     r#"<g class="return" data-i="{i}"><title>{} returned {} after {}</title>"#,
                     esc(&c.function),
                     c.ret.clone().unwrap_or_default(),
-                    fmt_ns(c.duration_ns)
+                    crate::units::ns(c.duration_ns)
                 );
                 if x1 == x2 {
                     let _ = write!(
@@ -223,9 +214,9 @@ pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
             r##"<g class="handoff"><title>{} queued by thread {} at {}, popped by thread {} at {}</title><line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#e67e22" stroke-width="1.5" marker-end="url(#{id}-hand)"/><text x="{}" y="{}" fill="#e67e22">hand-off {}</text></g>"##,
             h.object,
             h.from_tid,
-            fmt_ns(h.queued_ns),
+            crate::units::ns(h.queued_ns),
             h.to_tid,
-            fmt_ns(h.popped_ns),
+            crate::units::ns(h.popped_ns),
             (x1 + x2) / 2 + 4,
             (y1 + y2) / 2 - 3,
             h.object
