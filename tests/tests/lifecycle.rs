@@ -109,3 +109,38 @@ fn sigkill_leaves_no_probe_and_a_readable_trace() {
         "every flushed event survives the kill"
     );
 }
+
+#[test]
+fn sighup_stops_cleanly_like_sigint_and_sigterm() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--probe",
+        "apache2:ap_invoke_handler",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        run_load(
+            apache.addr(),
+            &LoadPlan {
+                connections: 3,
+                ..Default::default()
+            }
+        )
+        .ok,
+        3
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = rec.stop(libc::SIGHUP);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("stopped: SIGHUP"), "{out}");
+    let t = Trace::read(&trace);
+    assert!(t.footer.is_some(), "finalised");
+    assert_eq!(t.count("ap_invoke_handler", Entry), 3);
+    assert!(leftover_programs().is_empty());
+}
