@@ -53,6 +53,7 @@ fn tools_dir() -> PathBuf {
 pub fn run() -> Result<Env> {
     apt_packages()?;
     pip_packages()?;
+    tracefs();
     rust_src()?;
     let tools_bin = bpf_linker()?;
     cargo_fuzz(&tools_bin)?;
@@ -87,6 +88,22 @@ fn apt_packages() -> Result<()> {
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
     )
+}
+
+/// Mounts tracefs if the machine booted without it: flowdar mounts it
+/// itself, but the tests' independent witness (bpftrace) may run first.
+fn tracefs() {
+    if std::path::Path::new("/sys/kernel/tracing/events").is_dir() {
+        return;
+    }
+    let ok = Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()
+        .is_ok_and(|s| s.success());
+    eprintln!(
+        "setup: mounting tracefs on /sys/kernel/tracing: {}",
+        if ok { "done" } else { "failed (not root?)" }
+    );
 }
 
 fn pip_packages() -> Result<()> {
