@@ -5,10 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
-use crate::{
-    analysis::SimplifyOptions,
-    render::{self, ExportOptions, Exporter, Lanes, SceneOptions, TableFormat},
-};
+use crate::render::{self, ExportOptions, Exporter, Lanes, SceneOptions, TableFormat};
 
 /// Draw a trace: a sequence diagram (lifelines per component or thread,
 /// call and return arrows in time order, durations as dots: one per --unit,
@@ -51,18 +48,9 @@ pub struct RenderArgs {
     /// An inclusive-time flame graph instead of a sequence diagram.
     #[arg(long)]
     pub flame: bool,
-    /// Simplify first: drop calls shorter than this (e.g. 20us).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub min_duration: Option<Duration>,
-    /// Simplify first: keep calls at most this deep.
-    #[arg(long)]
-    pub max_depth: Option<u32>,
-    /// Simplify first: collapse this library's internal calls.
-    #[arg(long, value_name = "OBJECT")]
-    pub collapse: Vec<String>,
-    /// Simplify first: fold loops.
-    #[arg(long)]
-    pub fold_loops: bool,
+    /// Simplification applied before drawing.
+    #[command(flatten)]
+    pub simplify: super::simplify::SimplifyFlags,
 }
 
 fn parse_window(s: &str) -> Result<(u64, u64), String> {
@@ -92,12 +80,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         lanes: args.lanes,
         session: args.session,
         window: args.window,
-        simplify: SimplifyOptions {
-            min_duration_ns: args.min_duration.map_or(0, |d| d.as_nanos() as u64),
-            max_depth: args.max_depth,
-            collapse: args.collapse.clone(),
-            fold_loops: args.fold_loops,
-        },
+        simplify: args.simplify.options(),
         max_calls: args.max_calls,
     };
     let title = |path: &PathBuf, session: Option<u64>| {

@@ -17,7 +17,21 @@ pub struct SimplifyArgs {
     /// Simplified trace to write.
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Drop calls shorter than this (e.g. 50us).
+    #[command(flatten)]
+    pub simplify: SimplifyFlags,
+    /// Overwrite the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the report as JSON (a one-element array): events_before,
+    /// events_after, dropped_short, dropped_deep, dropped_collapsed, folded.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The simplification options, shared by `simplify` and `render`.
+#[derive(Debug, Clone, Args)]
+pub struct SimplifyFlags {
+    /// Drop calls shorter than this (e.g. 50us); their time stays with the caller.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub min_duration: Option<Duration>,
     /// Keep calls nested at most this deep (0: outermost calls only).
@@ -30,22 +44,21 @@ pub struct SimplifyArgs {
     /// Fold repeated identical sibling calls into one with a count.
     #[arg(long)]
     pub fold_loops: bool,
-    /// Overwrite the output file if it exists.
-    #[arg(long)]
-    pub force: bool,
-    /// Print the report as JSON (a one-element array): events_before,
-    /// events_after, dropped_short, dropped_deep, dropped_collapsed, folded.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl SimplifyFlags {
+    pub fn options(&self) -> SimplifyOptions {
+        SimplifyOptions {
+            min_duration_ns: self.min_duration.map_or(0, |d| d.as_nanos() as u64),
+            max_depth: self.max_depth,
+            collapse: self.collapse.clone(),
+            fold_loops: self.fold_loops,
+        }
+    }
 }
 
 pub fn run(args: SimplifyArgs) -> anyhow::Result<()> {
-    let opts = SimplifyOptions {
-        min_duration_ns: args.min_duration.map_or(0, |d| d.as_nanos() as u64),
-        max_depth: args.max_depth,
-        collapse: args.collapse,
-        fold_loops: args.fold_loops,
-    };
+    let opts = args.simplify.options();
     let r = simplify(&args.trace, &args.output, &opts, args.force)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&[&r])?);
