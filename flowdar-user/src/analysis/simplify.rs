@@ -70,15 +70,7 @@ pub fn simplify(
     let reader = TraceReader::open(input)?;
     let mut header = reader.header().clone();
     header.command_line = std::env::args().collect();
-    let objects: Vec<String> = header
-        .probes
-        .iter()
-        .map(|p| {
-            p.path
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        })
-        .collect();
+    let objects: Vec<String> = header.probes.iter().map(|p| p.object_name()).collect();
     let collapsed: HashSet<usize> = objects
         .iter()
         .enumerate()

@@ -56,10 +56,7 @@ impl Stats {
                 .map(|p| Acc {
                     row: FunctionStats {
                         function: p.display_name(),
-                        object: p
-                            .path
-                            .file_name()
-                            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                        object: p.object_name(),
                         ..Default::default()
                     },
                     hist: histogram(),

@@ -38,7 +38,6 @@ pub struct DrainCounts {
     pub malformed: u64,
     /// Events whose probe id is outside the probe table; should stay 0.
     pub unknown_probe: u64,
-    pub first_event_ns: Option<u64>,
 }
 
 impl DrainCounts {
@@ -86,7 +85,6 @@ pub fn spawn(
                             } else {
                                 counts.exits[id] += 1;
                             }
-                            counts.first_event_ns.get_or_insert(ev.ts_ns);
                             batch.push(ev);
                             if batch.len() == BATCH_EVENTS {
                                 hand_over(&tx, &mut batch, &mut counts);

@@ -100,6 +100,13 @@ impl ResolvedProbe {
     pub fn display_name(&self) -> String {
         crate::symbols::demangle(&self.function)
     }
+
+    /// The file name of the object it lives in (`apache2`, `libapr-1.so.0.7.2`).
+    pub fn object_name(&self) -> String {
+        self.path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    }
 }
 
 /// Everything that resolved, and why the rest did not.

@@ -35,7 +35,7 @@ pub fn perfetto_json(path: &Path) -> Result<String, RenderError> {
         }
         events.push(json!({
             "name": p.map_or_else(|| format!("probe {}", c.probe_id), |p| p.display_name()),
-            "cat": p.map_or_else(String::new, |p| p.path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())),
+            "cat": p.map_or_else(String::new, |p| p.object_name()),
             "ph": "X",
             "ts": us(c.start_ns),
             "dur": c.duration_ns() as f64 / 1e3,

@@ -202,13 +202,7 @@ fn assemble(
     let probe_component: Vec<String> = header
         .probes
         .iter()
-        .map(|p| {
-            component(
-                &p.path
-                    .file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            )
-        })
+        .map(|p| component(&p.object_name()))
         .collect();
     // Component lanes: threads enter on the left.
     if lanes_by == Lanes::Component {

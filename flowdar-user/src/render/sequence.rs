@@ -90,12 +90,10 @@ pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
             height - 10
         );
     }
-    let mut call_row = vec![0usize; scene.calls.len()];
     for (r, &(_, item)) in rows.iter().enumerate() {
         let y = row_y(r);
         match item {
             Item::Call(i) => {
-                call_row[i] = r;
                 let c = &scene.calls[i];
                 let (x1, x2) = (x(c.from_lane), x(c.lane));
                 let tip = format!(
@@ -230,7 +228,6 @@ pub fn svg(scene: &Scene, unit_ns: u64, id: &str) -> String {
             scene.truncated
         );
     }
-    let _ = call_row;
     s.push_str("</svg>\n");
     s
 }

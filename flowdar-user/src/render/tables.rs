@@ -108,15 +108,7 @@ pub fn export_tables(
     std::fs::create_dir_all(dir)?;
     let header = crate::store::TraceReader::open(trace)?.header().clone();
     let names: Vec<String> = header.probes.iter().map(|p| p.display_name()).collect();
-    let objects: Vec<String> = header
-        .probes
-        .iter()
-        .map(|p| {
-            p.path
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        })
-        .collect();
+    let objects: Vec<String> = header.probes.iter().map(|p| p.object_name()).collect();
     // Pass 1: sessions, to label calls with theirs.
     let mut tracker = SessionTracker::new(&header.probes);
     scan(trace, |_| {}, |c| tracker.add(c))?;
