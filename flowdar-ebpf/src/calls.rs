@@ -154,3 +154,17 @@ fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) {
         }
     }
 }
+
+/// The benchmark floor: an entry program that does nothing, attached where
+/// `flowdar_entry` would be (`record --floor`), to measure the cost of the
+/// uprobe trap alone.
+#[uprobe]
+pub fn flowdar_nop_in(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+/// The exit-side twin of [`flowdar_nop_in`].
+#[uretprobe]
+pub fn flowdar_nop_out(_ctx: RetProbeContext) -> u32 {
+    0
+}

@@ -278,6 +278,20 @@ pub fn leftover_programs() -> Vec<String> {
     flowdar::capture::loaded_flowdar_programs()
 }
 
+/// BPF links (uprobe_multi, perf or tracepoint) still holding one of our
+/// programs, as "link ID -> program".
+pub fn leftover_links() -> Vec<String> {
+    flowdar::capture::loaded_flowdar_links()
+}
+
+/// Links of the entry/exit call programs only (not the fork/exit tracepoints).
+pub fn call_links() -> Vec<String> {
+    leftover_links()
+        .into_iter()
+        .filter(|l| l.ends_with("-> flowdar_entry") || l.ends_with("-> flowdar_exit"))
+        .collect()
+}
+
 /// uprobe events in tracefs that mention flowdar (aya attaches through
 /// perf_event_open, so there should never be any).
 pub fn leftover_tracefs_uprobes() -> Vec<String> {

@@ -81,6 +81,12 @@ fn sigkill_leaves_no_probe_and_a_readable_trace() {
         !leftover_programs().is_empty(),
         "programs loaded while recording"
     );
+    assert_eq!(
+        call_links().len(),
+        2,
+        "one uprobe_multi link each for entry and exit: {:?}",
+        leftover_links()
+    );
     let plan = LoadPlan {
         connections: 20,
         ..Default::default()
@@ -92,10 +98,13 @@ fn sigkill_leaves_no_probe_and_a_readable_trace() {
     assert_eq!(code, None, "killed by the signal");
     // The kernel releases perf links and programs when the fds close.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !leftover_programs().is_empty() && std::time::Instant::now() < deadline {
+    while !(leftover_programs().is_empty() && leftover_links().is_empty())
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
     let t = Trace::read(&trace);
     assert!(t.footer.is_none());
     assert!(

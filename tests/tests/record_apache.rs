@@ -63,6 +63,7 @@ fn exact_counts_on_fresh_connections_match_bpftrace() {
         "probes left attached: {:?}",
         leftover_programs()
     );
+    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
     assert!(
         leftover_tracefs_uprobes().is_empty(),
         "{:?}",
@@ -204,4 +205,80 @@ fn other_processes_mapping_the_same_files_are_not_traced() {
         strangers.is_empty(),
         "events from processes outside the target: {strangers:?}"
     );
+}
+
+/// The whole `full` profile (~1400 functions in apache2 and libapr-1)
+/// goes through one uprobe_multi link per program and file; the two APR
+/// atomics whose first instruction carries a LOCK prefix are predicted
+/// refused and reported, everything else records exact counts.
+#[test]
+fn full_profile_attaches_through_uprobe_multi_links() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--profile",
+        "apache:full",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    let links = call_links();
+    let files = 2; // apache2 and libapr-1
+    assert_eq!(links.len(), 2 * files, "entry+exit per file: {links:?}");
+    fresh_connections(&apache, 20);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(
+        out.contains(
+            "2 functions matched by patterns could not be probed: apr_atomic_sub32 (ENOTSUPP"
+        ),
+        "{out}"
+    );
+    assert!(out.contains(", 0 lost,"), "{out}");
+    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+    let t = Trace::read(&trace);
+    // 20 requests + 20 closes (NULL) read; each request handled once.
+    assert_eq!(t.count("ap_read_request", Entry), 40);
+    assert_eq!(t.count("ap_read_request", Exit), 40);
+    assert_eq!(t.count("ap_invoke_handler", Entry), 20);
+    let (problems, _) = t.nesting_problems();
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// The perf-event fallback (kernels without uprobe_multi) records the same
+/// exact counts and leaves nothing attached.
+#[test]
+fn perf_event_attach_mode_records_the_same_counts() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--attach-mode",
+        "perf",
+        "--probe",
+        "apache2:ap_read_request",
+        "--probe",
+        "apache2:ap_invoke_handler",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(call_links().len(), 4, "{:?}", leftover_links());
+    fresh_connections(&apache, 20);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+    let t = Trace::read(&trace);
+    assert_eq!(t.count("ap_read_request", Entry), 40);
+    assert_eq!(t.count("ap_read_request", Exit), 40);
+    assert_eq!(t.count("ap_invoke_handler", Exit), 20);
 }

@@ -1,6 +1,11 @@
 //! Loading the kernel programs, following the target's process tree, and
 //! attaching one uprobe + one uretprobe per probe (probe id as cookie).
-use std::time::Instant;
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+    time::Instant,
+};
 
 use aya::{
     maps::{Array as BpfArray, HashMap as BpfHashMap, MapData},
@@ -12,7 +17,7 @@ use aya::{
 };
 use flowdar_common::MAX_PROBES;
 
-use super::{proctree, tracefs, CaptureError};
+use super::{multi, proctree, tracefs, CaptureError};
 use crate::probes::ResolvedProbe;
 
 /// The compiled kernel programs (built by build.rs from flowdar-ebpf).
@@ -22,15 +27,51 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// all start with [`PROGRAM_PREFIX`], which is how tests find leftovers.
 const ENTRY: &str = "flowdar_entry";
 const EXIT: &str = "flowdar_exit";
+/// Do-nothing programs at the same places: the benchmark floor.
+const NOP_ENTRY: &str = "flowdar_nop_in";
+const NOP_EXIT: &str = "flowdar_nop_out";
 const FORK: &str = "flowdar_fork";
 const TASK_EXIT: &str = "flowdar_exit_task";
 pub const PROGRAM_PREFIX: &str = "flowdar_";
 
+/// How uprobes are attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AttachMode {
+    /// uprobe_multi links where the kernel has them (6.6+), else perf events.
+    #[default]
+    Auto,
+    /// One uprobe_multi link per program and file (fast detach).
+    Multi,
+    /// One perf-event uprobe per probe and program (any kernel with uprobes;
+    /// each detach waits a grace period).
+    Perf,
+}
+
+/// What the attach used: which programs and how.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttachPlan {
+    pub mode: AttachMode,
+    /// Attach the do-nothing programs instead of the recording ones.
+    pub floor: bool,
+}
+
+/// The attached uprobes, by mechanism.
+enum Links {
+    /// aya perf-event links, detached many at a time.
+    Perf(Vec<(&'static str, UProbeLinkId)>),
+    /// uprobe_multi link fds and the programs they hold.
+    Multi {
+        links: Vec<OwnedFd>,
+        _programs: Vec<OwnedFd>,
+    },
+}
+
 /// Programs loaded and attached to a live target.
 pub struct Attached {
     pub ebpf: Ebpf,
-    /// Every uprobe link, to detach many at a time.
-    links: Vec<(&'static str, UProbeLinkId)>,
+    links: Links,
+    /// Uprobes attached (entry + exit per function).
+    uprobes: usize,
     /// Functions from patterns that the kernel would not probe, and why.
     pub skipped: Vec<(String, String)>,
     /// Processes in the filter when capture began.
@@ -46,18 +87,35 @@ pub struct Attached {
 const DETACH_THREADS: usize = 64;
 
 impl Attached {
-    /// Uprobe links attached (two per probed function).
-    pub fn link_count(&self) -> usize {
-        self.links.len()
+    /// Uprobes attached (two per probed function).
+    pub fn uprobe_count(&self) -> usize {
+        self.uprobes
     }
-}
 
-impl Attached {
+    /// Whether detaching waits a grace period per uprobe (perf events).
+    pub fn slow_detach(&self) -> bool {
+        matches!(self.links, Links::Perf(_))
+    }
+
     /// Detaches every probe and unloads the programs; returns how long it took.
     pub fn detach(mut self) -> std::time::Duration {
         let started = Instant::now();
-        let mut owned = Vec::with_capacity(self.links.len());
-        for (name, id) in std::mem::take(&mut self.links) {
+        let perf = match std::mem::replace(&mut self.links, Links::Perf(Vec::new())) {
+            Links::Perf(links) => links,
+            Links::Multi { links, _programs } => {
+                // Each link's release waits its own grace period: overlap them.
+                std::thread::scope(|s| {
+                    for link in links {
+                        s.spawn(move || drop(link));
+                    }
+                });
+                drop(_programs);
+                drop(self.ebpf);
+                return started.elapsed();
+            }
+        };
+        let mut owned = Vec::with_capacity(perf.len());
+        for (name, id) in perf {
             if let Ok(prog) = program::<UProbe>(&mut self.ebpf, name) {
                 if let Ok(link) = prog.take_link(id) {
                     owned.push(link);
@@ -83,6 +141,7 @@ pub fn attach(
     pid: u32,
     probes: &[ResolvedProbe],
     ring_bytes: u32,
+    plan: AttachPlan,
 ) -> Result<Attached, CaptureError> {
     if probes.len() as u32 > MAX_PROBES {
         return Err(CaptureError::TooManyProbes {
@@ -146,12 +205,28 @@ pub fn attach(
 
     let mut attached = Attached {
         ebpf,
-        links: Vec::new(),
+        links: Links::Perf(Vec::new()),
+        uprobes: 0,
         skipped: Vec::new(),
         seeded: tree.len(),
         attach_time: Default::default(),
     };
-    if let Err(e) = attach_uprobes(&mut attached, probes) {
+    let names = if plan.floor {
+        [NOP_ENTRY, NOP_EXIT]
+    } else {
+        [ENTRY, EXIT]
+    };
+    let result = match plan.mode {
+        AttachMode::Perf => attach_perf(&mut attached, probes, names),
+        AttachMode::Multi => attach_multi(&mut attached, probes, names),
+        AttachMode::Auto => match attach_multi(&mut attached, probes, names) {
+            Err(CaptureError::Multi(multi::MultiError::Unsupported(_))) => {
+                attach_perf(&mut attached, probes, names)
+            }
+            other => other,
+        },
+    };
+    if let Err(e) = result {
         attached.detach();
         return Err(e);
     }
@@ -159,20 +234,117 @@ pub fn attach(
     Ok(attached)
 }
 
-fn attach_uprobes(attached: &mut Attached, probes: &[ResolvedProbe]) -> Result<(), CaptureError> {
-    for name in [ENTRY, EXIT] {
+/// One uprobe_multi link per program and file; functions the kernel refuses
+/// are skipped if a pattern matched them, an error if asked for by name.
+fn attach_multi(
+    attached: &mut Attached,
+    probes: &[ResolvedProbe],
+    [entry, exit]: [&'static str; 2],
+) -> Result<(), CaptureError> {
+    let programs = multi::load(EBPF_OBJECT, &attached.ebpf, &[entry, exit])?;
+    let mut links = Vec::new();
+    let mut by_file: BTreeMap<&Path, Vec<&ResolvedProbe>> = BTreeMap::new();
+    for p in probes {
+        by_file.entry(&p.attach_path).or_default().push(p);
+    }
+    let mut uprobes = 0;
+    for (path, group) in by_file {
+        let points: Vec<(u64, u64)> = group
+            .iter()
+            .map(|p| (p.file_offset, u64::from(p.id)))
+            .collect();
+        let attach_err = |p: &ResolvedProbe, source: std::io::Error| CaptureError::AttachFile {
+            function: p.function.clone(),
+            path: p.path.clone(),
+            source,
+        };
+        let mut refused = multi::predicted_refusals(
+            path,
+            &group.iter().map(|p| p.file_offset).collect::<Vec<_>>(),
+        );
+        let mut refusals: Vec<(usize, std::io::Error)> = refused
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r)
+            .map(|(i, _)| (i, std::io::Error::from_raw_os_error(multi::ENOTSUPP)))
+            .collect();
+        let tried: Vec<usize> = (0..points.len()).filter(|&i| !refused[i]).collect();
+        let tried_points: Vec<(u64, u64)> = tried.iter().map(|&i| points[i]).collect();
+        let entries = multi::attach(programs[0].as_fd(), path, &tried_points, false)
+            .map_err(|e| attach_err(group[0], e))?;
+        links.extend(entries.links);
+        refusals.extend(entries.refused.into_iter().map(|(i, e)| (tried[i], e)));
+        for (i, e) in refusals {
+            let p = group[i];
+            if !p.optional {
+                return Err(attach_err(p, e));
+            }
+            refused[i] = true;
+            attached.skipped.push((p.function.clone(), io_reason(&e)));
+        }
+        let kept: Vec<(u64, u64)> = points
+            .iter()
+            .zip(&refused)
+            .filter(|(_, r)| !**r)
+            .map(|(pt, _)| *pt)
+            .collect();
+        let exits = multi::attach(programs[1].as_fd(), path, &kept, true)
+            .map_err(|e| attach_err(group[0], e))?;
+        if let Some((i, e)) = exits.refused.into_iter().next() {
+            links.extend(exits.links);
+            attached.links = Links::Multi {
+                links,
+                _programs: programs,
+            };
+            return Err(attach_err(group[i], e));
+        }
+        links.extend(exits.links);
+        uprobes += 2 * kept.len();
+    }
+    attached.uprobes = uprobes;
+    attached.links = Links::Multi {
+        links,
+        _programs: programs,
+    };
+    Ok(())
+}
+
+fn attach_perf(
+    attached: &mut Attached,
+    probes: &[ResolvedProbe],
+    names: [&'static str; 2],
+) -> Result<(), CaptureError> {
+    for name in names {
         let prog: &mut UProbe = program(&mut attached.ebpf, name)?;
         prog.load().map_err(|e| CaptureError::program(name, e))?;
     }
+    let mut links = Vec::new();
+    let result = attach_perf_each(
+        &mut attached.ebpf,
+        probes,
+        names,
+        &mut links,
+        &mut attached.skipped,
+    );
+    attached.uprobes = links.len();
+    attached.links = Links::Perf(links);
+    result
+}
+
+fn attach_perf_each(
+    ebpf: &mut Ebpf,
+    probes: &[ResolvedProbe],
+    names: [&'static str; 2],
+    links: &mut Vec<(&'static str, UProbeLinkId)>,
+    skipped: &mut Vec<(String, String)>,
+) -> Result<(), CaptureError> {
     for p in probes {
-        match attach_pair(&mut attached.ebpf, p) {
-            Ok(ids) => attached.links.extend(ids),
+        match attach_pair(ebpf, p, names) {
+            Ok(ids) => links.extend(ids),
             // A function matched by a pattern may sit where the kernel
             // refuses a uprobe (e.g. ENOTSUPP on some first instructions):
             // skip it and say so; a function asked for by name must attach.
-            Err(e) if p.optional => attached
-                .skipped
-                .push((p.function.clone(), error_reason(&e))),
+            Err(e) if p.optional => skipped.push((p.function.clone(), error_reason(&e))),
             Err(e) => return Err(e),
         }
     }
@@ -183,6 +355,7 @@ fn attach_uprobes(attached: &mut Attached, probes: &[ResolvedProbe]) -> Result<(
 fn attach_pair(
     ebpf: &mut Ebpf,
     p: &ResolvedProbe,
+    [entry_name, exit_name]: [&'static str; 2],
 ) -> Result<[(&'static str, UProbeLinkId); 2], CaptureError> {
     let attach = |ebpf: &mut Ebpf, name: &'static str| {
         let point = UProbeAttachPoint {
@@ -197,15 +370,25 @@ fn attach_pair(
                 source: Box::new(source),
             })
     };
-    let entry = attach(ebpf, ENTRY)?;
-    match attach(ebpf, EXIT) {
-        Ok(exit) => Ok([(ENTRY, entry), (EXIT, exit)]),
+    let entry = attach(ebpf, entry_name)?;
+    match attach(ebpf, exit_name) {
+        Ok(exit) => Ok([(entry_name, entry), (exit_name, exit)]),
         Err(e) => {
-            if let Ok(prog) = program::<UProbe>(ebpf, ENTRY) {
+            if let Ok(prog) = program::<UProbe>(ebpf, entry_name) {
                 let _ = prog.detach(entry);
             }
             Err(e)
         }
+    }
+}
+
+/// Why the kernel refused a uprobe, compactly.
+fn io_reason(e: &std::io::Error) -> String {
+    // ENOTSUPP (524) is kernel-internal: libc has no name for it.
+    if e.raw_os_error() == Some(multi::ENOTSUPP) {
+        "ENOTSUPP: the kernel cannot place a uprobe on its first instruction".into()
+    } else {
+        e.to_string()
     }
 }
 
@@ -215,10 +398,8 @@ fn error_reason(e: &CaptureError) -> String {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            // ENOTSUPP (524) is kernel-internal: libc has no name for it.
-            if io.raw_os_error() == Some(524) {
-                return "ENOTSUPP: the kernel cannot place a uprobe on its first instruction"
-                    .into();
+            if io.raw_os_error() == Some(multi::ENOTSUPP) {
+                return io_reason(io);
             }
         }
         msg = s.to_string();
@@ -258,5 +439,22 @@ pub fn loaded_flowdar_programs() -> Vec<String> {
         .filter_map(Result::ok)
         .filter_map(|p| p.name_as_str().map(str::to_string))
         .filter(|n| n.starts_with(PROGRAM_PREFIX))
+        .collect()
+}
+
+/// BPF links whose program is ours (uprobe_multi and perf links alike), as
+/// "link ID -> program": the kernel's own view of what is still attached.
+pub fn loaded_flowdar_links() -> Vec<String> {
+    let ours: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_string())))
+        .filter(|(_, n)| n.starts_with(PROGRAM_PREFIX))
+        .collect();
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter_map(|l| {
+            let name = ours.get(&l.program_id())?;
+            Some(format!("link {} -> {name}", l.id()))
+        })
         .collect()
 }

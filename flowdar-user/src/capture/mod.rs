@@ -3,6 +3,7 @@
 //! trace file.
 mod drain;
 mod loader;
+mod multi;
 mod privileges;
 mod proctree;
 mod tracefs;
@@ -17,7 +18,9 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flowdar_common::Event;
 
 pub use drain::{DrainCounts, BATCH_EVENTS};
-pub use loader::{loaded_flowdar_programs, PROGRAM_PREFIX};
+pub use loader::{
+    loaded_flowdar_links, loaded_flowdar_programs, AttachMode, AttachPlan, PROGRAM_PREFIX,
+};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{comm, descendants, is_alive};
 
@@ -59,6 +62,14 @@ pub enum CaptureError {
         path: PathBuf,
         source: Box<aya::programs::ProgramError>,
     },
+    #[error("attaching to {function} in {path}: {source}")]
+    AttachFile {
+        function: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("uprobe_multi: {0}")]
+    Multi(#[from] multi::MultiError),
     #[error("{count} probes requested; at most {max} fit the probe table")]
     TooManyProbes { count: usize, max: u32 },
     #[error(transparent)]
@@ -110,6 +121,8 @@ pub struct RecordOptions {
     /// Bound on events waiting for the writer, in bytes.
     pub buffer_bytes: usize,
     pub command_line: Vec<String>,
+    /// How to attach, and whether to attach the do-nothing floor programs.
+    pub plan: AttachPlan,
 }
 
 /// What a finished recording did.
@@ -173,7 +186,7 @@ impl Recording {
             probes: opts.probes.clone(),
         };
         // Attach before creating the file: a bad probe leaves no empty trace.
-        let mut attached = loader::attach(opts.pid, &opts.probes, opts.ring_bytes)?;
+        let mut attached = loader::attach(opts.pid, &opts.probes, opts.ring_bytes, opts.plan)?;
         let mut writer = TraceWriter::create(&opts.output, &header, opts.force)?;
 
         let ebpf = &mut attached.ebpf;
@@ -223,9 +236,14 @@ impl Recording {
         self.attached.attach_time
     }
 
-    /// Uprobe links attached (two per probed function).
-    pub fn link_count(&self) -> usize {
-        self.attached.link_count()
+    /// Uprobes attached (two per probed function).
+    pub fn uprobe_count(&self) -> usize {
+        self.attached.uprobe_count()
+    }
+
+    /// Whether detaching waits a grace period per uprobe (perf-event mode).
+    pub fn slow_detach(&self) -> bool {
+        self.attached.slow_detach()
     }
 
     /// Detaches every probe, drains what is left, writes the footer.

@@ -91,6 +91,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         ring_bytes: record::ring_bytes(16)?,
         buffer_bytes: 256 << 20,
         command_line: std::env::args().collect(),
+        plan: Default::default(),
     })?;
     eprintln!(
         "Recording: {} processes, probes attached in {}.",

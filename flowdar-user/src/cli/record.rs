@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{format, select::ProbeSelection};
 use crate::{
-    capture::{self, RecordOptions, RecordSummary, Recording},
+    capture::{self, AttachMode, AttachPlan, RecordOptions, RecordSummary, Recording},
     probes::{self, ResolvedProbe},
 };
 
@@ -50,6 +50,16 @@ pub struct RecordArgs {
     /// are dropped and counted, never silently.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub buffer_mib: usize,
+    /// How uprobes are attached: `auto` uses one uprobe_multi link per file
+    /// where the kernel has them (Linux 6.6+; detaching thousands of probes
+    /// takes well under a second) and perf-event uprobes otherwise (each
+    /// detach waits a grace period, ~0.1 s).
+    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    pub attach_mode: AttachMode,
+    /// Benchmark floor: attach do-nothing programs at the same places and
+    /// record nothing, to measure what the uprobes alone cost.
+    #[arg(long, hide = true)]
+    pub floor: bool,
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -67,6 +77,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         ring_bytes: ring_bytes(args.ring_mib)?,
         buffer_bytes: args.buffer_mib << 20,
         command_line: std::env::args().collect(),
+        plan: AttachPlan {
+            mode: args.attach_mode,
+            floor: args.floor,
+        },
     };
     let summary = record_until_stopped(opts, args.duration)?;
     print_summary(&summary);
@@ -128,10 +142,10 @@ pub(super) fn record_until_stopped(
             _ = elapsed => "duration reached",
             _ = target_gone => "target exited",
         };
-        if recording.link_count() > 100 {
+        if recording.slow_detach() && recording.uprobe_count() > 100 {
             eprintln!(
-                "Stopping ({reason}): detaching {} probes; this kernel unregisters uprobes one at a time (~0.1 s each)...",
-                recording.link_count()
+                "Stopping ({reason}): detaching {} perf-event uprobes one at a time (~0.1 s each)...",
+                recording.uprobe_count()
             );
         }
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;

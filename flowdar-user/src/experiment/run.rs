@@ -238,6 +238,7 @@ fn run_phase(
         ring_bytes: 16 << 20,
         buffer_bytes: 256 << 20,
         command_line: std::env::args().collect(),
+        plan: Default::default(),
     })?;
     let mut attack = None;
     let mut load_time = duration;
