@@ -142,7 +142,9 @@ pub const MAX_ARG_INDEX: u8 = 5;
 
 /// Per-probe capture settings, indexed by probe id in the `PROBE_CONFIG`
 /// array. The default (all [`NO_ARG`]) captures registers only and reads no
-/// user memory.
+/// user memory. The kernel array starts zeroed, and a zeroed entry would
+/// name argument 0 everywhere: only entries with `valid == 1` (written by
+/// user space) are obeyed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeConfig {
@@ -155,7 +157,9 @@ pub struct ProbeConfig {
     pub read_slot: u8,
     /// Width in bytes (4 or 8) of each out-parameter's pointee.
     pub deref_bytes: [u8; MAX_DEREFS],
-    pub _pad: u16,
+    /// 1 when user space wrote this entry; a zeroed entry is ignored.
+    pub valid: u8,
+    pub _pad: u8,
     /// Byte offset added to the `read_arg` pointer.
     pub read_offset: u64,
 }
@@ -168,6 +172,7 @@ impl Default for ProbeConfig {
             read_arg: NO_ARG,
             read_slot: 0,
             deref_bytes: [8; MAX_DEREFS],
+            valid: 1,
             _pad: 0,
             read_offset: 0,
         }
@@ -177,7 +182,7 @@ impl Default for ProbeConfig {
 impl ProbeConfig {
     /// True when the probe reads user memory (entry or exit).
     pub fn reads_memory(&self) -> bool {
-        self.read_arg != NO_ARG || self.deref.iter().any(|&d| d != NO_ARG)
+        self.valid == 1 && (self.read_arg != NO_ARG || self.deref.iter().any(|&d| d != NO_ARG))
     }
 }
 

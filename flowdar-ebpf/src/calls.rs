@@ -24,7 +24,7 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
     let probe_id = cookie(&ctx);
     let regs = arg_regs(&ctx);
     let mut args = [regs[0], regs[1], regs[2]];
-    if let Some(cfg) = PROBE_CONFIG.get(probe_id) {
+    if let Some(cfg) = PROBE_CONFIG.get(probe_id).filter(|c| c.valid == 1) {
         if cfg.read_arg != NO_ARG {
             let base = pick(&regs, cfg.read_arg);
             let v = if base == 0 {
@@ -52,7 +52,10 @@ pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
     }
     let probe_id = cookie(&ctx);
     let mut args = [ctx.ret::<u64>(), 0, 0];
-    if let Some(cfg) = PROBE_CONFIG.get(probe_id).filter(|c| c.deref[0] != NO_ARG) {
+    if let Some(cfg) = PROBE_CONFIG
+        .get(probe_id)
+        .filter(|c| c.valid == 1 && c.deref[0] != NO_ARG)
+    {
         let key = pending_key(pid_tgid, probe_id);
         // SAFETY: read-only copy of the value; removed right after.
         if let Some(ptrs) = unsafe { PENDING_DEREFS.get(key) } {

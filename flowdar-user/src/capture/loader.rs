@@ -458,3 +458,17 @@ pub fn loaded_flowdar_links() -> Vec<String> {
         })
         .collect()
 }
+
+/// Run time per program of ours, while kernel BPF statistics are on
+/// (`record --bpf-stats`): (name, runs, total ns).
+pub fn program_run_times() -> Vec<(String, u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| {
+            let name = p.name_as_str()?.to_string();
+            name.starts_with(PROGRAM_PREFIX)
+                .then(|| (name, p.run_count(), p.run_time().as_nanos() as u64))
+        })
+        .filter(|(_, runs, _)| *runs > 0)
+        .collect()
+}

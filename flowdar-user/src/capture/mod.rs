@@ -123,6 +123,9 @@ pub struct RecordOptions {
     pub command_line: Vec<String>,
     /// How to attach, and whether to attach the do-nothing floor programs.
     pub plan: AttachPlan,
+    /// Turn on the kernel's BPF run-time statistics while recording and
+    /// report each program's mean run time (costs ~2 clock reads per run).
+    pub bpf_stats: bool,
 }
 
 /// What a finished recording did.
@@ -141,6 +144,8 @@ pub struct RecordSummary {
     pub bytes_written: u64,
     pub stop_reason: String,
     pub output: PathBuf,
+    /// With `bpf_stats`: (program, runs, total ns in the program).
+    pub program_times: Vec<(String, u64, u64)>,
 }
 
 impl RecordSummary {
@@ -162,6 +167,8 @@ pub struct Recording {
     footer_tx: mpsc::Sender<TraceFooter>,
     opts: RecordOptions,
     started_mono: u64,
+    /// Keeps kernel BPF statistics on while held.
+    stats: Option<std::os::fd::OwnedFd>,
 }
 
 impl Recording {
@@ -184,6 +191,14 @@ impl Recording {
             start_monotonic_ns: started_mono,
             target_pid: opts.pid,
             probes: opts.probes.clone(),
+        };
+        let stats = if opts.bpf_stats {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .map_err(|e| CaptureError::Writer(format!("enabling BPF statistics: {e}")))?,
+            )
+        } else {
+            None
         };
         // Attach before creating the file: a bad probe leaves no empty trace.
         let mut attached = loader::attach(opts.pid, &opts.probes, opts.ring_bytes, opts.plan)?;
@@ -225,6 +240,7 @@ impl Recording {
             footer_tx,
             opts,
             started_mono,
+            stats,
         })
     }
 
@@ -257,7 +273,14 @@ impl Recording {
             footer_tx,
             opts,
             started_mono,
+            stats,
         } = self;
+        let program_times = if stats.is_some() {
+            loader::program_run_times()
+        } else {
+            Vec::new()
+        };
+        drop(stats);
         let (seeded, attach_time) = (attached.seeded, attached.attach_time);
         let skipped = attached.skipped.clone();
         // Dropping the programs closes their perf links: no probe stays.
@@ -294,6 +317,7 @@ impl Recording {
             bytes_written,
             stop_reason: reason.into(),
             output: opts.output,
+            program_times,
         })
     }
 }

@@ -92,6 +92,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         buffer_bytes: 256 << 20,
         command_line: std::env::args().collect(),
         plan: Default::default(),
+        bpf_stats: false,
     })?;
     eprintln!(
         "Recording: {} processes, probes attached in {}.",

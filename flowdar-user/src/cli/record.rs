@@ -60,6 +60,10 @@ pub struct RecordArgs {
     /// record nothing, to measure what the uprobes alone cost.
     #[arg(long, hide = true)]
     pub floor: bool,
+    /// Turn on the kernel's BPF statistics while recording and print the
+    /// mean time each of Flowdar's kernel programs took per run.
+    #[arg(long)]
+    pub bpf_stats: bool,
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -81,6 +85,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
             mode: args.attach_mode,
             floor: args.floor,
         },
+        bpf_stats: args.bpf_stats,
     };
     let summary = record_until_stopped(opts, args.duration)?;
     print_summary(&summary);
@@ -185,6 +190,12 @@ pub(super) fn print_summary(s: &RecordSummary) {
         format::duration(s.detach_time),
         s.processes_at_start
     );
+    for (name, runs, ns) in &s.program_times {
+        println!(
+            "Kernel program {name}: {runs} runs, {:.0} ns per run",
+            *ns as f64 / (*runs).max(1) as f64
+        );
+    }
     if !s.skipped.is_empty() {
         let names: Vec<String> = s
             .skipped

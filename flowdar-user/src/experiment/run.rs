@@ -239,6 +239,7 @@ fn run_phase(
         buffer_bytes: 256 << 20,
         command_line: std::env::args().collect(),
         plan: Default::default(),
+        bpf_stats: false,
     })?;
     let mut attack = None;
     let mut load_time = duration;

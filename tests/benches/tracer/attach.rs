@@ -1,0 +1,101 @@
+//! Row e: attaching and detaching the whole `apache:full` profile, and the
+//! time from launching `flowdar record` to the first recorded event.
+use std::{path::Path, process::Command, time::Duration};
+
+use flowdar::{
+    capture::monotonic_ns,
+    server::{ApacheOptions, ThrowawayApache},
+    store::TraceReader,
+};
+use flowdar_tests::flowdar_bin;
+
+use crate::{
+    common::{median, parse_summary},
+    percall::{self, Running, FUNCTION},
+};
+
+#[derive(Debug, Clone)]
+pub struct AttachRow {
+    pub uprobes: String,
+    pub attach: Duration,
+    pub detach: Duration,
+    pub first_event: Duration,
+}
+
+fn record(args: &[&str]) -> String {
+    let out = Command::new(flowdar_bin())
+        .arg("record")
+        .args(args)
+        .output()
+        .expect("run flowdar record");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "record failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+pub fn measure(rounds: usize, out_dir: &Path) -> AttachRow {
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let trace = out_dir.join("attach.flowdar");
+    let pid = apache.pid().to_string();
+    let (mut attach, mut detach) = (Vec::new(), Vec::new());
+    let mut uprobes = String::new();
+    for round in 0..rounds {
+        eprintln!(
+            "  e. attach/detach apache:full, round {}/{rounds}",
+            round + 1
+        );
+        let out = record(&[
+            "--pid",
+            &pid,
+            "--profile",
+            "apache:full",
+            "--duration",
+            "1s",
+            "--force",
+            "-o",
+            trace.to_str().unwrap(),
+        ]);
+        let s = parse_summary(&out);
+        attach.push(s.attach.as_secs_f64());
+        detach.push(s.detach.as_secs_f64());
+        let functions = TraceReader::open(&trace).unwrap().header().probes.len();
+        uprobes = format!("{functions} functions");
+    }
+    // Startup: launch to the first event of a function called every 50 µs.
+    let target = percall::build();
+    let mut first = Vec::new();
+    for round in 0..rounds {
+        eprintln!("  e. launch to first event, round {}/{rounds}", round + 1);
+        let mut run = Running::start(&target.path, 0);
+        run.pace();
+        let probe = format!("{}:{FUNCTION}", target.path.display());
+        let launched = monotonic_ns();
+        record(&[
+            "--pid",
+            &run.pid().to_string(),
+            "--probe",
+            &probe,
+            "--duration",
+            "500ms",
+            "--force",
+            "-o",
+            trace.to_str().unwrap(),
+        ]);
+        let mut first_ts = None;
+        let _ = TraceReader::open(&trace).unwrap().for_each_event(|e| {
+            first_ts.get_or_insert(e.ts_ns);
+        });
+        let first_ts = first_ts.expect("an event was recorded");
+        first.push(first_ts.saturating_sub(launched) as f64 / 1e9);
+    }
+    AttachRow {
+        uprobes,
+        attach: Duration::from_secs_f64(median(attach)),
+        detach: Duration::from_secs_f64(median(detach)),
+        first_event: Duration::from_secs_f64(median(first)),
+    }
+}

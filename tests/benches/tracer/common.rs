@@ -1,0 +1,161 @@
+//! Shared pieces: recorder summaries, bpftrace runs, child resource usage.
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    time::{Duration, Instant},
+};
+
+/// What `flowdar record` printed when it stopped.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub events: u64,
+    pub lost: u64,
+    pub attach: Duration,
+    pub detach: Duration,
+}
+
+/// Parses "N events, L lost" and "attached in A, detached in D".
+pub fn parse_summary(out: &str) -> Summary {
+    let mut s = Summary::default();
+    for line in out.lines() {
+        if let Some(rest) = line.split_once("): ").map(|(_, r)| r) {
+            let mut words = rest.split([' ', ',']).filter(|w| !w.is_empty());
+            s.events = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            let _events_word = words.next();
+            s.lost = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        }
+        if let Some(rest) = line.strip_prefix("Probes attached in ") {
+            let (a, rest) = rest.split_once(", detached in ").unwrap_or_default();
+            let d = rest.split(';').next().unwrap_or_default();
+            s.attach = parse_duration(a);
+            s.detach = parse_duration(d);
+        }
+    }
+    s
+}
+
+/// "58.3 ms", "1.26 s", "812 µs", "40 ns" as printed by flowdar.
+pub fn parse_duration(text: &str) -> Duration {
+    let (n, unit) = text.trim().split_once(' ').unwrap_or((text, "s"));
+    let n: f64 = n.parse().unwrap_or(0.0);
+    let secs = match unit.trim() {
+        "ns" => n / 1e9,
+        "µs" | "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "min" => n * 60.0,
+        _ => n,
+    };
+    Duration::from_secs_f64(secs)
+}
+
+/// bpftrace running a script, its stdout lines counted as they arrive (the
+/// consumer of per-event output), ready once it says it has attached.
+pub struct Bpftrace {
+    child: Child,
+    lines: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bpftrace {
+    pub fn start(script: &str) -> Self {
+        let mut child = Command::new("bpftrace")
+            .arg("-e")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn bpftrace (cargo xtask setup installs it)");
+        let lines = Arc::new(AtomicU64::new(0));
+        let lost = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel();
+        let count = |stream: Box<dyn std::io::Read + Send>, tx: mpsc::Sender<()>| {
+            let (lines, lost) = (lines.clone(), lost.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.starts_with("Attaching") {
+                        let _ = tx.send(());
+                    } else if let Some(n) = line
+                        .strip_prefix("Lost ")
+                        .and_then(|r| r.split(' ').next())
+                        .and_then(|n| n.parse::<u64>().ok())
+                    {
+                        lost.fetch_add(n, Ordering::Relaxed);
+                    } else if line.starts_with("E ") || line.starts_with("X ") {
+                        lines.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        let reader = count(Box::new(child.stdout.take().unwrap()), tx.clone());
+        count(Box::new(child.stderr.take().unwrap()), tx);
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("bpftrace attached within 60 s");
+        // bpftrace prints "Attaching" just before the last attach calls.
+        std::thread::sleep(Duration::from_millis(300));
+        Self {
+            child,
+            lines,
+            lost,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stops bpftrace; returns (event lines received, events it reported lost).
+    pub fn stop(mut self) -> (u64, u64) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (
+            self.lines.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wall time and peak RSS of a command run to completion (output discarded).
+pub fn run_measured(cmd: &mut Command) -> (Duration, u64) {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 on our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = started.elapsed();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed"
+    );
+    (wall, usage.ru_maxrss as u64 * 1024)
+}
+
+pub fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Median of a few noisy measurements.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}

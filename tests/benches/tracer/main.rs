@@ -1,0 +1,221 @@
+//! Tracer benchmark (issue 8; not a test: it prints figures and ratios
+//! measured side by side in one run, and the targets they are held to).
+//!
+//! `cargo xtask bench` (root) builds the release binary and runs this with
+//! FLOWDAR_BIN set. Rows: a (per call), b+c (server throughput, trace
+//! bytes/event), d (analysis), e (attach/detach, launch to first event).
+//! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e]` runs some.
+//! Environment: BENCH_ROUNDS (default 3), BENCH_CALLS (default 1000000),
+//! BENCH_WRK_SECS (default 5).
+mod analysis;
+mod attach;
+mod common;
+mod percall;
+mod server;
+
+use std::fmt::Write as _;
+
+use percall::Tracer;
+use server::Config;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn main() {
+    flowdar_tests::require_root();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |row: &str| args.is_empty() || args.iter().any(|a| a == row);
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let calls: u64 = env_or("BENCH_CALLS", 1_000_000);
+    let secs: u64 = env_or("BENCH_WRK_SECS", 5);
+    let out_dir = std::env::var_os("BENCH_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("flowdar-bench"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Measured {} on {} (kernel {}), {rounds} interleaved rounds, medians.\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim(),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim(),
+    );
+
+    if want("a") {
+        eprintln!("a. per traced call: {calls} calls of a probed function");
+        let rows = percall::measure(calls, rounds, &out_dir);
+        let get = |t: Tracer| rows.iter().find(|r| r.tracer == t).unwrap();
+        let base = get(Tracer::Untraced).ns_per_call;
+        let _ = writeln!(
+            md,
+            "### a. Per traced call ({calls} calls in a tight loop)\n"
+        );
+        let _ = writeln!(
+            md,
+            "| configuration | ns/call | added ns/call | events | lost |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        for r in &rows {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {} | {} |",
+                r.tracer.label(),
+                r.ns_per_call,
+                r.ns_per_call - base,
+                r.events.map_or("-".into(), |e| e.to_string()),
+                r.lost.map_or("-".into(), |e| e.to_string()),
+            );
+        }
+        let fd = get(Tracer::Flowdar);
+        let floor = get(Tracer::Floor).ns_per_call;
+        let bt = get(Tracer::BpftracePrint).ns_per_call;
+        let vs_floor = fd.ns_per_call / floor;
+        let vs_bt = (fd.ns_per_call - base) / (bt - base);
+        let lost = fd.lost.unwrap_or(u64::MAX);
+        let _ = writeln!(
+            md,
+            "\nFlowdar/floor = {vs_floor:.3} (target <= 1.10: {}); Flowdar's added cost / bpftrace printf's = {vs_bt:.2} (target <= 0.6: {}); Flowdar lost {lost} of {} events (target 0: {}).\n",
+            verdict(vs_floor <= 1.10),
+            verdict(vs_bt <= 0.6),
+            2 * calls,
+            verdict(lost == 0 && fd.events == Some(2 * calls)),
+        );
+    }
+
+    if want("b") {
+        eprintln!(
+            "b. server throughput: Apache event MPM, wrk -t2 -c20 keep-alive, {secs} s per run"
+        );
+        let rows = server::measure(secs, rounds, &out_dir);
+        let get = |c: Config| rows.iter().find(|r| r.config == c).unwrap();
+        let base = get(Config::Untraced).requests_per_sec;
+        let _ = writeln!(
+            md,
+            "### b. Server throughput and c. storage (wrk {secs} s per run)\n"
+        );
+        let _ = writeln!(md, "| configuration | requests/s | vs untraced | p99 latency | events | lost | bytes/event |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.2} | {:.0} µs | {} | {} | {} |",
+                r.config.label(),
+                r.requests_per_sec,
+                r.requests_per_sec / base,
+                r.p99_us,
+                r.events.map_or("-".into(), |e| e.to_string()),
+                r.lost.map_or("-".into(), |e| e.to_string()),
+                r.bytes_per_event.map_or("-".into(), |b| format!("{b:.2}")),
+            );
+        }
+        let req = get(Config::Request);
+        let floor = get(Config::Floor).requests_per_sec;
+        let bt = get(Config::BpftraceRequest).requests_per_sec;
+        let (vs_floor, vs_bt) = (req.requests_per_sec / floor, req.requests_per_sec / bt);
+        let lost = req.lost.unwrap_or(1) + get(Config::Io).lost.unwrap_or(1);
+        let bpe = [Config::Request, Config::Io, Config::Full]
+            .iter()
+            .filter_map(|c| get(*c).bytes_per_event)
+            .fold(0.0f64, f64::max);
+        let _ = writeln!(
+            md,
+            "\n`request`: {vs_floor:.2}x the floor's requests/s (target >= 0.9: {}), {vs_bt:.2}x bpftrace's (target >= 1.7: {}); lost with `request` and `io`: {lost} (target 0: {}). Largest bytes/event: {bpe:.2} (target <= 4: {}).\n",
+            verdict(vs_floor >= 0.9),
+            verdict(vs_bt >= 1.7),
+            verdict(lost == 0),
+            verdict(bpe <= 4.0),
+        );
+    }
+
+    if want("d") {
+        eprintln!("d. analysis on generated traces");
+        let rows = analysis::measure(rounds, &out_dir);
+        let _ = writeln!(
+            md,
+            "### d. Analysis (generated traces, 16 threads, 40 functions)\n"
+        );
+        let _ = writeln!(md, "| command | events | time | events/s | peak RSS |");
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        for r in &rows {
+            let _ = writeln!(
+                md,
+                "| `flowdar {}` | {} | {:.2} s | {:.1} M | {:.1} MiB |",
+                r.command,
+                r.events,
+                r.seconds,
+                r.events_per_sec() / 1e6,
+                r.peak_rss as f64 / (1 << 20) as f64,
+            );
+        }
+        let stats10 = rows
+            .iter()
+            .find(|r| r.command.starts_with("stats (10M"))
+            .unwrap();
+        let stats1 = rows
+            .iter()
+            .find(|r| r.command.starts_with("stats (1M"))
+            .unwrap();
+        let growth = stats10.peak_rss as f64 / stats1.peak_rss as f64;
+        let _ = writeln!(
+            md,
+            "\n`stats` on 10M events: {:.1} M events/s (target >= 20: {}); peak RSS 10M/1M = {growth:.2} (target: does not grow, <= 1.2: {}).\n",
+            stats10.events_per_sec() / 1e6,
+            verdict(stats10.events_per_sec() >= 20e6),
+            verdict(growth <= 1.2),
+        );
+    }
+
+    if want("e") {
+        eprintln!("e. attach and detach");
+        let r = attach::measure(rounds, &out_dir);
+        let total = r.attach + r.detach;
+        let _ = writeln!(md, "### e. Attach and detach\n");
+        let _ = writeln!(md, "| what | time |");
+        let _ = writeln!(md, "|---|---:|");
+        let _ = writeln!(
+            md,
+            "| attach `apache:full` ({}, uprobe_multi) | {:.0} ms |",
+            r.uprobes,
+            r.attach.as_secs_f64() * 1e3
+        );
+        let _ = writeln!(
+            md,
+            "| detach `apache:full` | {:.0} ms |",
+            r.detach.as_secs_f64() * 1e3
+        );
+        let _ = writeln!(
+            md,
+            "| launch of `flowdar record` to first event | {:.0} ms |",
+            r.first_event.as_secs_f64() * 1e3
+        );
+        let _ = writeln!(
+            md,
+            "\nattach + detach of `full`: {:.2} s (target <= 2 s: {}).\n",
+            total.as_secs_f64(),
+            verdict(total.as_secs_f64() <= 2.0)
+        );
+    }
+    println!("\n{md}");
+    let table = out_dir.join("tracer-bench.md");
+    std::fs::write(&table, &md).unwrap();
+    eprintln!("(also written to {})", table.display());
+}

@@ -1,0 +1,173 @@
+//! Rows b and c: Apache (event MPM, static file, keep-alive) under wrk,
+//! untraced, under do-nothing programs on the `request` probes (the floor),
+//! under Flowdar with the `request`, `io` and `full` profiles, and under
+//! bpftrace printing each event of the `request` functions. Trace bytes per
+//! event come from the same recordings.
+use std::{path::Path, time::Duration};
+
+use flowdar::{
+    probes::{profile_requests, resolve},
+    server::{run_wrk, ApacheOptions, ThrowawayApache, WrkPlan},
+};
+use flowdar_tests::start_recorder;
+
+use crate::common::{file_size, median, parse_summary, Bpftrace};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Config {
+    Untraced,
+    Floor,
+    Request,
+    Io,
+    Full,
+    BpftraceRequest,
+}
+
+impl Config {
+    pub const ALL: [Config; 6] = [
+        Config::Untraced,
+        Config::Floor,
+        Config::Request,
+        Config::Io,
+        Config::Full,
+        Config::BpftraceRequest,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Config::Untraced => "untraced",
+            Config::Floor => "floor: `request` probes, do-nothing programs",
+            Config::Request => "Flowdar `apache:request`",
+            Config::Io => "Flowdar `apache:io`",
+            Config::Full => "Flowdar `apache:full`",
+            Config::BpftraceRequest => "bpftrace, `request` functions, printf per event",
+        }
+    }
+
+    fn profile(self) -> &'static str {
+        match self {
+            Config::Io => "apache:io",
+            Config::Full => "apache:full",
+            _ => "apache:request",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    pub config: Config,
+    pub requests_per_sec: f64,
+    pub p99_us: f64,
+    pub events: Option<u64>,
+    pub lost: Option<u64>,
+    pub bytes_per_event: Option<f64>,
+}
+
+/// bpftrace printing every entry and exit of the `request` functions, with
+/// the filter Flowdar applies in the kernel (the parent or its children).
+fn bpftrace_script(apache: &ThrowawayApache) -> String {
+    let pid = apache.pid();
+    let requests = profile_requests("apache:request").unwrap();
+    let probes = resolve(pid, &requests, Path::new("/usr/lib/debug")).expect("resolve");
+    let filter = format!("/pid == {pid} || curtask->real_parent->tgid == {pid}/");
+    let mut script = String::new();
+    for p in probes {
+        let (path, f) = (p.path.display(), &p.function);
+        script.push_str(&format!(
+            "uprobe:{path}:{f} {filter} {{ printf(\"E {f} %d %d %lu %lx %lx %lx\\n\", pid, tid, nsecs, arg0, arg1, arg2); }}\n\
+             uretprobe:{path}:{f} {filter} {{ printf(\"X {f} %d %d %lu %lx\\n\", pid, tid, nsecs, retval); }}\n"
+        ));
+    }
+    script
+}
+
+fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) -> Throughput {
+    let plan = WrkPlan {
+        duration: Duration::from_secs(secs),
+        ..Default::default()
+    };
+    let pid = apache.pid().to_string();
+    let run_wrk = || {
+        let r = run_wrk(apache.addr(), &plan).expect("wrk");
+        assert_eq!(r.errors, 0, "wrk saw errors: {r:?}");
+        r
+    };
+    let (report, events, lost, bpe) = match config {
+        Config::Untraced => (run_wrk(), None, None, None),
+        Config::BpftraceRequest => {
+            let bt = Bpftrace::start(&bpftrace_script(apache));
+            let r = run_wrk();
+            let (lines, lost) = bt.stop();
+            (r, Some(lines), Some(lost), None)
+        }
+        _ => {
+            let mut args = vec![
+                "--pid",
+                &pid,
+                "--profile",
+                config.profile(),
+                "--force",
+                "-o",
+                out.to_str().unwrap(),
+            ];
+            if config == Config::Floor {
+                args.push("--floor");
+            }
+            let rec = start_recorder(&args);
+            let r = run_wrk();
+            let (code, stdout, stderr) = rec.stop(libc::SIGINT);
+            assert_eq!(code, Some(0), "record failed:\n{stdout}\n{stderr}");
+            let s = parse_summary(&stdout);
+            if config == Config::Floor {
+                (r, None, None, None)
+            } else {
+                let bpe = file_size(out) as f64 / s.events.max(1) as f64;
+                (r, Some(s.events), Some(s.lost), Some(bpe))
+            }
+        }
+    };
+    Throughput {
+        config,
+        requests_per_sec: report.requests_per_sec,
+        p99_us: report.latency_p99_us.unwrap_or(f64::NAN),
+        events,
+        lost,
+        bytes_per_event: bpe,
+    }
+}
+
+/// Every configuration, `rounds` times interleaved, against one Apache.
+pub fn measure(secs: u64, rounds: usize, out_dir: &Path) -> Vec<Throughput> {
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    // Warm Apache up (children, caches) before the first measured run.
+    let _ = run_wrk(
+        apache.addr(),
+        &WrkPlan {
+            duration: Duration::from_secs(2),
+            ..Default::default()
+        },
+    );
+    let mut all: Vec<Vec<Throughput>> = vec![Vec::new(); Config::ALL.len()];
+    for round in 0..rounds {
+        for (i, c) in Config::ALL.iter().enumerate() {
+            eprintln!(
+                "  b. server, round {}/{rounds}: {} (wrk {secs} s)",
+                round + 1,
+                c.label()
+            );
+            let out = out_dir.join(format!("server-{i}.flowdar"));
+            all[i].push(measure_one(&apache, *c, secs, &out));
+        }
+    }
+    all.into_iter()
+        .map(|runs| {
+            let last = runs.last().unwrap().clone();
+            Throughput {
+                requests_per_sec: median(runs.iter().map(|r| r.requests_per_sec).collect()),
+                p99_us: median(runs.iter().map(|r| r.p99_us).collect()),
+                lost: runs.iter().filter_map(|r| r.lost).max(),
+                ..last
+            }
+        })
+        .collect()
+}
