@@ -98,6 +98,19 @@ fn read_trace(path: &Path) -> (TraceHeader, Vec<Event>) {
         .expect("open trace")
         .for_each_event(|e| events.push(*e))
         .expect("read");
+    // FLOWDAR_BENCH_KEEP_ARGS=N: keep only N entry arguments (what a probe
+    // set with `args = N` would record), to see what the rest cost.
+    if let Some(n) = std::env::var("FLOWDAR_BENCH_KEEP_ARGS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        for e in events
+            .iter_mut()
+            .filter(|e| e.kind == EventKind::Entry as u32)
+        {
+            e.args.iter_mut().skip(n).for_each(|a| *a = 0);
+        }
+    }
     if let Some(dump) = std::env::var_os("FLOWDAR_BENCH_DUMP") {
         let raw: Vec<u8> = events.iter().flat_map(|e| e.to_bytes()).collect();
         std::fs::write(dump, raw).unwrap();

@@ -5,7 +5,7 @@
 //! longjmp or the kernel's uretprobe depth limit skipped it (`lost_exits`,
 //! found when an outer frame returns first); and calls still open when
 //! capture ends, reported as in-flight with their duration so far.
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use flowdar_common::{Event, EventKind, MAX_ARGS};
 
@@ -56,7 +56,7 @@ struct Thread {
 /// Streaming pairer: feed events in file order, get calls as they complete.
 #[derive(Debug, Default)]
 pub struct CallPairer {
-    threads: HashMap<u32, Thread>,
+    threads: FxHashMap<u32, Thread>,
     pub counts: PairingCounts,
 }
 

@@ -130,7 +130,13 @@ fn run(path: &Path) -> Result<Run, StoreError> {
 
 /// Diffs `test` against `base`, most affected first.
 pub fn diff(base: &Path, test: &Path) -> Result<Vec<DiffRow>, StoreError> {
-    let (b, t) = (run(base)?, run(test)?);
+    // The two traces are independent: read them at the same time.
+    let (b, t) = std::thread::scope(|s| {
+        let b = s.spawn(|| run(base));
+        let t = run(test);
+        (b.join().expect("diff reader thread panicked"), t)
+    });
+    let (b, t) = (b?, t?);
     let by_name = |r: &Run| -> HashMap<String, FunctionStats> {
         r.stats
             .iter()

@@ -33,7 +33,7 @@ pub struct FunctionStats {
 
 struct Acc {
     row: FunctionStats,
-    hist: Histogram<u64>,
+    hist: Histogram<u32>,
     rule: Option<ErrorRule>,
 }
 
@@ -43,7 +43,7 @@ pub struct Stats {
 }
 
 /// 1 ns to 1 hour at 3 significant digits: ~0.1 % error, ~20 KiB each.
-fn histogram() -> Histogram<u64> {
+fn histogram() -> Histogram<u32> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 

@@ -251,6 +251,12 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path
             {
                 continue;
             }
+            let mut capture = req.capture_for(name);
+            // With DWARF, arguments past the function's parameters are
+            // register leftovers: do not keep them (they cost trace bytes).
+            if sym.source.is_some() {
+                capture.args = capture.args.min(sym.params.len().min(3) as u8);
+            }
             out.probes.push(ResolvedProbe {
                 id: out.probes.len() as u32,
                 function: name.into(),
@@ -258,7 +264,7 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path
                 attach_path: file.host_path.clone(),
                 address: sym.address,
                 file_offset,
-                capture: req.capture_for(name),
+                capture,
                 optional: is_glob(&req.function),
                 source: sym.source.clone(),
                 params: sym.params.clone(),

@@ -140,10 +140,27 @@ pub fn decode(bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
     if r.pos != bytes.len() {
         return Err(format!("{} trailing bytes", bytes.len() - r.pos));
     }
+    // Per (thread, code) state lives in `slots`; each slot remembers which
+    // code followed it last time and where that code's slot is, so a
+    // predicted code (the common case) costs no hash lookup at all. Slots
+    // 0..n_threads are each thread's "before its first event" state.
+    struct Slot {
+        code: u32,
+        next_code: u32,
+        next_slot: u32,
+        args: [u64; MAX_ARGS],
+    }
+    let mut slots: Vec<Slot> = (0..n_threads)
+        .map(|_| Slot {
+            code: u32::MAX,
+            next_code: u32::MAX,
+            next_slot: u32::MAX,
+            args: [0; MAX_ARGS],
+        })
+        .collect();
+    let mut index: FxHashMap<(u32, u32), u32> = FxHashMap::default();
     let mut last_ts = vec![base_ts; n_threads];
-    let mut last_code = vec![u32::MAX; n_threads];
-    let mut next_code: FxHashMap<(u32, u32), u32> = FxHashMap::default();
-    let mut last_args: FxHashMap<(u32, u32), [u64; MAX_ARGS]> = FxHashMap::default();
+    let mut last_slot: Vec<u32> = (0..n_threads as u32).collect();
     out.reserve(n);
     let [thread_col, code_col, time_lo, time_col, arg_cols @ ..] = &mut cols;
     for i in 0..n {
@@ -151,24 +168,41 @@ pub fn decode(bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
         let &(tgid, tid) = threads
             .get(t)
             .ok_or_else(|| format!("event {i}: thread index {t} out of range"))?;
-        let prev = last_code[t];
-        let code = match code_col.varint_u32()? {
-            0 => *next_code
-                .get(&(t as u32, prev))
-                .ok_or_else(|| format!("event {i}: nothing to predict from"))?,
-            c => c - 1,
+        let prev = last_slot[t] as usize;
+        let (code, slot) = match code_col.varint_u32()? {
+            0 => match slots[prev].next_slot {
+                u32::MAX => return Err(format!("event {i}: nothing to predict from")),
+                s => (slots[prev].next_code, s),
+            },
+            c if slots[prev].next_code == c - 1 => (c - 1, slots[prev].next_slot),
+            c => {
+                let code = c - 1;
+                let fresh = slots.len() as u32;
+                let s = *index.entry((t as u32, code)).or_insert(fresh);
+                if s == fresh {
+                    slots.push(Slot {
+                        code,
+                        next_code: u32::MAX,
+                        next_slot: u32::MAX,
+                        args: [0; MAX_ARGS],
+                    });
+                }
+                (code, s)
+            }
         };
-        last_code[t] = code;
-        next_code.insert((t as u32, prev), code);
+        slots[prev].next_code = code;
+        slots[prev].next_slot = slot;
+        last_slot[t] = slot;
+        debug_assert_eq!(slots[slot as usize].code, code);
         let lo = u64::from(*time_lo.take(1)?.first().expect("one byte"));
         let ts = last_ts[t].wrapping_add(unzigzag(time_col.varint()? << 8 | lo) as u64);
         last_ts[t] = ts;
-        let prev = last_args.entry((t as u32, code)).or_insert([0; MAX_ARGS]);
+        let prev_args = &mut slots[slot as usize].args;
         let mut args = [0; MAX_ARGS];
-        for (slot, col) in arg_cols.iter_mut().enumerate() {
-            args[slot] = prev[slot].wrapping_add(unzigzag(col.varint()?) as u64);
+        for (a, col) in arg_cols.iter_mut().enumerate() {
+            args[a] = prev_args[a].wrapping_add(unzigzag(col.varint()?) as u64);
         }
-        *prev = args;
+        *prev_args = args;
         let kind = match code & 3 {
             0 => EventKind::Entry,
             1 => EventKind::Exit,

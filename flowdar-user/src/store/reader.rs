@@ -7,6 +7,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::sync::mpsc;
+
 use flowdar_common::Event;
 
 use super::{codec, format::*};
@@ -22,6 +24,17 @@ pub enum ReadWarning {
     Unframed { offset: u64 },
     /// The file has no footer: the tracer did not finish.
     NoFooter,
+}
+
+impl ReadWarning {
+    /// Where in the file the damage is (a missing footer is at the end).
+    fn file_position(&self) -> u64 {
+        match self {
+            Self::Truncated { last_complete, .. } => *last_complete,
+            Self::CorruptChunk { offset, .. } | Self::Unframed { offset } => *offset,
+            Self::NoFooter => u64::MAX,
+        }
+    }
 }
 
 impl fmt::Display for ReadWarning {
@@ -158,6 +171,23 @@ impl TraceReader {
 
     /// The next intact chunk's events; `None` at the end of the trace.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<Event>>, StoreError> {
+        while let Some((offset, payload)) = self.next_event_payload()? {
+            match decode_events(&payload) {
+                Ok(events) => {
+                    self.chunks += 1;
+                    return Ok(Some(events));
+                }
+                Err(reason) => self
+                    .warnings
+                    .push(ReadWarning::CorruptChunk { offset, reason }),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next event frame that passed its checksum, still compressed, with
+    /// its offset; every other frame (footer, damage) is handled here.
+    fn next_event_payload(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         while !self.done {
             let start = self.offset;
             match self.read_frame()? {
@@ -190,16 +220,7 @@ impl TraceReader {
                     kind: FRAME_EVENTS,
                     payload,
                     ..
-                } => match decode_events(&payload) {
-                    Ok(events) => {
-                        self.chunks += 1;
-                        return Ok(Some(events));
-                    }
-                    Err(reason) => self.warnings.push(ReadWarning::CorruptChunk {
-                        offset: start,
-                        reason,
-                    }),
-                },
+                } => return Ok(Some((start, payload))),
                 Frame::Complete {
                     kind: FRAME_FOOTER,
                     payload,
@@ -225,11 +246,78 @@ impl TraceReader {
 
     /// Calls `f` on every event in file order; returns the reader (for its
     /// footer and warnings) when done.
+    ///
+    /// With more than one CPU, chunks are read on one helper thread and
+    /// decompressed and decoded (the costly part) on several, a few chunks
+    /// ahead of `f`, and handed to `f` in file order: analysis runs at the
+    /// speed of the slower side, and memory stays bounded by the chunks in
+    /// flight (64 k events, 3 MiB each).
     pub fn for_each_event(mut self, mut f: impl FnMut(&Event)) -> Result<Self, StoreError> {
-        while let Some(chunk) = self.next_chunk()? {
-            chunk.iter().for_each(&mut f);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            while let Some(chunk) = self.next_chunk()? {
+                chunk.iter().for_each(&mut f);
+            }
+            return Ok(self);
         }
-        Ok(self)
+        let decoders = cpus.min(4);
+        type Decoded = (u64, Result<Vec<Event>, String>);
+        let mut to_decoders = Vec::new();
+        let mut from_decoders = Vec::new();
+        std::thread::scope(|scope| {
+            for _ in 0..decoders {
+                let (tx, rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(1);
+                let (out_tx, out_rx) = mpsc::sync_channel::<Decoded>(2);
+                to_decoders.push(tx);
+                from_decoders.push(out_rx);
+                std::thread::Builder::new()
+                    .name("flowdar-decode".into())
+                    .spawn_scoped(scope, move || {
+                        for (offset, payload) in rx {
+                            if out_tx.send((offset, decode_events(&payload))).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .expect("spawn decoder thread");
+            }
+            let reader = std::thread::Builder::new()
+                .name("flowdar-read".into())
+                .spawn_scoped(scope, move || {
+                    let mut next = 0;
+                    while let Some(frame) = self.next_event_payload()? {
+                        if to_decoders[next % decoders].send(frame).is_err() {
+                            break;
+                        }
+                        next += 1;
+                    }
+                    drop(to_decoders);
+                    Ok::<_, StoreError>(self)
+                })
+                .expect("spawn reader thread");
+            // Frames went to decoders round-robin: collect them the same way.
+            let mut damaged = Vec::new();
+            let mut chunks = 0;
+            'chunks: for next in 0.. {
+                match from_decoders[next % decoders].recv() {
+                    Ok((_, Ok(events))) => {
+                        chunks += 1;
+                        events.iter().for_each(&mut f);
+                    }
+                    Ok((offset, Err(reason))) => {
+                        damaged.push(ReadWarning::CorruptChunk { offset, reason })
+                    }
+                    Err(_) => break 'chunks,
+                }
+            }
+            drop(from_decoders);
+            let mut reader = reader.join().expect("reader thread panicked")?;
+            reader.chunks += chunks;
+            // Keep the warnings in file order, as the sequential path does.
+            reader.warnings.extend(damaged);
+            reader.warnings.sort_by_key(ReadWarning::file_position);
+            Ok(reader)
+        })
     }
 
     fn read_frame(&mut self) -> Result<Frame, StoreError> {
