@@ -342,3 +342,36 @@ fn sessions_and_flows_say_which_profile_they_need() {
     // Fixture reads take conn 0 (args are 0): no connection identity, no session.
     assert!(rows.is_empty(), "{rows:?}");
 }
+
+#[test]
+fn a_trace_of_another_format_version_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let future = dir.path().join("future.flowdar");
+    let mut bytes = b"FLOWDAR\0".to_vec();
+    bytes.extend_from_slice(&99u32.to_le_bytes());
+    bytes.extend_from_slice(&[0; 64]);
+    std::fs::write(&future, bytes).unwrap();
+    let err = one_line_error(&["stats", future.to_str().unwrap()]);
+    assert!(
+        err.contains("is trace format version 99; this flowdar reads version 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_experiment_spec_names_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "version = 1\nprofile = [\"apache:request\"]\n\n[[phase]]\nname = \"normal\"\nduration = 20s\n",
+    )
+    .unwrap();
+    let err = one_line_error(&[
+        "experiment",
+        spec.to_str().unwrap(),
+        "-o",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(err.contains("spec.toml:6:12"), "{err}");
+}

@@ -126,3 +126,52 @@ fn existing_output_is_kept_without_force() {
     assert_eq!(std::fs::read(&out).unwrap(), b"an earlier trace");
     assert!(leftover_programs().is_empty());
 }
+
+#[test]
+fn a_pid_that_is_not_the_profiles_server_is_refused() {
+    require_root();
+    let mut sleeper = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.flowdar");
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &sleeper.id().to_string(),
+        "--profile",
+        "apache:request",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+    assert_one_line_error(
+        &o,
+        &format!(
+            "PID {} (sleep) is not the server profile `apache:request` is for: it maps none of apache2",
+            sleeper.id()
+        ),
+    );
+    assert!(!out.exists());
+    assert!(leftover_programs().is_empty());
+}
+
+#[test]
+fn unwritable_output_fails_before_anything_is_attached() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &apache.pid().to_string(),
+        "--probe",
+        "apache2:ap_read_request",
+        "-o",
+        "/proc/flowdar-cannot-write-here/t.flowdar",
+    ]);
+    assert_one_line_error(&o, "/proc/flowdar-cannot-write-here/t.flowdar");
+    assert!(leftover_programs().is_empty());
+    assert!(leftover_links().is_empty());
+}

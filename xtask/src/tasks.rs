@@ -150,7 +150,7 @@ impl Tally {
 
 /// Fuzzing time per target inside `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 20;
-const FUZZ_TARGETS: &[&str] = &["trace_reader", "probe_config"];
+const FUZZ_TARGETS: &[&str] = &["trace_reader", "probe_config", "experiment_spec"];
 
 /// Runs every fuzz target for `seconds`, starting from the committed seeds;
 /// any crash fails (cargo fuzz leaves the input in fuzz/artifacts).

@@ -2,6 +2,7 @@
 //! server, and the pipeline ring buffer -> drain thread -> writer thread ->
 //! trace file.
 mod drain;
+mod features;
 mod loader;
 mod multi;
 mod privileges;
@@ -18,11 +19,14 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flowdar_common::Event;
 
 pub use drain::{DrainCounts, BATCH_EVENTS};
+pub use features::{check as check_kernel, FeatureError};
 pub use loader::{
     loaded_flowdar_links, loaded_flowdar_programs, AttachMode, AttachPlan, PROGRAM_PREFIX,
 };
 pub use privileges::{check as check_privileges, PrivilegeError};
-pub use proctree::{comm, descendants, is_alive};
+pub use proctree::{
+    comm, descendants, find_restarted, is_alive, Restarted, ServerIdentity, TreeChange, TreeWatch,
+};
 
 use crate::{
     probes::ResolvedProbe,
@@ -33,6 +37,8 @@ use crate::{
 pub enum CaptureError {
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
+    Kernel(#[from] FeatureError),
     #[error("no process with PID {pid}")]
     NoSuchProcess { pid: u32 },
     #[error(transparent)]
@@ -176,6 +182,7 @@ impl Recording {
     /// every probe and starts draining. Returns once events can flow.
     pub fn start(opts: RecordOptions) -> Result<Self, CaptureError> {
         privileges::check("record")?;
+        features::check()?;
         if !proctree::is_alive(opts.pid) {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
@@ -242,6 +249,24 @@ impl Recording {
             started_mono,
             stats,
         })
+    }
+
+    /// Adds `pid`'s process tree to the in-kernel filter (a restarted
+    /// server being followed); forks from it are then followed in the
+    /// kernel. The probes are on the files, so nothing is re-attached.
+    pub fn follow(&mut self, pid: u32) -> Result<usize, CaptureError> {
+        let tree = proctree::descendants(pid);
+        let mut targets: aya::maps::HashMap<&mut MapData, u32, u8> = aya::maps::HashMap::try_from(
+            self.attached
+                .ebpf
+                .map_mut("TARGETS")
+                .ok_or(CaptureError::MissingMap("TARGETS"))?,
+        )
+        .map_err(CaptureError::map)?;
+        for p in &tree {
+            targets.insert(p, 1, 0).map_err(CaptureError::map)?;
+        }
+        Ok(tree.len())
     }
 
     pub fn processes_at_start(&self) -> usize {

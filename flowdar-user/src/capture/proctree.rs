@@ -84,3 +84,151 @@ mod tests {
         assert!(is_alive(std::process::id()));
     }
 }
+
+/// What makes a server "the same server" after a restart: the same
+/// executable file (device and inode, so an upgraded binary is told apart)
+/// and the same command line. A recycled PID never matches by accident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerIdentity {
+    pub exe: (u64, u64),
+    pub cmdline: Vec<u8>,
+}
+
+impl ServerIdentity {
+    pub fn of(pid: u32) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        Some(Self {
+            exe: (meta.dev(), meta.ino()),
+            cmdline,
+        })
+    }
+
+    /// The command line as people read it.
+    pub fn command(&self) -> String {
+        String::from_utf8_lossy(&self.cmdline)
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// How a restarted server was found, if it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restarted {
+    /// Same binary, same command line: the root of its process tree.
+    Same(u32),
+    /// Same command line, but the executable is another file (upgraded).
+    OtherBinary(u32),
+}
+
+/// Looks for a live process running `identity`'s command line whose parent
+/// does not run it too (the new server's parent process), other than the
+/// old server's processes in `exclude` (orphans may outlive their parent).
+pub fn find_restarted(identity: &ServerIdentity, exclude: &[u32]) -> Option<Restarted> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read(format!("/proc/{pid}/cmdline"))
+            .ok()
+            .as_deref()
+            == Some(&identity.cmdline[..])
+            && !exclude.contains(&pid)
+            && is_alive(pid)
+        {
+            found.push(pid);
+        }
+    }
+    let parent_matches = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .as_deref()
+            .and_then(parent_of)
+            .is_some_and(|ppid| found.contains(&ppid))
+    };
+    let root = *found.iter().filter(|&&p| !parent_matches(p)).min()?;
+    match ServerIdentity::of(root) {
+        Some(id) if id.exe == identity.exe => Some(Restarted::Same(root)),
+        Some(_) => Some(Restarted::OtherBinary(root)),
+        None => None,
+    }
+}
+
+/// Changes in a server's process tree seen by polling `/proc`: child
+/// processes replaced by a graceful restart or recycled after
+/// MaxConnectionsPerChild. (The kernel filter follows them anyway; this is
+/// what the operator is told.)
+#[derive(Debug, Default)]
+pub struct TreeWatch {
+    current: Vec<u32>,
+    pub at_start: usize,
+    pub started: usize,
+    pub exited: usize,
+}
+
+/// One poll's difference.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TreeChange {
+    pub started: Vec<u32>,
+    pub exited: Vec<u32>,
+    /// Processes now in the tree.
+    pub now: usize,
+}
+
+impl TreeWatch {
+    pub fn new(root: u32) -> Self {
+        let current = descendants(root);
+        Self {
+            at_start: current.len(),
+            current,
+            ..Default::default()
+        }
+    }
+
+    /// Starts watching another root (a followed restart), counting its
+    /// processes as started.
+    pub fn reroot(&mut self, root: u32) {
+        self.exited += self.current.len();
+        self.current = descendants(root);
+        self.started += self.current.len();
+    }
+
+    /// The processes seen at the last poll.
+    pub fn current(&self) -> &[u32] {
+        &self.current
+    }
+
+    pub fn poll(&mut self, root: u32) -> Option<TreeChange> {
+        let now = descendants(root);
+        let started: Vec<u32> = now
+            .iter()
+            .filter(|p| !self.current.contains(p))
+            .copied()
+            .collect();
+        let exited: Vec<u32> = self
+            .current
+            .iter()
+            .filter(|p| !now.contains(p))
+            .copied()
+            .collect();
+        self.current = now;
+        if started.is_empty() && exited.is_empty() {
+            return None;
+        }
+        self.started += started.len();
+        self.exited += exited.len();
+        Some(TreeChange {
+            started,
+            exited,
+            now: self.current.len(),
+        })
+    }
+}

@@ -47,6 +47,7 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let requests = args.select.requests()?;
+    args.select.check_server(pid)?;
     let maps = ProcMaps::read(pid).map_err(|source| probes::ResolveError::Maps { pid, source })?;
     let r = probes::resolve_all(&maps, &requests, &args.select.debug_dir);
     let unresolved: Vec<Unresolved> = r

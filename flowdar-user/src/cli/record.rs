@@ -64,14 +64,23 @@ pub struct RecordArgs {
     /// mean time each of Flowdar's kernel programs took per run.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// When the server exits (crash, stop), keep recording and wait for it
+    /// to be restarted (same binary and command line, e.g. by systemd), then
+    /// follow the new server. Without it, recording stops when the server
+    /// exits.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let requests = args.select.requests()?;
     capture::check_privileges("record")?;
+    capture::check_kernel()?;
     if !capture::is_alive(args.pid) {
         bail!("no process with PID {}", args.pid);
     }
+    args.select.check_server(args.pid)?;
+    check_output(&args.output, args.force)?;
     let probes = probes::resolve(args.pid, &requests, &args.select.debug_dir)?;
     let opts = RecordOptions {
         pid: args.pid,
@@ -87,9 +96,37 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         },
         bpf_stats: args.bpf_stats,
     };
-    let summary = record_until_stopped(opts, args.duration)?;
+    let summary = record_until_stopped(opts, args.duration, args.follow)?;
     print_summary(&summary);
     Ok(())
+}
+
+/// Refuses an output that exists (without --force) or whose directory is
+/// missing or not writable, before anything is attached.
+pub(super) fn check_output(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use crate::store::StoreError;
+    if path.exists() && !force {
+        return Err(StoreError::Exists { path: path.into() }.into());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let problem = if !dir.is_dir() {
+        Some(std::io::Error::from(std::io::ErrorKind::NotFound))
+    } else {
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))?;
+        // SAFETY: a valid C string; access(2) only reads it.
+        (unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0).then(std::io::Error::last_os_error)
+    };
+    match problem {
+        Some(source) => Err(StoreError::Create {
+            path: path.into(),
+            source,
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 pub(super) fn ring_bytes(mib: u32) -> anyhow::Result<u32> {
@@ -99,11 +136,13 @@ pub(super) fn ring_bytes(mib: u32) -> anyhow::Result<u32> {
     Ok(mib << 20)
 }
 
-/// Starts recording, waits for a signal, the duration or the target's exit,
-/// then stops and returns the summary.
+/// Starts recording, waits for a signal, the duration or the target's exit
+/// (with `follow`, for its restart), then stops and returns the summary.
+/// Changes in the server's process tree are reported as they happen.
 pub(super) fn record_until_stopped(
     opts: RecordOptions,
     duration: Option<Duration>,
+    follow: bool,
 ) -> anyhow::Result<RecordSummary> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -114,11 +153,13 @@ pub(super) fn record_until_stopped(
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let pid = opts.pid;
+        let mut pid = opts.pid;
         let nprobes = opts.probes.len();
         let files = distinct_files(&opts.probes);
         let output = opts.output.clone();
-        let recording = tokio::task::spawn_blocking(move || Recording::start(opts)).await??;
+        let identity = capture::ServerIdentity::of(pid);
+        let mut recording = tokio::task::spawn_blocking(move || Recording::start(opts)).await??;
+        let started = std::time::Instant::now();
         eprintln!(
             "Recording PID {pid} ({}): {nprobes} probes in {files} files, {} processes, attached in {}; writing {}. Ctrl-C to stop.",
             capture::comm(pid).unwrap_or_default(),
@@ -132,20 +173,75 @@ pub(super) fn record_until_stopped(
                 None => std::future::pending().await,
             }
         };
-        let target_gone = async {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if !capture::is_alive(pid) {
-                    break;
+        tokio::pin!(elapsed);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut watch = capture::TreeWatch::new(pid);
+        let mut waiting_since: Option<std::time::Instant> = None;
+        let mut followed = Vec::new();
+        let at = |t: std::time::Instant| format!("[{:>7.1} s]", t.elapsed().as_secs_f64());
+        let reason = loop {
+            tokio::select! {
+                _ = int.recv() => break "SIGINT",
+                _ = term.recv() => break "SIGTERM",
+                _ = hup.recv() => break "SIGHUP",
+                _ = &mut elapsed => break "duration reached",
+                _ = tick.tick() => {}
+            }
+            // Alive, and still the same program (not a recycled PID).
+            let running = capture::is_alive(pid)
+                && (identity.is_none() || capture::ServerIdentity::of(pid) == identity);
+            if waiting_since.is_none() && running {
+                if let Some(c) = watch.poll(pid) {
+                    eprintln!(
+                        "{} server processes: {} started, {} exited, {} now{}",
+                        at(started),
+                        c.started.len(),
+                        c.exited.len(),
+                        c.now,
+                        if c.exited.len() + 1 >= c.now && !c.started.is_empty() {
+                            " (children replaced: graceful restart or recycling)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                continue;
+            }
+            if !follow {
+                break "target exited";
+            }
+            let Some(identity) = &identity else {
+                break "target exited";
+            };
+            if waiting_since.is_none() {
+                waiting_since = Some(std::time::Instant::now());
+                eprintln!(
+                    "{} server PID {pid} exited; waiting for it to be restarted (--follow: same binary and command line `{}`). Ctrl-C to stop.",
+                    at(started),
+                    identity.command()
+                );
+            }
+            match capture::find_restarted(identity, watch.current()) {
+                None => {}
+                Some(capture::Restarted::OtherBinary(new)) => {
+                    eprintln!(
+                        "{} PID {new} runs the same command line from a different executable (upgraded?); its code is not probed: run flowdar again.",
+                        at(started)
+                    );
+                    break "target exited; restarted with a different binary";
+                }
+                Some(capture::Restarted::Same(new)) => {
+                    let n = recording.follow(new)?;
+                    watch.reroot(new);
+                    eprintln!(
+                        "{} following the restarted server: PID {new}, {n} processes (down for {}).",
+                        at(started),
+                        format::duration(waiting_since.take().unwrap_or(started).elapsed())
+                    );
+                    followed.push((pid, new));
+                    pid = new;
                 }
             }
-        };
-        let reason = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-            _ = hup.recv() => "SIGHUP",
-            _ = elapsed => "duration reached",
-            _ = target_gone => "target exited",
         };
         if recording.slow_detach() && recording.uprobe_count() > 100 {
             eprintln!(
@@ -154,6 +250,18 @@ pub(super) fn record_until_stopped(
             );
         }
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
+        if watch.started + watch.exited > 0 || !followed.is_empty() {
+            eprintln!(
+                "Server processes: {} at start, {} started and {} exited during capture{}.",
+                watch.at_start,
+                watch.started,
+                watch.exited,
+                followed
+                    .iter()
+                    .map(|(a, b)| format!("; followed restart PID {a} -> {b}"))
+                    .collect::<String>()
+            );
+        }
         anyhow::Ok(summary)
     })
     .context("recording failed")

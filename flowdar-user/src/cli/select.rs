@@ -29,6 +29,32 @@ pub struct ProbeSelection {
 }
 
 impl ProbeSelection {
+    /// A built-in profile is for one kind of server: refuse a PID that maps
+    /// none of the profile's files (`--profile apache:...` on a shell, say)
+    /// with a sentence naming both, rather than a per-probe lookup failure.
+    pub fn check_server(&self, pid: u32) -> anyhow::Result<()> {
+        let Ok(maps) = crate::probes::ProcMaps::read(pid) else {
+            return Ok(()); // resolution reports an unreadable map itself
+        };
+        for spec in &self.profile {
+            let mut targets: Vec<String> = profile_requests(spec)?
+                .into_iter()
+                .map(|r| r.target)
+                .collect();
+            targets.sort();
+            targets.dedup();
+            if targets.iter().all(|t| maps.find(t).is_err()) {
+                let name = spec.split(':').next().unwrap_or(spec);
+                bail!(
+                    "PID {pid} ({}) is not the server profile `{spec}` is for: it maps none of {} (is it the {name} parent process?)",
+                    crate::capture::comm(pid).unwrap_or_else(|| "?".into()),
+                    targets.join(", "),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The requests of the profiles, then the probe file, then the command line.
     pub fn requests(&self) -> anyhow::Result<Vec<ProbeRequest>> {
         let mut out = Vec::new();

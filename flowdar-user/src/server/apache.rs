@@ -71,6 +71,7 @@ pub struct ThrowawayApache {
     child: Option<Child>,
     dir: tempfile::TempDir,
     port: u16,
+    binary: PathBuf,
 }
 
 impl ThrowawayApache {
@@ -100,8 +101,25 @@ impl ThrowawayApache {
         };
         let conf = dir.path().join("httpd.conf");
         std::fs::write(&conf, config(dir.path(), port, opts))?;
-        let log = std::fs::File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new(&opts.binary)
+        let mut server = Self {
+            child: None,
+            dir,
+            port,
+            binary: opts.binary.clone(),
+        };
+        server.spawn()?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Runs the server's command line (the same every time).
+    fn spawn(&mut self) -> Result<(), ServerError> {
+        let conf = self.dir.path().join("httpd.conf");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stderr.log"))?;
+        let child = Command::new(&self.binary)
             .args([
                 "-f",
                 conf.to_str().expect("utf-8 temp path"),
@@ -113,13 +131,45 @@ impl ThrowawayApache {
             // Own process group: stopping it reaches every child.
             .process_group(0)
             .spawn()?;
-        let mut server = Self {
-            child: Some(child),
-            dir,
-            port,
-        };
-        server.wait_ready()?;
-        Ok(server)
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills every server process at once (as a crash would), then starts
+    /// the same command line again, as a supervisor would; returns the new
+    /// parent PID once it serves.
+    pub fn crash_and_restart(&mut self) -> Result<u32, ServerError> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child's process group.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        // The kernel frees the listening port once the group is gone.
+        std::thread::sleep(Duration::from_millis(200));
+        self.spawn()?;
+        // Ready once it accepts: no HTTP request, so a tracer following the
+        // restart sees only the requests the caller sends.
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while std::net::TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                return Err(ServerError::Startup {
+                    secs: STARTUP_TIMEOUT.as_secs(),
+                    port: self.port,
+                    log: "not accepting connections after a restart".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(self.pid())
+    }
+
+    /// Apache's graceful restart (SIGUSR1 to the parent): the parent stays,
+    /// its children finish their requests and are replaced by new ones.
+    pub fn graceful_restart(&self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGUSR1) };
     }
 
     /// The parent (control) process.
