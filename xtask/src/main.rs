@@ -41,11 +41,23 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
-    /// Benchmarks: print figures measured side by side (see BENCHMARKS.md).
+    /// Benchmarks (root): print figures measured side by side and the
+    /// targets they are held to (see BENCHMARKS.md). Default: the tracer
+    /// rows a-e.
     Bench {
         /// Which benchmark.
-        #[arg(value_enum)]
+        #[arg(value_enum, default_value = "tracer")]
         which: tasks::Bench,
+        /// Only these rows of the tracer benchmark (a, b, d, e; b includes c).
+        rows: Vec<String>,
+    },
+    /// Soak (root): trace Apache under steady load with the `request`
+    /// profile for a long time, sampling Flowdar's RSS and CPU; results
+    /// to paste into RELIABILITY.md.
+    Soak {
+        /// How long (e.g. 10m, 30s).
+        #[arg(long, default_value = "10m")]
+        duration: String,
     },
 }
 
@@ -58,7 +70,8 @@ fn main() {
         Command::Demo => tasks::demo(),
         Command::Lint => setup::run().and_then(|env| tasks::lint(&env)),
         Command::Fuzz { seconds } => setup::run().and_then(|env| tasks::fuzz(&env, seconds)),
-        Command::Bench { which } => tasks::bench(which),
+        Command::Bench { which, rows } => tasks::bench(which, &rows),
+        Command::Soak { duration } => tasks::soak(&duration),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

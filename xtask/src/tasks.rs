@@ -180,12 +180,16 @@ pub fn fuzz(env: &Env, seconds: u64) -> Result<()> {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Bench {
+    /// The tracer against the kernel's floor and bpftrace: per call (a),
+    /// server throughput (b) and trace bytes/event (c), analysis (d),
+    /// attach/detach (e). ~6 minutes.
+    Tracer,
     /// Trace store: bytes/event on a recorded Apache trace and a synthetic
     /// one, encode/decode rates; and a 30 s full-speed recording's losses.
     Store,
 }
 
-pub fn bench(which: Bench) -> Result<()> {
+pub fn bench(which: Bench, rows: &[String]) -> Result<()> {
     let env = setup::run()?;
     run_cmd(cargo(&env).args(["build", "--release", "-p", "flowdar-user"]))?;
     let flowdar = workspace_root().join("target/release/flowdar");
@@ -193,6 +197,13 @@ pub fn bench(which: Bench) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let examples = workspace_root().join("flowdar-user/examples");
     match which {
+        Bench::Tracer => run_cmd(
+            cargo(&env)
+                .args(["bench", "-p", "flowdar-tests", "--bench", "tracer", "--"])
+                .args(rows)
+                .env("FLOWDAR_BIN", &flowdar)
+                .env("BENCH_OUT", &out),
+        ),
         Bench::Store => {
             let trace = out.join("apache-request-io.flowdar");
             eprintln!(
@@ -222,6 +233,32 @@ pub fn bench(which: Bench) -> Result<()> {
             )
         }
     }
+}
+
+/// The soak run: `cargo bench -p flowdar-tests --bench soak` with the
+/// release binary.
+pub fn soak(duration: &str) -> Result<()> {
+    let env = setup::run()?;
+    run_cmd(cargo(&env).args(["build", "--release", "-p", "flowdar-user"]))?;
+    let out = workspace_root().join("target/soak");
+    std::fs::create_dir_all(&out)?;
+    run_cmd(
+        cargo(&env)
+            .args([
+                "bench",
+                "-p",
+                "flowdar-tests",
+                "--bench",
+                "soak",
+                "--",
+                duration,
+            ])
+            .env(
+                "FLOWDAR_BIN",
+                workspace_root().join("target/release/flowdar"),
+            )
+            .env("BENCH_OUT", &out),
+    )
 }
 
 pub fn demo() -> Result<()> {

@@ -267,14 +267,19 @@ impl TraceReader {
         std::thread::scope(|scope| {
             for _ in 0..decoders {
                 let (tx, rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(1);
-                let (out_tx, out_rx) = mpsc::sync_channel::<Decoded>(2);
+                let (out_tx, out_rx) = mpsc::sync_channel::<Decoded>(1);
+                // Event vectors come back once `f` is done with them.
+                let (spare_tx, spare_rx) = mpsc::channel::<Vec<Event>>();
                 to_decoders.push(tx);
-                from_decoders.push(out_rx);
+                from_decoders.push((out_rx, spare_tx));
                 std::thread::Builder::new()
                     .name("flowdar-decode".into())
                     .spawn_scoped(scope, move || {
+                        let mut decoder = Decoder::default();
                         for (offset, payload) in rx {
-                            if out_tx.send((offset, decode_events(&payload))).is_err() {
+                            let mut events = spare_rx.try_recv().unwrap_or_default();
+                            let result = decoder.decode(&payload, &mut events).map(|()| events);
+                            if out_tx.send((offset, result)).is_err() {
                                 break;
                             }
                         }
@@ -299,10 +304,12 @@ impl TraceReader {
             let mut damaged = Vec::new();
             let mut chunks = 0;
             'chunks: for next in 0.. {
-                match from_decoders[next % decoders].recv() {
+                let (decoded, spare) = &from_decoders[next % decoders];
+                match decoded.recv() {
                     Ok((_, Ok(events))) => {
                         chunks += 1;
                         events.iter().for_each(&mut f);
+                        let _ = spare.send(events);
                     }
                     Ok((offset, Err(reason))) => {
                         damaged.push(ReadWarning::CorruptChunk { offset, reason })
@@ -360,23 +367,46 @@ impl TraceReader {
 
 /// Decodes an events payload: `u32 encoded_len` then zstd of the encoding.
 fn decode_events(payload: &[u8]) -> Result<Vec<Event>, String> {
-    let len = payload
-        .get(..4)
-        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-        .ok_or("payload shorter than its length")?;
-    if len > MAX_ENCODED_LEN {
-        return Err(format!("impossible encoded length {len}"));
-    }
-    let encoded = zstd::bulk::decompress(&payload[4..], len).map_err(|e| format!("zstd: {e}"))?;
-    if encoded.len() != len {
-        return Err(format!(
-            "decompresses to {} bytes, expected {len}",
-            encoded.len()
-        ));
-    }
     let mut events = Vec::new();
-    codec::decode(&encoded, &mut events)?;
+    Decoder::default().decode(payload, &mut events)?;
     Ok(events)
+}
+
+/// Decompression and decoding with buffers kept from chunk to chunk (a
+/// fresh 3 MiB vector per chunk costs page faults on every chunk).
+#[derive(Default)]
+struct Decoder {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    encoded: Vec<u8>,
+}
+
+impl Decoder {
+    /// Decodes one event frame's payload into `events` (cleared first).
+    fn decode(&mut self, payload: &[u8], events: &mut Vec<Event>) -> Result<(), String> {
+        events.clear();
+        let len = payload
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("payload shorter than its length")?;
+        if len > MAX_ENCODED_LEN {
+            return Err(format!("impossible encoded length {len}"));
+        }
+        let zstd = match &mut self.zstd {
+            Some(z) => z,
+            empty => {
+                empty.insert(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?)
+            }
+        };
+        self.encoded.clear();
+        self.encoded.reserve(len);
+        let n = zstd
+            .decompress_to_buffer(&payload[4..], &mut self.encoded)
+            .map_err(|e| format!("zstd: {e}"))?;
+        if n != len {
+            return Err(format!("decompresses to {n} bytes, expected {len}"));
+        }
+        codec::decode(&self.encoded, events)
+    }
 }
 
 /// Reads until `buf` is full or EOF; returns the bytes read.
