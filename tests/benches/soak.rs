@@ -86,7 +86,7 @@ fn main() {
         let pct = 100.0 * (cpu - last_cpu) / (t - last_t);
         samples.push((t, rss, pct));
         (last_cpu, last_t) = (cpu, t);
-        if samples.len() % 12 == 0 {
+        if samples.len().is_multiple_of(12) {
             eprintln!(
                 "soak: {:>5.0} s  RSS {:>6.1} MiB  CPU {:>5.1}%",
                 t,

@@ -294,6 +294,27 @@ pub fn call_links() -> Vec<String> {
         .collect()
 }
 
+/// Anything of ours pinned in bpffs (Flowdar never pins).
+pub fn pinned_objects() -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().to_lowercase();
+            if name.contains("flowdar")
+                || ["events", "targets", "probe_config", "drops"].contains(&name.as_str())
+            {
+                out.push(path.display().to_string());
+            }
+            if path.is_dir() {
+                walk(&path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/sys/fs/bpf"), &mut out);
+    out
+}
+
 /// uprobe events in tracefs that mention flowdar (aya attaches through
 /// perf_event_open, so there should never be any).
 pub fn leftover_tracefs_uprobes() -> Vec<String> {

@@ -105,6 +105,7 @@ fn sigkill_leaves_no_probe_and_a_readable_trace() {
     }
     assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
     assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert!(pinned_objects().is_empty(), "{:?}", pinned_objects());
     let t = Trace::read(&trace);
     assert!(t.footer.is_none());
     assert!(

@@ -9,15 +9,12 @@ use std::{
 
 use aya::{
     maps::{Array as BpfArray, HashMap as BpfHashMap, MapData},
-    programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
-        TracePoint, UProbe,
-    },
+    programs::{uprobe::UProbeLinkId, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use flowdar_common::MAX_PROBES;
 
-use super::{multi, proctree, tracefs, CaptureError};
+use super::{multi, perf, proctree, tracefs, CaptureError};
 use crate::probes::ResolvedProbe;
 
 /// The compiled kernel programs (built by build.rs from flowdar-ebpf).
@@ -56,7 +53,7 @@ pub struct AttachPlan {
 }
 
 /// The attached uprobes, by mechanism.
-enum Links {
+pub(super) enum Links {
     /// aya perf-event links, detached many at a time.
     Perf(Vec<(&'static str, UProbeLinkId)>),
     /// uprobe_multi link fds and the programs they hold.
@@ -69,9 +66,9 @@ enum Links {
 /// Programs loaded and attached to a live target.
 pub struct Attached {
     pub ebpf: Ebpf,
-    links: Links,
+    pub(super) links: Links,
     /// Uprobes attached (entry + exit per function).
-    uprobes: usize,
+    pub(super) uprobes: usize,
     /// Functions from patterns that the kernel would not probe, and why.
     pub skipped: Vec<(String, String)>,
     /// Processes in the filter when capture began.
@@ -217,11 +214,11 @@ pub fn attach(
         [ENTRY, EXIT]
     };
     let result = match plan.mode {
-        AttachMode::Perf => attach_perf(&mut attached, probes, names),
+        AttachMode::Perf => perf::attach_perf(&mut attached, probes, names),
         AttachMode::Multi => attach_multi(&mut attached, probes, names),
         AttachMode::Auto => match attach_multi(&mut attached, probes, names) {
             Err(CaptureError::Multi(multi::MultiError::Unsupported(_))) => {
-                attach_perf(&mut attached, probes, names)
+                perf::attach_perf(&mut attached, probes, names)
             }
             other => other,
         },
@@ -309,81 +306,8 @@ fn attach_multi(
     Ok(())
 }
 
-fn attach_perf(
-    attached: &mut Attached,
-    probes: &[ResolvedProbe],
-    names: [&'static str; 2],
-) -> Result<(), CaptureError> {
-    for name in names {
-        let prog: &mut UProbe = program(&mut attached.ebpf, name)?;
-        prog.load().map_err(|e| CaptureError::program(name, e))?;
-    }
-    let mut links = Vec::new();
-    let result = attach_perf_each(
-        &mut attached.ebpf,
-        probes,
-        names,
-        &mut links,
-        &mut attached.skipped,
-    );
-    attached.uprobes = links.len();
-    attached.links = Links::Perf(links);
-    result
-}
-
-fn attach_perf_each(
-    ebpf: &mut Ebpf,
-    probes: &[ResolvedProbe],
-    names: [&'static str; 2],
-    links: &mut Vec<(&'static str, UProbeLinkId)>,
-    skipped: &mut Vec<(String, String)>,
-) -> Result<(), CaptureError> {
-    for p in probes {
-        match attach_pair(ebpf, p, names) {
-            Ok(ids) => links.extend(ids),
-            // A function matched by a pattern may sit where the kernel
-            // refuses a uprobe (e.g. ENOTSUPP on some first instructions):
-            // skip it and say so; a function asked for by name must attach.
-            Err(e) if p.optional => skipped.push((p.function.clone(), error_reason(&e))),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Attaches the entry and exit probes of one function, or neither.
-fn attach_pair(
-    ebpf: &mut Ebpf,
-    p: &ResolvedProbe,
-    [entry_name, exit_name]: [&'static str; 2],
-) -> Result<[(&'static str, UProbeLinkId); 2], CaptureError> {
-    let attach = |ebpf: &mut Ebpf, name: &'static str| {
-        let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(p.file_offset),
-            cookie: Some(u64::from(p.id)),
-        };
-        let prog: &mut UProbe = program(ebpf, name)?;
-        prog.attach(point, &p.attach_path, UProbeScope::AllProcesses)
-            .map_err(|source| CaptureError::Attach {
-                function: p.function.clone(),
-                path: p.path.clone(),
-                source: Box::new(source),
-            })
-    };
-    let entry = attach(ebpf, entry_name)?;
-    match attach(ebpf, exit_name) {
-        Ok(exit) => Ok([(entry_name, entry), (exit_name, exit)]),
-        Err(e) => {
-            if let Ok(prog) = program::<UProbe>(ebpf, entry_name) {
-                let _ = prog.detach(entry);
-            }
-            Err(e)
-        }
-    }
-}
-
 /// Why the kernel refused a uprobe, compactly.
-fn io_reason(e: &std::io::Error) -> String {
+pub(super) fn io_reason(e: &std::io::Error) -> String {
     // ENOTSUPP (524) is kernel-internal: libc has no name for it.
     if e.raw_os_error() == Some(multi::ENOTSUPP) {
         "ENOTSUPP: the kernel cannot place a uprobe on its first instruction".into()
@@ -392,23 +316,10 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// The innermost cause of an attach error, for a compact report.
-fn error_reason(e: &CaptureError) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(multi::ENOTSUPP) {
-                return io_reason(io);
-            }
-        }
-        msg = s.to_string();
-        source = s.source();
-    }
-    msg
-}
-
-fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, CaptureError>
+pub(super) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, CaptureError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
@@ -431,44 +342,4 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-/// Names of loaded kernel programs that are ours (for leak checks).
-pub fn loaded_flowdar_programs() -> Vec<String> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
-        .filter(|n| n.starts_with(PROGRAM_PREFIX))
-        .collect()
-}
-
-/// BPF links whose program is ours (uprobe_multi and perf links alike), as
-/// "link ID -> program": the kernel's own view of what is still attached.
-pub fn loaded_flowdar_links() -> Vec<String> {
-    let ours: std::collections::HashMap<u32, String> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| Some((p.id(), p.name_as_str()?.to_string())))
-        .filter(|(_, n)| n.starts_with(PROGRAM_PREFIX))
-        .collect();
-    aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .filter_map(|l| {
-            let name = ours.get(&l.program_id())?;
-            Some(format!("link {} -> {name}", l.id()))
-        })
-        .collect()
-}
-
-/// Run time per program of ours, while kernel BPF statistics are on
-/// (`record --bpf-stats`): (name, runs, total ns).
-pub fn program_run_times() -> Vec<(String, u64, u64)> {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| {
-            let name = p.name_as_str()?.to_string();
-            name.starts_with(PROGRAM_PREFIX)
-                .then(|| (name, p.run_count(), p.run_time().as_nanos() as u64))
-        })
-        .filter(|(_, runs, _)| *runs > 0)
-        .collect()
 }

@@ -3,8 +3,10 @@
 //! trace file.
 mod drain;
 mod features;
+mod introspect;
 mod loader;
 mod multi;
+mod perf;
 mod privileges;
 mod proctree;
 mod tracefs;
@@ -20,9 +22,8 @@ use flowdar_common::Event;
 
 pub use drain::{DrainCounts, BATCH_EVENTS};
 pub use features::{check as check_kernel, FeatureError};
-pub use loader::{
-    loaded_flowdar_links, loaded_flowdar_programs, AttachMode, AttachPlan, PROGRAM_PREFIX,
-};
+pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
+pub use loader::{AttachMode, AttachPlan, PROGRAM_PREFIX};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
     comm, descendants, find_restarted, is_alive, Restarted, ServerIdentity, TreeChange, TreeWatch,
@@ -301,7 +302,7 @@ impl Recording {
             stats,
         } = self;
         let program_times = if stats.is_some() {
-            loader::program_run_times()
+            introspect::program_run_times()
         } else {
             Vec::new()
         };

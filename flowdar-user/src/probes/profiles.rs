@@ -90,4 +90,44 @@ mod tests {
         let err = profile_requests("apache:requests").unwrap_err().to_string();
         assert!(err.contains("no probe set named `requests`"), "{err}");
     }
+
+    /// Security: the built-in profiles never read request or response
+    /// contents. Every memory read is one 4- or 8-byte scalar (a length, a
+    /// count, a pointer); the I/O functions' buffer arguments are never
+    /// dereferenced.
+    #[test]
+    fn builtin_profiles_never_read_payloads() {
+        let all = ["connection", "request", "io", "handoff", "full"].map(String::from);
+        // (function, argument that holds the data buffer)
+        let buffers = [
+            ("apr_socket_recv", 1u8),
+            ("apr_socket_send", 1),
+            ("apr_socket_sendv", 1),
+            ("apr_socket_sendfile", 1),
+        ];
+        for r in PROFILES[0].file().requests(&all).unwrap() {
+            for f in [
+                "apr_socket_recv",
+                "apr_socket_send",
+                "apr_socket_sendv",
+                "apr_socket_sendfile",
+                &r.function,
+            ] {
+                let c = r.capture_for(f);
+                for d in &c.deref {
+                    assert!(matches!(d.bytes, 4 | 8), "{f}: {d:?}");
+                    assert!(
+                        !buffers.iter().any(|(bf, arg)| *bf == f && *arg == d.arg),
+                        "{f} dereferences its data buffer"
+                    );
+                }
+                if let Some(read) = c.read {
+                    assert!(
+                        !buffers.iter().any(|(bf, arg)| *bf == f && *arg == read.arg),
+                        "{f} reads its data buffer"
+                    );
+                }
+            }
+        }
+    }
 }

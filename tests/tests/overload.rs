@@ -1,0 +1,110 @@
+//! Overload: the `full` profile (every ap_*/apr_* function) on Apache under
+//! as much load as wrk can make, with the tracer frozen (SIGSTOP) for two
+//! seconds so its kernel ring buffer overflows, as when a busy machine
+//! deschedules it. The server keeps serving, every lost event is counted
+//! per probe and reported, the trace stays consistent, and the tracer's
+//! memory stays within its configured bound.
+use std::time::Duration;
+
+use flowdar::server::{run_wrk, ApacheOptions, ThrowawayApache, WrkPlan};
+use flowdar_tests::*;
+
+const BUFFER_MIB: u64 = 16;
+const RING_MIB: u64 = 1;
+/// The tracer's own footprint besides the two buffers: the binary, the
+/// symbol tables read while resolving ~1400 functions, the probe table,
+/// thread stacks, one batch being encoded.
+const BASELINE_MIB: u64 = 64;
+
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+#[test]
+fn full_profile_under_max_load_counts_every_loss_and_stays_in_bounds() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let rec = start_recorder(&[
+        "--pid",
+        &apache.pid().to_string(),
+        "--profile",
+        "apache:full",
+        "--ring-mib",
+        &RING_MIB.to_string(),
+        "--buffer-mib",
+        &BUFFER_MIB.to_string(),
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    let addr = apache.addr();
+    let load = std::thread::spawn(move || {
+        run_wrk(
+            addr,
+            &WrkPlan {
+                threads: 2,
+                connections: 50,
+                duration: Duration::from_secs(6),
+                ..Default::default()
+            },
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(rec.pid() as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: as above.
+    unsafe { libc::kill(rec.pid() as i32, libc::SIGCONT) };
+    let wrk = load.join().unwrap().expect("wrk ran");
+    assert!(wrk.requests > 0, "the server kept serving: {wrk:?}");
+    assert_eq!(wrk.errors, 0, "no failed request: {wrk:?}");
+    let peak = peak_rss(rec.pid());
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+
+    let t = Trace::read(&trace);
+    let footer = t.footer.as_ref().expect("the trace was finalised");
+    let kernel_lost: u64 = footer.kernel_drops.iter().sum();
+    let user_lost: u64 = footer.user_drops.iter().sum();
+    assert!(
+        kernel_lost > 0,
+        "a frozen tracer must overflow its 1 MiB ring"
+    );
+    assert!(
+        out.contains(&format!(
+            "warning: {} events were lost ({kernel_lost} in the kernel ring buffer, {user_lost} in user space)",
+            kernel_lost + user_lost
+        )),
+        "{out}"
+    );
+    // The per-probe table adds up to the same totals.
+    let table_lost: u64 = out
+        .lines()
+        .skip_while(|l| !l.starts_with("function "))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(f.get(f.len() - 2)?.parse::<u64>().ok()? + f.last()?.parse::<u64>().ok()?)
+        })
+        .sum();
+    assert_eq!(table_lost, kernel_lost + user_lost);
+    // What was kept is whole: every event the footer counts reads back.
+    assert_eq!(t.events.len() as u64, footer.events);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let bound = (BUFFER_MIB + RING_MIB + BASELINE_MIB) << 20;
+    assert!(
+        peak < bound,
+        "peak RSS {} MiB over the bound {} MiB",
+        peak >> 20,
+        bound >> 20
+    );
+    assert!(leftover_programs().is_empty());
+    assert!(leftover_links().is_empty());
+}
