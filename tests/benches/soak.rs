@@ -101,9 +101,21 @@ fn main() {
 
     // Integrity: the trace reads back whole, and its counts match the summary.
     let reader = TraceReader::open(&trace).expect("open trace");
+    let handler = reader
+        .header()
+        .probes
+        .iter()
+        .find(|p| p.function == "ap_invoke_handler")
+        .map(|p| p.id);
     let mut read_events = 0u64;
+    let mut handled = 0u64;
     let reader = reader
-        .for_each_event(|_| read_events += 1)
+        .for_each_event(|e| {
+            read_events += 1;
+            handled += u64::from(
+                Some(e.probe_id) == handler && e.kind == flowdar_common::EventKind::Exit as u32,
+            );
+        })
         .expect("read trace");
     let footer = reader.footer().cloned().expect("a footer");
     let warnings = reader.warnings().len();
@@ -137,6 +149,10 @@ fn main() {
         md,
         "| requests served (wrk) | {} ({:.0}/s, {} errors) |",
         wrk.requests, wrk.requests_per_sec, wrk.errors
+    );
+    let _ = writeln!(
+        md,
+        "| requests handled, as recorded (`ap_invoke_handler` returns) | {handled} |"
     );
     let _ = writeln!(md, "| events recorded | {} |", footer.events);
     let _ = writeln!(md, "| events read back | {read_events} |");

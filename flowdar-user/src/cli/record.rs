@@ -15,12 +15,14 @@ use crate::{
 /// Give the PID of the server's parent process: its children and threads,
 /// including those forked later, are traced; other processes that map the
 /// same binaries are not (filtered in the kernel). Stops on Ctrl-C, SIGTERM,
-/// SIGHUP, after --duration, or when the server exits; every probe is
-/// detached on exit.
+/// SIGHUP, after --duration, or when the server exits (with --follow, it
+/// waits for the server's restart and follows it); every probe is detached
+/// on exit. Changes in the server's process tree are reported live.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     flowdar record --pid 1234 --profile apache:request,io -o t.flowdar --duration 30s\n  \
-    flowdar record --pid 1234 --probe libapr-1:apr_socket_recv -o t.flowdar\n\n\
+    flowdar record --pid 1234 --probe libapr-1:apr_socket_recv -o t.flowdar\n  \
+    flowdar record --pid $(cat /run/apache2/apache2.pid) --profile apache:request --follow -o t.flowdar\n\n\
 Probe file format (TOML; see the README):\n  \
     version = 1\n  \
     [[probe]]\n  \
@@ -231,7 +233,13 @@ pub(super) fn record_until_stopped(
                     break "target exited; restarted with a different binary";
                 }
                 Some(capture::Restarted::Same(new)) => {
-                    let n = recording.follow(new)?;
+                    let n = match recording.follow(new) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            eprintln!("{} cannot follow PID {new}: {e}", at(started));
+                            break "target exited; following its restart failed";
+                        }
+                    };
                     watch.reroot(new);
                     eprintln!(
                         "{} following the restarted server: PID {new}, {n} processes (down for {}).",
