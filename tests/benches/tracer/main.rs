@@ -60,6 +60,10 @@ fn main() {
             .trim(),
     );
 
+    // Rows finished so far survive a later row's failure.
+    let table = out_dir.join("tracer-bench.md");
+    let save = |md: &str| std::fs::write(&table, md).expect("write the table");
+
     if want("a") {
         eprintln!("a. per traced call: {calls} calls of a probed function");
         let rows = percall::measure(calls, rounds, &out_dir);
@@ -101,6 +105,7 @@ fn main() {
         );
     }
 
+    save(&md);
     if want("b") {
         eprintln!(
             "b. server throughput: Apache event MPM, wrk -t2 -c20 keep-alive, {secs} s per run"
@@ -146,6 +151,7 @@ fn main() {
         );
     }
 
+    save(&md);
     if want("d") {
         eprintln!("d. analysis on generated traces");
         let rows = analysis::measure(rounds, &out_dir);
@@ -169,11 +175,11 @@ fn main() {
         let stats10 = rows
             .iter()
             .find(|r| r.command.starts_with("stats (10M"))
-            .unwrap();
+            .expect("a 10M stats row");
         let stats1 = rows
             .iter()
-            .find(|r| r.command.starts_with("stats (1M"))
-            .unwrap();
+            .find(|r| r.command.starts_with("stats (2M"))
+            .expect("a 2M stats row");
         let growth = stats10.peak_rss as f64 / stats1.peak_rss as f64;
         let _ = writeln!(
             md,
@@ -184,6 +190,7 @@ fn main() {
         );
     }
 
+    save(&md);
     if want("e") {
         eprintln!("e. attach and detach");
         let r = attach::measure(rounds, &out_dir);
@@ -215,7 +222,6 @@ fn main() {
         );
     }
     println!("\n{md}");
-    let table = out_dir.join("tracer-bench.md");
-    std::fs::write(&table, &md).unwrap();
+    save(&md);
     eprintln!("(also written to {})", table.display());
 }
