@@ -98,7 +98,9 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         if ext != "svg" {
             bail!("a flame graph is an SVG: name the output *.svg");
         }
-        render::FlameGraph.export(&args.trace, &args.output, &opts)?;
+        render::FlameGraph
+            .export(&args.trace, &args.output, &opts)
+            .map_err(|e| named(e, &args.output))?;
     } else if let Some(other) = &args.compare {
         if ext != "html" {
             bail!("side-by-side diagrams need HTML output: name it *.html");
@@ -116,8 +118,12 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", args.output.display()))?;
     } else {
         match ext.as_str() {
-            "svg" => render::SequenceSvg.export(&args.trace, &args.output, &opts)?,
-            "html" | "htm" => render::SequenceHtml.export(&args.trace, &args.output, &opts)?,
+            "svg" => render::SequenceSvg
+                .export(&args.trace, &args.output, &opts)
+                .map_err(|e| named(e, &args.output))?,
+            "html" | "htm" => render::SequenceHtml
+                .export(&args.trace, &args.output, &opts)
+                .map_err(|e| named(e, &args.output))?,
             _ => bail!("{}: name the output *.svg or *.html", args.output.display()),
         }
     }
@@ -156,7 +162,19 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         Format::Parquet => Box::new(render::Tables(TableFormat::Parquet)),
         Format::Csv => Box::new(render::Tables(TableFormat::Csv)),
     };
-    exporter.export(&args.trace, &args.output, &ExportOptions::default())?;
+    exporter
+        .export(&args.trace, &args.output, &ExportOptions::default())
+        .map_err(|e| named(e, &args.output))?;
     println!("wrote {} ({})", args.output.display(), exporter.name());
     Ok(())
+}
+
+/// An output error names the file it could not write.
+fn named(e: render::RenderError, output: &std::path::Path) -> anyhow::Error {
+    match e {
+        render::RenderError::Io(io) => {
+            anyhow::anyhow!("cannot write {}: {io}", output.display())
+        }
+        other => other.into(),
+    }
 }
