@@ -92,6 +92,9 @@ fn follow_records_the_server_restarted_after_a_crash() {
         trace.to_str().unwrap(),
     ]);
     requests(&apache);
+    // A client has its response before the handler returns: let the last
+    // returns happen before the crash, so every call is complete.
+    std::thread::sleep(Duration::from_millis(300));
     let new = apache.crash_and_restart().expect("restart apache");
     assert_ne!(new, old);
     wait_for(
@@ -112,6 +115,7 @@ fn follow_records_the_server_restarted_after_a_crash() {
         "{err}"
     );
     let t = Trace::read(&trace);
+    assert_eq!(t.count("ap_invoke_handler", Entry), 2 * REQUESTS);
     assert_eq!(t.count("ap_invoke_handler", Exit), 2 * REQUESTS);
     let new_tree = descendants_of(new);
     let after: usize = t

@@ -170,17 +170,7 @@ pub fn attach(
         tp.attach("sched", event)
             .map_err(|e| CaptureError::program(prog, e))?;
     }
-    let tree = proctree::descendants(pid);
-    {
-        let mut targets: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
-            ebpf.map_mut("TARGETS")
-                .ok_or(CaptureError::MissingMap("TARGETS"))?,
-        )
-        .map_err(CaptureError::map)?;
-        for p in &tree {
-            targets.insert(p, 1, 0).map_err(CaptureError::map)?;
-        }
-    }
+    let tree = seed_filter(&mut ebpf, pid)?;
     if !proctree::is_alive(pid) {
         return Err(CaptureError::NoSuchProcess { pid });
     }
@@ -229,6 +219,24 @@ pub fn attach(
     }
     attached.attach_time = started.elapsed();
     Ok(attached)
+}
+
+/// Puts `root`'s process tree in the in-kernel filter so that no process
+/// slips through: see [`proctree::seed`].
+pub(super) fn seed_filter(ebpf: &mut Ebpf, root: u32) -> Result<Vec<u32>, CaptureError> {
+    let mut targets: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
+        ebpf.map_mut("TARGETS")
+            .ok_or(CaptureError::MissingMap("TARGETS"))?,
+    )
+    .map_err(CaptureError::map)?;
+    let mut insert = |p: u32| targets.insert(p, 1, 0).map_err(CaptureError::map);
+    let tree = proctree::seed(root, &mut insert)?;
+    // A process that exited before it was added never met the exit
+    // tracepoint: take it out, or its PID, once reused, would be traced.
+    for p in tree.iter().filter(|p| !proctree::is_alive(**p)) {
+        let _ = targets.remove(p);
+    }
+    Ok(tree)
 }
 
 /// One uprobe_multi link per program and file; functions the kernel refuses

@@ -256,18 +256,7 @@ impl Recording {
     /// server being followed); forks from it are then followed in the
     /// kernel. The probes are on the files, so nothing is re-attached.
     pub fn follow(&mut self, pid: u32) -> Result<usize, CaptureError> {
-        let tree = proctree::descendants(pid);
-        let mut targets: aya::maps::HashMap<&mut MapData, u32, u8> = aya::maps::HashMap::try_from(
-            self.attached
-                .ebpf
-                .map_mut("TARGETS")
-                .ok_or(CaptureError::MissingMap("TARGETS"))?,
-        )
-        .map_err(CaptureError::map)?;
-        for p in &tree {
-            targets.insert(p, 1, 0).map_err(CaptureError::map)?;
-        }
-        Ok(tree.len())
+        Ok(loader::seed_filter(&mut self.attached.ebpf, pid)?.len())
     }
 
     pub fn processes_at_start(&self) -> usize {

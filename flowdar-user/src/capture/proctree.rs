@@ -41,6 +41,30 @@ pub fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
+/// Adds `root`'s tree to a filter with `insert` so that no process slips
+/// between reading /proc and the filter: the root goes in first (from then
+/// on the kernel's fork tracepoint follows its children), then its
+/// descendants, again until a pass over /proc finds none not yet added (a
+/// child forked by a process not yet added shows up in the next pass).
+/// Returns every PID added.
+pub fn seed<E>(root: u32, insert: &mut impl FnMut(u32) -> Result<(), E>) -> Result<Vec<u32>, E> {
+    insert(root)?;
+    let mut added = vec![root];
+    loop {
+        let fresh: Vec<u32> = descendants(root)
+            .into_iter()
+            .filter(|p| !added.contains(p))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(added);
+        }
+        for p in fresh {
+            insert(p)?;
+            added.push(p);
+        }
+    }
+}
+
 /// The process's command name, for messages.
 pub fn comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
@@ -57,32 +81,6 @@ pub fn is_alive(pid: u32) -> bool {
                 .map(|i| s[i + 1..].trim_start().starts_with('Z'))
         })
         .is_some_and(|zombie| !zombie)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ppid_past_odd_comms() {
-        assert_eq!(parent_of("123 (apache2) S 1 123 123 0"), Some(1));
-        assert_eq!(parent_of("9 (a) b (c) R 77 9 9 0"), Some(77));
-    }
-
-    #[test]
-    fn finds_a_child_of_ours() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
-        let tree = descendants(std::process::id());
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(tree[0], std::process::id());
-        assert!(tree.contains(&child.id()), "{tree:?}");
-        assert!(!is_alive(child.id()));
-        assert!(is_alive(std::process::id()));
-    }
 }
 
 /// What makes a server "the same server" after a restart: the same
@@ -230,5 +228,54 @@ impl TreeWatch {
             exited,
             now: self.current.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ppid_past_odd_comms() {
+        assert_eq!(parent_of("123 (apache2) S 1 123 123 0"), Some(1));
+        assert_eq!(parent_of("9 (a) b (c) R 77 9 9 0"), Some(77));
+    }
+
+    #[test]
+    fn finds_a_child_of_ours() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let tree = descendants(std::process::id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(tree[0], std::process::id());
+        assert!(tree.contains(&child.id()), "{tree:?}");
+        assert!(!is_alive(child.id()));
+        assert!(is_alive(std::process::id()));
+    }
+
+    #[test]
+    fn seeding_adds_the_root_first_then_every_descendant_once() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let mut order = Vec::new();
+        let added = seed(std::process::id(), &mut |p| {
+            order.push(p);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(order[0], std::process::id());
+        assert!(order.contains(&child.id()));
+        assert_eq!(order, added);
+        let mut dedup = order.clone();
+        dedup.sort_unstable();
+        dedup.dedup();
+        assert_eq!(dedup.len(), order.len(), "each PID once");
     }
 }
