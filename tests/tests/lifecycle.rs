@@ -154,3 +154,43 @@ fn sighup_stops_cleanly_like_sigint_and_sigterm() {
     assert_eq!(t.count("ap_invoke_handler", Entry), 3);
     assert!(leftover_programs().is_empty());
 }
+
+/// A throwaway Apache dies with whoever started it, even a SIGKILLed one
+/// (no unwinding, no Drop): the kernel's parent-death signal stops it.
+#[test]
+fn a_killed_demo_leaves_no_apache_behind() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.flowdar");
+    let mut cmd = std::process::Command::new(flowdar_bin());
+    cmd.args(["demo", "--wrk", "30s", "-o", trace.to_str().unwrap()]);
+    let demo = Background::start(cmd, "Recording:", Duration::from_secs(60));
+    let apache: u32 = demo
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("Apache PID "))
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .expect("the demo names its Apache PID");
+    let server = flowdar::capture::descendants(apache);
+    assert!(server.len() > 1, "a parent and its children: {server:?}");
+    let (code, _, _) = demo.stop(libc::SIGKILL);
+    assert_eq!(code, None, "killed by the signal");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.iter().any(|p| flowdar::capture::is_alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Apache outlived the killed demo: {:?}",
+            server
+                .iter()
+                .filter(|p| flowdar::capture::is_alive(**p))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The killed recorder's probes die with it too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !leftover_programs().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+}

@@ -67,6 +67,9 @@ impl Default for ApacheOptions {
     }
 }
 
+/// Debian's apache2 on a loopback port with its own config in a temp dir.
+/// Stopped on drop, and by the kernel when the thread that started it ends
+/// (however its process dies): it never outlives its creator.
 pub struct ThrowawayApache {
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -119,18 +122,36 @@ impl ThrowawayApache {
             .create(true)
             .append(true)
             .open(self.dir.path().join("stderr.log"))?;
-        let child = Command::new(&self.binary)
-            .args([
-                "-f",
-                conf.to_str().expect("utf-8 temp path"),
-                "-DFOREGROUND",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Own process group: stopping it reaches every child.
-            .process_group(0)
-            .spawn()?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args([
+            "-f",
+            conf.to_str().expect("utf-8 temp path"),
+            "-DFOREGROUND",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Own process group: stopping it reaches every child.
+        .process_group(0);
+        // A throwaway server must not outlive whoever started it, even when
+        // that process dies without unwinding (SIGKILL, SIGPIPE, a timeout):
+        // the kernel sends Apache's parent SIGTERM (a clean stop of all its
+        // children) when the thread that started it ends.
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        let creator = std::process::id() as libc::pid_t;
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The creator may have died before the prctl took effect.
+                if libc::getppid() != creator {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
         self.child = Some(child);
         Ok(())
     }
