@@ -67,6 +67,7 @@ pub struct TraceReader {
     offset: u64,
     done: bool,
     chunks: u64,
+    decoder: Decoder,
 }
 
 enum Frame {
@@ -126,6 +127,7 @@ impl TraceReader {
             offset: 12,
             done: false,
             chunks: 0,
+            decoder: Decoder::default(),
         };
         let bad = |reason: &str| StoreError::BadHeader {
             path: path.into(),
@@ -172,8 +174,9 @@ impl TraceReader {
     /// The next intact chunk's events; `None` at the end of the trace.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<Event>>, StoreError> {
         while let Some((offset, payload)) = self.next_event_payload()? {
-            match decode_events(&payload) {
-                Ok(events) => {
+            let mut events = Vec::new();
+            match self.decoder.decode(&payload, &mut events) {
+                Ok(()) => {
                     self.chunks += 1;
                     return Ok(Some(events));
                 }
@@ -252,15 +255,24 @@ impl TraceReader {
     /// ahead of `f`, and handed to `f` in file order: analysis runs at the
     /// speed of the slower side, and memory stays bounded by the chunks in
     /// flight (64 k events, 3 MiB each).
-    pub fn for_each_event(mut self, mut f: impl FnMut(&Event)) -> Result<Self, StoreError> {
+    pub fn for_each_event(self, f: impl FnMut(&Event)) -> Result<Self, StoreError> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if cpus < 2 {
+        self.for_each_event_on(if cpus < 2 { 0 } else { cpus.min(4) }, f)
+    }
+
+    /// [`Self::for_each_event`] with `decoders` decoding threads (0: all on
+    /// the calling thread).
+    pub(crate) fn for_each_event_on(
+        mut self,
+        decoders: usize,
+        mut f: impl FnMut(&Event),
+    ) -> Result<Self, StoreError> {
+        if decoders == 0 {
             while let Some(chunk) = self.next_chunk()? {
                 chunk.iter().for_each(&mut f);
             }
             return Ok(self);
         }
-        let decoders = cpus.min(4);
         type Decoded = (u64, Result<Vec<Event>, String>);
         let mut to_decoders = Vec::new();
         let mut from_decoders = Vec::new();
@@ -366,12 +378,6 @@ impl TraceReader {
 }
 
 /// Decodes an events payload: `u32 encoded_len` then zstd of the encoding.
-fn decode_events(payload: &[u8]) -> Result<Vec<Event>, String> {
-    let mut events = Vec::new();
-    Decoder::default().decode(payload, &mut events)?;
-    Ok(events)
-}
-
 /// Decompression and decoding with buffers kept from chunk to chunk (a
 /// fresh 3 MiB vector per chunk costs page faults on every chunk).
 #[derive(Default)]

@@ -168,6 +168,57 @@ fn a_corrupt_chunk_is_skipped_and_reported() {
     assert!(r.footer().is_some());
 }
 
+/// A chunk whose checksum holds but which does not decode, then a cut
+/// before the footer: the parallel reader gives what the sequential one
+/// gives, events and warnings in file order.
+#[test]
+fn parallel_and_sequential_reading_agree_on_a_damaged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    let chunks: Vec<Vec<Event>> = events(60).chunks(10).map(|c| c.to_vec()).collect();
+    write(&path, &chunks, true);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let p2 = dir.path().join("p2");
+    write(&p2, &chunks[..2], false);
+    let start = std::fs::metadata(&p2).unwrap().len() as usize;
+    // Frame: kind (1), length (4), CRC (4), payload. Garble the payload and
+    // make the checksum agree, so only decoding can tell.
+    let len = u32::from_le_bytes(bytes[start + 1..start + 5].try_into().unwrap()) as usize;
+    let payload = start + 9..start + 9 + len;
+    for b in &mut bytes[payload.start + 4..payload.end] {
+        *b ^= 0x5a;
+    }
+    let crc = crc32fast::hash(&bytes[payload.clone()]);
+    bytes[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let read = |decoders| {
+        let mut out = Vec::new();
+        let r = TraceReader::open(&path)
+            .unwrap()
+            .for_each_event_on(decoders, |e| out.push(*e))
+            .unwrap();
+        (out, r.warnings().to_vec(), r.chunks_read())
+    };
+    let (seq, seq_warnings, seq_chunks) = read(0);
+    assert_eq!(seq.len(), 50, "the garbled chunk alone is lost");
+    assert!(
+        matches!(
+            seq_warnings.as_slice(),
+            [ReadWarning::CorruptChunk { offset, .. }, ReadWarning::Truncated { .. }, ReadWarning::NoFooter]
+                if *offset == start as u64
+        ),
+        "{seq_warnings:?}"
+    );
+    for decoders in [1, 3] {
+        let (par, par_warnings, par_chunks) = read(decoders);
+        assert_eq!(par, seq, "{decoders} decoders");
+        assert_eq!(par_warnings, seq_warnings, "{decoders} decoders");
+        assert_eq!(par_chunks, seq_chunks, "{decoders} decoders");
+    }
+}
+
 #[test]
 fn bad_files_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
