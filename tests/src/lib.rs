@@ -154,6 +154,45 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
     }
 }
 
+/// A trace file's path in a temp dir of its own, removed on drop; derefs to
+/// the path.
+pub struct TraceFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl TraceFile {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.flowdar");
+        Self { _dir: dir, path }
+    }
+}
+
+impl Default for TraceFile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for TraceFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// `flowdar record --pid PID ARGS... -o FILE` in the background into a
+/// fresh [`TraceFile`], ready once probes are attached.
+pub fn record(pid: u32, args: &[&str]) -> (Background, TraceFile) {
+    let trace = TraceFile::new();
+    let pid = pid.to_string();
+    let mut all = vec!["--pid", &pid];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", trace.to_str().expect("utf-8 temp path")]);
+    (start_recorder(&all), trace)
+}
+
 /// `flowdar record` in the background, ready once probes are attached.
 pub fn start_recorder(args: &[&str]) -> Background {
     let mut cmd = Command::new(flowdar_bin());

@@ -16,16 +16,10 @@ use flowdar_tests::*;
 fn sessions_and_handoffs_follow_every_keep_alive_connection() {
     require_root();
     let apache = small_event_apache();
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:connection,request,handoff",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(
+        apache.pid(),
+        &["--profile", "apache:connection,request,handoff"],
+    );
     let (connections, per_connection) = (25, 4);
     let plan = LoadPlan {
         connections,

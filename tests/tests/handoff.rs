@@ -11,16 +11,7 @@ use flowdar_tests::*;
 fn popped_sockets_match_pushed_ones_across_threads() {
     require_root();
     let apache = small_event_apache();
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:handoff",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(apache.pid(), &["--profile", "apache:handoff"]);
     let connections = 60;
     let r = run_load(
         apache.addr(),

@@ -34,16 +34,7 @@ fn duration_stops_and_finalises() {
 fn target_exit_stops_the_recording() {
     require_root();
     let mut apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(apache.pid(), &["--probe", "apache2:ap_invoke_handler"]);
     let plan = LoadPlan {
         connections: 5,
         ..Default::default()
@@ -67,16 +58,7 @@ fn target_exit_stops_the_recording() {
 fn sigkill_leaves_no_probe_and_a_readable_trace() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(apache.pid(), &["--probe", "apache2:ap_invoke_handler"]);
     assert!(
         !leftover_programs().is_empty(),
         "programs loaded while recording"
@@ -124,16 +106,7 @@ fn sigkill_leaves_no_probe_and_a_readable_trace() {
 fn sighup_stops_cleanly_like_sigint_and_sigterm() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(apache.pid(), &["--probe", "apache2:ap_invoke_handler"]);
     assert_eq!(
         run_load(
             apache.addr(),

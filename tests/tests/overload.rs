@@ -29,20 +29,17 @@ fn peak_rss(pid: u32) -> u64 {
 fn full_profile_under_max_load_counts_every_loss_and_stays_in_bounds() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:full",
-        "--ring-mib",
-        &RING_MIB.to_string(),
-        "--buffer-mib",
-        &BUFFER_MIB.to_string(),
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(
+        apache.pid(),
+        &[
+            "--profile",
+            "apache:full",
+            "--ring-mib",
+            &RING_MIB.to_string(),
+            "--buffer-mib",
+            &BUFFER_MIB.to_string(),
+        ],
+    );
     let addr = apache.addr();
     let load = std::thread::spawn(move || {
         run_wrk(

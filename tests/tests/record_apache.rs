@@ -169,18 +169,15 @@ fn other_processes_mapping_the_same_files_are_not_traced() {
     require_root();
     let target = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     let other = ThrowawayApache::start(&ApacheOptions::default()).expect("start second apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &target.pid().to_string(),
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "--probe",
-        "libapr-1:apr_socket_recv",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(
+        target.pid(),
+        &[
+            "--probe",
+            "apache2:ap_invoke_handler",
+            "--probe",
+            "libapr-1:apr_socket_recv",
+        ],
+    );
     fresh_connections(&other, 30);
     fresh_connections(&target, 10);
     fresh_connections(&other, 30);
@@ -215,16 +212,7 @@ fn other_processes_mapping_the_same_files_are_not_traced() {
 fn full_profile_attaches_through_uprobe_multi_links() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:full",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(apache.pid(), &["--profile", "apache:full"]);
     let links = call_links();
     let files = 2; // apache2 and libapr-1
     assert_eq!(links.len(), 2 * files, "entry+exit per file: {links:?}");
@@ -256,20 +244,17 @@ fn full_profile_attaches_through_uprobe_multi_links() {
 fn perf_event_attach_mode_records_the_same_counts() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--attach-mode",
-        "perf",
-        "--probe",
-        "apache2:ap_read_request",
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(
+        apache.pid(),
+        &[
+            "--attach-mode",
+            "perf",
+            "--probe",
+            "apache2:ap_read_request",
+            "--probe",
+            "apache2:ap_invoke_handler",
+        ],
+    );
     assert_eq!(call_links().len(), 4, "{:?}", leftover_links());
     fresh_connections(&apache, 20);
     std::thread::sleep(Duration::from_millis(500));

@@ -37,16 +37,7 @@ fn wait_for(rec: &Background, text: &str, timeout: Duration) {
 fn graceful_restart_is_reported_and_new_children_are_traced() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(apache.pid(), &["--probe", "apache2:ap_invoke_handler"]);
     let before = descendants_of(apache.pid());
     requests(&apache);
     apache.graceful_restart();
@@ -80,17 +71,7 @@ fn follow_records_the_server_restarted_after_a_crash() {
     require_root();
     let mut apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     let old = apache.pid();
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &old.to_string(),
-        "--follow",
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(old, &["--follow", "--probe", "apache2:ap_invoke_handler"]);
     requests(&apache);
     // A client has its response before the handler returns: let the last
     // returns happen before the crash, so every call is complete.
@@ -131,16 +112,7 @@ fn follow_records_the_server_restarted_after_a_crash() {
 fn without_follow_a_crash_stops_the_recording_and_keeps_the_trace() {
     require_root();
     let mut apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let dir = tempfile::tempdir().unwrap();
-    let trace = dir.path().join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_invoke_handler",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let (rec, trace) = record(apache.pid(), &["--probe", "apache2:ap_invoke_handler"]);
     requests(&apache);
     apache.crash_and_restart().expect("restart apache");
     let deadline = Instant::now() + Duration::from_secs(10);
