@@ -9,8 +9,39 @@ pub fn parent_of(stat: &str) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// `root` and all its live descendants.
+/// `root` and all its live descendants. Walks the kernel's per-thread
+/// `children` lists (CONFIG_PROC_CHILDREN) from `root`, which costs the size
+/// of the tree; without them, scans every process's parent in /proc.
 pub fn descendants(root: u32) -> Vec<u32> {
+    if std::path::Path::new(&format!("/proc/{root}/task/{root}/children")).exists() {
+        let mut out = vec![root];
+        let mut i = 0;
+        while i < out.len() {
+            let pid = out[i];
+            for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let children =
+                    std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok())
+                        .filter(|c| !out.contains(c))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            i += 1;
+        }
+        return out;
+    }
+    descendants_by_scan(root)
+}
+
+/// [`descendants`] by reading every process's parent from /proc.
+fn descendants_by_scan(root: u32) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -239,6 +270,30 @@ mod tests {
     fn parses_ppid_past_odd_comms() {
         assert_eq!(parent_of("123 (apache2) S 1 123 123 0"), Some(1));
         assert_eq!(parent_of("9 (a) b (c) R 77 9 9 0"), Some(77));
+    }
+
+    #[test]
+    fn children_lists_and_the_full_scan_agree() {
+        // A shell with two children of its own: a tree no other test touches.
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while descendants_by_scan(sh.id()).len() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut walked = descendants(sh.id());
+        let mut scanned = descendants_by_scan(sh.id());
+        let _ = std::process::Command::new("pkill")
+            .args(["-P", &sh.id().to_string()])
+            .status();
+        sh.kill().unwrap();
+        sh.wait().unwrap();
+        walked.sort_unstable();
+        scanned.sort_unstable();
+        assert_eq!(walked.len(), 3, "{walked:?}");
+        assert_eq!(walked, scanned);
     }
 
     #[test]
