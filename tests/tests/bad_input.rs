@@ -159,7 +159,7 @@ fn a_pid_that_is_not_the_profiles_server_is_refused() {
 }
 
 #[test]
-fn unwritable_output_fails_before_anything_is_attached() {
+fn unwritable_output_is_refused_and_nothing_is_left_attached() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     let o = flowdar(&[
