@@ -31,6 +31,7 @@ fn header(probes: Vec<ResolvedProbe>) -> TraceHeader {
         start_monotonic_ns: 0,
         target_pid: 1,
         probes,
+        attach_mode: "uprobe_multi".into(),
     }
 }
 

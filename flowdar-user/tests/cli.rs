@@ -65,6 +65,7 @@ fn fixture(path: &Path) {
             probe(0, "ap_process_async_request"),
             probe(1, "ap_read_request"),
         ],
+        attach_mode: "uprobe_multi".into(),
     };
     let mut w = TraceWriter::create(path, &header, false).unwrap();
     w.write_chunk(&[

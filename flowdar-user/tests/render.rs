@@ -81,6 +81,7 @@ pub fn fixture(path: &Path) {
         start_monotonic_ns: 1_000_000,
         target_pid: 1,
         probes,
+        attach_mode: "uprobe_multi".into(),
     };
     let ev = |tid, us: u64, p, kind: EventKind, args| Event {
         tgid: 1,

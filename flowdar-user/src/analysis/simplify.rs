@@ -315,6 +315,7 @@ mod tests {
             start_monotonic_ns: 0,
             target_pid: 1,
             probes: p,
+            attach_mode: "uprobe_multi".into(),
         };
         let mut w = TraceWriter::create(&a, &header, false).unwrap();
         w.write_chunk(events).unwrap();

@@ -14,7 +14,7 @@ use aya::{
 };
 use flowdar_common::MAX_PROBES;
 
-use super::{multi, perf, proctree, tracefs, CaptureError};
+use super::{features::Mechanism, multi, perf, proctree, tracefs, CaptureError};
 use crate::probes::ResolvedProbe;
 
 /// The compiled kernel programs (built by build.rs from flowdar-ebpf).
@@ -31,10 +31,11 @@ const FORK: &str = "flowdar_fork";
 const TASK_EXIT: &str = "flowdar_exit_task";
 pub const PROGRAM_PREFIX: &str = "flowdar_";
 
-/// How uprobes are attached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How uprobes are to be attached (what the user asks for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttachMode {
-    /// uprobe_multi links where the kernel has them (6.6+), else perf events.
+    /// uprobe_multi links where the kernel creates them (6.6+, detected at
+    /// start), else perf events.
     #[default]
     Auto,
     /// One uprobe_multi link per program and file (fast detach).
@@ -44,21 +45,35 @@ pub enum AttachMode {
     Perf,
 }
 
-/// What the attach used: which programs and how.
+/// What the attach uses: which programs and how.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttachPlan {
     pub mode: AttachMode,
     /// Attach the do-nothing programs instead of the recording ones.
     pub floor: bool,
+    /// Attach thousands of perf-event uprobes even though detaching them
+    /// takes minutes (kernels without uprobe_multi).
+    pub slow_detach_ok: bool,
 }
+
+/// Perf-event uprobes beyond which the detach time is worth a refusal:
+/// each one's removal waits a grace period under the kernel's
+/// `event_mutex` (kernel/trace/trace_event_perf.c, `perf_trace_event_unreg`
+/// calls `tracepoint_synchronize_unregister`), so they cannot overlap.
+pub const MAX_QUICK_PERF_UPROBES: usize = 400;
+/// Seconds one perf-event uprobe's detach takes, for the estimate in the
+/// refusal (BENCHMARKS.md, attach/detach; it varies with the machine).
+pub const PERF_DETACH_SECS_EACH: f64 = 0.09;
 
 /// The attached uprobes, by mechanism.
 pub(super) enum Links {
     /// aya perf-event links, detached many at a time.
     Perf(Vec<(&'static str, UProbeLinkId)>),
-    /// uprobe_multi link fds and the programs they hold.
+    /// uprobe_multi link fds (entry and return links apart, so that
+    /// entries can go first on detach) and the programs they hold.
     Multi {
-        links: Vec<OwnedFd>,
+        entries: Vec<OwnedFd>,
+        exits: Vec<OwnedFd>,
         _programs: Vec<OwnedFd>,
     },
 }
@@ -66,6 +81,8 @@ pub(super) enum Links {
 /// Programs loaded and attached to a live target.
 pub struct Attached {
     pub ebpf: Ebpf,
+    /// How the uprobes were attached.
+    pub mechanism: Mechanism,
     pub(super) links: Links,
     /// Uprobes attached (entry + exit per function).
     pub(super) uprobes: usize,
@@ -76,11 +93,9 @@ pub struct Attached {
     pub attach_time: std::time::Duration,
 }
 
-/// Threads closing uprobe links at once. Each close unregisters one uprobe
-/// and waits for a grace period (~0.09 s measured here); the kernel mostly
-/// serialises them (perf's uprobe teardown holds `event_mutex`), so threads
-/// help little: 28 links take ~2.5 s, the `full` profile's 2876 ~5 minutes.
-/// The real fix is one uprobe_multi link per file (BENCHMARKS.md).
+/// Threads closing perf-event uprobe links at once. Each close unregisters
+/// one uprobe and waits for a grace period; the kernel serialises them
+/// (see [`MAX_QUICK_PERF_UPROBES`]), so threads help little.
 const DETACH_THREADS: usize = 64;
 
 impl Attached {
@@ -94,41 +109,77 @@ impl Attached {
         matches!(self.links, Links::Perf(_))
     }
 
-    /// Detaches every probe and unloads the programs; returns how long it took.
-    pub fn detach(mut self) -> std::time::Duration {
+    /// Detaches every probe and unloads the programs. Entry probes go
+    /// first, then return probes: a call entered before the entries went
+    /// can still return into the trace while the returns are in place.
+    pub fn detach(mut self) -> Detached {
         let started = Instant::now();
-        let perf = match std::mem::replace(&mut self.links, Links::Perf(Vec::new())) {
-            Links::Perf(links) => links,
-            Links::Multi { links, _programs } => {
-                // Each link's release waits its own grace period: overlap them.
-                std::thread::scope(|s| {
-                    for link in links {
-                        s.spawn(move || drop(link));
-                    }
-                });
-                drop(_programs);
-                drop(self.ebpf);
-                return started.elapsed();
-            }
-        };
-        let mut owned = Vec::with_capacity(perf.len());
-        for (name, id) in perf {
-            if let Ok(prog) = program::<UProbe>(&mut self.ebpf, name) {
-                if let Ok(link) = prog.take_link(id) {
-                    owned.push(link);
+        let (entries, exits): (Closing, Closing) =
+            match std::mem::replace(&mut self.links, Links::Perf(Vec::new())) {
+                Links::Multi {
+                    entries,
+                    exits,
+                    _programs,
+                } => {
+                    let boxed = |v: Vec<OwnedFd>| -> Closing {
+                        v.into_iter()
+                            .map(|l| Box::new(l) as Box<dyn Send>)
+                            .collect()
+                    };
+                    let out = (boxed(entries), boxed(exits));
+                    drop(_programs);
+                    out
                 }
-            }
-        }
-        let per_thread = owned.len().div_ceil(DETACH_THREADS).max(1);
-        std::thread::scope(|s| {
-            while !owned.is_empty() {
-                let batch: Vec<_> = owned.drain(..per_thread.min(owned.len())).collect();
-                s.spawn(move || drop(batch));
-            }
-        });
+                Links::Perf(links) => {
+                    let mut entries: Closing = Vec::new();
+                    let mut exits: Closing = Vec::new();
+                    for (name, id) in links {
+                        if let Ok(prog) = program::<UProbe>(&mut self.ebpf, name) {
+                            if let Ok(link) = prog.take_link(id) {
+                                if name == ENTRY || name == NOP_ENTRY {
+                                    entries.push(Box::new(link));
+                                } else {
+                                    exits.push(Box::new(link));
+                                }
+                            }
+                        }
+                    }
+                    (entries, exits)
+                }
+            };
+        close_all(entries);
+        let entries_removed_ns = super::monotonic_ns();
+        close_all(exits);
         drop(self.ebpf);
-        started.elapsed()
+        Detached {
+            entries_removed_ns,
+            took: started.elapsed(),
+        }
     }
+}
+
+/// Links to close, whatever their kind.
+type Closing = Vec<Box<dyn Send>>;
+
+/// What detaching did.
+#[derive(Debug, Clone, Copy)]
+pub struct Detached {
+    /// CLOCK_MONOTONIC when the last entry probe was gone (return probes
+    /// were still in place until the detach ended).
+    pub entries_removed_ns: u64,
+    pub took: std::time::Duration,
+}
+
+/// Closes links from several threads: each close waits its own grace
+/// period, and uprobe_multi links' waits overlap.
+fn close_all(mut links: Closing) {
+    let per_thread = links.len().div_ceil(DETACH_THREADS).max(1);
+    std::thread::scope(|s| {
+        while !links.is_empty() {
+            let batch: Vec<_> = links.drain(..per_thread.min(links.len())).collect();
+            s.spawn(move || drop(batch));
+        }
+    });
 }
 
 /// Loads the programs with this kernel's settings, follows `pid`'s process
@@ -138,7 +189,8 @@ pub fn attach(
     pid: u32,
     probes: &[ResolvedProbe],
     ring_bytes: u32,
-    plan: AttachPlan,
+    mechanism: Mechanism,
+    floor: bool,
 ) -> Result<Attached, CaptureError> {
     if probes.len() as u32 > MAX_PROBES {
         return Err(CaptureError::TooManyProbes {
@@ -192,26 +244,23 @@ pub fn attach(
 
     let mut attached = Attached {
         ebpf,
+        mechanism,
         links: Links::Perf(Vec::new()),
         uprobes: 0,
         skipped: Vec::new(),
         seeded: tree.len(),
         attach_time: Default::default(),
     };
-    let names = if plan.floor {
+    let names = if floor {
         [NOP_ENTRY, NOP_EXIT]
     } else {
         [ENTRY, EXIT]
     };
-    let result = match plan.mode {
-        AttachMode::Perf => perf::attach_perf(&mut attached, probes, names),
-        AttachMode::Multi => attach_multi(&mut attached, probes, names),
-        AttachMode::Auto => match attach_multi(&mut attached, probes, names) {
-            Err(CaptureError::Multi(multi::MultiError::Unsupported(_))) => {
-                perf::attach_perf(&mut attached, probes, names)
-            }
-            other => other,
-        },
+    // The mechanism was chosen by probing the kernel (features.rs): a
+    // failure here is about the functions, not about the kernel.
+    let result = match mechanism {
+        Mechanism::PerfEvent => perf::attach_perf(&mut attached, probes, names),
+        Mechanism::UprobeMulti => attach_multi(&mut attached, probes, names),
     };
     if let Err(e) = result {
         attached.detach();
@@ -241,77 +290,103 @@ pub(super) fn seed_filter(ebpf: &mut Ebpf, root: u32) -> Result<Vec<u32>, Captur
 
 /// One uprobe_multi link per program and file; functions the kernel refuses
 /// are skipped if a pattern matched them, an error if asked for by name.
+/// Return probes go in before entry probes, file by file: a call whose entry
+/// is recorded then always has its return probe in place (a call entered
+/// before its return probe existed would otherwise look in flight forever).
 fn attach_multi(
     attached: &mut Attached,
     probes: &[ResolvedProbe],
     [entry, exit]: [&'static str; 2],
 ) -> Result<(), CaptureError> {
     let programs = multi::load(EBPF_OBJECT, &attached.ebpf, &[entry, exit])?;
-    let mut links = Vec::new();
     let mut by_file: BTreeMap<&Path, Vec<&ResolvedProbe>> = BTreeMap::new();
     for p in probes {
         by_file.entry(&p.attach_path).or_default().push(p);
     }
-    let mut uprobes = 0;
+    let mut entries = Vec::new();
+    let mut exits = Vec::new();
+    let mut result = Ok(());
     for (path, group) in by_file {
-        let points: Vec<(u64, u64)> = group
-            .iter()
-            .map(|p| (p.file_offset, u64::from(p.id)))
-            .collect();
-        let attach_err = |p: &ResolvedProbe, source: std::io::Error| CaptureError::AttachFile {
-            function: p.function.clone(),
-            path: p.path.clone(),
-            source,
-        };
-        let mut refused = multi::predicted_refusals(
-            path,
-            &group.iter().map(|p| p.file_offset).collect::<Vec<_>>(),
-        );
-        let mut refusals: Vec<(usize, std::io::Error)> = refused
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| **r)
-            .map(|(i, _)| (i, std::io::Error::from_raw_os_error(multi::ENOTSUPP)))
-            .collect();
-        let tried: Vec<usize> = (0..points.len()).filter(|&i| !refused[i]).collect();
-        let tried_points: Vec<(u64, u64)> = tried.iter().map(|&i| points[i]).collect();
-        let entries = multi::attach(programs[0].as_fd(), path, &tried_points, false)
-            .map_err(|e| attach_err(group[0], e))?;
-        links.extend(entries.links);
-        refusals.extend(entries.refused.into_iter().map(|(i, e)| (tried[i], e)));
-        for (i, e) in refusals {
-            let p = group[i];
-            if !p.optional {
-                return Err(attach_err(p, e));
+        match attach_multi_file(&programs, path, &group, &mut entries, &mut exits) {
+            Ok((kept, skipped)) => {
+                attached.uprobes += 2 * kept;
+                attached.skipped.extend(skipped);
             }
-            refused[i] = true;
-            attached.skipped.push((p.function.clone(), io_reason(&e)));
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
-        let kept: Vec<(u64, u64)> = points
-            .iter()
-            .zip(&refused)
-            .filter(|(_, r)| !**r)
-            .map(|(pt, _)| *pt)
-            .collect();
-        let exits = multi::attach(programs[1].as_fd(), path, &kept, true)
-            .map_err(|e| attach_err(group[0], e))?;
-        if let Some((i, e)) = exits.refused.into_iter().next() {
-            links.extend(exits.links);
-            attached.links = Links::Multi {
-                links,
-                _programs: programs,
-            };
-            return Err(attach_err(group[i], e));
-        }
-        links.extend(exits.links);
-        uprobes += 2 * kept.len();
     }
-    attached.uprobes = uprobes;
     attached.links = Links::Multi {
-        links,
+        entries,
+        exits,
         _programs: programs,
     };
-    Ok(())
+    result
+}
+
+/// One file's return links, then its entry links on the offsets the kernel
+/// took. Returns the functions kept and those skipped (with why).
+fn attach_multi_file(
+    programs: &[OwnedFd],
+    path: &Path,
+    group: &[&ResolvedProbe],
+    entries: &mut Vec<OwnedFd>,
+    exits: &mut Vec<OwnedFd>,
+) -> Result<(usize, Vec<(String, String)>), CaptureError> {
+    let attach_err = |p: &ResolvedProbe, source: std::io::Error| CaptureError::AttachFile {
+        function: p.function.clone(),
+        path: p.path.clone(),
+        source,
+    };
+    let points: Vec<(u64, u64)> = group
+        .iter()
+        .map(|p| (p.file_offset, u64::from(p.id)))
+        .collect();
+    let mut refused = multi::predicted_refusals(
+        path,
+        &group.iter().map(|p| p.file_offset).collect::<Vec<_>>(),
+    );
+    let mut refusals: Vec<(usize, std::io::Error)> = refused
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r)
+        .map(|(i, _)| (i, std::io::Error::from_raw_os_error(multi::ENOTSUPP)))
+        .collect();
+    let tried: Vec<usize> = (0..points.len()).filter(|&i| !refused[i]).collect();
+    let tried_points: Vec<(u64, u64)> = tried.iter().map(|&i| points[i]).collect();
+    let returns = multi::attach(programs[1].as_fd(), path, &tried_points, true)
+        .map_err(|e| attach_err(group[0], e))?;
+    exits.extend(returns.links);
+    refusals.extend(returns.refused.into_iter().map(|(i, e)| (tried[i], e)));
+    let mut skipped = Vec::new();
+    for (i, e) in refusals {
+        let p = group[i];
+        if !p.optional {
+            return Err(attach_err(p, e));
+        }
+        refused[i] = true;
+        skipped.push((p.function.clone(), io_reason(&e)));
+    }
+    let kept: Vec<(u64, u64)> = points
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| !**r)
+        .map(|(pt, _)| *pt)
+        .collect();
+    // The same offsets as the return probes, which the kernel just took.
+    let calls = multi::attach(programs[0].as_fd(), path, &kept, false)
+        .map_err(|e| attach_err(group[0], e))?;
+    entries.extend(calls.links);
+    if let Some((i, e)) = calls.refused.into_iter().next() {
+        let p = group
+            .iter()
+            .find(|p| u64::from(p.id) == kept[i].1)
+            .unwrap_or(&group[0]);
+        return Err(attach_err(p, e));
+    }
+    Ok((kept.len(), skipped))
 }
 
 /// Why the kernel refused a uprobe, compactly.

@@ -21,9 +21,9 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flowdar_common::Event;
 
 pub use drain::{DrainCounts, BATCH_EVENTS};
-pub use features::{check as check_kernel, FeatureError};
+pub use features::{detect as kernel_features, FeatureError, KernelFeatures, Mechanism};
 pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
-pub use loader::{AttachMode, AttachPlan, PROGRAM_PREFIX};
+pub use loader::{AttachMode, AttachPlan, MAX_QUICK_PERF_UPROBES, PROGRAM_PREFIX};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
     comm, descendants, find_restarted, is_alive, Restarted, ServerIdentity, TreeChange, TreeWatch,
@@ -83,6 +83,15 @@ pub enum CaptureError {
     Store(#[from] StoreError),
     #[error("the trace writer thread failed: {0}")]
     Writer(String),
+    #[error("{why}: detaching {uprobes} perf-event uprobes would take about {minutes:.0} min (one kernel grace period each, ~{each} s); select fewer functions, or pass --slow-detach to proceed anyway")]
+    SlowDetach {
+        why: String,
+        uprobes: usize,
+        minutes: f64,
+        each: f64,
+    },
+    #[error("cannot turn on the kernel's BPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+)")]
+    BpfStats(#[source] std::io::Error),
 }
 
 impl CaptureError {
@@ -145,6 +154,8 @@ pub struct RecordSummary {
     pub attach_time: Duration,
     /// Time to detach every probe (the kernel waits for in-flight hits).
     pub detach_time: Duration,
+    /// How the uprobes were attached.
+    pub mechanism: Mechanism,
     pub processes_at_start: usize,
     /// Functions from patterns the kernel would not probe, and why.
     pub skipped: Vec<(String, String)>,
@@ -183,7 +194,7 @@ impl Recording {
     /// every probe and starts draining. Returns once events can flow.
     pub fn start(opts: RecordOptions) -> Result<Self, CaptureError> {
         privileges::check("record")?;
-        features::check()?;
+        let mechanism = attach_mechanism(&opts.plan, opts.probes.len())?;
         if !proctree::is_alive(opts.pid) {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
@@ -199,17 +210,24 @@ impl Recording {
             start_monotonic_ns: started_mono,
             target_pid: opts.pid,
             probes: opts.probes.clone(),
+            attach_mode: mechanism.name().into(),
         };
         let stats = if opts.bpf_stats {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                    .map_err(|e| CaptureError::Writer(format!("enabling BPF statistics: {e}")))?,
+                    .map_err(|e| CaptureError::BpfStats(e.io_error))?,
             )
         } else {
             None
         };
         // Attach before creating the file: a bad probe leaves no empty trace.
-        let mut attached = loader::attach(opts.pid, &opts.probes, opts.ring_bytes, opts.plan)?;
+        let mut attached = loader::attach(
+            opts.pid,
+            &opts.probes,
+            opts.ring_bytes,
+            mechanism,
+            opts.plan.floor,
+        )?;
         let mut writer = TraceWriter::create(&opts.output, &header, opts.force)?;
 
         let ebpf = &mut attached.ebpf;
@@ -272,6 +290,11 @@ impl Recording {
         self.attached.uprobe_count()
     }
 
+    /// How the uprobes were attached.
+    pub fn mechanism(&self) -> Mechanism {
+        self.attached.mechanism
+    }
+
     /// Whether detaching waits a grace period per uprobe (perf-event mode).
     pub fn slow_detach(&self) -> bool {
         self.attached.slow_detach()
@@ -298,9 +321,10 @@ impl Recording {
         drop(stats);
         let (seeded, attach_time) = (attached.seeded, attached.attach_time);
         let skipped = attached.skipped.clone();
+        let mechanism = attached.mechanism;
         // Dropping the programs closes their perf links: no probe stays.
         let end_mono = monotonic_ns();
-        let detach_time = attached.detach();
+        let detached = attached.detach();
         stop.store(true, std::sync::atomic::Ordering::Release);
         let counts = drain
             .join()
@@ -315,6 +339,7 @@ impl Recording {
             user_drops: counts.user_drops.clone(),
             stop_reason: reason.into(),
             index: Vec::new(),
+            entries_removed_ns: detached.entries_removed_ns,
         };
         let _ = footer_tx.send(footer);
         let bytes_written = writer
@@ -326,7 +351,8 @@ impl Recording {
             kernel_drops,
             duration: Duration::from_nanos(end_mono.saturating_sub(started_mono)),
             attach_time,
-            detach_time,
+            detach_time: detached.took,
+            mechanism,
             processes_at_start: seeded,
             skipped,
             bytes_written,
@@ -335,6 +361,27 @@ impl Recording {
             program_times,
         })
     }
+}
+
+/// The mechanism `plan` resolves to on this kernel (probed once per run),
+/// refusing up front what this kernel cannot do, or cannot undo quickly.
+pub fn attach_mechanism(plan: &AttachPlan, functions: usize) -> Result<Mechanism, CaptureError> {
+    let kernel = features::detect();
+    let mechanism = kernel.mechanism(plan.mode)?;
+    let uprobes = 2 * functions;
+    if mechanism == Mechanism::PerfEvent && uprobes > MAX_QUICK_PERF_UPROBES && !plan.slow_detach_ok
+    {
+        return Err(CaptureError::SlowDetach {
+            why: match kernel.uprobe_multi {
+                Ok(()) => "--attach-mode perf".into(),
+                Err(_) => format!("this kernel ({}) has no uprobe_multi links", kernel.release),
+            },
+            uprobes,
+            minutes: uprobes as f64 * loader::PERF_DETACH_SECS_EACH / 60.0,
+            each: loader::PERF_DETACH_SECS_EACH,
+        });
+    }
+    Ok(mechanism)
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

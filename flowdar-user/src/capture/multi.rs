@@ -24,11 +24,11 @@ use aya::{
 };
 use aya_obj::{generated::bpf_insn, Object};
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_PROG_TYPE_KPROBE: u32 = 2;
-const BPF_TRACE_UPROBE_MULTI: u32 = 48;
-const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
+use aya_obj::generated::{
+    bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_attr, bpf_cmd,
+    bpf_prog_type::BPF_PROG_TYPE_KPROBE, BPF_F_UPROBE_MULTI_RETURN,
+};
+
 /// The kernel's ENOTSUPP (not in libc): an instruction a uprobe cannot replace.
 pub const ENOTSUPP: i32 = 524;
 
@@ -45,56 +45,21 @@ pub enum MultiError {
     #[error("the kernel's verifier rejected {name}: {reason}")]
     Verifier { name: String, reason: String },
     /// The kernel predates uprobe_multi (or lacks CONFIG_UPROBES for it).
-    #[error("this kernel has no uprobe_multi links: {0}")]
-    Unsupported(io::Error),
+    #[error("this kernel has no uprobe_multi links")]
+    Unsupported(#[source] io::Error),
 }
 
-/// `union bpf_attr` for `BPF_PROG_LOAD` (the fields up to the attach type).
-#[repr(C)]
-#[derive(Default)]
-struct ProgLoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-    _rest: [u64; 10],
-}
-
-/// `union bpf_attr` for `BPF_LINK_CREATE` with the `uprobe_multi` member.
-#[repr(C)]
-#[derive(Default)]
-struct LinkCreateAttr {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-    path: u64,
-    offsets: u64,
-    ref_ctr_offsets: u64,
-    cookies: u64,
-    cnt: u32,
-    multi_flags: u32,
-    pid: u32,
-    _pad: u32,
-    _rest: [u64; 8],
-}
-
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a valid, fully initialised bpf_attr prefix of its size.
+/// `bpf(2)` with the kernel's own `union bpf_attr` (aya-obj's generated
+/// binding). Fields this kernel does not know stay zero, which the kernel
+/// accepts (`bpf_check_uarg_tail_zero`).
+fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
+    // SAFETY: `attr` is a valid, fully initialised bpf_attr of its size.
     let fd = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as libc::c_uint,
+            cmd as libc::c_long,
+            attr as *mut bpf_attr,
+            std::mem::size_of::<bpf_attr>() as libc::c_uint,
         )
     };
     if fd < 0 {
@@ -102,6 +67,11 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel returned a new file descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: bpf_attr is a plain-data union; all zeroes is its "unset" value.
+    unsafe { std::mem::zeroed() }
 }
 
 fn map_data(map: &Map) -> Option<&MapData> {
@@ -151,26 +121,29 @@ pub fn load(object: &[u8], ebpf: &Ebpf, names: &[&str]) -> Result<Vec<OwnedFd>, 
 }
 
 fn load_one(name: &str, insns: &[bpf_insn], license: &CStr) -> Result<OwnedFd, MultiError> {
-    let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_KPROBE,
-        insn_cnt: insns.len() as u32,
-        insns: insns.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        expected_attach_type: BPF_TRACE_UPROBE_MULTI,
-        ..Default::default()
-    };
-    let n = name.len().min(15);
-    attr.prog_name[..n].copy_from_slice(&name.as_bytes()[..n]);
-    match sys_bpf(BPF_PROG_LOAD, &mut attr) {
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain fields of the BPF_PROG_LOAD member of a zeroed union.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = BPF_PROG_TYPE_KPROBE as u32;
+    load.insn_cnt = insns.len() as u32;
+    load.insns = insns.as_ptr() as u64;
+    load.license = license.as_ptr() as u64;
+    load.expected_attach_type = BPF_TRACE_UPROBE_MULTI as u32;
+    for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src as _;
+    }
+    match sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
         Ok(fd) => Ok(fd),
         // An unknown attach type is EINVAL with nothing in the log; a
         // verifier rejection leaves a log: load again to read it.
         Err(e) => {
             let mut log = vec![0u8; 1 << 20];
-            attr.log_level = 1;
-            attr.log_size = log.len() as u32;
-            attr.log_buf = log.as_mut_ptr() as u64;
-            match sys_bpf(BPF_PROG_LOAD, &mut attr) {
+            // SAFETY: as above.
+            let load = unsafe { &mut attr.__bindgen_anon_3 };
+            load.log_level = 1;
+            load.log_size = log.len() as u32;
+            load.log_buf = log.as_mut_ptr() as u64;
+            match sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
                 Ok(fd) => Ok(fd),
                 Err(_) => {
                     let text = CStr::from_bytes_until_nul(&log)
@@ -197,17 +170,93 @@ fn link(
     cookies: &[u64],
     ret: bool,
 ) -> io::Result<OwnedFd> {
-    let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        attach_type: BPF_TRACE_UPROBE_MULTI,
-        path: path.as_ptr() as u64,
-        offsets: offsets.as_ptr() as u64,
-        cookies: cookies.as_ptr() as u64,
-        cnt: offsets.len() as u32,
-        multi_flags: if ret { BPF_F_UPROBE_MULTI_RETURN } else { 0 },
-        ..Default::default()
+    let mut attr = zeroed_attr();
+    // SAFETY: writing plain fields of the BPF_LINK_CREATE member of a zeroed union.
+    let create = unsafe { &mut attr.link_create };
+    create.__bindgen_anon_1.prog_fd = prog.as_raw_fd() as u32;
+    create.attach_type = BPF_TRACE_UPROBE_MULTI as u32;
+    // SAFETY: as above, the uprobe_multi member of the link kinds.
+    let multi = unsafe { &mut create.__bindgen_anon_3.uprobe_multi };
+    multi.path = path.as_ptr() as u64;
+    multi.offsets = offsets.as_ptr() as u64;
+    multi.cookies = cookies.as_ptr() as u64;
+    multi.cnt = offsets.len() as u32;
+    multi.flags = if ret { BPF_F_UPROBE_MULTI_RETURN } else { 0 };
+    sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)
+}
+
+/// A known-good place to put a probe: a function of Flowdar's own binary.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn flowdar_feature_probe_target(x: u64) -> u64 {
+    std::hint::black_box(x).wrapping_mul(31)
+}
+
+/// Whether this kernel creates uprobe_multi links, asked the way libbpf
+/// does (`probe_uprobe_multi_link`): a do-nothing program loaded with the
+/// uprobe_multi attach type, then an entry and a return link on a function
+/// of our own executable. A kernel before 6.6 accepts the program but
+/// refuses the link (EINVAL): that is "no uprobe_multi", never a refusal of
+/// the functions the user asked for. The links are closed at once.
+pub fn probe_support() -> Result<(), String> {
+    // r0 = 0; exit
+    let insns = [
+        bpf_insn_new(0xb7, 0, 0, 0, 0),
+        bpf_insn_new(0x95, 0, 0, 0, 0),
+    ];
+    let prog = load_one("flowdar_probe", &insns, c"GPL").map_err(|e| match e {
+        MultiError::Unsupported(io) => format!("a uprobe_multi program does not load: {io}"),
+        other => other.to_string(),
+    })?;
+    let offset = own_code_offset(flowdar_feature_probe_target as *const () as usize)
+        .map_err(|e| format!("cannot place the test probe: {e}"))?;
+    // The kernel resolves the magic link to our executable's inode.
+    let path = c"/proc/self/exe";
+    for ret in [false, true] {
+        link(prog.as_fd(), path, &[offset], &[0], ret)
+            .map_err(|e| format!("BPF_LINK_CREATE of a uprobe_multi link fails: {e}"))?;
+    }
+    Ok(())
+}
+
+fn bpf_insn_new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> bpf_insn {
+    let mut insn = bpf_insn {
+        code,
+        _bitfield_align_1: [],
+        _bitfield_1: Default::default(),
+        off,
+        imm,
     };
-    sys_bpf(BPF_LINK_CREATE, &mut attr)
+    insn.set_dst_reg(dst);
+    insn.set_src_reg(src);
+    insn
+}
+
+/// The file offset of our executable's code at `addr`, read from
+/// /proc/self/maps (`addr - start + offset`).
+fn own_code_offset(addr: usize) -> io::Result<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(off)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let parse = |s: &str| u64::from_str_radix(s, 16).ok();
+        let (Some(lo), Some(hi), Some(off)) = (parse(lo), parse(hi), parse(off)) else {
+            continue;
+        };
+        let a = addr as u64;
+        if (lo..hi).contains(&a) {
+            return Ok(a - lo + off);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "own code not found in /proc/self/maps",
+    ))
 }
 
 /// What attaching one program to one file's offsets did.

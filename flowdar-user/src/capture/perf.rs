@@ -57,7 +57,8 @@ fn attach_perf_each(
     Ok(())
 }
 
-/// Attaches the entry and exit probes of one function, or neither.
+/// Attaches the exit and then the entry probe of one function, or neither:
+/// return probe first, so that every recorded entry has its return probe.
 fn attach_pair(
     ebpf: &mut Ebpf,
     p: &ResolvedProbe,
@@ -76,12 +77,12 @@ fn attach_pair(
                 source: Box::new(source),
             })
     };
-    let entry = attach(ebpf, entry_name)?;
-    match attach(ebpf, exit_name) {
-        Ok(exit) => Ok([(entry_name, entry), (exit_name, exit)]),
+    let exit = attach(ebpf, exit_name)?;
+    match attach(ebpf, entry_name) {
+        Ok(entry) => Ok([(entry_name, entry), (exit_name, exit)]),
         Err(e) => {
-            if let Ok(prog) = program::<UProbe>(ebpf, entry_name) {
-                let _ = prog.detach(entry);
+            if let Ok(prog) = program::<UProbe>(ebpf, exit_name) {
+                let _ = prog.detach(exit);
             }
             Err(e)
         }

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{format, record, select::ProbeSelection, stats};
+use super::{attach::AttachArgs, format, record, select::ProbeSelection, stats};
 use crate::{
     capture::{self, RecordOptions, Recording},
     probes::{self, ProbeRequest},
@@ -53,6 +53,8 @@ pub struct DemoArgs {
     /// wrk's connections.
     #[arg(long, default_value_t = 20)]
     pub wrk_connections: u32,
+    #[command(flatten)]
+    pub attach: AttachArgs,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -91,13 +93,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         ring_bytes: record::ring_bytes(16)?,
         buffer_bytes: 256 << 20,
         command_line: std::env::args().collect(),
-        plan: Default::default(),
+        plan: args.attach.plan(false),
         bpf_stats: false,
     })?;
     eprintln!(
-        "Recording: {} processes, probes attached in {}.",
+        "Recording: {} processes, probes attached in {} ({}).",
         recording.processes_at_start(),
         format::duration(recording.attach_time()),
+        record::attach_mode_label(recording.mechanism()),
     );
     let client = match args.wrk {
         Some(duration) => {

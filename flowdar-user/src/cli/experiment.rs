@@ -3,6 +3,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
+use super::attach::AttachArgs;
+
 use crate::{
     experiment::{self, RunOptions, Spec},
     server::Mpm,
@@ -55,6 +57,8 @@ pub struct ExperimentArgs {
     /// Write into a non-empty output directory.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub attach: AttachArgs,
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
@@ -81,6 +85,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         &RunOptions {
             max_phase: args.max_phase,
             force: args.force,
+            plan: args.attach.plan(false),
         },
     )?;
     let title = format!("Flowdar DoS experiment ({:?} MPM)", spec.server.mpm);

@@ -40,6 +40,8 @@ struct Info {
     tool_version: String,
     host: String,
     kernel: String,
+    /// `uprobe_multi` or `perf` ("unknown" in traces from before it was kept).
+    attach_mode: String,
     command_line: Vec<String>,
     start: String,
     target_pid: u32,
@@ -91,6 +93,11 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         tool_version: h.tool_version,
         host: h.host,
         kernel: h.kernel,
+        attach_mode: if h.attach_mode.is_empty() {
+            "unknown".into()
+        } else {
+            h.attach_mode
+        },
         command_line: h.command_line,
         start: humantime::format_rfc3339_seconds(start).to_string(),
         target_pid: h.target_pid,
@@ -146,6 +153,7 @@ fn print_text(i: &Info) {
         i.format_version, i.tool_version
     );
     println!("host         {} (Linux {})", i.host, i.kernel);
+    println!("attach mode  {}", i.attach_mode);
     println!("command      {}", i.command_line.join(" "));
     println!("started      {}, target PID {}", i.start, i.target_pid);
     println!("duration     {}", format::ns(i.duration_ns));

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; this file only parses and
 //! dispatches.
+mod attach;
 mod demo;
 mod diff;
 mod dump;
@@ -7,6 +8,7 @@ mod experiment;
 mod flows;
 mod format;
 mod info;
+mod kernel;
 mod probes;
 mod record;
 mod render;
@@ -52,6 +54,7 @@ enum Command {
     Info(info::InfoArgs),
     Demo(demo::DemoArgs),
     Experiment(experiment::ExperimentArgs),
+    Kernel(kernel::KernelArgs),
 }
 
 /// Runs the command line of this process.
@@ -71,6 +74,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),
+        Command::Kernel(a) => kernel::run(a),
     }
 }
 

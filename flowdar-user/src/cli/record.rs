@@ -4,9 +4,9 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use super::{format, select::ProbeSelection};
+use super::{attach::AttachArgs, format, select::ProbeSelection};
 use crate::{
-    capture::{self, AttachMode, AttachPlan, RecordOptions, RecordSummary, Recording},
+    capture::{self, RecordOptions, RecordSummary, Recording},
     probes::{self, ResolvedProbe},
 };
 
@@ -52,12 +52,8 @@ pub struct RecordArgs {
     /// are dropped and counted, never silently.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     pub buffer_mib: usize,
-    /// How uprobes are attached: `auto` uses one uprobe_multi link per file
-    /// where the kernel has them (Linux 6.6+; detaching thousands of probes
-    /// takes well under a second) and perf-event uprobes otherwise (each
-    /// detach waits a grace period, ~0.1 s).
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
-    pub attach_mode: AttachMode,
+    #[command(flatten)]
+    pub attach: AttachArgs,
     /// Benchmark floor: attach do-nothing programs at the same places and
     /// record nothing, to measure what the uprobes alone cost.
     #[arg(long, hide = true)]
@@ -77,7 +73,7 @@ pub struct RecordArgs {
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let requests = args.select.requests()?;
     capture::check_privileges("record")?;
-    capture::check_kernel()?;
+    capture::kernel_features().check_required()?;
     if !capture::is_alive(args.pid) {
         bail!("no process with PID {}", args.pid);
     }
@@ -92,10 +88,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         ring_bytes: ring_bytes(args.ring_mib)?,
         buffer_bytes: args.buffer_mib << 20,
         command_line: std::env::args().collect(),
-        plan: AttachPlan {
-            mode: args.attach_mode,
-            floor: args.floor,
-        },
+        plan: args.attach.plan(args.floor),
         bpf_stats: args.bpf_stats,
     };
     let summary = record_until_stopped(opts, args.duration, args.follow)?;
@@ -163,10 +156,11 @@ pub(super) fn record_until_stopped(
         let mut recording = tokio::task::spawn_blocking(move || Recording::start(opts)).await??;
         let started = std::time::Instant::now();
         eprintln!(
-            "Recording PID {pid} ({}): {nprobes} probes in {files} files, {} processes, attached in {}; writing {}. Ctrl-C to stop.",
+            "Recording PID {pid} ({}): {nprobes} probes in {files} files, {} processes, attached in {} ({}); writing {}. Ctrl-C to stop.",
             capture::comm(pid).unwrap_or_default(),
             recording.processes_at_start(),
             format::duration(recording.attach_time()),
+            attach_mode_label(recording.mechanism()),
             output.display(),
         );
         let elapsed = async {
@@ -275,6 +269,11 @@ pub(super) fn record_until_stopped(
     .context("recording failed")
 }
 
+/// "attach mode: uprobe_multi", as printed by record, demo and experiment.
+pub(super) fn attach_mode_label(m: capture::Mechanism) -> String {
+    format!("attach mode: {m}")
+}
+
 fn distinct_files(probes: &[ResolvedProbe]) -> usize {
     let mut files: Vec<_> = probes.iter().map(|p| &p.path).collect();
     files.sort();
@@ -301,8 +300,9 @@ pub(super) fn print_summary(s: &RecordSummary) {
         },
     );
     println!(
-        "Probes attached in {}, detached in {}; {} processes traced at start.",
+        "Probes attached in {} ({}), detached in {}; {} processes traced at start.",
         format::duration(s.attach_time),
+        attach_mode_label(s.mechanism),
         format::duration(s.detach_time),
         s.processes_at_start
     );

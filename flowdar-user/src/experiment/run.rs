@@ -22,6 +22,8 @@ pub struct RunOptions {
     /// Cap every phase at this length (tests run experiments in seconds).
     pub max_phase: Option<Duration>,
     pub force: bool,
+    /// How to attach (the same for every phase).
+    pub plan: capture::AttachPlan,
 }
 
 /// What one phase did, client and tracer side.
@@ -36,6 +38,8 @@ pub struct PhaseResult {
     pub attack: Option<String>,
     pub events: u64,
     pub lost: u64,
+    /// How the phase's uprobes were attached (`uprobe_multi`, `perf`).
+    pub attach_mode: String,
 }
 
 enum Server {
@@ -154,6 +158,11 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Vec<Pha
         &requests,
         Path::new(crate::symbols::DEBUG_ROOT),
     )?;
+    let mechanism = capture::attach_mechanism(&opts.plan, resolved.len())?;
+    eprintln!(
+        "Probes: {} functions, attach mode: {mechanism}",
+        resolved.len()
+    );
     let mut results = Vec::new();
     for (i, phase) in spec.phases.iter().enumerate() {
         let duration = opts
@@ -168,20 +177,20 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Vec<Pha
             describe(phase)
         );
         let trace = dir.join(format!("{}.flowdar", phase.name));
-        results.push(run_phase(
-            server.pid(),
+        let target = Target {
+            pid: server.pid(),
             addr,
-            &path,
-            phase,
-            duration,
-            &resolved,
-            &trace,
-        )?);
+            path: &path,
+            probes: &resolved,
+            plan: opts.plan,
+        };
+        results.push(run_phase(&target, phase, duration, &trace)?);
         let r = results.last().expect("pushed");
         eprintln!(
-            "      {} events recorded, {} lost; client: {}",
+            "      {} events recorded, {} lost (attach mode: {}); client: {}",
             r.events,
             r.lost,
+            r.attach_mode,
             r.wrk.as_ref().map_or_else(
                 || r.wrk_error.clone().unwrap_or_else(|| "no load".into()),
                 |w| format!(
@@ -220,15 +229,28 @@ fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
-fn run_phase(
+/// The server every phase drives and records, and how.
+struct Target<'a> {
     pid: u32,
     addr: SocketAddr,
-    path: &str,
+    path: &'a str,
+    probes: &'a [probes::ResolvedProbe],
+    plan: capture::AttachPlan,
+}
+
+fn run_phase(
+    target: &Target<'_>,
     phase: &Phase,
     duration: Duration,
-    probes: &[probes::ResolvedProbe],
     trace: &Path,
 ) -> anyhow::Result<PhaseResult> {
+    let &Target {
+        pid,
+        addr,
+        path,
+        probes,
+        plan,
+    } = target;
     let started = Instant::now();
     let recording = Recording::start(RecordOptions {
         pid,
@@ -238,7 +260,7 @@ fn run_phase(
         ring_bytes: 16 << 20,
         buffer_bytes: 256 << 20,
         command_line: std::env::args().collect(),
-        plan: Default::default(),
+        plan,
         bpf_stats: false,
     })?;
     let mut attack = None;
@@ -296,5 +318,6 @@ fn run_phase(
         attack: attack_cmd,
         events: summary.counts.events(),
         lost: summary.total_kernel_drops() + summary.total_user_drops(),
+        attach_mode: summary.mechanism.to_string(),
     })
 }

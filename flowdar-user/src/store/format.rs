@@ -67,6 +67,10 @@ pub struct TraceHeader {
     pub target_pid: u32,
     /// The probe table; an event's `probe_id` indexes it.
     pub probes: Vec<ResolvedProbe>,
+    /// How the uprobes were attached: `uprobe_multi` or `perf` (empty in
+    /// traces written before it was recorded).
+    #[serde(default)]
+    pub attach_mode: String,
 }
 
 /// The last record: counters of the whole run.
@@ -84,6 +88,10 @@ pub struct TraceFooter {
     /// Where each event chunk is, for seeking by time.
     #[serde(default)]
     pub index: Vec<ChunkIndex>,
+    /// CLOCK_MONOTONIC when the last entry probe was removed; return probes
+    /// stayed until the detach ended (0 in older traces).
+    #[serde(default)]
+    pub entries_removed_ns: u64,
 }
 
 /// One event chunk's place in the file.

@@ -439,5 +439,6 @@ fn placeholder_header() -> TraceHeader {
         start_monotonic_ns: 0,
         target_pid: 0,
         probes: Vec::new(),
+        attach_mode: String::new(),
     }
 }

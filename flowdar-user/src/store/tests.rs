@@ -29,6 +29,7 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
                 params: Vec::new(),
             })
             .collect(),
+        attach_mode: "uprobe_multi".into(),
     }
 }
 

@@ -44,6 +44,7 @@ pub fn generate(path: &Path, events: u64, seed: u64, slow: bool) {
         start_monotonic_ns: 1_000_000_000,
         target_pid: 1000,
         probes,
+        attach_mode: "uprobe_multi".into(),
     };
     let mut w = TraceWriter::create(path, &header, true).expect("create trace");
     let mut rng = seed | 1;

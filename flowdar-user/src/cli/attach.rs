@@ -1,0 +1,47 @@
+//! How uprobes are attached, chosen on the command line of `record`, `demo`
+//! and `experiment` alike.
+use clap::{Args, ValueEnum};
+
+use crate::capture::{AttachMode, AttachPlan};
+
+/// `--attach-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum AttachModeArg {
+    /// uprobe_multi links where this kernel creates them (Linux 6.6+,
+    /// detected at start), perf-event uprobes otherwise.
+    #[default]
+    Auto,
+    /// One uprobe_multi link per program and file: thousands of probes
+    /// attach in tens of milliseconds and detach in under a second.
+    Multi,
+    /// One perf-event uprobe per function and program (any kernel with
+    /// uprobes); each detach waits a kernel grace period.
+    Perf,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct AttachArgs {
+    /// How uprobes are attached. Which mode was used is printed, and kept in
+    /// the trace (`flowdar info`); `flowdar kernel` shows what this kernel has.
+    #[arg(long, value_enum, default_value_t = AttachModeArg::Auto)]
+    pub attach_mode: AttachModeArg,
+    /// Attach more than 200 functions with perf-event uprobes anyway
+    /// (kernels before 6.6, or --attach-mode perf): detaching them takes
+    /// minutes, one kernel grace period per uprobe.
+    #[arg(long)]
+    pub slow_detach: bool,
+}
+
+impl AttachArgs {
+    pub fn plan(&self, floor: bool) -> AttachPlan {
+        AttachPlan {
+            mode: match self.attach_mode {
+                AttachModeArg::Auto => AttachMode::Auto,
+                AttachModeArg::Multi => AttachMode::Multi,
+                AttachModeArg::Perf => AttachMode::Perf,
+            },
+            floor,
+            slow_detach_ok: self.slow_detach,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! `flowdar kernel`: what this kernel offers Flowdar, as detected at start
+//! of every recording.
+use clap::Args;
+
+use crate::capture;
+
+/// Show the kernel features Flowdar uses, detected the way a recording
+/// detects them (a test program and link on Flowdar's own binary), and the
+/// attach mode `auto` would use here. Needs root (or CAP_BPF + CAP_PERFMON).
+#[derive(Debug, Args)]
+pub struct KernelArgs {}
+
+pub fn run(_: KernelArgs) -> anyhow::Result<()> {
+    capture::check_privileges("kernel")?;
+    let k = capture::kernel_features();
+    for (what, value) in k.report() {
+        println!("{what:<20} {value}");
+    }
+    match k.mechanism(capture::AttachMode::Auto) {
+        Ok(m) => println!("{:<20} {m}", "attach mode (auto)"),
+        Err(e) => println!("{:<20} none: {e}", "attach mode (auto)"),
+    }
+    Ok(())
+}
