@@ -2,6 +2,7 @@
 //!
 //! Every command that needs tools runs `setup` first, so the README's two
 //! commands work on a fresh machine.
+mod kernels;
 mod setup;
 mod tasks;
 
@@ -59,6 +60,16 @@ enum Command {
         #[arg(long, default_value = "10m")]
         duration: String,
     },
+    /// Kernel matrix (root): boot Debian's packaged kernels (the newest
+    /// 6.1 and 6.12) under virtme-ng/QEMU and run a subset of the root tests,
+    /// `flowdar demo` and a short `flowdar experiment` in each; installs
+    /// what it needs; writes target/kernels/matrix.md. ~10 minutes a kernel.
+    Kernels {
+        /// Only the kernel whose label (6.1, 6.12) is this, or whose version
+        /// contains it (e.g. 6.1.0-56).
+        #[arg(long, value_name = "PATTERN")]
+        kernel: Option<String>,
+    },
 }
 
 fn main() {
@@ -72,6 +83,7 @@ fn main() {
         Command::Fuzz { seconds } => setup::run().and_then(|env| tasks::fuzz(&env, seconds)),
         Command::Bench { which, rows } => tasks::bench(which, &rows),
         Command::Soak { duration } => tasks::soak(&duration),
+        Command::Kernels { kernel } => kernels::run(kernel.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

@@ -60,7 +60,7 @@ pub fn run() -> Result<Env> {
     Ok(Env { tools_bin })
 }
 
-fn installed(pkg: &str) -> bool {
+pub fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
