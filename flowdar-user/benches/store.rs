@@ -32,6 +32,7 @@ fn header(probes: Vec<ResolvedProbe>) -> TraceHeader {
         target_pid: 1,
         probes,
         attach_mode: "uprobe_multi".into(),
+        attached_monotonic_ns: 0,
     }
 }
 

@@ -66,6 +66,7 @@ fn fixture(path: &Path) {
             probe(1, "ap_read_request"),
         ],
         attach_mode: "uprobe_multi".into(),
+        attached_monotonic_ns: 0,
     };
     let mut w = TraceWriter::create(path, &header, false).unwrap();
     w.write_chunk(&[

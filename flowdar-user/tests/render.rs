@@ -82,6 +82,7 @@ pub fn fixture(path: &Path) {
         target_pid: 1,
         probes,
         attach_mode: "uprobe_multi".into(),
+        attached_monotonic_ns: 0,
     };
     let ev = |tid, us: u64, p, kind: EventKind, args| Event {
         tgid: 1,

@@ -217,6 +217,46 @@ pub fn start_bpftrace_counter(pid: u32, probes: &[(&str, &str)]) -> Background {
     Background::start(cmd, "Attaching", Duration::from_secs(60))
 }
 
+/// bpftrace printing every completed call of `functions` in `binary` as
+/// `C FUNCTION ENTRY_NS EXIT_NS` (bpf_ktime_get_ns, the clock of Flowdar's
+/// timestamps), same process filter as [`start_bpftrace_counter`].
+pub fn start_bpftrace_calls(pid: u32, binary: &str, functions: &[&str]) -> Background {
+    let filter = format!("(pid == {pid} || curtask->real_parent->tgid == {pid})");
+    let mut script = String::new();
+    for (i, func) in functions.iter().enumerate() {
+        script.push_str(&format!(
+            "uprobe:{binary}:{func} /{filter}/ {{ @s{i}[tid] = nsecs; }}\n\
+             uretprobe:{binary}:{func} /{filter} && @s{i}[tid]/ {{ printf(\"C {func} %lu %lu\\n\", @s{i}[tid], nsecs); delete(@s{i}[tid]); }}\n"
+        ));
+    }
+    let mut cmd = Command::new("bpftrace");
+    cmd.arg("-e").arg(script);
+    Background::start(cmd, "Attaching", Duration::from_secs(60))
+}
+
+/// Completed calls printed by [`start_bpftrace_calls`], per function,
+/// as (entry ns, exit ns). Panics if bpftrace reports lost events.
+pub fn parse_bpftrace_calls(stdout: &str) -> HashMap<String, Vec<(u64, u64)>> {
+    assert!(
+        !stdout.contains("Lost"),
+        "bpftrace lost events: the witness is incomplete"
+    );
+    let mut calls: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+    for line in stdout.lines() {
+        let mut f = line.split_whitespace();
+        if f.next() != Some("C") {
+            continue;
+        }
+        let (Some(func), Some(a), Some(b)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let (Ok(a), Ok(b)) = (a.parse(), b.parse()) {
+            calls.entry(func.to_string()).or_default().push((a, b));
+        }
+    }
+    calls
+}
+
 /// Parses bpftrace's map dump: `@entry[f]: N` and `@exit[f, zero]: N`.
 pub fn parse_bpftrace_counts(stdout: &str) -> HashMap<String, u64> {
     stdout
@@ -281,6 +321,25 @@ impl Trace {
             .iter()
             .filter(|e| e.probe_id == id && e.kind == EventKind::Exit as u32 && e.args[0] == 0)
             .count()
+    }
+
+    /// Calls of `function` paired per thread, independently of Flowdar's
+    /// analysis code: (entry ns, exit ns or None if still open at the end).
+    pub fn calls(&self, function: &str) -> Vec<(u64, Option<u64>)> {
+        let id = self.probe_id(function);
+        let mut open: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut out = Vec::new();
+        for e in self.events.iter().filter(|e| e.probe_id == id) {
+            let stack = open.entry(e.tid).or_default();
+            if e.kind == EventKind::Entry as u32 {
+                stack.push(e.ts_ns);
+            } else if let Some(entry) = stack.pop() {
+                out.push((entry, Some(e.ts_ns)));
+            }
+        }
+        out.extend(open.into_values().flatten().map(|entry| (entry, None)));
+        out.sort();
+        out
     }
 
     /// Checks, independently of flowdar's analysis code, that every exit

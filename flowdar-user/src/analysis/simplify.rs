@@ -316,6 +316,7 @@ mod tests {
             target_pid: 1,
             probes: p,
             attach_mode: "uprobe_multi".into(),
+            attached_monotonic_ns: 0,
         };
         let mut w = TraceWriter::create(&a, &header, false).unwrap();
         w.write_chunk(events).unwrap();

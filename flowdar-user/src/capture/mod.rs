@@ -199,7 +199,7 @@ impl Recording {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
         let started_mono = monotonic_ns();
-        let header = TraceHeader {
+        let mut header = TraceHeader {
             tool_version: env!("CARGO_PKG_VERSION").into(),
             host: hostname(),
             kernel: kernel_release(),
@@ -211,6 +211,7 @@ impl Recording {
             target_pid: opts.pid,
             probes: opts.probes.clone(),
             attach_mode: mechanism.name().into(),
+            attached_monotonic_ns: 0,
         };
         let stats = if opts.bpf_stats {
             Some(
@@ -228,6 +229,7 @@ impl Recording {
             mechanism,
             opts.plan.floor,
         )?;
+        header.attached_monotonic_ns = monotonic_ns();
         let mut writer = TraceWriter::create(&opts.output, &header, opts.force)?;
 
         let ebpf = &mut attached.ebpf;

@@ -71,6 +71,10 @@ pub struct TraceHeader {
     /// traces written before it was recorded).
     #[serde(default)]
     pub attach_mode: String,
+    /// CLOCK_MONOTONIC once every probe was in place: calls entered after
+    /// it are all recorded, with their returns (0 in older traces).
+    #[serde(default)]
+    pub attached_monotonic_ns: u64,
 }
 
 /// The last record: counters of the whole run.

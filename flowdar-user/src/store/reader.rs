@@ -440,5 +440,6 @@ fn placeholder_header() -> TraceHeader {
         target_pid: 0,
         probes: Vec::new(),
         attach_mode: String::new(),
+        attached_monotonic_ns: 0,
     }
 }

@@ -30,6 +30,7 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
             })
             .collect(),
         attach_mode: "uprobe_multi".into(),
+        attached_monotonic_ns: 0,
     }
 }
 

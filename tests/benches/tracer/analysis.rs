@@ -45,6 +45,7 @@ pub fn generate(path: &Path, events: u64, seed: u64, slow: bool) {
         target_pid: 1000,
         probes,
         attach_mode: "uprobe_multi".into(),
+        attached_monotonic_ns: 0,
     };
     let mut w = TraceWriter::create(path, &header, true).expect("create trace");
     let mut rng = seed | 1;

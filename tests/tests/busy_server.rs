@@ -1,0 +1,173 @@
+//! Attaching to and detaching from a server under load: no phantom calls.
+//! Return probes go in before entry probes and come out after them, so no
+//! recorded call is left "in flight" because its return probe was missing,
+//! and every call entered while all probes were in place is recorded,
+//! exactly as bpftrace (attached before, detached after) saw it.
+use std::time::Duration;
+
+use flowdar::server::{run_wrk, ThrowawayApache, WrkPlan};
+use flowdar_tests::*;
+
+/// The request path: short calls, none of which may be left open once the
+/// server has answered.
+const REQUEST_PATH: &[&str] = &[
+    "ap_process_async_request",
+    "ap_process_request_internal",
+    "ap_invoke_handler",
+    "ap_run_handler",
+    "ap_finalize_request_protocol",
+    "ap_run_log_transaction",
+];
+/// What bpftrace times independently (one call per request each).
+const WITNESSED: &[&str] = &["ap_process_async_request", "ap_invoke_handler"];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// Stop recording after the load has ended (server idle).
+    AfterLoad,
+    /// Stop recording while the load still runs.
+    MidLoad,
+}
+
+fn busy(mode: &str, stop: Stop) {
+    require_root();
+    let apache = ThrowawayApache::start(&Default::default()).expect("start apache");
+    let witness = start_bpftrace_calls(apache.pid(), "/usr/sbin/apache2", WITNESSED);
+    let addr = apache.addr();
+    let load = std::thread::spawn(move || {
+        run_wrk(
+            addr,
+            &WrkPlan {
+                threads: 1,
+                connections: 8,
+                duration: Duration::from_secs(5),
+                ..Default::default()
+            },
+        )
+        .expect("wrk")
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let (rec, trace) = record(
+        apache.pid(),
+        &["--profile", "apache:request", "--attach-mode", mode],
+    );
+    let report = match stop {
+        Stop::MidLoad => {
+            std::thread::sleep(Duration::from_millis(1500));
+            let stopped = rec.stop(libc::SIGINT);
+            (load.join().expect("load thread"), stopped)
+        }
+        Stop::AfterLoad => {
+            let wrk = load.join().expect("load thread");
+            std::thread::sleep(Duration::from_millis(500));
+            (wrk, rec.stop(libc::SIGINT))
+        }
+    };
+    let (wrk, (code, out, err)) = report;
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, bt_out, bt_err) = witness.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(wrk.requests > 1000, "the server was busy: {wrk:?}");
+    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    let want = if mode == "perf" {
+        "perf"
+    } else {
+        "uprobe_multi"
+    };
+    assert!(
+        out.contains(&format!("attach mode: {want}")),
+        "summary names the attach mode:\n{out}"
+    );
+
+    let t = Trace::read(&trace);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    assert_eq!(t.header.attach_mode, want);
+    for f in REQUEST_PATH {
+        let open: Vec<u64> = t
+            .calls(f)
+            .iter()
+            .filter(|(_, exit)| exit.is_none())
+            .map(|(entry, _)| *entry)
+            .collect();
+        assert!(
+            open.is_empty(),
+            "{f}: {} calls left in flight by attaching/detaching ({mode}, stop {}):\n{out}",
+            open.len(),
+            if stop == Stop::MidLoad {
+                "mid-load"
+            } else {
+                "after load"
+            }
+        );
+    }
+
+    // Every call entered while all probes were in place, exactly as the
+    // witness saw it. The window is cut inside gaps between the witness's
+    // calls, so a call's few microseconds between bpftrace's timestamp and
+    // ours cannot put it on different sides of a cut.
+    let attached = t.header.attached_monotonic_ns;
+    let ended = t.footer.as_ref().expect("finalised").end_monotonic_ns;
+    assert!(attached > 0 && ended > attached);
+    let seen = parse_bpftrace_calls(&bt_out);
+    for f in WITNESSED {
+        let theirs: Vec<u64> = seen
+            .get(*f)
+            .unwrap_or_else(|| panic!("bpftrace saw no {f}: {bt_err}"))
+            .iter()
+            .map(|(entry, _)| *entry)
+            .collect();
+        let lo = cut_in_gap(&theirs, attached, attached + 200_000_000);
+        let hi = cut_in_gap(&theirs, ended - 200_000_000, ended);
+        let in_window = |ts: &u64| (lo..hi).contains(ts);
+        let ours = t.calls(f);
+        let n_ours = ours.iter().filter(|(e, _)| in_window(e)).count();
+        let n_theirs = theirs.iter().filter(|e| in_window(e)).count();
+        assert!(n_theirs > 500, "{f}: a busy window ({n_theirs} calls)");
+        assert_eq!(
+            n_ours,
+            n_theirs,
+            "{f}: calls entered while attached, flowdar vs bpftrace ({mode}, window {} ms)",
+            (hi - lo) / 1_000_000
+        );
+    }
+}
+
+/// The middle of the widest gap between `entries` within [from, to].
+fn cut_in_gap(entries: &[u64], from: u64, to: u64) -> u64 {
+    let mut inside: Vec<u64> = entries
+        .iter()
+        .copied()
+        .filter(|e| (from..=to).contains(e))
+        .collect();
+    inside.sort_unstable();
+    let mut points = vec![from];
+    points.extend(inside);
+    points.push(to);
+    let (a, b) = points
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .max_by_key(|(a, b)| b - a)
+        .expect("two points");
+    assert!(b - a > 100_000, "no 100 µs gap to cut in");
+    a + (b - a) / 2
+}
+
+#[test]
+fn attached_under_load_multi_leaves_no_phantom_calls_and_counts_exactly() {
+    busy("multi", Stop::AfterLoad);
+}
+
+#[test]
+fn attached_under_load_perf_leaves_no_phantom_calls_and_counts_exactly() {
+    busy("perf", Stop::AfterLoad);
+}
+
+#[test]
+fn detached_mid_load_multi_leaves_no_phantom_calls_and_counts_exactly() {
+    busy("multi", Stop::MidLoad);
+}
+
+#[test]
+fn detached_mid_load_perf_leaves_no_phantom_calls_and_counts_exactly() {
+    busy("perf", Stop::MidLoad);
+}
