@@ -185,6 +185,9 @@ fn link(
     sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)
 }
 
+/// The feature probe's program name.
+const PROBE_PROGRAM: &str = "flowdar_probe";
+
 /// A known-good place to put a probe: a function of Flowdar's own binary.
 #[unsafe(no_mangle)]
 #[inline(never)]
@@ -204,7 +207,7 @@ pub fn probe_support() -> Result<(), String> {
         bpf_insn_new(0xb7, 0, 0, 0, 0),
         bpf_insn_new(0x95, 0, 0, 0, 0),
     ];
-    let prog = load_one("flowdar_probe", &insns, c"GPL").map_err(|e| match e {
+    let prog = load_one(PROBE_PROGRAM, &insns, c"GPL").map_err(|e| match e {
         MultiError::Unsupported(io) => format!("a uprobe_multi program does not load: {io}"),
         other => other.to_string(),
     })?;
@@ -212,11 +215,25 @@ pub fn probe_support() -> Result<(), String> {
         .map_err(|e| format!("cannot place the test probe: {e}"))?;
     // The kernel resolves the magic link to our executable's inode.
     let path = c"/proc/self/exe";
-    for ret in [false, true] {
+    let linked = [false, true].into_iter().try_for_each(|ret| {
         link(prog.as_fd(), path, &[offset], &[0], ret)
-            .map_err(|e| format!("BPF_LINK_CREATE of a uprobe_multi link fails: {e}"))?;
+            .map(drop)
+            .map_err(|e| format!("BPF_LINK_CREATE of a uprobe_multi link fails: {e}"))
+    });
+    drop(prog);
+    // The kernel frees a closed link's program after a grace period: wait
+    // for it, so that the probe leaves nothing loaded behind it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while probe_program_loaded() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    Ok(())
+    linked
+}
+
+fn probe_program_loaded() -> bool {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .any(|p| p.name_as_str() == Some(PROBE_PROGRAM))
 }
 
 fn bpf_insn_new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> bpf_insn {

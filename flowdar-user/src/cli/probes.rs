@@ -59,6 +59,11 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
         })
         .collect();
     if args.json {
+        let targets: Vec<serde_json::Value> = r
+            .targets
+            .iter()
+            .map(|(t, path, why)| serde_json::json!({"target": t, "file": path, "matched_by": why}))
+            .collect();
         let rows: Vec<Row<'_>> = r
             .probes
             .iter()
@@ -75,11 +80,15 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "probes": rows, "unresolved": unresolved })
+                &serde_json::json!({ "targets": targets, "probes": rows, "unresolved": unresolved })
             )?
         );
         return Ok(());
     }
+    for (t, path, why) in &r.targets {
+        println!("target {t:<12} -> {} (matched by {why})", path.display());
+    }
+    println!();
     println!(
         "{:<36} {:<18} {:>10} {:>10}  capture",
         "function", "object", "address", "offset"

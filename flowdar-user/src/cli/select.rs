@@ -37,16 +37,18 @@ impl ProbeSelection {
             return Ok(()); // resolution reports an unreadable map itself
         };
         for spec in &self.profile {
-            let mut targets: Vec<String> = profile_requests(spec)?
-                .into_iter()
-                .map(|r| r.target)
-                .collect();
+            let mut requests = profile_requests(spec)?;
+            requests.dedup_by(|a, b| a.target == b.target);
+            let mut targets: Vec<String> = requests.iter().map(|r| r.target.clone()).collect();
             targets.sort();
             targets.dedup();
-            if targets.iter().all(|t| maps.find(t).is_err()) {
+            if requests
+                .iter()
+                .all(|r| crate::probes::locate(&maps, r).is_err())
+            {
                 let name = spec.split(':').next().unwrap_or(spec);
                 bail!(
-                    "PID {pid} ({}) is not the server profile `{spec}` is for: it maps none of {} (is it the {name} parent process?)",
+                    "PID {pid} ({}) is not the server profile `{spec}` is for: it maps none of {}, by name or by the functions they define (is it the {name} parent process?)",
                     crate::capture::comm(pid).unwrap_or_else(|| "?".into()),
                     targets.join(", "),
                 );

@@ -65,6 +65,20 @@ pub struct ProbeFile {
     pub version: u32,
     #[serde(rename = "probe", default)]
     pub groups: Vec<ProbeGroup>,
+    /// How to recognise a short-named target by what it is.
+    #[serde(rename = "target", default)]
+    pub targets: Vec<TargetRule>,
+}
+
+/// `[[target]] name = "apache2", defines = "ap_read_request"`: a probe group
+/// whose target is `name` attaches to the file the process maps under that
+/// name or, failing that, to the mapped file that defines the function
+/// (Apache built as `httpd`, APR linked into it, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetRule {
+    pub name: String,
+    pub defines: String,
 }
 
 /// Functions of one target, with their capture settings.
@@ -203,12 +217,18 @@ impl ProbeFile {
                     .iter()
                     .map(|c| (c.get_ref().function.clone(), g.capture_for(c.get_ref())))
                     .collect();
+                let defines = self
+                    .targets
+                    .iter()
+                    .find(|t| t.name == g.target)
+                    .map(|t| t.defines.clone());
                 g.functions.iter().map(move |f| ProbeRequest {
                     target: g.target.clone(),
                     function: f.clone(),
                     exclude: g.exclude.clone(),
                     capture: g.default_capture(),
                     overrides: overrides.clone(),
+                    defines: defines.clone(),
                 })
             })
             .collect();

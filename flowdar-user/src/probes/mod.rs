@@ -15,7 +15,7 @@ pub use config::{
 };
 pub use procmaps::{MappedFile, ProcMaps};
 pub use profiles::{profile_requests, Profile, ProfileError, PROFILES};
-pub use resolve::{resolve, resolve_all, Resolution, ResolveError, ResolvedProbe};
+pub use resolve::{locate, resolve, resolve_all, Located, Resolution, ResolveError, ResolvedProbe};
 
 /// One function name or glob pattern to probe in one target (a path, or a
 /// library short name such as `libapr-1` looked up in the memory map).
@@ -30,6 +30,9 @@ pub struct ProbeRequest {
     pub capture: Capture,
     /// ...unless a function has its own.
     pub overrides: BTreeMap<String, Capture>,
+    /// A function the target defines, to recognise it by what it is when no
+    /// mapped file has its name (a profile's `[[target]]` rule).
+    pub defines: Option<String>,
 }
 
 impl ProbeRequest {
@@ -41,6 +44,7 @@ impl ProbeRequest {
             exclude: Vec::new(),
             capture: Capture::default(),
             overrides: BTreeMap::new(),
+            defines: None,
         }
     }
 
@@ -50,6 +54,14 @@ impl ProbeRequest {
             .get(function)
             .cloned()
             .unwrap_or_else(|| self.capture.clone())
+    }
+
+    /// The function that identifies this request's target when its name
+    /// does not: the profile's rule, or the function itself if it is a name.
+    pub fn identifying_function(&self) -> Option<&str> {
+        self.defines
+            .as_deref()
+            .or((!is_glob(&self.function)).then_some(self.function.as_str()))
     }
 
     /// True when `name` is one of the exclusions.

@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{config::is_glob, Capture, ProbeRequest, ProcMaps};
+use super::{config::is_glob, Capture, MappedFile, ProbeRequest, ProcMaps};
 use crate::symbols::{ElfSymbols, SymbolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +114,61 @@ impl ResolvedProbe {
 pub struct Resolution {
     pub probes: Vec<ResolvedProbe>,
     pub failures: Vec<(ProbeRequest, ResolveError)>,
+    /// Each target named by the requests, the file it matched and why.
+    pub targets: Vec<(String, PathBuf, String)>,
+}
+
+/// A request's target found in the process, and why that file.
+#[derive(Debug, Clone)]
+pub struct Located<'m> {
+    pub file: &'m MappedFile,
+    /// "path", "file name", or "defines ap_read_request".
+    pub why: String,
+}
+
+/// The mapped file a request's target names: a path the process maps, a
+/// file whose name is the short name (`apache2`, `libapr-1` for
+/// `libapr-1.so.0`), or, when no file has that name, the mapped file that
+/// defines the request's identifying function (the server binary called
+/// `httpd`, APR linked statically into it): targets are matched by what
+/// they are, not by Debian's file names. `Err` lists the candidates seen.
+pub fn locate<'m>(
+    maps: &'m ProcMaps,
+    req: &ProbeRequest,
+) -> Result<Located<'m>, Vec<&'m MappedFile>> {
+    let by_name = maps.find(&req.target);
+    let why = if req.target.contains('/') {
+        "path"
+    } else {
+        "file name"
+    };
+    let candidates = match by_name {
+        Ok(file) => {
+            return Ok(Located {
+                file,
+                why: why.into(),
+            })
+        }
+        Err(c) if req.target.contains('/') => return Err(c),
+        Err(c) => c,
+    };
+    let Some(function) = req.identifying_function() else {
+        return Err(candidates);
+    };
+    // Among same-named files (ambiguous), or else all: the main executable
+    // first, then libraries in map order.
+    let pool: Vec<&MappedFile> = if candidates.is_empty() {
+        maps.files.iter().collect()
+    } else {
+        candidates.clone()
+    };
+    pool.into_iter()
+        .find(|f| ElfSymbols::defines(&f.host_path, function))
+        .map(|file| Located {
+            file,
+            why: format!("defines {function}"),
+        })
+        .ok_or(candidates)
 }
 
 /// Resolves every request against process `pid`; the first request that
@@ -139,8 +194,26 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path
     let mut elves: HashMap<PathBuf, Result<ElfSymbols, String>> = HashMap::new();
     let mut out = Resolution::default();
     for req in requests {
-        let file = match maps.find(&req.target) {
-            Ok(f) => f,
+        // A target found once (maybe by reading symbols) is not looked for again.
+        let known = out
+            .targets
+            .iter()
+            .find(|(t, _, _)| *t == req.target)
+            .and_then(|(_, path, _)| maps.files.iter().find(|f| f.path == *path));
+        if let Some(file) = known {
+            if let Err(e) = resolve_in(file, req, debug_root, &mut elves, &mut out) {
+                out.failures.push((req.clone(), e));
+            }
+            continue;
+        }
+        let file = match locate(maps, req) {
+            Ok(found) => {
+                if !out.targets.iter().any(|(t, _, _)| *t == req.target) {
+                    out.targets
+                        .push((req.target.clone(), found.file.path.clone(), found.why));
+                }
+                found.file
+            }
             Err(candidates) => {
                 let err = ResolveError::TargetNotMapped {
                     pid: maps.pid,
@@ -164,114 +237,124 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path
                 continue;
             }
         };
-        let syms = elves.entry(file.path.clone()).or_insert_with(|| {
-            ElfSymbols::read_with_debug_root(&file.host_path, debug_root).map_err(|e| e.to_string())
-        });
-        let syms = match syms {
-            Ok(s) => &*s,
-            Err(e) => {
-                let err = ResolveError::Symbols(SymbolError::Unreadable {
-                    path: file.path.clone(),
-                    reason: e.clone(),
-                });
-                out.failures.push((req.clone(), err));
-                continue;
-            }
-        };
-        let searched = || {
-            if syms.has_symtab || syms.debug_file.is_some() {
-                format!("{} functions searched", syms.functions.len())
-            } else {
-                let exported = syms.functions.values().filter(|f| f.exported).count();
-                format!(
-                    "the binary is stripped and no debug file was found; {exported} exported functions were searched"
-                )
-            }
-        };
-        let names: Vec<&str> = if is_glob(&req.function) {
-            let mut names: Vec<&str> = syms
-                .functions
-                .keys()
-                .map(String::as_str)
-                .filter(|n| super::glob_matches(&req.function, n) && !req.excludes(n))
-                .collect();
-            names.sort_unstable();
-            if names.is_empty() {
-                let err = ResolveError::NoMatch {
-                    pattern: req.function.clone(),
-                    path: file.path.clone(),
-                    searched: searched(),
-                };
-                out.failures.push((req.clone(), err));
-                continue;
-            }
-            names
-        } else if syms.functions.contains_key(&req.function) {
-            vec![req.function.as_str()]
-        } else if syms.inlined_only.contains(&req.function) {
-            let err = ResolveError::Inlined {
-                function: req.function.clone(),
-                path: file.path.clone(),
-                debug: syms
-                    .debug_file
-                    .as_ref()
-                    .map_or_else(|| "?".into(), |d| d.display().to_string()),
-            };
-            out.failures.push((req.clone(), err));
-            continue;
-        } else {
-            let err = ResolveError::FunctionNotFound {
-                function: req.function.clone(),
-                path: file.path.clone(),
-                searched: searched(),
-                nearest: syms
-                    .nearest(&req.function, 3)
-                    .into_iter()
-                    .map(String::from)
-                    .collect(),
-            };
-            out.failures.push((req.clone(), err));
-            continue;
-        };
-        for name in names {
-            let sym = &syms.functions[name];
-            let Some(file_offset) = syms.file_offset(sym) else {
-                let err = ResolveError::NoFileOffset {
-                    function: name.into(),
-                    path: file.path.clone(),
-                    address: sym.address,
-                };
-                out.failures.push((req.clone(), err));
-                continue;
-            };
-            if out
-                .probes
-                .iter()
-                .any(|p| p.path == file.path && p.file_offset == file_offset)
-            {
-                continue;
-            }
-            let mut capture = req.capture_for(name);
-            // With DWARF, arguments past the function's parameters are
-            // register leftovers: do not keep them (they cost trace bytes).
-            if sym.source.is_some() {
-                capture.args = capture.args.min(sym.params.len().min(3) as u8);
-            }
-            out.probes.push(ResolvedProbe {
-                id: out.probes.len() as u32,
-                function: name.into(),
-                path: file.path.clone(),
-                attach_path: file.host_path.clone(),
-                address: sym.address,
-                file_offset,
-                capture,
-                optional: is_glob(&req.function),
-                source: sym.source.clone(),
-                params: sym.params.clone(),
-            });
+        if let Err(e) = resolve_in(file, req, debug_root, &mut elves, &mut out) {
+            out.failures.push((req.clone(), e));
         }
     }
     out
+}
+
+/// Resolves one request's functions in the file its target matched.
+fn resolve_in(
+    file: &MappedFile,
+    req: &ProbeRequest,
+    debug_root: &Path,
+    elves: &mut HashMap<PathBuf, Result<ElfSymbols, String>>,
+    out: &mut Resolution,
+) -> Result<(), ResolveError> {
+    let syms = elves.entry(file.path.clone()).or_insert_with(|| {
+        ElfSymbols::read_with_debug_root(&file.host_path, debug_root).map_err(|e| e.to_string())
+    });
+    let syms = match syms {
+        Ok(s) => &*s,
+        Err(e) => {
+            let err = ResolveError::Symbols(SymbolError::Unreadable {
+                path: file.path.clone(),
+                reason: e.clone(),
+            });
+            return Err(err);
+        }
+    };
+    let searched = || {
+        if syms.has_symtab || syms.debug_file.is_some() {
+            format!("{} functions searched", syms.functions.len())
+        } else {
+            let exported = syms.functions.values().filter(|f| f.exported).count();
+            format!(
+                "the binary is stripped and no debug file was found; {exported} exported functions were searched"
+            )
+        }
+    };
+    let names: Vec<&str> = if is_glob(&req.function) {
+        let mut names: Vec<&str> = syms
+            .functions
+            .keys()
+            .map(String::as_str)
+            .filter(|n| super::glob_matches(&req.function, n) && !req.excludes(n))
+            .collect();
+        names.sort_unstable();
+        if names.is_empty() {
+            let err = ResolveError::NoMatch {
+                pattern: req.function.clone(),
+                path: file.path.clone(),
+                searched: searched(),
+            };
+            return Err(err);
+        }
+        names
+    } else if syms.functions.contains_key(&req.function) {
+        vec![req.function.as_str()]
+    } else if syms.inlined_only.contains(&req.function) {
+        let err = ResolveError::Inlined {
+            function: req.function.clone(),
+            path: file.path.clone(),
+            debug: syms
+                .debug_file
+                .as_ref()
+                .map_or_else(|| "?".into(), |d| d.display().to_string()),
+        };
+        return Err(err);
+    } else {
+        let err = ResolveError::FunctionNotFound {
+            function: req.function.clone(),
+            path: file.path.clone(),
+            searched: searched(),
+            nearest: syms
+                .nearest(&req.function, 3)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        };
+        return Err(err);
+    };
+    for name in names {
+        let sym = &syms.functions[name];
+        let Some(file_offset) = syms.file_offset(sym) else {
+            let err = ResolveError::NoFileOffset {
+                function: name.into(),
+                path: file.path.clone(),
+                address: sym.address,
+            };
+            out.failures.push((req.clone(), err));
+            continue;
+        };
+        if out
+            .probes
+            .iter()
+            .any(|p| p.path == file.path && p.file_offset == file_offset)
+        {
+            continue;
+        }
+        let mut capture = req.capture_for(name);
+        // With DWARF, arguments past the function's parameters are
+        // register leftovers: do not keep them (they cost trace bytes).
+        if sym.source.is_some() {
+            capture.args = capture.args.min(sym.params.len().min(3) as u8);
+        }
+        out.probes.push(ResolvedProbe {
+            id: out.probes.len() as u32,
+            function: name.into(),
+            path: file.path.clone(),
+            attach_path: file.host_path.clone(),
+            address: sym.address,
+            file_offset,
+            capture,
+            optional: is_glob(&req.function),
+            source: sym.source.clone(),
+            params: sym.params.clone(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

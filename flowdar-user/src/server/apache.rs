@@ -54,6 +54,8 @@ pub struct ApacheOptions {
     pub port: u16,
     /// Extra configuration lines appended to the generated httpd.conf.
     pub extra_config: String,
+    /// Environment added to the server's (e.g. LD_LIBRARY_PATH).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ApacheOptions {
@@ -63,6 +65,7 @@ impl Default for ApacheOptions {
             mpm: Mpm::Event,
             port: 0,
             extra_config: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct ThrowawayApache {
     dir: tempfile::TempDir,
     port: u16,
     binary: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl ThrowawayApache {
@@ -109,6 +113,7 @@ impl ThrowawayApache {
             dir,
             port,
             binary: opts.binary.clone(),
+            env: opts.env.clone(),
         };
         server.spawn()?;
         server.wait_ready()?;
@@ -123,6 +128,7 @@ impl ThrowawayApache {
             .append(true)
             .open(self.dir.path().join("stderr.log"))?;
         let mut cmd = Command::new(&self.binary);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args([
             "-f",
             conf.to_str().expect("utf-8 temp path"),

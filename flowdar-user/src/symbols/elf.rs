@@ -180,6 +180,22 @@ impl ElfSymbols {
         })
     }
 
+    /// Whether the ELF file at `path` defines a function `name` (dynamic or
+    /// static symbol): how a target is recognised by what it is (the server
+    /// binary defines `ap_read_request`, whatever it is called).
+    pub fn defines(path: &Path, name: &str) -> bool {
+        let Ok(data) = fs::read(path) else {
+            return false;
+        };
+        let Ok(file) = object::File::parse(&*data) else {
+            return false;
+        };
+        let is_it = |sym: object::Symbol<'_, '_>| {
+            sym.kind() == SymbolKind::Text && !sym.is_undefined() && sym.name() == Ok(name)
+        };
+        file.dynamic_symbols().any(is_it) || file.symbols().any(is_it)
+    }
+
     /// The file offset of a function, for attaching a uprobe to it.
     pub fn file_offset(&self, f: &FunctionSymbol) -> Option<u64> {
         vaddr_to_file_offset(&self.segments, f.address)
