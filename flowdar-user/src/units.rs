@@ -41,3 +41,34 @@ mod tests {
         assert_eq!(super::bytes(20_480), "20.0 KiB");
     }
 }
+
+/// A wall-clock length from the command line: `30s`, `2m`, `500ms`, or a
+/// bare number of seconds (`30`, `1.5`), as timeout(1) takes it.
+pub fn parse_wall_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return if secs.is_finite() && secs >= 0.0 {
+            Ok(std::time::Duration::from_secs_f64(secs))
+        } else {
+            Err(format!("`{s}` is not a length of time"))
+        };
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("`{s}`: {e} (e.g. 30s, 2m, 500ms, or 30 for seconds)"))
+}
+
+#[cfg(test)]
+mod wall_tests {
+    use super::parse_wall_duration as p;
+    use std::time::Duration;
+
+    #[test]
+    fn bare_numbers_are_seconds_and_units_are_kept() {
+        assert_eq!(p("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(p("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(p("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(p("500ms"), Ok(Duration::from_millis(500)));
+        assert!(p("-3").is_err());
+        assert!(p("soon").unwrap_err().contains("30 for seconds"));
+    }
+}

@@ -113,7 +113,12 @@ fn stats_json_on_a_fixture_has_exact_values() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    let mut rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        out["pairing"],
+        serde_json::json!({"unmatched_exits": 0, "lost_exits": 0, "time_reversals": 0})
+    );
+    let mut rows = out["functions"].clone();
     // Percentiles come from HDR histograms (3 significant digits): within
     // 0.1 % of the exact order statistics; the rest is exact.
     let want_percentiles = [
@@ -202,7 +207,8 @@ fn damaged_traces_are_reported_not_crashed_on() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = &out["functions"];
     let read = rows
         .as_array()
         .unwrap()
@@ -311,7 +317,8 @@ fn simplify_drops_short_calls_and_reports_counts() {
         .args(["stats", "--json", out.to_str().unwrap()])
         .output()
         .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = out["functions"].as_array().unwrap();
     let outer = rows
         .iter()
         .find(|r| r["function"] == "ap_process_async_request")

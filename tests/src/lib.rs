@@ -258,19 +258,25 @@ pub fn parse_bpftrace_calls(stdout: &str) -> HashMap<String, Vec<(u64, u64)>> {
 }
 
 /// Parses bpftrace's map dump: `@entry[f]: N` and `@exit[f, zero]: N`.
+/// Keys printed more than once are summed: on some kernels (Debian 12's
+/// 6.1) bpftrace 0.17 stores a string key with stray padding bytes, so one
+/// key is printed as many `...: 1` lines.
 pub fn parse_bpftrace_counts(stdout: &str) -> HashMap<String, u64> {
-    stdout
-        .lines()
-        .filter_map(|l| {
-            let (key, n) = l.rsplit_once(':')?;
-            let n = n.trim().parse().ok()?;
-            let key = key
-                .trim()
-                .trim_start_matches('@')
-                .replace(['[', ']', ' '], "");
-            Some((key, n))
-        })
-        .collect()
+    let mut counts = HashMap::new();
+    for l in stdout.lines() {
+        let Some((key, n)) = l.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(n) = n.trim().parse::<u64>() else {
+            continue;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches('@')
+            .replace(['[', ']', ' '], "");
+        *counts.entry(key).or_insert(0) += n;
+    }
+    counts
 }
 
 /// A trace read back whole (tests use small traces).
@@ -382,6 +388,22 @@ pub fn leftover_programs() -> Vec<String> {
 /// programs, as "link ID -> program".
 pub fn leftover_links() -> Vec<String> {
     flowdar::capture::loaded_flowdar_links()
+}
+
+/// Waits (up to 5 s) for every program and link of ours to be gone, and
+/// returns what is left: the kernel frees a closed uprobe_multi link's
+/// program after an RCU grace period, so "nothing stays" is checked over
+/// time, not at the instant the tracer exits.
+pub fn left_behind() -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = leftover_programs();
+        left.extend(leftover_links());
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Links of the entry/exit call programs only (not the fork/exit tracepoints).

@@ -175,3 +175,32 @@ fn unwritable_output_is_refused_and_nothing_is_left_attached() {
     assert!(leftover_programs().is_empty());
     assert!(leftover_links().is_empty());
 }
+
+/// A failure after the probes are in place (the trace cannot be written:
+/// /dev/full accepts the open and fails the first write) detaches them all.
+#[test]
+fn a_failure_after_attaching_leaves_nothing_attached() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    for mode in ["multi", "perf"] {
+        let o = flowdar(&[
+            "record",
+            "--pid",
+            &apache.pid().to_string(),
+            "--profile",
+            "apache:request",
+            "--attach-mode",
+            mode,
+            "--force",
+            "-o",
+            "/dev/full",
+        ]);
+        assert_one_line_error(&o, "/dev/full");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("No space left on device"), "{mode}: {err}");
+        assert_eq!(left_behind(), Vec::<String>::new(), "{mode}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata("/dev/full").unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666, "a device's mode is left alone");
+}

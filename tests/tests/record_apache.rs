@@ -135,7 +135,8 @@ fn exact_counts_on_fresh_connections_match_bpftrace() {
     // stats --json reports the same counts under stable field names.
     let o = flowdar(&["stats", "--json", trace.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = out["functions"].as_array().unwrap();
     let row = |f: &str| {
         rows.iter()
             .find(|r| r["function"] == f)

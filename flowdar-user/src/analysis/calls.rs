@@ -38,7 +38,7 @@ impl Call {
 }
 
 /// Pairing anomalies over a whole trace.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PairingCounts {
     pub unmatched_exits: u64,
     pub lost_exits: u64,

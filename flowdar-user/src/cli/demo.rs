@@ -48,7 +48,7 @@ pub struct DemoArgs {
     pub select: ProbeSelection,
     /// Drive the server with wrk (2 threads, --wrk-connections keep-alive
     /// connections) for this long instead of the built-in client.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::parse_wall_duration)]
     pub wrk: Option<Duration>,
     /// wrk's connections.
     #[arg(long, default_value_t = 20)]

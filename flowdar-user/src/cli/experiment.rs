@@ -52,7 +52,7 @@ pub struct ExperimentArgs {
     #[arg(long, value_enum)]
     pub mpm: Option<Mpm>,
     /// Cap every phase at this length (e.g. 5s for a quick run).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = crate::units::parse_wall_duration)]
     pub max_phase: Option<Duration>,
     /// Write into a non-empty output directory.
     #[arg(long)]

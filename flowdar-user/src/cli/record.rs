@@ -39,8 +39,8 @@ pub struct RecordArgs {
     /// Trace file to write (created with mode 0600).
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Stop after this long (e.g. 30s, 2m, 500ms).
-    #[arg(long, short, value_parser = humantime::parse_duration)]
+    /// Stop after this long (e.g. 30s, 2m, 500ms; a bare number is seconds).
+    #[arg(long, short, value_parser = crate::units::parse_wall_duration)]
     pub duration: Option<Duration>,
     /// Overwrite the output file if it exists.
     #[arg(long)]

@@ -11,8 +11,12 @@ use crate::analysis::{scan, FunctionStats, Scanned, Stats};
 /// time column), failures by the probe's error rule, total, self (outside
 /// probed callees), mean, p50/p90/p99 (HDR histograms) and maximum time.
 ///
-/// JSON fields (stable): function, object, calls, in_flight, errors,
-/// total_ns, self_ns, mean_ns, p50_ns, p90_ns, p99_ns, max_ns, zero_returns.
+/// JSON (stable): {"functions": [...], "pairing": {...}}. Function fields:
+/// function, object, calls, in_flight, errors, total_ns, self_ns, mean_ns,
+/// p50_ns, p90_ns, p99_ns, max_ns, zero_returns. Pairing anomalies:
+/// unmatched_exits (returns of calls begun before capture), lost_exits
+/// (entries whose return never came: longjmp, or recursion deeper than the
+/// kernel's return-probe limit), time_reversals.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Trace file written by `flowdar record`.
@@ -73,7 +77,8 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         SortKey::Name => rows.sort_by(|a, b| a.function.cmp(&b.function)),
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let out = serde_json::json!({ "functions": rows, "pairing": scanned.pairing });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_table(&rows);
         if scanned.pairing.unmatched_exits + scanned.pairing.lost_exits > 0 {

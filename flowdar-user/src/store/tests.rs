@@ -292,3 +292,16 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn force_over_a_world_readable_file_leaves_the_trace_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.flowdar");
+    std::fs::write(&path, b"old").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let w = TraceWriter::create(&path, &header(1), true).unwrap();
+    drop(w);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

@@ -50,6 +50,17 @@ impl TraceWriter {
                 }
             }
         })?;
+        // An existing file keeps its mode through O_TRUNC: a trace holds
+        // what the server did, so make it the owner's alone (regular files
+        // only: `-o /dev/null` must not change a device's mode).
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| StoreError::Create {
+                    path: path.into(),
+                    source,
+                })?;
+        }
         let mut w = Self {
             path: path.into(),
             file,
