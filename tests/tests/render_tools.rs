@@ -155,7 +155,7 @@ fn parquet_tables_read_back_with_duckdb_match_stats() {
     let out: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
     let rows = out["functions"].as_array().unwrap();
     assert!(!rows.is_empty());
-    for r in &rows {
+    for r in rows {
         let f = r["function"].as_str().unwrap();
         let calls = r["calls"].as_u64().unwrap() + r["in_flight"].as_u64().unwrap();
         assert_eq!(

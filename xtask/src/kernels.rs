@@ -226,8 +226,15 @@ pub fn run(pattern: Option<&str>) -> Result<()> {
     let env = setup::run()?;
     let dir = workspace_root().join("target/kernels");
     std::fs::create_dir_all(&dir)?;
-    let kernels = select(pattern)?;
-    install(&kernels)?;
+    let mut kernels = select(pattern)?;
+    if let Err(e) = install(&kernels) {
+        // Stale lists name packages the mirror has dropped: refresh, choose
+        // again, retry once.
+        eprintln!("kernels: {e:#}; running apt-get update and retrying");
+        run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+        kernels = select(pattern)?;
+        install(&kernels)?;
+    }
     let venv_bin = virtme_ng(&dir)?;
     let (flowdar, tests) = build(&env)?;
     let mut runs = Vec::new();
@@ -373,10 +380,20 @@ fn virtme_ng(dir: &Path) -> Result<PathBuf> {
         "kernels: installing virtme-ng {VIRTME_NG} into {}",
         venv.display()
     );
-    run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_cmd(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv),
+    )?;
     run_cmd(
         Command::new(bin.join("pip"))
-            .args(["install", "-q", "--disable-pip-version-check"])
+            // No cache in ~/.cache: all of it stays in target/kernels.
+            .args([
+                "install",
+                "-q",
+                "--no-cache-dir",
+                "--disable-pip-version-check",
+            ])
             .arg(format!("virtme-ng=={VIRTME_NG}")),
     )?;
     Ok(bin)
@@ -486,8 +503,11 @@ fn boot(
         .arg(&out)
         .arg("--exec")
         .arg(format!("bash '{}' '{}'", script.display(), out.display()))
+        // Pipes, not our own descriptors: QEMU reopens the console through
+        // /proc/self/fd/{1,2}, which truncates a file we are writing to.
         .stdin(Stdio::null())
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // Its own process group, so a stuck guest is killed with its QEMU.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     eprintln!(
@@ -498,19 +518,15 @@ fn boot(
     );
     let started = Instant::now();
     let mut child = cmd.spawn().context("starting vng")?;
-    // The console: shown as it comes, and kept beside the results.
-    let console = child.stdout.take().expect("piped");
-    let console_log = out.join("console.log");
-    let pump = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(console_log)?;
-        for line in BufReader::new(console).lines() {
-            // The serial console pads with NULs and ends lines with CR LF.
-            let line = line?.replace(['\0', '\r'], "");
-            println!("{line}");
-            writeln!(file, "{line}")?;
-        }
-        Ok(())
-    });
+    // The console (guest output on stdout, kernel messages on stderr): shown
+    // as it comes, and kept beside the results.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(std::fs::File::create(
+        out.join("console.log"),
+    )?));
+    let pumps = [
+        pump(child.stdout.take().expect("piped"), log.clone(), false),
+        pump(child.stderr.take().expect("piped"), log, true),
+    ];
     let mut note = String::new();
     let status = loop {
         if let Some(s) = child.try_wait()? {
@@ -526,7 +542,9 @@ fn boot(
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let _ = pump.join();
+    for p in pumps {
+        let _ = p.join();
+    }
     let wall = started.elapsed();
     if let Some(s) = status.filter(|s| !s.success()) {
         note = format!("vng exited with {s}");
@@ -580,6 +598,27 @@ fn boot(
         run.attach_mode
     );
     Ok(run)
+}
+
+/// Copies `from` line by line to our stdout (stderr if `to_stderr`) and to
+/// `log`.
+fn pump(
+    from: impl std::io::Read + Send + 'static,
+    log: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+    to_stderr: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            // The serial console ends lines with CR LF.
+            let line = line.replace(['\0', '\r'], "");
+            if to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            let _ = writeln!(log.lock().expect("console log"), "{line}");
+        }
+    })
 }
 
 /// What went wrong in a failed check's log, on one line: a time-out, or the
