@@ -146,7 +146,7 @@ fn exact_counts_on_fresh_connections_match_bpftrace() {
     assert_eq!(row("ap_read_request")["zero_returns"], n as u64);
     assert_eq!(row("ap_invoke_handler")["calls"], n as u64);
     assert_eq!(row("ap_process_async_request")["calls"], n as u64);
-    for r in &rows {
+    for r in rows {
         for field in ["function", "calls", "total_ns", "mean_ns", "max_ns"] {
             assert!(r.get(field).is_some(), "{field} missing in {r}");
         }
