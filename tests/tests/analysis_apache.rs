@@ -158,8 +158,16 @@ fn diff_ranks_the_slowed_read_path_first_and_a_run_against_itself_shows_nothing(
     record_requests(&apache, &slowed, Duration::from_millis(15));
 
     let rows = diff(&normal, &slowed).unwrap();
-    let top = &rows[0];
-    assert_eq!(top.function, "ap_read_request", "{rows:#?}");
+    // The read path ranks first: ap_read_request and the apr_socket_recv
+    // calls it waits in, whose added worker time is the same 45 ms per
+    // request to within noise, so either may lead.
+    let mut top_two: Vec<&str> = rows.iter().take(2).map(|r| r.function.as_str()).collect();
+    top_two.sort_unstable();
+    assert_eq!(top_two, ["ap_read_request", "apr_socket_recv"], "{rows:#?}");
+    let top = rows
+        .iter()
+        .find(|r| r.function == "ap_read_request")
+        .unwrap();
     assert!(
         top.significant && top.ratio > 10.0 && top.p_value < 1e-6,
         "{top:#?}"
@@ -191,7 +199,13 @@ fn diff_ranks_the_slowed_read_path_first_and_a_run_against_itself_shows_nothing(
         slowed.to_str().unwrap(),
     ]);
     let json: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(json[0]["function"], "ap_read_request");
+    let mut top_two: Vec<&str> = json
+        .iter()
+        .take(2)
+        .map(|r| r["function"].as_str().unwrap())
+        .collect();
+    top_two.sort_unstable();
+    assert_eq!(top_two, ["ap_read_request", "apr_socket_recv"]);
     for f in [
         "function",
         "base_calls",

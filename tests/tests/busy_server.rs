@@ -29,7 +29,9 @@ enum Stop {
     MidLoad,
 }
 
-fn busy(mode: &str, stop: Stop) {
+/// `mode` is an `--attach-mode`, or None for the default (auto: what this
+/// kernel has, uprobe_multi from 6.6, perf events before).
+fn busy(mode: Option<&str>, stop: Stop) {
     require_root();
     let apache = ThrowawayApache::start(&Default::default()).expect("start apache");
     let witness = start_bpftrace_calls(apache.pid(), "/usr/sbin/apache2", WITNESSED);
@@ -47,10 +49,11 @@ fn busy(mode: &str, stop: Stop) {
         .expect("wrk")
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let (rec, trace) = record(
-        apache.pid(),
-        &["--profile", "apache:request", "--attach-mode", mode],
-    );
+    let mut args = vec!["--profile", "apache:request"];
+    if let Some(m) = mode {
+        args.extend(["--attach-mode", m]);
+    }
+    let (rec, trace) = record(apache.pid(), &args);
     let report = match stop {
         Stop::MidLoad => {
             std::thread::sleep(Duration::from_millis(1500));
@@ -69,11 +72,15 @@ fn busy(mode: &str, stop: Stop) {
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
     assert!(wrk.requests > 1000, "the server was busy: {wrk:?}");
     assert!(leftover_links().is_empty(), "{:?}", leftover_links());
-    let want = if mode == "perf" {
-        "perf"
-    } else {
-        "uprobe_multi"
+    let want = match mode {
+        Some("perf") => "perf".to_string(),
+        Some(_) => "uprobe_multi".to_string(),
+        None => flowdar::capture::kernel_features()
+            .mechanism(flowdar::capture::AttachMode::Auto)
+            .expect("a kernel that can trace")
+            .to_string(),
     };
+    let mode = mode.unwrap_or("auto");
     assert!(
         out.contains(&format!("attach mode: {want}")),
         "summary names the attach mode:\n{out}"
@@ -153,21 +160,21 @@ fn cut_in_gap(entries: &[u64], from: u64, to: u64) -> u64 {
 }
 
 #[test]
-fn attached_under_load_multi_leaves_no_phantom_calls_and_counts_exactly() {
-    busy("multi", Stop::AfterLoad);
+fn attached_under_load_by_default_leaves_no_phantom_calls_and_counts_exactly() {
+    busy(None, Stop::AfterLoad);
 }
 
 #[test]
 fn attached_under_load_perf_leaves_no_phantom_calls_and_counts_exactly() {
-    busy("perf", Stop::AfterLoad);
+    busy(Some("perf"), Stop::AfterLoad);
 }
 
 #[test]
-fn detached_mid_load_multi_leaves_no_phantom_calls_and_counts_exactly() {
-    busy("multi", Stop::MidLoad);
+fn detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly() {
+    busy(None, Stop::MidLoad);
 }
 
 #[test]
 fn detached_mid_load_perf_leaves_no_phantom_calls_and_counts_exactly() {
-    busy("perf", Stop::MidLoad);
+    busy(Some("perf"), Stop::MidLoad);
 }
