@@ -63,7 +63,7 @@ enum Command {
     /// Kernel matrix (root): boot Debian's packaged kernels (the newest
     /// 6.1 and 6.12) under virtme-ng/QEMU and run a subset of the root tests,
     /// `flowdar demo` and a short `flowdar experiment` in each; installs
-    /// what it needs; writes target/kernels/matrix.md. ~10 minutes a kernel.
+    /// what it needs; writes target/kernels/matrix.md. ~2.5 minutes a kernel.
     Kernels {
         /// Only the kernel whose label (6.1, 6.12) is this, or whose version
         /// contains it (e.g. 6.1.0-56).
