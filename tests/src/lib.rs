@@ -367,6 +367,12 @@ impl Trace {
             } else {
                 match stack.pop() {
                     Some(top) if top == e.probe_id => {}
+                    // A return with no call open on its thread: the call
+                    // began while only return probes were in place (they go
+                    // in first and come out last), so its entry is not in
+                    // the trace. Flowdar's analysis counts these as
+                    // unmatched exits; they are not nesting errors.
+                    None => {}
                     other => problems.push(format!(
                         "event {i}: exit of probe {} on tid {} but the open call is {other:?}",
                         e.probe_id, e.tid
