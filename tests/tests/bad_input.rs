@@ -204,3 +204,27 @@ fn a_failure_after_attaching_leaves_nothing_attached() {
     let mode = std::fs::metadata("/dev/full").unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666, "a device's mode is left alone");
 }
+
+/// Thousands of perf-event uprobes would take minutes to detach (one grace
+/// period each): refused up front with the estimate and the way through.
+#[test]
+fn perf_events_for_the_full_profile_are_refused_with_the_detach_time() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let o = flowdar(&[
+        "record",
+        "--pid",
+        &apache.pid().to_string(),
+        "--profile",
+        "apache:full",
+        "--attach-mode",
+        "perf",
+        "-o",
+        "/tmp/flowdar-never-written.flowdar",
+    ]);
+    assert_one_line_error(&o, "perf-event uprobes would take about");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pass --slow-detach to proceed anyway"), "{err}");
+    assert!(!std::path::Path::new("/tmp/flowdar-never-written.flowdar").exists());
+    assert_eq!(left_behind(), Vec::<String>::new());
+}
