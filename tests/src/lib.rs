@@ -259,7 +259,7 @@ pub fn parse_bpftrace_calls(stdout: &str) -> HashMap<String, Vec<(u64, u64)>> {
 
 /// Parses bpftrace's map dump: `@entry[f]: N` and `@exit[f, zero]: N`.
 /// Keys printed more than once are summed: on some kernels (Debian 12's
-/// 6.1) bpftrace 0.17 stores a string key with stray padding bytes, so one
+/// 6.1 and 6.12) bpftrace 0.17 stores a string key with stray padding bytes, so one
 /// key is printed as many `...: 1` lines.
 pub fn parse_bpftrace_counts(stdout: &str) -> HashMap<String, u64> {
     let mut counts = HashMap::new();

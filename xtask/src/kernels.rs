@@ -141,6 +141,34 @@ const CHECKS: &[Check] = &[
             test: "sigkill_leaves_no_probe_and_a_readable_trace",
         },
     },
+    // `record --profile apache:request` attached to a server under wrk with
+    // the default attach mode: no phantom in-flight calls, exact counts
+    // against bpftrace; and the same when detaching mid-load.
+    Check {
+        name: "attached_under_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        limit: 180,
+        what: What::Test {
+            file: "busy_server",
+            test: "attached_under_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        },
+    },
+    Check {
+        name: "detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        limit: 180,
+        what: What::Test {
+            file: "busy_server",
+            test: "detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        },
+    },
+    // Apache not named like Debian's: `httpd` with its own libapr.
+    Check {
+        name: "an_httpd_named_build_with_its_own_apr_is_traced_by_the_profile",
+        limit: 180,
+        what: What::Test {
+            file: "any_apache",
+            test: "an_httpd_named_build_with_its_own_apr_is_traced_by_the_profile",
+        },
+    },
     // The built-in DoS experiment, phases capped at 5 s (wrk, slowhttptest,
     // 150-worker Apache, report).
     Check {
@@ -223,7 +251,8 @@ impl Run {
 }
 
 /// `cargo xtask kernels [--kernel PATTERN]`.
-pub fn run(pattern: Option<&str>) -> Result<()> {
+/// Runs the matrix; returns the checks (passed, failed) when none failed.
+pub fn run(pattern: Option<&str>) -> Result<(usize, usize)> {
     let env = setup::run()?;
     let dir = workspace_root().join("target/kernels");
     std::fs::create_dir_all(&dir)?;
@@ -251,7 +280,7 @@ pub fn run(pattern: Option<&str>) -> Result<()> {
     if failed > 0 {
         bail!("{failed} check(s) failed across the kernel matrix (logs in target/kernels/VERSION/logs)");
     }
-    Ok(())
+    Ok((runs.iter().map(Run::passed).sum(), failed))
 }
 
 /// The matrix's kernels, newest package of each, narrowed by `--kernel`

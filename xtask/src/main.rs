@@ -83,7 +83,7 @@ fn main() {
         Command::Fuzz { seconds } => setup::run().and_then(|env| tasks::fuzz(&env, seconds)),
         Command::Bench { which, rows } => tasks::bench(which, &rows),
         Command::Soak { duration } => tasks::soak(&duration),
-        Command::Kernels { kernel } => kernels::run(kernel.as_deref()),
+        Command::Kernels { kernel } => kernels::run(kernel.as_deref()).map(|_| ()),
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");
