@@ -224,7 +224,10 @@ fn perf_events_for_the_full_profile_are_refused_with_the_detach_time() {
     ]);
     assert_one_line_error(&o, "perf-event uprobes would take about");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("pass --slow-detach to proceed anyway"), "{err}");
+    assert!(
+        err.contains("pass --slow-detach to proceed anyway"),
+        "{err}"
+    );
     assert!(!std::path::Path::new("/tmp/flowdar-never-written.flowdar").exists());
     assert_eq!(left_behind(), Vec::<String>::new());
 }
