@@ -33,6 +33,7 @@ fn header(probes: Vec<ResolvedProbe>) -> TraceHeader {
         probes,
         attach_mode: "uprobe_multi".into(),
         attached_monotonic_ns: 0,
+        target_ns_pid: 0,
     }
 }
 

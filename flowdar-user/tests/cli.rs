@@ -67,6 +67,7 @@ fn fixture(path: &Path) {
         ],
         attach_mode: "uprobe_multi".into(),
         attached_monotonic_ns: 0,
+        target_ns_pid: 0,
     };
     let mut w = TraceWriter::create(path, &header, false).unwrap();
     w.write_chunk(&[

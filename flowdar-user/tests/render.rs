@@ -83,6 +83,7 @@ pub fn fixture(path: &Path) {
         probes,
         attach_mode: "uprobe_multi".into(),
         attached_monotonic_ns: 0,
+        target_ns_pid: 0,
     };
     let ev = |tid, us: u64, p, kind: EventKind, args| Event {
         tgid: 1,

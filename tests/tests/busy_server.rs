@@ -129,7 +129,14 @@ fn busy(mode: Option<&str>, stop: Stop) {
         let ours = t.calls(f);
         let n_ours = ours.iter().filter(|(e, _)| in_window(e)).count();
         let n_theirs = theirs.iter().filter(|e| in_window(e)).count();
-        assert!(n_theirs > 500, "{f}: a busy window ({n_theirs} calls)");
+        assert!(
+            n_theirs > 500,
+            "{f}: a busy window ({n_theirs} of bpftrace's {} calls, first at {:?}, last at {:?}; window {lo}..{hi}, attached {attached}, ended {ended}; flowdar has {} calls)",
+            theirs.len(),
+            theirs.iter().min(),
+            theirs.iter().max(),
+            t.calls(f).len()
+        );
         assert_eq!(
             n_ours,
             n_theirs,

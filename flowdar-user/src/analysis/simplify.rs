@@ -317,6 +317,7 @@ mod tests {
             probes: p,
             attach_mode: "uprobe_multi".into(),
             attached_monotonic_ns: 0,
+            target_ns_pid: 0,
         };
         let mut w = TraceWriter::create(&a, &header, false).unwrap();
         w.write_chunk(events).unwrap();

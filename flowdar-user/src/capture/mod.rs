@@ -26,7 +26,8 @@ pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
 pub use loader::{AttachMode, AttachPlan, MAX_QUICK_PERF_UPROBES, PROGRAM_PREFIX};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
-    comm, descendants, find_restarted, is_alive, Restarted, ServerIdentity, TreeChange, TreeWatch,
+    comm, descendants, find_restarted, is_alive, ns_pid, Restarted, ServerIdentity, TreeChange,
+    TreeWatch,
 };
 
 use crate::{
@@ -212,6 +213,7 @@ impl Recording {
             probes: opts.probes.clone(),
             attach_mode: mechanism.name().into(),
             attached_monotonic_ns: 0,
+            target_ns_pid: proctree::ns_pid(opts.pid),
         };
         let stats = if opts.bpf_stats {
             Some(

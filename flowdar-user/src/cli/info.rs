@@ -45,6 +45,8 @@ struct Info {
     command_line: Vec<String>,
     start: String,
     target_pid: u32,
+    /// The target's PID in its own PID namespace (a container's view).
+    target_ns_pid: u32,
     duration_ns: u64,
     events: u64,
     file_bytes: u64,
@@ -101,6 +103,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         command_line: h.command_line,
         start: humantime::format_rfc3339_seconds(start).to_string(),
         target_pid: h.target_pid,
+        target_ns_pid: h.target_ns_pid,
         duration_ns: end.saturating_sub(h.start_monotonic_ns),
         events,
         file_bytes,
@@ -155,7 +158,12 @@ fn print_text(i: &Info) {
     println!("host         {} (Linux {})", i.host, i.kernel);
     println!("attach mode  {}", i.attach_mode);
     println!("command      {}", i.command_line.join(" "));
-    println!("started      {}, target PID {}", i.start, i.target_pid);
+    let ns = if i.target_ns_pid != 0 && i.target_ns_pid != i.target_pid {
+        format!(" (PID {} in its PID namespace)", i.target_ns_pid)
+    } else {
+        String::new()
+    };
+    println!("started      {}, target PID {}{ns}", i.start, i.target_pid);
     println!("duration     {}", format::ns(i.duration_ns));
     println!(
         "events       {} in {} ({:.2} B/event, {:.1}x smaller than {}-byte wire events)",

@@ -156,8 +156,12 @@ pub(super) fn record_until_stopped(
         let mut recording = tokio::task::spawn_blocking(move || Recording::start(opts)).await??;
         let started = std::time::Instant::now();
         eprintln!(
-            "Recording PID {pid} ({}): {nprobes} probes in {files} files, {} processes, attached in {} ({}); writing {}. Ctrl-C to stop.",
+            "Recording PID {pid} ({}{}): {nprobes} probes in {files} files, {} processes, attached in {} ({}); writing {}. Ctrl-C to stop.",
             capture::comm(pid).unwrap_or_default(),
+            match capture::ns_pid(pid) {
+                n if n != pid => format!(", PID {n} in its namespace"),
+                _ => String::new(),
+            },
             recording.processes_at_start(),
             format::duration(recording.attach_time()),
             attach_mode_label(recording.mechanism()),

@@ -11,6 +11,34 @@ pub struct MappedFile {
     pub host_path: PathBuf,
 }
 
+/// Where we reach a file the target maps. Normally through the target's own
+/// root (`/proc/PID/root/PATH`): a container's files, whatever our mount
+/// namespace holds. A process that chroot()ed into a directory we can see
+/// has its maps written relative to our root (`/srv/jail/usr/sbin/httpd`),
+/// so that prefix, the target of the `/proc/PID/root` link, is taken off
+/// (and the target's own view, `/usr/sbin/httpd`, kept as its path). A
+/// candidate is taken only if it is the mapped inode.
+fn host_path(pid: u32, path: &Path, inode: u64) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::MetadataExt;
+    let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    // (the path as the target sees it, where we reach it)
+    let mut candidates = vec![(path.to_path_buf(), proc_root.join(relative))];
+    if let Ok(jail) = std::fs::read_link(&proc_root) {
+        if let Ok(inside) = path.strip_prefix(&jail) {
+            if jail != Path::new("/") {
+                candidates.push((Path::new("/").join(inside), proc_root.join(inside)));
+            }
+        }
+    }
+    let is_it = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode);
+    candidates
+        .iter()
+        .find(|(_, host)| inode != 0 && is_it(host))
+        .unwrap_or(&candidates[0])
+        .clone()
+}
+
 /// The executable file mappings of one process.
 #[derive(Debug, Clone)]
 pub struct ProcMaps {
@@ -30,7 +58,7 @@ impl ProcMaps {
         for line in text.lines() {
             // address perms offset dev inode path (path may contain spaces)
             let mut parts = line.splitn(6, ' ');
-            let (Some(_), Some(perms), Some(_), Some(_), Some(_), Some(rest)) = (
+            let (Some(_), Some(perms), Some(_), Some(_), Some(inode), Some(rest)) = (
                 parts.next(),
                 parts.next(),
                 parts.next(),
@@ -48,8 +76,7 @@ impl ProcMaps {
             if files.iter().any(|f| f.path == path) {
                 continue;
             }
-            let host_path = Path::new(&format!("/proc/{pid}/root"))
-                .join(path.strip_prefix("/").unwrap_or(&path));
+            let (path, host_path) = host_path(pid, &path, inode.parse().unwrap_or(0));
             files.push(MappedFile { path, host_path });
         }
         Self { pid, files }

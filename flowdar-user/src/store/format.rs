@@ -75,6 +75,10 @@ pub struct TraceHeader {
     /// it are all recorded, with their returns (0 in older traces).
     #[serde(default)]
     pub attached_monotonic_ns: u64,
+    /// The target as its own PID namespace numbers it (a container's view;
+    /// equal to `target_pid` outside containers, 0 in older traces).
+    #[serde(default)]
+    pub target_ns_pid: u32,
 }
 
 /// The last record: counters of the whole run.

@@ -441,5 +441,6 @@ fn placeholder_header() -> TraceHeader {
         probes: Vec::new(),
         attach_mode: String::new(),
         attached_monotonic_ns: 0,
+        target_ns_pid: 0,
     }
 }

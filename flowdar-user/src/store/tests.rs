@@ -31,6 +31,7 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
             .collect(),
         attach_mode: "uprobe_multi".into(),
         attached_monotonic_ns: 0,
+        target_ns_pid: 0,
     }
 }
 
