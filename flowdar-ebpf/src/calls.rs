@@ -151,10 +151,23 @@ fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) {
         }
         None => {
             if let Some(count) = DROPS.get_ptr_mut(probe_id) {
-                // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-                unsafe { *count += 1 };
+                count_one(count);
             }
         }
+    }
+}
+
+/// Adds one to a counter with the BPF atomic add, even in a per-CPU slot:
+/// uprobe_multi programs run with migration disabled, not preemption
+/// (kernel/trace/bpf_trace.c, `uprobe_prog_run`), so another run on the
+/// same CPU can interleave with a plain load-add-store and lose a count.
+#[inline(always)]
+pub fn count_one(count: *mut u64) {
+    // SAFETY: `count` points into a live map value for the program's run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            count, 1,
+        );
     }
 }
 

@@ -3,6 +3,10 @@
 //! `maps` (maps and load-time settings).
 #![no_std]
 #![no_main]
+// `atomic_xadd` for counters: the BPF target has no `AtomicU64::fetch_add`,
+// but LLVM lowers the intrinsic to the BPF atomic add instruction.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod calls;
 mod maps;

@@ -3,7 +3,13 @@
 //! recorded call is left "in flight" because its return probe was missing,
 //! and every call entered while all probes were in place is recorded,
 //! exactly as bpftrace (attached before, detached after) saw it.
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use flowdar::server::{run_wrk, ThrowawayApache, WrkPlan};
 use flowdar_tests::*;
@@ -35,42 +41,50 @@ fn busy(mode: Option<&str>, stop: Stop) {
     require_root();
     let apache = ThrowawayApache::start(&Default::default()).expect("start apache");
     let witness = start_bpftrace_calls(apache.pid(), "/usr/sbin/apache2", WITNESSED);
-    let addr = apache.addr();
-    let load = std::thread::spawn(move || {
-        run_wrk(
-            addr,
-            &WrkPlan {
-                threads: 1,
-                connections: 8,
-                duration: Duration::from_secs(5),
-                ..Default::default()
-            },
-        )
-        .expect("wrk")
-    });
+    // Load in back-to-back 1 s wrk runs until told to stop: the server is
+    // busy from before the recorder starts (however long attaching takes on
+    // a slow machine) until after it is attached or stopped.
+    let running = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (addr, running) = (apache.addr(), running.clone());
+        std::thread::spawn(move || {
+            let mut requests = 0;
+            while running.load(Ordering::Relaxed) {
+                let plan = WrkPlan {
+                    threads: 1,
+                    connections: 8,
+                    duration: Duration::from_secs(1),
+                    ..Default::default()
+                };
+                requests += run_wrk(addr, &plan).expect("wrk").requests;
+            }
+            requests
+        })
+    };
     std::thread::sleep(Duration::from_millis(1500));
     let mut args = vec!["--profile", "apache:request"];
     if let Some(m) = mode {
         args.extend(["--attach-mode", m]);
     }
     let (rec, trace) = record(apache.pid(), &args);
-    let report = match stop {
+    std::thread::sleep(Duration::from_millis(1500));
+    let (requests, (code, out, err)) = match stop {
         Stop::MidLoad => {
-            std::thread::sleep(Duration::from_millis(1500));
             let stopped = rec.stop(libc::SIGINT);
+            running.store(false, Ordering::Relaxed);
             (load.join().expect("load thread"), stopped)
         }
         Stop::AfterLoad => {
-            let wrk = load.join().expect("load thread");
+            running.store(false, Ordering::Relaxed);
+            let requests = load.join().expect("load thread");
             std::thread::sleep(Duration::from_millis(500));
-            (wrk, rec.stop(libc::SIGINT))
+            (requests, rec.stop(libc::SIGINT))
         }
     };
-    let (wrk, (code, out, err)) = report;
     std::thread::sleep(Duration::from_millis(300));
     let (_, bt_out, bt_err) = witness.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
-    assert!(wrk.requests > 1000, "the server was busy: {wrk:?}");
+    assert!(requests > 1000, "the server was busy: {requests} requests");
     assert!(leftover_links().is_empty(), "{:?}", leftover_links());
     let want = match mode {
         Some("perf") => "perf".to_string(),
@@ -130,7 +144,7 @@ fn busy(mode: Option<&str>, stop: Stop) {
         let n_ours = ours.iter().filter(|(e, _)| in_window(e)).count();
         let n_theirs = theirs.iter().filter(|e| in_window(e)).count();
         assert!(
-            n_theirs > 500,
+            n_theirs > 200,
             "{f}: a busy window ({n_theirs} of bpftrace's {} calls, first at {:?}, last at {:?}; window {lo}..{hi}, attached {attached}, ended {ended}; flowdar has {} calls)",
             theirs.len(),
             theirs.iter().min(),

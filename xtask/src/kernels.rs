@@ -141,6 +141,34 @@ const CHECKS: &[Check] = &[
             test: "sigkill_leaves_no_probe_and_a_readable_trace",
         },
     },
+    // `record --profile apache:request` attached to a server under wrk with
+    // the default attach mode: no phantom in-flight calls, exact counts
+    // against bpftrace; and the same when detaching mid-load.
+    Check {
+        name: "attached_under_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        limit: 180,
+        what: What::Test {
+            file: "busy_server",
+            test: "attached_under_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        },
+    },
+    Check {
+        name: "detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        limit: 180,
+        what: What::Test {
+            file: "busy_server",
+            test: "detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        },
+    },
+    // A server in its own mount and PID namespaces, recorded by host PID.
+    Check {
+        name: "a_server_in_its_own_namespaces_is_recorded_by_host_pid",
+        limit: 180,
+        what: What::Test {
+            file: "container",
+            test: "a_server_in_its_own_namespaces_is_recorded_by_host_pid",
+        },
+    },
     // Apache not named like Debian's: `httpd` with its own libapr.
     Check {
         name: "an_httpd_named_build_with_its_own_apr_is_traced_by_the_profile",

@@ -104,6 +104,24 @@ impl Attached {
         self.uprobes
     }
 
+    /// Runs of our programs that the kernel skipped because one of them was
+    /// already running on that CPU (a probe hit from inside a program, or
+    /// preemption within one): those events are missing from the trace.
+    pub fn missed_runs(&self) -> u64 {
+        let mut fds: Vec<std::os::fd::BorrowedFd<'_>> = Vec::new();
+        if let Links::Multi { _programs, .. } = &self.links {
+            fds.extend(_programs.iter().map(|p| p.as_fd()));
+        }
+        for name in [ENTRY, EXIT, NOP_ENTRY, NOP_EXIT, FORK, TASK_EXIT] {
+            if let Some(fd) = self.ebpf.program(name).and_then(|p| p.fd().ok()) {
+                fds.push(fd.as_fd());
+            }
+        }
+        fds.into_iter()
+            .filter_map(|fd| super::sys::recursion_misses(fd).ok())
+            .sum()
+    }
+
     /// Whether detaching waits a grace period per uprobe (perf events).
     pub fn slow_detach(&self) -> bool {
         matches!(self.links, Links::Perf(_))

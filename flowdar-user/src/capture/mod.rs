@@ -9,6 +9,7 @@ mod multi;
 mod perf;
 mod privileges;
 mod proctree;
+mod sys;
 mod tracefs;
 
 use std::{
@@ -157,6 +158,8 @@ pub struct RecordSummary {
     pub detach_time: Duration,
     /// How the uprobes were attached.
     pub mechanism: Mechanism,
+    /// Runs of our programs the kernel skipped (recursion on a CPU).
+    pub missed_runs: u64,
     pub processes_at_start: usize,
     /// Functions from patterns the kernel would not probe, and why.
     pub skipped: Vec<(String, String)>,
@@ -326,6 +329,7 @@ impl Recording {
         let (seeded, attach_time) = (attached.seeded, attached.attach_time);
         let skipped = attached.skipped.clone();
         let mechanism = attached.mechanism;
+        let missed_runs = attached.missed_runs();
         // Dropping the programs closes their perf links: no probe stays.
         let end_mono = monotonic_ns();
         let detached = attached.detach();
@@ -344,6 +348,9 @@ impl Recording {
             stop_reason: reason.into(),
             index: Vec::new(),
             entries_removed_ns: detached.entries_removed_ns,
+            missed_runs,
+            malformed: counts.malformed,
+            unknown_probe: counts.unknown_probe,
         };
         let _ = footer_tx.send(footer);
         let bytes_written = writer
@@ -357,6 +364,7 @@ impl Recording {
             attach_time,
             detach_time: detached.took,
             mechanism,
+            missed_runs,
             processes_at_start: seeded,
             skipped,
             bytes_written,

@@ -14,7 +14,7 @@ use std::{
     collections::HashSet,
     ffi::{CStr, CString},
     io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::Path,
 };
 
@@ -25,9 +25,11 @@ use aya::{
 use aya_obj::{generated::bpf_insn, Object};
 
 use aya_obj::generated::{
-    bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_attr, bpf_cmd,
-    bpf_prog_type::BPF_PROG_TYPE_KPROBE, BPF_F_UPROBE_MULTI_RETURN,
+    bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_cmd, bpf_prog_type::BPF_PROG_TYPE_KPROBE,
+    BPF_F_UPROBE_MULTI_RETURN,
 };
+
+use super::sys::{sys_bpf, zeroed_attr};
 
 /// The kernel's ENOTSUPP (not in libc): an instruction a uprobe cannot replace.
 pub const ENOTSUPP: i32 = 524;
@@ -47,31 +49,6 @@ pub enum MultiError {
     /// The kernel predates uprobe_multi (or lacks CONFIG_UPROBES for it).
     #[error("this kernel has no uprobe_multi links")]
     Unsupported(#[source] io::Error),
-}
-
-/// `bpf(2)` with the kernel's own `union bpf_attr` (aya-obj's generated
-/// binding). Fields this kernel does not know stay zero, which the kernel
-/// accepts (`bpf_check_uarg_tail_zero`).
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a valid, fully initialised bpf_attr of its size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as libc::c_long,
-            attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>() as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new file descriptor that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-fn zeroed_attr() -> bpf_attr {
-    // SAFETY: bpf_attr is a plain-data union; all zeroes is its "unset" value.
-    unsafe { std::mem::zeroed() }
 }
 
 fn map_data(map: &Map) -> Option<&MapData> {

@@ -347,6 +347,18 @@ pub(super) fn print_summary(s: &RecordSummary) {
             s.counts.user_drops[i],
         );
     }
+    if s.counts.malformed + s.counts.unknown_probe > 0 {
+        println!(
+            "\nwarning: {} ring-buffer records were malformed and {} named an unknown probe: dropped and counted",
+            s.counts.malformed, s.counts.unknown_probe
+        );
+    }
+    if s.missed_runs > 0 {
+        println!(
+            "\nwarning: the kernel skipped {} runs of Flowdar's programs (a probe hit while one was already running on that CPU): those calls are missing from the trace",
+            s.missed_runs
+        );
+    }
     if lost > 0 {
         println!(
             "\nwarning: {lost} events were lost ({} in the kernel ring buffer, {} in user space); try --ring-mib or --buffer-mib",

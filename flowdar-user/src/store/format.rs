@@ -100,6 +100,16 @@ pub struct TraceFooter {
     /// stayed until the detach ended (0 in older traces).
     #[serde(default)]
     pub entries_removed_ns: u64,
+    /// Runs of Flowdar's kernel programs the kernel skipped (recursion on a
+    /// CPU): events missing from the trace that no drop counter saw.
+    #[serde(default)]
+    pub missed_runs: u64,
+    /// Ring-buffer records too short to be an event, and events naming a
+    /// probe id outside the table: dropped by the drain, counted here.
+    #[serde(default)]
+    pub malformed: u64,
+    #[serde(default)]
+    pub unknown_probe: u64,
 }
 
 /// One event chunk's place in the file.

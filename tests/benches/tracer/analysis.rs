@@ -46,6 +46,7 @@ pub fn generate(path: &Path, events: u64, seed: u64, slow: bool) {
         probes,
         attach_mode: "uprobe_multi".into(),
         attached_monotonic_ns: 0,
+        target_ns_pid: 0,
     };
     let mut w = TraceWriter::create(path, &header, true).expect("create trace");
     let mut rng = seed | 1;
