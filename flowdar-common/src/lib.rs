@@ -135,6 +135,10 @@ const _: () = assert!(core::mem::size_of::<ExitLayout>() == 8);
 
 /// "No argument" in [`ProbeConfig`]'s argument-index fields.
 pub const NO_ARG: u8 = 0xff;
+/// An out-parameter's value at exit when it is not known: the pointer saved
+/// at entry was evicted from the pending map (more calls in flight than it
+/// holds), or reading it faulted. Never 0, which is a value.
+pub const DEREF_UNKNOWN: u64 = u64::MAX;
 /// Out-parameters a probe can dereference at exit (exit slots 1 and 2).
 pub const MAX_DEREFS: usize = 2;
 /// Integer argument registers a probe can read pointers from (x86-64 SysV).

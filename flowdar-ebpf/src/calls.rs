@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use flowdar_common::{Event, EventKind, ProbeConfig, MAX_ARGS, MAX_DEREFS, NO_ARG};
+use flowdar_common::{Event, EventKind, ProbeConfig, DEREF_UNKNOWN, MAX_ARGS, MAX_DEREFS, NO_ARG};
 
 use crate::maps::{is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG, WAKEUP_BYTES};
 
@@ -58,11 +58,20 @@ pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
     {
         let key = pending_key(pid_tgid, probe_id);
         // SAFETY: read-only copy of the value; removed right after.
-        if let Some(ptrs) = unsafe { PENDING_DEREFS.get(key) } {
-            let ptrs = *ptrs;
-            args[1] = read_user(ptrs[0], cfg.deref_bytes[0]);
-            args[2] = read_user(ptrs[1], cfg.deref_bytes[1]);
-            let _ = PENDING_DEREFS.remove(key);
+        match unsafe { PENDING_DEREFS.get(key) } {
+            Some(ptrs) => {
+                let ptrs = *ptrs;
+                args[1] = read_user(ptrs[0], cfg.deref_bytes[0]);
+                args[2] = read_user(ptrs[1], cfg.deref_bytes[1]);
+                let _ = PENDING_DEREFS.remove(key);
+            }
+            // Evicted (LRU) or never saved: unknown, not 0.
+            None => {
+                args[1] = DEREF_UNKNOWN;
+                if cfg.deref[1] != NO_ARG {
+                    args[2] = DEREF_UNKNOWN;
+                }
+            }
         }
     }
     emit(pid_tgid, probe_id, EventKind::Exit, args);
@@ -75,7 +84,8 @@ fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
     unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
 }
 
-/// A 4- or 8-byte value at a user address (0 for a null or faulting one).
+/// A 4- or 8-byte value at a user address: 0 for a null pointer (no
+/// out-parameter), [`DEREF_UNKNOWN`] when the read faults.
 #[inline(always)]
 fn read_user(addr: u64, bytes: u8) -> u64 {
     if addr == 0 {
@@ -84,9 +94,9 @@ fn read_user(addr: u64, bytes: u8) -> u64 {
     // SAFETY: user pointers; the helper faults safely.
     unsafe {
         if bytes == 4 {
-            bpf_probe_read_user(addr as *const u32).map_or(0, u64::from)
+            bpf_probe_read_user(addr as *const u32).map_or(DEREF_UNKNOWN, u64::from)
         } else {
-            bpf_probe_read_user(addr as *const u64).unwrap_or(0)
+            bpf_probe_read_user(addr as *const u64).unwrap_or(DEREF_UNKNOWN)
         }
     }
 }

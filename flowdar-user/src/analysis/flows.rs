@@ -83,7 +83,12 @@ impl FlowTracker {
                 .entry((e.tgid, e.args[1]))
                 .or_default()
                 .push_back((e.tid, e.ts_ns));
-        } else if !entry && Some(e.probe_id) == self.pop && e.args[0] == 0 && e.args[1] != 0 {
+        } else if !entry
+            && Some(e.probe_id) == self.pop
+            && e.args[0] == 0
+            && e.args[1] != 0
+            && e.args[1] != flowdar_common::DEREF_UNKNOWN
+        {
             match self
                 .pending
                 .get_mut(&(e.tgid, e.args[1]))

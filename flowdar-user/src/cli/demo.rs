@@ -58,7 +58,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    capture::check_privileges("demo")?;
+    capture::check_privileges(("demo", None, args.attach.plan(false).mode))?;
     eprintln!(
         "Starting a throwaway Apache ({:?} MPM) on loopback...",
         args.mpm

@@ -116,7 +116,10 @@ fn exit_values(c: &Capture, args: &[u64; 3]) -> String {
         s.push_str(&format!(" = {:#x}", args[0]));
     }
     for (i, d) in c.deref.iter().take(2).enumerate() {
-        s.push_str(&format!(" *arg{}={:#x}", d.arg, args[1 + i]));
+        match args[1 + i] {
+            flowdar_common::DEREF_UNKNOWN => s.push_str(&format!(" *arg{}=?", d.arg)),
+            v => s.push_str(&format!(" *arg{}={v:#x}", d.arg)),
+        }
     }
     s
 }

@@ -72,7 +72,7 @@ pub struct RecordArgs {
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     let requests = args.select.requests()?;
-    capture::check_privileges("record")?;
+    capture::check_privileges(("record", Some(args.pid), args.attach.plan(false).mode))?;
     capture::kernel_features().check_required()?;
     if !capture::is_alive(args.pid) {
         bail!("no process with PID {}", args.pid);

@@ -140,7 +140,7 @@ fn start_server(spec: &Spec) -> anyhow::Result<Server> {
 /// Runs `spec`, writing one trace per phase into `dir`. Progress goes to
 /// stderr as phases run.
 pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Vec<PhaseResult>> {
-    capture::check_privileges("experiment")?;
+    capture::check_privileges(("experiment", spec.server.pid, opts.plan.mode))?;
     prepare_dir(dir, opts.force)?;
     let server = start_server(spec)?;
     let (addr, path) = server.target();
