@@ -99,7 +99,7 @@ fn not_root_names_the_capabilities() {
         .unwrap();
     assert_one_line_error(
         &o,
-        "needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: CAP_BPF, CAP_PERFMON)",
+        "needs root, or the capabilities CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (missing: CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE)",
     );
     assert!(!out.exists());
 }

@@ -1,13 +1,274 @@
-use flowdar::server::{ApacheOptions, ThrowawayApache};
+//! Flowdar without root: a non-root user (`nobody`) holding capabilities
+//! (ambient, through setpriv) against a root-owned throwaway Apache.
+//!
+//! With uprobe_multi links (Linux 6.6+) the set is CAP_BPF, CAP_PERFMON,
+//! CAP_DAC_READ_SEARCH (tracefs is root's) and CAP_SYS_PTRACE (the server is
+//! another user's); perf-event uprobes need CAP_SYS_ADMIN instead of
+//! CAP_BPF + CAP_PERFMON. A smaller set is refused up front, in one line
+//! naming every missing capability, before anything is loaded.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
 
-#[test]
-#[ignore]
-fn scratch_hold_apache() {
-    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    std::fs::write(
-        "/tmp/capx.pid",
-        format!("{} {}", apache.pid(), apache.port()),
+use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar_common::EventKind::{Entry, Exit};
+use flowdar_tests::*;
+
+/// What `flowdar record` needs here with uprobe_multi links (setpriv names).
+const NEEDED: [&str; 4] = ["bpf", "perfmon", "dac_read_search", "sys_ptrace"];
+/// What the README claimed was enough.
+const CLAIMED: [&str; 2] = ["bpf", "perfmon"];
+
+const CONNECTIONS: usize = 30;
+
+/// `setpriv` running `flowdar` as nobody:nogroup with no supplementary
+/// groups and exactly `caps` (inheritable and ambient, so they survive the
+/// exec into flowdar as its permitted and effective sets).
+fn flowdar_as_nobody(caps: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    if caps.is_empty() {
+        cmd.arg("--inh-caps=-all");
+    } else {
+        let list = caps
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        cmd.arg(format!("--inh-caps={list}"))
+            .arg(format!("--ambient-caps={list}"));
+    }
+    cmd.arg("--").arg(flowdar_bin());
+    cmd
+}
+
+/// A temp dir nobody may write into, and a trace path in it.
+fn shared_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
     )
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1800));
+    let out = dir.path().join("t.flowdar");
+    (dir, out)
+}
+
+fn fresh_connections(apache: &ThrowawayApache, n: usize) {
+    let plan = LoadPlan {
+        connections: n,
+        requests_per_connection: 1,
+        concurrency: 1,
+        ..Default::default()
+    };
+    let r = run_load(apache.addr(), &plan);
+    assert_eq!((r.ok, r.errors), (n, 0), "every request must be answered");
+}
+
+/// `Uid:` (real, effective) and `CapEff:` of a running process.
+fn creds(pid: u32) -> (String, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let uid = field("Uid:")
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    (uid, u64::from_str_radix(&field("CapEff:"), 16).unwrap())
+}
+
+/// The capability bits setpriv's names stand for.
+fn cap_bits(caps: &[&str]) -> u64 {
+    caps.iter()
+        .map(|c| match *c {
+            "dac_read_search" => 1 << 2,
+            "sys_ptrace" => 1 << 19,
+            "sys_admin" => 1 << 21,
+            "perfmon" => 1 << 38,
+            "bpf" => 1 << 39,
+            other => panic!("unknown capability {other}"),
+        })
+        .sum()
+}
+
+/// Records `apache` as nobody with `caps` while N fresh connections are
+/// served; checks the recorder really ran unprivileged, the exact counts
+/// and that nothing stays loaded.
+fn record_as_nobody(apache: &ThrowawayApache, caps: &[&str], extra: &[&str], mode: &str) {
+    let (_dir, out) = shared_dir();
+    let mut cmd = flowdar_as_nobody(caps);
+    cmd.args(["record", "--pid", &apache.pid().to_string()])
+        .args(["--profile", "apache:request", "-o"])
+        .arg(&out)
+        .args(extra);
+    let rec = Background::start(cmd, "Recording PID", Duration::from_secs(60));
+    assert_eq!(
+        creds(rec.pid()),
+        ("65534 65534".to_string(), cap_bits(caps)),
+        "the recorder runs as nobody with exactly {caps:?}"
+    );
+    fresh_connections(apache, CONNECTIONS);
+    // Let Apache process the clients' closes (the NULL ap_read_request).
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, stdout, stderr) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("attach mode: {mode}")),
+        "attached with {mode}:\n{stdout}"
+    );
+    let left = left_behind();
+    assert!(left.is_empty(), "left loaded: {left:?}");
+
+    let t = Trace::read(&out);
+    assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+    let n = CONNECTIONS;
+    for f in ["ap_process_async_request", "ap_invoke_handler"] {
+        assert_eq!((t.count(f, Entry), t.count(f, Exit)), (n, n), "{f}");
+    }
+    assert_eq!(
+        (
+            t.count("ap_read_request", Entry),
+            t.count("ap_read_request", Exit)
+        ),
+        (2 * n, 2 * n),
+        "a request and a NULL (client close) per connection"
+    );
+    assert_eq!(t.zero_returns("ap_read_request"), n);
+    let footer = t.footer.clone().expect("footer written");
+    assert_eq!(
+        (footer.total_kernel_drops(), footer.total_user_drops()),
+        (0, 0)
+    );
+}
+
+/// Refused up front: exit code 1, one line naming exactly `missing`, no
+/// trace file, nothing loaded.
+fn assert_refused(o: &Output, out: &Path, needed: &str, missing: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "should fail: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    let expect = format!("needs root, or the capabilities {needed} (missing: {missing})");
+    assert!(
+        err.starts_with("Error: ") && err.contains(&expect),
+        "expected {expect:?} in: {err}"
+    );
+    assert!(!out.exists(), "no trace file for a refused recording");
+    let left = left_behind();
+    assert!(left.is_empty(), "left loaded: {left:?}");
+}
+
+#[test]
+fn nobody_with_the_needed_capabilities_records_exact_counts() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    record_as_nobody(&apache, &NEEDED, &[], "uprobe_multi");
+}
+
+#[test]
+fn nobody_with_bpf_and_perfmon_only_is_refused_up_front() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let (_dir, out) = shared_dir();
+    let o = flowdar_as_nobody(&CLAIMED)
+        .args(["record", "--pid", &apache.pid().to_string()])
+        .args(["--profile", "apache:request", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_refused(
+        &o,
+        &out,
+        "CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE",
+        "CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE",
+    );
+    // Each of the two is needed on its own.
+    for (caps, missing) in [
+        (["bpf", "perfmon", "dac_read_search"], "CAP_SYS_PTRACE"),
+        (["bpf", "perfmon", "sys_ptrace"], "CAP_DAC_READ_SEARCH"),
+    ] {
+        let o = flowdar_as_nobody(&caps)
+            .args(["record", "--pid", &apache.pid().to_string()])
+            .args(["--profile", "apache:request", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_refused(
+            &o,
+            &out,
+            "CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE",
+            missing,
+        );
+    }
+}
+
+#[test]
+fn perf_event_uprobes_need_cap_sys_admin() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let (_dir, out) = shared_dir();
+    let o = flowdar_as_nobody(&NEEDED)
+        .args(["record", "--pid", &apache.pid().to_string()])
+        .args(["--profile", "apache:request", "--attach-mode", "perf", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_refused(
+        &o,
+        &out,
+        "CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE",
+        "CAP_SYS_ADMIN",
+    );
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON.
+    record_as_nobody(
+        &apache,
+        &["sys_admin", "dac_read_search", "sys_ptrace"],
+        &["--attach-mode", "perf"],
+        "perf",
+    );
+}
+
+#[test]
+fn kernel_subcommand_with_the_needed_capabilities() {
+    require_root();
+    // `flowdar kernel` reads no other process: no CAP_SYS_PTRACE.
+    let o = flowdar_as_nobody(&["bpf", "perfmon", "dac_read_search"])
+        .arg("kernel")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let as_root = flowdar(&["kernel"]);
+    assert!(as_root.status.success());
+    assert_eq!(
+        stdout,
+        String::from_utf8_lossy(&as_root.stdout),
+        "nobody sees the kernel as root does"
+    );
+    assert!(stdout.contains("parent_pid at"), "{stdout}");
+
+    let o = flowdar_as_nobody(&CLAIMED).arg("kernel").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(
+            "flowdar kernel needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_DAC_READ_SEARCH (missing: CAP_DAC_READ_SEARCH)"
+        ),
+        "{err}"
+    );
+    let left = left_behind();
+    assert!(left.is_empty(), "left loaded: {left:?}");
 }

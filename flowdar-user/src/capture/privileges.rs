@@ -160,7 +160,7 @@ pub fn check(task: impl Into<Task>) -> Result<(), PrivilegeError> {
     // (capability, whether we have it or what stands in for it, why it is
     // needed when that is not obvious)
     let mut needed: Vec<(&str, bool, Option<String>)> = Vec::new();
-    let loads = (has(CAP_BPF) || admin) && (has(CAP_PERFMON) || admin);
+    let loads = admin || (has(CAP_BPF) && has(CAP_PERFMON));
     let tracefs = if has(CAP_DAC_READ_SEARCH) || has(CAP_DAC_OVERRIDE) {
         // We may read it whatever its mode; say it is needed all the same
         // (tracefs is root's unless an administrator opened it up).

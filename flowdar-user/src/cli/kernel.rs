@@ -6,7 +6,8 @@ use crate::capture;
 
 /// Show the kernel features Flowdar uses, detected the way a recording
 /// detects them (a test program and link on Flowdar's own binary), and the
-/// attach mode `auto` would use here. Needs root (or CAP_BPF + CAP_PERFMON).
+/// attach mode `auto` would use here. Needs root, or CAP_BPF, CAP_PERFMON
+/// and CAP_DAC_READ_SEARCH (tracefs is root's).
 #[derive(Debug, Args)]
 pub struct KernelArgs {}
 
