@@ -13,7 +13,9 @@ use aya_ebpf::{
 };
 use flowdar_common::{Event, EventKind, ProbeConfig, DEREF_UNKNOWN, MAX_ARGS, MAX_DEREFS, NO_ARG};
 
-use crate::maps::{is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG, WAKEUP_BYTES};
+use crate::maps::{
+    count_one, is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG, WAKEUP_BYTES,
+};
 
 #[uprobe]
 pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
@@ -164,20 +166,6 @@ fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) {
                 count_one(count);
             }
         }
-    }
-}
-
-/// Adds one to a counter with the BPF atomic add, even in a per-CPU slot:
-/// uprobe_multi programs run with migration disabled, not preemption
-/// (kernel/trace/bpf_trace.c, `uprobe_prog_run`), so another run on the
-/// same CPU can interleave with a plain load-add-store and lose a count.
-#[inline(always)]
-pub fn count_one(count: *mut u64) {
-    // SAFETY: `count` points into a live map value for the program's run.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            count, 1,
-        );
     }
 }
 

@@ -33,6 +33,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
 
+/// Tasks forked by the server that could not join [`TARGETS`] (the map was
+/// full): they go untraced, and this says how many.
+#[map]
+pub static FILTER_FULL: Array<u64> = Array::with_max_entries(1, 0);
+
 /// The traced server's process tree: keys are tgids (and, because the fork
 /// tracepoint cannot tell a thread from a process, tids of live threads,
 /// which never collide with a live tgid). Seeded by user space, grown on
@@ -64,4 +69,18 @@ pub static EXIT_LAYOUT: Global<ExitLayout> = Global::new(ExitLayout {
 #[inline(always)]
 pub fn is_target(tgid: u32) -> bool {
     TARGETS.get_ptr(tgid).is_some()
+}
+
+/// Adds one to a counter with the BPF atomic add, even in a per-CPU slot:
+/// uprobe_multi programs run with migration disabled, not preemption
+/// (kernel/trace/bpf_trace.c, `uprobe_prog_run`), so another run on the
+/// same CPU can interleave with a plain load-add-store and lose a count.
+#[inline(always)]
+pub fn count_one(count: *mut u64) {
+    // SAFETY: `count` points into a live map value for the program's run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            count, 1,
+        );
+    }
 }

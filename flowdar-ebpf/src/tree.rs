@@ -4,7 +4,7 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
-use crate::maps::{is_target, EXIT_LAYOUT, FORK_LAYOUT, TARGETS};
+use crate::maps::{count_one, is_target, EXIT_LAYOUT, FILTER_FULL, FORK_LAYOUT, TARGETS};
 
 /// `sched/sched_process_fork` runs in the forking task: if it is ours, so is
 /// the child (a new process, or a new thread whose tid we add harmlessly).
@@ -17,7 +17,11 @@ pub fn flowdar_fork(ctx: TracePointContext) -> u32 {
     let off = FORK_LAYOUT.load().child_pid_off as usize;
     // SAFETY: the offset comes from this kernel's tracefs format file.
     if let Ok(child) = unsafe { ctx.read_at::<i32>(off) } {
-        let _ = TARGETS.insert(child as u32, 1u8, 0);
+        if TARGETS.insert(child as u32, 1u8, 0).is_err() {
+            if let Some(count) = FILTER_FULL.get_ptr_mut(0) {
+                count_one(count);
+            }
+        }
     }
     0
 }

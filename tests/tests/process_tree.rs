@@ -93,3 +93,67 @@ fn prefork_children_forked_after_attach_are_traced_and_strangers_are_not() {
     );
     assert_eq!(t.count("ap_process_request", Exit) as u64, seen);
 }
+
+/// A full in-kernel process filter is reported with how many processes
+/// went untraced: a prefork Apache with 2 children fills a 3-entry filter,
+/// then forks more children under load; each is counted, none is traced.
+#[test]
+fn a_full_process_filter_counts_every_untraced_child() {
+    require_root();
+    let opts = ApacheOptions {
+        mpm: Mpm::Prefork,
+        extra_config: "StartServers 2\nMinSpareServers 1\nMaxSpareServers 20\nServerLimit 20\nMaxRequestWorkers 20\n".into(),
+        ..Default::default()
+    };
+    let apache = ThrowawayApache::start(&opts).expect("start prefork apache");
+    let at_attach: HashSet<u32> = flowdar::capture::descendants(apache.pid())
+        .into_iter()
+        .collect();
+    assert_eq!(at_attach.len(), 3, "parent and 2 children: {at_attach:?}");
+    let (rec, trace) = record(
+        apache.pid(),
+        &[
+            "--probe",
+            "apache2:ap_process_request",
+            "--filter-capacity",
+            "3",
+        ],
+    );
+    // Busy children make the parent fork spares (idle < MinSpareServers):
+    // keep-alive connections hold both for 3 s of its once-a-second checks.
+    let wrk = flowdar::server::run_wrk(
+        apache.addr(),
+        &flowdar::server::WrkPlan {
+            threads: 1,
+            connections: 8,
+            duration: Duration::from_secs(3),
+            ..Default::default()
+        },
+    )
+    .expect("wrk");
+    assert!(wrk.requests > 0);
+    std::thread::sleep(Duration::from_secs(1));
+    let at_end: HashSet<u32> = flowdar::capture::descendants(apache.pid())
+        .into_iter()
+        .collect();
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(at_attach.is_subset(&at_end), "no child exited");
+    let forked = (at_end.len() - at_attach.len()) as u64;
+    assert!(forked > 0, "the parent forked spares under load");
+    assert!(
+        out.contains(&format!(
+            "warning: {forked} processes or threads forked by the server went untraced"
+        )),
+        "{forked} forked:\n{out}"
+    );
+    let t = Trace::read(&trace);
+    assert_eq!(t.footer.as_ref().unwrap().untraced_tasks, forked);
+    assert!(
+        t.events.iter().all(|e| at_attach.contains(&e.tgid)),
+        "only the processes in the filter are traced"
+    );
+    let info = flowdar(&["info", trace.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&info.stdout)
+        .contains(&format!("untraced     {forked} processes or threads")));
+}

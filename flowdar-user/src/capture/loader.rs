@@ -54,6 +54,9 @@ pub struct AttachPlan {
     /// Attach thousands of perf-event uprobes even though detaching them
     /// takes minutes (kernels without uprobe_multi).
     pub slow_detach_ok: bool,
+    /// Entries of the in-kernel process filter (tests shrink it to see it
+    /// fill); `None`: flowdar_common::MAX_TRACED_TASKS.
+    pub filter_capacity: Option<u32>,
 }
 
 /// Perf-event uprobes beyond which the detach time is worth a refusal:
@@ -120,6 +123,15 @@ impl Attached {
         fds.into_iter()
             .filter_map(|fd| super::sys::recursion_misses(fd).ok())
             .sum()
+    }
+
+    /// Tasks forked by the server that found the process filter full.
+    pub fn untraced_tasks(&self) -> u64 {
+        self.ebpf
+            .map("FILTER_FULL")
+            .and_then(|m| BpfArray::<&MapData, u64>::try_from(m).ok())
+            .and_then(|a| a.get(&0, 0).ok())
+            .unwrap_or(0)
     }
 
     /// Whether detaching waits a grace period per uprobe (perf events).
@@ -208,8 +220,9 @@ pub fn attach(
     probes: &[ResolvedProbe],
     ring_bytes: u32,
     mechanism: Mechanism,
-    floor: bool,
+    plan: &AttachPlan,
 ) -> Result<Attached, CaptureError> {
+    let floor = plan.floor;
     if probes.len() as u32 > MAX_PROBES {
         return Err(CaptureError::TooManyProbes {
             count: probes.len(),
@@ -222,7 +235,11 @@ pub fn attach(
     let exit = tracefs::exit_layout(&root)?;
     let wakeup_bytes = u64::from(ring_bytes / 4);
     raise_fd_limit();
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(n) = plan.filter_capacity {
+        loader.map_max_entries("TARGETS", n);
+    }
+    let mut ebpf = loader
         .override_global("FORK_LAYOUT", &fork, true)
         .override_global("EXIT_LAYOUT", &exit, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)

@@ -160,6 +160,8 @@ pub struct RecordSummary {
     pub mechanism: Mechanism,
     /// Runs of our programs the kernel skipped (recursion on a CPU).
     pub missed_runs: u64,
+    /// Tasks forked by the server that found the process filter full.
+    pub untraced_tasks: u64,
     pub processes_at_start: usize,
     /// Functions from patterns the kernel would not probe, and why.
     pub skipped: Vec<(String, String)>,
@@ -232,7 +234,7 @@ impl Recording {
             &opts.probes,
             opts.ring_bytes,
             mechanism,
-            opts.plan.floor,
+            &opts.plan,
         )?;
         header.attached_monotonic_ns = monotonic_ns();
         let mut writer = TraceWriter::create(&opts.output, &header, opts.force)?;
@@ -330,6 +332,7 @@ impl Recording {
         let skipped = attached.skipped.clone();
         let mechanism = attached.mechanism;
         let missed_runs = attached.missed_runs();
+        let untraced_tasks = attached.untraced_tasks();
         // Dropping the programs closes their perf links: no probe stays.
         let end_mono = monotonic_ns();
         let detached = attached.detach();
@@ -351,6 +354,7 @@ impl Recording {
             missed_runs,
             malformed: counts.malformed,
             unknown_probe: counts.unknown_probe,
+            untraced_tasks,
         };
         let _ = footer_tx.send(footer);
         let bytes_written = writer
@@ -365,6 +369,7 @@ impl Recording {
             detach_time: detached.took,
             mechanism,
             missed_runs,
+            untraced_tasks,
             processes_at_start: seeded,
             skipped,
             bytes_written,

@@ -42,6 +42,7 @@ impl AttachArgs {
             },
             floor,
             slow_detach_ok: self.slow_detach,
+            filter_capacity: None,
         }
     }
 }

@@ -63,6 +63,8 @@ struct Info {
     /// Records the drain could not decode, and events of unknown probes.
     malformed: Option<u64>,
     unknown_probe: Option<u64>,
+    /// Tasks forked by the server that found the process filter full.
+    untraced_tasks: Option<u64>,
     warnings: Vec<String>,
     probes: Vec<ProbeInfo>,
 }
@@ -126,6 +128,7 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         missed_runs: footer.as_ref().map(|f| f.missed_runs),
         malformed: footer.as_ref().map(|f| f.malformed),
         unknown_probe: footer.as_ref().map(|f| f.unknown_probe),
+        untraced_tasks: footer.as_ref().map(|f| f.untraced_tasks),
         warnings: reader.warnings().iter().map(ToString::to_string).collect(),
         probes: h
             .probes
@@ -189,6 +192,9 @@ fn print_text(i: &Info) {
         opt(i.malformed),
         opt(i.unknown_probe)
     );
+    if let Some(n) = i.untraced_tasks.filter(|n| *n > 0) {
+        println!("untraced     {n} processes or threads forked by the server (the process filter was full)");
+    }
     let state = if i.finalised {
         format!(
             "complete (stopped: {})",

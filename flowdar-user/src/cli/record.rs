@@ -54,6 +54,10 @@ pub struct RecordArgs {
     pub buffer_mib: usize,
     #[command(flatten)]
     pub attach: AttachArgs,
+    /// Entries of the in-kernel process filter (default 65536 tasks), for
+    /// tests that fill it.
+    #[arg(long, hide = true)]
+    pub filter_capacity: Option<u32>,
     /// Benchmark floor: attach do-nothing programs at the same places and
     /// record nothing, to measure what the uprobes alone cost.
     #[arg(long, hide = true)]
@@ -88,7 +92,10 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         ring_bytes: ring_bytes(args.ring_mib)?,
         buffer_bytes: args.buffer_mib << 20,
         command_line: std::env::args().collect(),
-        plan: args.attach.plan(args.floor),
+        plan: capture::AttachPlan {
+            filter_capacity: args.filter_capacity,
+            ..args.attach.plan(args.floor)
+        },
         bpf_stats: args.bpf_stats,
     };
     let summary = record_until_stopped(opts, args.duration, args.follow)?;
@@ -351,6 +358,12 @@ pub(super) fn print_summary(s: &RecordSummary) {
         println!(
             "\nwarning: {} ring-buffer records were malformed and {} named an unknown probe: dropped and counted",
             s.counts.malformed, s.counts.unknown_probe
+        );
+    }
+    if s.untraced_tasks > 0 {
+        println!(
+            "\nwarning: {} processes or threads forked by the server went untraced: the in-kernel process filter was full",
+            s.untraced_tasks
         );
     }
     if s.missed_runs > 0 {

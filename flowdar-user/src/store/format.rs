@@ -110,6 +110,10 @@ pub struct TraceFooter {
     pub malformed: u64,
     #[serde(default)]
     pub unknown_probe: u64,
+    /// Processes and threads forked by the server that found the in-kernel
+    /// process filter full: their calls are not in the trace.
+    #[serde(default)]
+    pub untraced_tasks: u64,
 }
 
 /// One event chunk's place in the file.
