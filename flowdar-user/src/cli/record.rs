@@ -360,6 +360,19 @@ pub(super) fn print_summary(s: &RecordSummary) {
             s.counts.malformed, s.counts.unknown_probe
         );
     }
+    let orphans: u64 = s
+        .probes
+        .iter()
+        .map(|p| {
+            let i = p.id as usize;
+            s.counts.exits[i].saturating_sub(s.counts.entries[i])
+        })
+        .sum();
+    if orphans > 0 {
+        println!(
+            "\nReturns past calls ({orphans} in all) are calls that began while only the return probes were in place (they go in first on attach and come out last on detach, so no recorded call misses its return); analysis counts them as unmatched exits."
+        );
+    }
     if s.untraced_tasks > 0 {
         println!(
             "\nwarning: {} processes or threads forked by the server went untraced: the in-kernel process filter was full",

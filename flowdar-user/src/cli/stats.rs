@@ -83,7 +83,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         print_table(&rows);
         if scanned.pairing.unmatched_exits + scanned.pairing.lost_exits > 0 {
             println!(
-                "\n{} exits had no entry in the capture (calls begun before it); {} entries lost their exit (longjmp, uretprobe depth limit)",
+                "\n{} exits had no entry in the capture (calls begun while only return probes were in place: they go in first on attach and come out last on detach); {} entries lost their exit (longjmp, uretprobe depth limit)",
                 scanned.pairing.unmatched_exits, scanned.pairing.lost_exits
             );
         }
