@@ -12,6 +12,8 @@
 //! | `CAP_DAC_READ_SEARCH` | tracefs (mode 0700, root's): the sched tracepoints' `format` and `id` | EACCES |
 //! | `CAP_SYS_PTRACE` | another user's server: its files through `/proc/PID/root`, `/proc/PID/exe` | EACCES |
 //! | `CAP_SYS_ADMIN` | perf-event uprobes (`--attach-mode perf`, kernels without uprobe_multi) | `perf_event_open`: EACCES |
+//! | `CAP_SYS_ADMIN` | any perf event, the sched tracepoints' included, when `kernel.perf_event_paranoid` is 3 (Debian's kernels: 6.1 and 6.12 under virtme-ng) | `perf_event_open`: EACCES |
+//! | `CAP_SYS_ADMIN` | mounting tracefs when it is not mounted | `mount`: EPERM |
 //!
 //! `CAP_SYS_ADMIN` stands in for `CAP_BPF` and `CAP_PERFMON` (the kernel's
 //! `bpf_capable`, `perfmon_capable`) and `CAP_DAC_OVERRIDE` for
@@ -24,7 +26,7 @@
 //! change nothing is never demanded.
 use std::{io::ErrorKind, path::Path};
 
-use super::{features, loader::AttachMode};
+use super::{features, loader::AttachMode, multi};
 
 const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_DAC_READ_SEARCH: u32 = 2;
@@ -83,6 +85,15 @@ impl From<(&'static str, Option<u32>, AttachMode)> for Task {
             target,
             mode: Some(mode),
         }
+    }
+}
+
+impl Task {
+    /// Whether the task opens perf events (the sched tracepoints, and
+    /// uprobes): every command but `flowdar kernel`, whose feature probes
+    /// only load programs and create a uprobe_multi link.
+    fn attaches(&self) -> bool {
+        self.what != "kernel"
     }
 }
 
@@ -150,6 +161,16 @@ fn foreign(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// `kernel.perf_event_paranoid`; 3 and above (a Debian and Android patch:
+/// Debian's own kernels default to 3) refuse every `perf_event_open`,
+/// tracepoints included, without CAP_SYS_ADMIN.
+fn perf_event_paranoid() -> i32 {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(2)
+}
+
 /// Fails with every missing capability named when this process may not do
 /// `task`. Root (every capability) always passes.
 pub fn check(task: impl Into<Task>) -> Result<(), PrivilegeError> {
@@ -157,19 +178,15 @@ pub fn check(task: impl Into<Task>) -> Result<(), PrivilegeError> {
     let caps = effective_caps();
     let has = |c: u32| caps & (1 << c) != 0;
     let admin = has(CAP_SYS_ADMIN);
-    // (capability, whether we have it or what stands in for it, why it is
-    // needed when that is not obvious)
-    let mut needed: Vec<(&str, bool, Option<String>)> = Vec::new();
     let loads = admin || (has(CAP_BPF) && has(CAP_PERFMON));
-    let tracefs = if has(CAP_DAC_READ_SEARCH) || has(CAP_DAC_OVERRIDE) {
-        // We may read it whatever its mode; say it is needed all the same
-        // (tracefs is root's unless an administrator opened it up).
-        match tracefs_access() {
-            Tracefs::Absent => Tracefs::Absent,
-            _ => Tracefs::Denied,
-        }
-    } else {
-        tracefs_access()
+    let dac = has(CAP_DAC_READ_SEARCH) || has(CAP_DAC_OVERRIDE);
+    let tracefs = tracefs_access();
+    // Listed when it is what lets us read tracefs, or would: with it we
+    // cannot tell, and tracefs is root's unless an administrator opened it.
+    let dac_listed = match tracefs {
+        Tracefs::Denied => true,
+        Tracefs::Readable => dac,
+        Tracefs::Absent => false,
     };
     let target_needs_ptrace = task.target.is_some_and(|pid| {
         if has(CAP_SYS_PTRACE) {
@@ -179,45 +196,61 @@ pub fn check(task: impl Into<Task>) -> Result<(), PrivilegeError> {
         }
     });
 
-    // Perf-event uprobes need CAP_SYS_ADMIN. Whether `auto` resolves to
-    // them is only asked of the kernel once the feature probes can run
-    // (they load programs and read tracefs), so they are not cached wrong.
+    // Why CAP_SYS_ADMIN is needed, if it is: it then stands for CAP_BPF and
+    // CAP_PERFMON too.
+    let mut admin_why: Vec<String> = Vec::new();
+    // Whether `auto` resolves to perf-event uprobes is asked of the kernel
+    // only once its probes can run (they load programs); through the
+    // cached feature detection when tracefs is readable, so that nothing
+    // wrong is cached and no mount is tried.
     let perf = match task.mode {
         Some(AttachMode::Perf) => true,
-        Some(AttachMode::Auto) if loads && tracefs == Tracefs::Readable => {
-            features::detect().uprobe_multi.is_err()
+        Some(AttachMode::Auto) if loads => {
+            if tracefs == Tracefs::Readable {
+                features::detect().uprobe_multi.is_err()
+            } else {
+                multi::probe_support().is_err()
+            }
         }
         _ => false,
     };
     if perf {
-        needed.push((
-            "CAP_SYS_ADMIN",
-            admin,
-            Some("perf-event uprobes (--attach-mode perf, and kernels without uprobe_multi) need CAP_SYS_ADMIN".into()),
+        admin_why.push(
+            "perf-event uprobes (--attach-mode perf, and kernels without uprobe_multi) need CAP_SYS_ADMIN"
+                .into(),
+        );
+    }
+    let paranoid = perf_event_paranoid();
+    if task.attaches() && paranoid >= 3 {
+        admin_why.push(format!(
+            "kernel.perf_event_paranoid is {paranoid}: the sched tracepoints' perf events need CAP_SYS_ADMIN"
         ));
-    } else {
+    }
+    if tracefs == Tracefs::Absent {
+        admin_why.push(format!(
+            "tracefs is not mounted on {}: mounting it needs CAP_SYS_ADMIN",
+            TRACEFS_ROOTS[0]
+        ));
+    }
+
+    // (capability, whether we have it or what stands in for it, why it is
+    // needed when that is not obvious)
+    let mut needed: Vec<(&str, bool, Option<String>)> = Vec::new();
+    if admin_why.is_empty() {
         needed.push(("CAP_BPF", has(CAP_BPF) || admin, None));
         needed.push(("CAP_PERFMON", has(CAP_PERFMON) || admin, None));
+    } else {
+        needed.push(("CAP_SYS_ADMIN", admin, Some(admin_why.join("; "))));
     }
-    match tracefs {
-        Tracefs::Readable => {}
-        Tracefs::Denied => needed.push((
+    if dac_listed {
+        needed.push((
             "CAP_DAC_READ_SEARCH",
-            has(CAP_DAC_READ_SEARCH) || has(CAP_DAC_OVERRIDE),
+            dac || tracefs == Tracefs::Readable,
             Some(format!(
                 "tracefs ({}) is root's: reading the sched tracepoints needs CAP_DAC_READ_SEARCH",
                 TRACEFS_ROOTS[0]
             )),
-        )),
-        Tracefs::Absent if perf => {}
-        Tracefs::Absent => needed.push((
-            "CAP_SYS_ADMIN",
-            admin,
-            Some(format!(
-                "tracefs is not mounted on {}: mounting it needs CAP_SYS_ADMIN",
-                TRACEFS_ROOTS[0]
-            )),
-        )),
+        ));
     }
     if let Some(pid) = task.target.filter(|_| target_needs_ptrace) {
         needed.push((
