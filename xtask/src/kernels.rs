@@ -169,6 +169,16 @@ const CHECKS: &[Check] = &[
             test: "a_server_in_its_own_namespaces_is_recorded_by_host_pid",
         },
     },
+    // A non-root user with the capabilities this kernel needs (perf-event
+    // uprobes and perf_event_paranoid 3 need CAP_SYS_ADMIN on Debian's).
+    Check {
+        name: "nobody_with_the_needed_capabilities_records_exact_counts",
+        limit: 180,
+        what: What::Test {
+            file: "capabilities",
+            test: "nobody_with_the_needed_capabilities_records_exact_counts",
+        },
+    },
     // Apache not named like Debian's: `httpd` with its own libapr.
     Check {
         name: "an_httpd_named_build_with_its_own_apr_is_traced_by_the_profile",

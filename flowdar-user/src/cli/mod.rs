@@ -23,8 +23,10 @@ use clap::{Parser, Subcommand};
 ///
 /// Attach uprobes to Apache httpd and APR functions of a live server by PID,
 /// record every call to a compressed trace file, and read it back as a call
-/// dump or per-function statistics. Recording needs root (or CAP_BPF +
-/// CAP_PERFMON); reading traces does not.
+/// dump or per-function statistics. Recording needs root, or CAP_BPF,
+/// CAP_PERFMON, CAP_DAC_READ_SEARCH and (for another user's server)
+/// CAP_SYS_PTRACE; see the README's requirements, and `flowdar kernel`.
+/// Reading traces needs nothing.
 #[derive(Debug, Parser)]
 #[command(name = "flowdar", version, propagate_version = true)]
 #[command(after_help = "Examples:\n  \
