@@ -1,0 +1,150 @@
+//! The checks every guest runs: root integration tests and `flowdar` runs.
+
+/// One check run in every guest.
+pub(super) struct Check {
+    /// Row label; also the log's file name in the guest's output directory.
+    pub(super) name: &'static str,
+    /// Seconds before the guest script kills it (TCG is several times
+    /// slower than the host).
+    pub(super) limit: u32,
+    pub(super) what: What,
+}
+
+pub(super) enum What {
+    /// A root integration test: `tests/tests/FILE.rs`, function TEST.
+    Test {
+        file: &'static str,
+        test: &'static str,
+    },
+    /// `flowdar ARGS...`, which must exit 0.
+    Flowdar(&'static [&'static str]),
+}
+
+/// The subset: one test per path that differs between kernels (attach,
+/// the in-kernel process filter, fork following, the perf-event fallback,
+/// teardown after SIGKILL), plus the two user-facing runs with defaults.
+pub(super) const CHECKS: &[Check] = &[
+    // The lighter tour with its defaults (attach mode: auto); prints the
+    // attach mode it used.
+    Check {
+        name: "flowdar_demo",
+        limit: 180,
+        what: What::Flowdar(&["demo"]),
+    },
+    // Exact counts against bpftrace (event MPM), default attach mode.
+    Check {
+        name: "exact_counts_on_fresh_connections_match_bpftrace",
+        limit: 180,
+        what: What::Test {
+            file: "record_apache",
+            test: "exact_counts_on_fresh_connections_match_bpftrace",
+        },
+    },
+    // Fork following in the kernel (prefork children born after attach).
+    Check {
+        name: "prefork_children_forked_after_attach_are_traced_and_strangers_are_not",
+        limit: 180,
+        what: What::Test {
+            file: "process_tree",
+            test: "prefork_children_forked_after_attach_are_traced_and_strangers_are_not",
+        },
+    },
+    // The in-kernel filter against a second Apache mapping the same files.
+    Check {
+        name: "other_processes_mapping_the_same_files_are_not_traced",
+        limit: 180,
+        what: What::Test {
+            file: "record_apache",
+            test: "other_processes_mapping_the_same_files_are_not_traced",
+        },
+    },
+    // `--attach-mode perf`: the path older kernels need, detach included.
+    Check {
+        name: "perf_event_attach_mode_records_the_same_counts",
+        limit: 180,
+        what: What::Test {
+            file: "record_apache",
+            test: "perf_event_attach_mode_records_the_same_counts",
+        },
+    },
+    // A SIGKILLed recorder leaves no program, link or pin behind.
+    Check {
+        name: "sigkill_leaves_no_probe_and_a_readable_trace",
+        limit: 180,
+        what: What::Test {
+            file: "lifecycle",
+            test: "sigkill_leaves_no_probe_and_a_readable_trace",
+        },
+    },
+    // `record --profile apache:request` attached to a server under wrk with
+    // the default attach mode: no phantom in-flight calls, exact counts
+    // against bpftrace; and the same when detaching mid-load.
+    Check {
+        name: "attached_under_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        limit: 180,
+        what: What::Test {
+            file: "busy_server",
+            test: "attached_under_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        },
+    },
+    Check {
+        name: "detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        limit: 180,
+        what: What::Test {
+            file: "busy_server",
+            test: "detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly",
+        },
+    },
+    // A server in its own mount and PID namespaces, recorded by host PID.
+    Check {
+        name: "a_server_in_its_own_namespaces_is_recorded_by_host_pid",
+        limit: 180,
+        what: What::Test {
+            file: "container",
+            test: "a_server_in_its_own_namespaces_is_recorded_by_host_pid",
+        },
+    },
+    // A non-root user with the capabilities this kernel needs (perf-event
+    // uprobes and perf_event_paranoid 3 need CAP_SYS_ADMIN on Debian's).
+    Check {
+        name: "nobody_with_the_needed_capabilities_records_exact_counts",
+        limit: 180,
+        what: What::Test {
+            file: "capabilities",
+            test: "nobody_with_the_needed_capabilities_records_exact_counts",
+        },
+    },
+    // Apache not named like Debian's: `httpd` with its own libapr.
+    Check {
+        name: "an_httpd_named_build_with_its_own_apr_is_traced_by_the_profile",
+        limit: 180,
+        what: What::Test {
+            file: "any_apache",
+            test: "an_httpd_named_build_with_its_own_apr_is_traced_by_the_profile",
+        },
+    },
+    // The built-in DoS experiment, phases capped at 5 s (wrk, slowhttptest,
+    // 150-worker Apache, report).
+    Check {
+        name: "flowdar_experiment",
+        limit: 300,
+        what: What::Flowdar(&[
+            "experiment",
+            "--default",
+            "--max-phase",
+            "5s",
+            "-o",
+            "/tmp/flowdar-guest/experiment",
+            "--force",
+        ]),
+    },
+];
+
+impl Check {
+    pub(super) fn label(&self) -> String {
+        match &self.what {
+            What::Test { file, test } => format!("{file}::{test}"),
+            What::Flowdar(args) => format!("flowdar {}", args.join(" ")),
+        }
+    }
+}
