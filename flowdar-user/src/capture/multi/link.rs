@@ -1,15 +1,14 @@
-//! uprobe_multi links (Linux 6.6+): one BPF link attaches a program to every
-//! probed offset of one file, and closing it unregisters them all behind a
-//! single grace period. Perf-event uprobes (aya's `UProbe`) cost one grace
-//! period *each* on detach (~0.1 s here), so the `full` Apache profile took
-//! ~5 minutes to detach; with these links it takes a fraction of a second.
+//! The `bpf(2)` side of uprobe_multi links (Linux 6.6+). Perf-event uprobes
+//! (aya's `UProbe`) cost one grace period *each* on detach, so the `full`
+//! Apache profile took minutes to detach; a uprobe_multi link per file
+//! takes a fraction of a second.
 //!
 //! aya 0.14 loads uprobe programs without `expected_attach_type`, which the
 //! kernel requires for uprobe_multi, so the two call programs are loaded a
 //! second time here from the same object: aya-obj parses and relocates them
 //! against the maps aya already created, and the two `bpf(2)` commands aya
 //! does not expose (`BPF_PROG_LOAD` with the attach type, `BPF_LINK_CREATE`
-//! of kind uprobe_multi) are issued directly.
+//! of kind uprobe_multi) are issued through `capture::sys`.
 use std::{
     collections::HashSet,
     ffi::{CStr, CString},
@@ -29,7 +28,7 @@ use aya_obj::generated::{
     BPF_F_UPROBE_MULTI_RETURN,
 };
 
-use super::sys::{sys_bpf, zeroed_attr};
+use crate::capture::sys::{sys_bpf, zeroed_attr};
 
 /// The kernel's ENOTSUPP (not in libc): an instruction a uprobe cannot replace.
 pub const ENOTSUPP: i32 = 524;
