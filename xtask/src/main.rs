@@ -44,12 +44,13 @@ enum Command {
     },
     /// Benchmarks (root): print figures measured side by side and the
     /// targets they are held to (see BENCHMARKS.md). Default: the tracer
-    /// rows a-e.
+    /// rows a-e and h.
     Bench {
         /// Which benchmark.
         #[arg(value_enum, default_value = "tracer")]
         which: tasks::Bench,
-        /// Only these rows of the tracer benchmark (a, b, d, e; b includes c).
+        /// Only these rows of the tracer benchmark (a, b, d, e, h; b includes
+        /// c), e.g. `cargo xtask bench tracer a e`.
         rows: Vec<String>,
     },
     /// Soak (root): trace Apache under steady load with the `request`

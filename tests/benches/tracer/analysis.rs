@@ -1,7 +1,9 @@
 //! Row d: `flowdar stats` and `flowdar diff` on generated traces of 2 M and
 //! 10 M events: events per second and peak memory (the child's max RSS).
 //! Each command runs once unmeasured first (page cache, writeback of the
-//! freshly generated file), then the best of the rounds is kept.
+//! freshly generated file), then `rounds` times: the median time and the
+//! largest peak RSS are kept. The reader decodes on up to 4 threads
+//! (`TraceReader::for_each_event`), so the rates use the machine's cores.
 use std::{path::Path, process::Command, time::Duration};
 
 use flowdar::{
@@ -11,7 +13,7 @@ use flowdar::{
 use flowdar_common::{Event, EventKind};
 use flowdar_tests::flowdar_bin;
 
-use crate::common::run_measured;
+use crate::common::{median, run_measured};
 
 const PROBES: u32 = 40;
 const THREADS: u32 = 16;
@@ -101,6 +103,7 @@ pub fn generate(path: &Path, events: u64, seed: u64, slow: bool) {
 
 #[derive(Debug, Clone)]
 pub struct AnalysisRow {
+    /// The command as run, trace paths relative to the output directory.
     pub command: String,
     pub events: u64,
     pub seconds: f64,
@@ -113,33 +116,40 @@ impl AnalysisRow {
     }
 }
 
-fn best_of(rounds: usize, mut f: impl FnMut() -> (Duration, u64)) -> (Duration, u64) {
-    (0..rounds).map(|_| f()).min_by_key(|(d, _)| *d).unwrap()
+/// One unmeasured run, then `rounds` measured ones: the median time and
+/// the largest peak RSS.
+fn warm_median(rounds: usize, mut f: impl FnMut() -> (Duration, u64)) -> (Duration, u64) {
+    let _warm_up = f();
+    let runs: Vec<(Duration, u64)> = (0..rounds).map(|_| f()).collect();
+    let time = median(runs.iter().map(|(d, _)| d.as_secs_f64()).collect());
+    let rss = runs.iter().map(|(_, r)| *r).max().unwrap_or(0);
+    (Duration::from_secs_f64(time), rss)
 }
 
 pub fn measure(rounds: usize, out_dir: &Path) -> Vec<AnalysisRow> {
     let mut rows = Vec::new();
     for (label, n) in [("2M", 2_000_000u64), ("10M", 10_000_000)] {
-        let a = out_dir.join(format!("gen-{label}-a.flowdar"));
-        let b = out_dir.join(format!("gen-{label}-b.flowdar"));
+        let a_name = format!("gen-{label}-a.flowdar");
+        let b_name = format!("gen-{label}-b.flowdar");
+        let (a, b) = (out_dir.join(&a_name), out_dir.join(&b_name));
         eprintln!("  d. generating {label}-event traces");
         generate(&a, n, 0x9e37_79b9_7f4a_7c15, false);
         generate(&b, n, 0x2545_f491_4f6c_dd1d, true);
         eprintln!("  d. flowdar stats / diff on {label} events");
-        let (d, rss) = best_of(rounds, || {
+        let (d, rss) = warm_median(rounds, || {
             run_measured(Command::new(flowdar_bin()).arg("stats").arg(&a))
         });
         rows.push(AnalysisRow {
-            command: format!("stats ({label} events)"),
+            command: format!("stats {a_name}"),
             events: n,
             seconds: d.as_secs_f64(),
             peak_rss: rss,
         });
-        let (d, rss) = best_of(rounds, || {
+        let (d, rss) = warm_median(rounds, || {
             run_measured(Command::new(flowdar_bin()).arg("diff").arg(&a).arg(&b))
         });
         rows.push(AnalysisRow {
-            command: format!("diff ({label} + {label} events)"),
+            command: format!("diff {a_name} {b_name}"),
             events: 2 * n,
             seconds: d.as_secs_f64(),
             peak_rss: rss,

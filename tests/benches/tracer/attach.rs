@@ -1,5 +1,6 @@
-//! Row e: attaching and detaching the whole `apache:full` profile, and the
-//! time from launching `flowdar record` to the first recorded event.
+//! Row e: attaching and detaching the whole `apache:full` profile (the times
+//! `flowdar record` prints), and the time from launching `flowdar record` to
+//! the first recorded event; medians of the rounds.
 use std::{path::Path, process::Command, time::Duration};
 
 use flowdar::{
@@ -16,7 +17,12 @@ use crate::{
 
 #[derive(Debug, Clone)]
 pub struct AttachRow {
-    pub uprobes: String,
+    /// Functions attached: the trace's probe table less those the kernel
+    /// refused (skipped and reported by record).
+    pub functions: usize,
+    pub refused: usize,
+    /// As record printed it: "uprobe_multi" or "perf".
+    pub attach_mode: String,
     pub attach: Duration,
     pub detach: Duration,
     pub first_event: Duration,
@@ -42,7 +48,7 @@ pub fn measure(rounds: usize, out_dir: &Path) -> AttachRow {
     let trace = out_dir.join("attach.flowdar");
     let pid = apache.pid().to_string();
     let (mut attach, mut detach) = (Vec::new(), Vec::new());
-    let mut uprobes = String::new();
+    let (mut functions, mut refused, mut attach_mode) = (0, 0, String::new());
     for round in 0..rounds {
         eprintln!(
             "  e. attach/detach apache:full, round {}/{rounds}",
@@ -62,8 +68,9 @@ pub fn measure(rounds: usize, out_dir: &Path) -> AttachRow {
         let s = parse_summary(&out);
         attach.push(s.attach.as_secs_f64());
         detach.push(s.detach.as_secs_f64());
-        let functions = TraceReader::open(&trace).unwrap().header().probes.len();
-        uprobes = format!("{functions} functions");
+        let table = TraceReader::open(&trace).unwrap().header().probes.len();
+        (functions, refused) = (table - s.skipped, s.skipped);
+        attach_mode = s.attach_mode;
     }
     // Startup: launch to the first event of a function called every 50 µs.
     let target = percall::build();
@@ -93,7 +100,9 @@ pub fn measure(rounds: usize, out_dir: &Path) -> AttachRow {
         first.push(first_ts.saturating_sub(launched) as f64 / 1e9);
     }
     AttachRow {
-        uprobes,
+        functions,
+        refused,
+        attach_mode,
         attach: Duration::from_secs_f64(median(attach)),
         detach: Duration::from_secs_f64(median(detach)),
         first_event: Duration::from_secs_f64(median(first)),

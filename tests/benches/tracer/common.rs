@@ -17,13 +17,26 @@ pub struct Summary {
     pub lost: u64,
     pub attach: Duration,
     pub detach: Duration,
+    /// "uprobe_multi" or "perf", as record printed it.
+    pub attach_mode: String,
+    /// Functions a pattern matched that could not be probed (refused by
+    /// the kernel): in the trace's probe table, never attached.
+    pub skipped: usize,
+    /// Kernel programs' (name, runs, ns per run), with `--bpf-stats`.
+    pub programs: Vec<(String, u64, f64)>,
 }
 
-/// Parses "N events, L lost" and "attached in A, detached in D".
+/// Parses "N events, L lost", "attached in A (attach mode: M), detached in
+/// D", "K functions matched by patterns could not be probed" and
+/// "Kernel program P: R runs, T ns per run".
 pub fn parse_summary(out: &str) -> Summary {
     let mut s = Summary::default();
     for line in out.lines() {
-        if let Some(rest) = line.split_once("): ").map(|(_, r)| r) {
+        if let Some(rest) = line
+            .strip_prefix("Recorded ")
+            .and_then(|l| l.split_once("): "))
+            .map(|(_, r)| r)
+        {
             let mut words = rest.split([' ', ',']).filter(|w| !w.is_empty());
             s.events = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
             let _events_word = words.next();
@@ -32,8 +45,23 @@ pub fn parse_summary(out: &str) -> Summary {
         if let Some(rest) = line.strip_prefix("Probes attached in ") {
             let (a, rest) = rest.split_once(", detached in ").unwrap_or_default();
             let d = rest.split(';').next().unwrap_or_default();
+            let (a, mode) = a.split_once(" (attach mode: ").unwrap_or((a, ""));
             s.attach = parse_duration(a);
             s.detach = parse_duration(d);
+            s.attach_mode = mode.trim_end_matches(')').to_string();
+        }
+        if let Some((n, _)) = line.split_once(" functions matched by patterns could not be probed")
+        {
+            s.skipped = n.trim().parse().unwrap_or(0);
+        }
+        if let Some((name, rest)) = line
+            .strip_prefix("Kernel program ")
+            .and_then(|r| r.split_once(": "))
+        {
+            let mut words = rest.split([' ', ',']).filter(|w| !w.is_empty());
+            let runs = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            let ns = words.nth(1).and_then(|w| w.parse().ok()).unwrap_or(0.0);
+            s.programs.push((name.to_string(), runs, ns));
         }
     }
     s

@@ -1,15 +1,21 @@
 //! Tracer benchmark (issue 8; not a test: it prints figures and ratios
 //! measured side by side in one run, and the targets they are held to).
 //!
-//! `cargo xtask bench` (root) builds the release binary and runs this with
-//! FLOWDAR_BIN set. Rows: a (per call), b+c (server throughput, trace
-//! bytes/event), d (analysis), e (attach/detach, launch to first event).
-//! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e]` runs some.
-//! Environment: BENCH_ROUNDS (default 3), BENCH_CALLS (default 1000000),
-//! BENCH_WRK_SECS (default 5).
+//! `cargo xtask bench tracer [ROWS]` (root) builds the release binary and
+//! runs this with FLOWDAR_BIN set. Rows: a (per call), b+c (server
+//! throughput, trace bytes/event), d (analysis), e (attach/detach, launch to
+//! first event), h (probe hits per request of each profile set).
+//! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e] [h]` runs
+//! some. Environment: BENCH_ROUNDS (default 3), BENCH_CALLS (default
+//! 1000000), BENCH_WRK_SECS (default 5).
+//!
+//! Every row says in its heading how it was measured (rounds, median or
+//! not, attach mode); the table's first line names the machine, the date
+//! and the command.
 mod analysis;
 mod attach;
 mod common;
+mod hits;
 mod percall;
 mod server;
 
@@ -50,14 +56,13 @@ fn main() {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "Measured {} on {} (kernel {}), {rounds} interleaved rounds, medians.\n",
+        "Run of {} (`cargo xtask bench tracer{}`, release build) on {}: {}. Each row's heading says how it was measured.\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        args.iter().map(|a| format!(" {a}")).collect::<String>(),
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
             .trim(),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim(),
+        machine(),
     );
 
     // Rows finished so far survive a later row's failure.
@@ -71,7 +76,7 @@ fn main() {
         let base = get(Tracer::Untraced).ns_per_call;
         let _ = writeln!(
             md,
-            "### a. Per traced call ({calls} calls in a tight loop)\n"
+            "### a. Per traced call ({calls} calls in a tight loop; median of {rounds} interleaved rounds; events: the fewest of the rounds, lost: the most)\n"
         );
         let _ = writeln!(
             md,
@@ -103,6 +108,10 @@ fn main() {
             2 * calls,
             verdict(lost == 0 && fd.events == Some(2 * calls)),
         );
+        let mode = fd.attach_mode.as_deref().unwrap_or("?");
+        let _ = writeln!(md, "Flowdar's and the floor's attach mode: {mode}.\n");
+        let programs = percall::kernel_programs(calls, &out_dir);
+        md.push_str(&percall::render_programs(&programs, &rows));
     }
 
     save(&md);
@@ -113,9 +122,10 @@ fn main() {
         let rows = server::measure(secs, rounds, &out_dir);
         let get = |c: Config| rows.iter().find(|r| r.config == c).unwrap();
         let base = get(Config::Untraced).requests_per_sec;
+        let mode = get(Config::Request).attach_mode.clone().unwrap_or_default();
         let _ = writeln!(
             md,
-            "### b. Server throughput and c. storage (wrk {secs} s per run)\n"
+            "### b. Server throughput and c. storage (wrk -t2 -c20, {secs} s per run; requests/s and p99: medians of {rounds} interleaved rounds; events and bytes/event: the last round's, lost: the most; Flowdar's attach mode: {mode})\n"
         );
         let _ = writeln!(md, "| configuration | requests/s | vs untraced | p99 latency | events | lost | bytes/event |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
@@ -157,7 +167,8 @@ fn main() {
         let rows = analysis::measure(rounds, &out_dir);
         let _ = writeln!(
             md,
-            "### d. Analysis (generated traces, 16 threads, 40 functions)\n"
+            "### d. Analysis (traces generated into {}: 16 threads, 40 functions; one unmeasured run, then the median time of {rounds} runs and the largest peak RSS; the reader decodes on up to 4 threads)\n",
+            out_dir.display()
         );
         let _ = writeln!(md, "| command | events | time | events/s | peak RSS |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|");
@@ -174,11 +185,11 @@ fn main() {
         }
         let stats10 = rows
             .iter()
-            .find(|r| r.command.starts_with("stats (10M"))
+            .find(|r| r.command.starts_with("stats gen-10M"))
             .expect("a 10M stats row");
         let stats1 = rows
             .iter()
-            .find(|r| r.command.starts_with("stats (2M"))
+            .find(|r| r.command.starts_with("stats gen-2M"))
             .expect("a 2M stats row");
         let growth = stats10.peak_rss as f64 / stats1.peak_rss as f64;
         let _ = writeln!(
@@ -195,13 +206,19 @@ fn main() {
         eprintln!("e. attach and detach");
         let r = attach::measure(rounds, &out_dir);
         let total = r.attach + r.detach;
-        let _ = writeln!(md, "### e. Attach and detach\n");
+        let _ = writeln!(
+            md,
+            "### e. Attach and detach (medians of {rounds} rounds; attach mode: {})\n",
+            r.attach_mode
+        );
         let _ = writeln!(md, "| what | time |");
         let _ = writeln!(md, "|---|---:|");
         let _ = writeln!(
             md,
-            "| attach `apache:full` ({}, uprobe_multi) | {:.0} ms |",
-            r.uprobes,
+            "| attach `apache:full` ({} functions attached, {} uprobes; {} refused by the kernel, skipped) | {:.0} ms |",
+            r.functions,
+            2 * r.functions,
+            r.refused,
             r.attach.as_secs_f64() * 1e3
         );
         let _ = writeln!(
@@ -221,7 +238,32 @@ fn main() {
             verdict(total.as_secs_f64() <= 2.0)
         );
     }
+
+    save(&md);
+    if want("h") {
+        eprintln!("h. probe hits per request of each profile set");
+        let rows = hits::measure(rounds, &out_dir);
+        md.push_str(&hits::render(&rows, rounds));
+    }
     println!("\n{md}");
     save(&md);
     eprintln!("(also written to {})", table.display());
+}
+
+/// "2 CPUs, 23.4 GiB RAM, kernel 6.18.44": what a figure depends on.
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    format!(
+        "{cpus} CPUs, {:.1} GiB RAM, kernel {}",
+        mem_kib as f64 / (1 << 20) as f64,
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    )
 }

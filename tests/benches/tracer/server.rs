@@ -61,6 +61,8 @@ pub struct Throughput {
     pub events: Option<u64>,
     pub lost: Option<u64>,
     pub bytes_per_event: Option<f64>,
+    /// Flowdar's attach mode as record printed it (Flowdar and the floor).
+    pub attach_mode: Option<String>,
 }
 
 /// bpftrace printing every entry and exit of the `request` functions, with
@@ -92,6 +94,7 @@ fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) 
         assert_eq!(r.errors, 0, "wrk saw errors: {r:?}");
         r
     };
+    let mut attach_mode = None;
     let (report, events, lost, bpe) = match config {
         Config::Untraced => (run_wrk(), None, None, None),
         Config::BpftraceRequest => {
@@ -118,6 +121,7 @@ fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) 
             let (code, stdout, stderr) = rec.stop(libc::SIGINT);
             assert_eq!(code, Some(0), "record failed:\n{stdout}\n{stderr}");
             let s = parse_summary(&stdout);
+            attach_mode = Some(s.attach_mode.clone());
             if config == Config::Floor {
                 (r, None, None, None)
             } else {
@@ -133,6 +137,7 @@ fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) 
         events,
         lost,
         bytes_per_event: bpe,
+        attach_mode,
     }
 }
 
