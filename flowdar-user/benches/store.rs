@@ -2,8 +2,11 @@
 //!
 //! `cargo bench -p flowdar-user --bench store -- [TRACE...]`: for a synthetic
 //! deep-recursion trace and for each recorded trace given, the bytes per
-//! event on disk and the encode (codec + zstd + write) and decode (read +
-//! zstd + codec) rates on one core, measured side by side in this run.
+//! event on disk, the encode rate (codec + zstd + write, on the calling
+//! thread: `TraceWriter` uses no other) and the decode rate (read + zstd +
+//! codec) twice: on the calling thread alone, and as `TraceReader::
+//! for_each_event` does it (a reader thread and up to 4 decoder threads
+//! handing chunks back to the caller), measured side by side in this run.
 //! `cargo xtask bench store` records a real Apache trace and runs this.
 use std::{
     path::{Path, PathBuf},
@@ -126,7 +129,32 @@ struct Row {
     events: usize,
     bytes_per_event: f64,
     encode_meps: f64,
+    /// Decoding on the calling thread only.
+    decode_one_meps: f64,
+    /// Decoding as `for_each_event` does, with its helper threads.
     decode_meps: f64,
+}
+
+/// Best time over the rounds of reading every event of `path` with
+/// `decoders` decoding threads (0: the calling thread alone).
+fn best_decode(path: &Path, decoders: usize, events: usize) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let mut n = 0usize;
+        let mut sum = 0u64;
+        TraceReader::open(path)
+            .unwrap()
+            .for_each_event_on(decoders, |e| {
+                n += 1;
+                sum = sum.wrapping_add(e.ts_ns);
+            })
+            .unwrap();
+        std::hint::black_box(sum);
+        assert_eq!(n, events);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
 }
 
 fn measure(name: &str, header: &TraceHeader, events: &[Event], dir: &Path) -> Row {
@@ -142,27 +170,14 @@ fn measure(name: &str, header: &TraceHeader, events: &[Event], dir: &Path) -> Ro
         size = w.finish(TraceFooter::default()).unwrap();
         best_enc = best_enc.min(t.elapsed().as_secs_f64());
     }
-    let mut best_dec = f64::MAX;
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        let mut n = 0usize;
-        let mut sum = 0u64;
-        TraceReader::open(&path)
-            .unwrap()
-            .for_each_event(|e| {
-                n += 1;
-                sum = sum.wrapping_add(e.ts_ns);
-            })
-            .unwrap();
-        std::hint::black_box(sum);
-        assert_eq!(n, events.len());
-        best_dec = best_dec.min(t.elapsed().as_secs_f64());
-    }
+    let best_one = best_decode(&path, 0, events.len());
+    let best_dec = best_decode(&path, TraceReader::default_decoders(), events.len());
     Row {
         name: name.into(),
         events: events.len(),
         bytes_per_event: size as f64 / events.len() as f64,
         encode_meps: events.len() as f64 / best_enc / 1e6,
+        decode_one_meps: events.len() as f64 / best_one / 1e6,
         decode_meps: events.len() as f64 / best_dec / 1e6,
     }
 }
@@ -194,19 +209,26 @@ fn main() {
         row.events = ev.len();
         rows.push(row);
     }
-    println!("\nstore benchmark: one core, best of {ROUNDS}, chunks of {CHUNK} events, raw wire event = {EVENT_SIZE} B");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let decoders = TraceReader::default_decoders();
     println!(
-        "{:<34} {:>10} {:>9} {:>12} {:>14} {:>14}",
-        "trace", "events", "B/event", "vs wire", "encode Mev/s", "decode Mev/s"
+        "\nstore benchmark: best of {ROUNDS}, chunks of {CHUNK} events, raw wire event = {EVENT_SIZE} B; \
+         {cpus} CPUs; encode on 1 thread; decode on 1 thread, and as TraceReader::for_each_event \
+         ({decoders} decoder threads + 1 reader thread + the caller)"
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>9} {:>13} {:>14} {:>14}",
+        "trace", "events", "B/event", "vs wire", "encode Mev/s", "decode 1 thr", "decode reader"
     );
     for r in &rows {
         println!(
-            "{:<34} {:>10} {:>9.2} {:>11.1}x {:>14.1} {:>14.1}",
+            "{:<34} {:>10} {:>9.2} {:>8.1}x {:>13.1} {:>14.1} {:>14.1}",
             r.name,
             r.events,
             r.bytes_per_event,
             EVENT_SIZE as f64 / r.bytes_per_event,
             r.encode_meps,
+            r.decode_one_meps,
             r.decode_meps
         );
     }

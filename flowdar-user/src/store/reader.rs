@@ -256,13 +256,23 @@ impl TraceReader {
     /// speed of the slower side, and memory stays bounded by the chunks in
     /// flight (64 k events, 3 MiB each).
     pub fn for_each_event(self, f: impl FnMut(&Event)) -> Result<Self, StoreError> {
+        self.for_each_event_on(Self::default_decoders(), f)
+    }
+
+    /// The decoding threads [`Self::for_each_event`] uses: none on one CPU
+    /// (all on the calling thread), else one per CPU up to 4.
+    pub fn default_decoders() -> usize {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.for_each_event_on(if cpus < 2 { 0 } else { cpus.min(4) }, f)
+        if cpus < 2 {
+            0
+        } else {
+            cpus.min(4)
+        }
     }
 
     /// [`Self::for_each_event`] with `decoders` decoding threads (0: all on
-    /// the calling thread).
-    pub(crate) fn for_each_event_on(
+    /// the calling thread, no helper threads at all).
+    pub fn for_each_event_on(
         mut self,
         decoders: usize,
         mut f: impl FnMut(&Event),
