@@ -47,11 +47,8 @@ mod tests {
 pub fn parse_wall_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     if let Ok(secs) = t.parse::<f64>() {
-        return if secs.is_finite() && secs >= 0.0 {
-            Ok(std::time::Duration::from_secs_f64(secs))
-        } else {
-            Err(format!("`{s}` is not a length of time"))
-        };
+        return std::time::Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("`{s}` is not a length of time"));
     }
     humantime::parse_duration(t)
         .map_err(|e| format!("`{s}`: {e} (e.g. 30s, 2m, 500ms, or 30 for seconds)"))
@@ -69,6 +66,8 @@ mod wall_tests {
         assert_eq!(p("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(p("500ms"), Ok(Duration::from_millis(500)));
         assert!(p("-3").is_err());
+        assert!(p("1e30").is_err());
+        assert!(p("NaN").is_err());
         assert!(p("soon").unwrap_err().contains("30 for seconds"));
     }
 }

@@ -365,18 +365,20 @@ impl Trace {
             if e.kind == EventKind::Entry as u32 {
                 stack.push(e.probe_id);
             } else {
-                match stack.pop() {
-                    Some(top) if top == e.probe_id => {}
-                    // A return with no call open on its thread: the call
-                    // began while only return probes were in place (they go
-                    // in first and come out last), so its entry is not in
-                    // the trace. Flowdar's analysis counts these as
-                    // unmatched exits; they are not nesting errors.
-                    None => {}
-                    other => problems.push(format!(
-                        "event {i}: exit of probe {} on tid {} but the open call is {other:?}",
-                        e.probe_id, e.tid
+                match stack.iter().rposition(|p| *p == e.probe_id) {
+                    Some(at) if at + 1 == stack.len() => {
+                        stack.pop();
+                    }
+                    Some(_) => problems.push(format!(
+                        "event {i}: exit of probe {} on tid {} with calls open above it: {:?}",
+                        e.probe_id, e.tid, stack
                     )),
+                    // A return with no call of its function open on its
+                    // thread: the call began while only return probes were
+                    // in place (they go in first and come out last), so its
+                    // entry is not in the trace. Flowdar's analysis counts
+                    // these as unmatched exits; they are not nesting errors.
+                    None => {}
                 }
             }
         }

@@ -182,7 +182,7 @@ fn unwritable_output_is_refused_and_nothing_is_left_attached() {
 fn a_failure_after_attaching_leaves_nothing_attached() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    for mode in ["multi", "perf"] {
+    for mode in ["auto", "perf"] {
         let o = flowdar(&[
             "record",
             "--pid",

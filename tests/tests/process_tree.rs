@@ -148,7 +148,7 @@ fn a_full_process_filter_counts_every_untraced_child() {
         "{forked} forked:\n{out}"
     );
     let t = Trace::read(&trace);
-    assert_eq!(t.footer.as_ref().unwrap().untraced_tasks, forked);
+    assert_eq!(t.footer.as_ref().unwrap().untraced_tasks, Some(forked));
     assert!(
         t.events.iter().all(|e| at_attach.contains(&e.tgid)),
         "only the processes in the filter are traced"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inside a virtme-ng guest booted by `cargo xtask kernels` (see
-# xtask/src/kernels.rs): the checks listed in OUT/plan.tsv, one after the
+# xtask/src/kernels/): the checks listed in OUT/plan.tsv, one after the
 # other, each under a time limit, against the guest's kernel.
 #
 # The guest sees the host's root filesystem read-only (same binaries, same

@@ -98,9 +98,9 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
         fuzz(&env, FUZZ_SECONDS_IN_TEST)?;
         // Tier 2 again on the kernels users run (Debian 12's 6.1 without
         // uprobe_multi, 6.12 with it), booted under virtme-ng.
-        let (passed, failed) = crate::kernels::run(None)?;
+        // It fails (and so does this) if any check failed.
+        let (passed, _) = crate::kernels::run(None)?;
         tally.passed += passed as u64;
-        tally.failed += failed as u64;
     }
     println!(
         "\nall tests: {} passed, {} failed",

@@ -277,16 +277,20 @@ mod tests {
         );
     }
 
-    /// Root: the probes run against the real kernel. This machine's kernel
-    /// (6.18) has everything.
+    /// Root: the probes run against the real kernel, whichever it is: it
+    /// can trace, and `auto` picks what it found.
     #[test]
-    fn this_machine_has_what_capture_needs() {
+    fn this_machine_can_trace_and_auto_follows_what_it_has() {
         if !nix_is_root() {
             return;
         }
         let k = detect();
         assert_eq!(k.check_required(), Ok(()), "{k:?}");
-        assert_eq!(k.uprobe_multi, Ok(()), "{k:?}");
+        let want = match k.uprobe_multi {
+            Ok(()) => Mechanism::UprobeMulti,
+            Err(_) => Mechanism::PerfEvent,
+        };
+        assert_eq!(k.mechanism(AttachMode::Auto), Ok(want));
     }
 
     fn nix_is_root() -> bool {

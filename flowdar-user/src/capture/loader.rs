@@ -62,9 +62,10 @@ pub struct AttachPlan {
 /// `event_mutex` (kernel/trace/trace_event_perf.c, `perf_trace_event_unreg`
 /// calls `tracepoint_synchronize_unregister`), so they cannot overlap.
 pub const MAX_QUICK_PERF_UPROBES: usize = 400;
-/// Seconds one perf-event uprobe's detach takes, for the estimate in the
-/// refusal (BENCHMARKS.md, attach/detach; it varies with the machine).
-pub const PERF_DETACH_SECS_EACH: f64 = 0.09;
+/// Seconds one perf-event uprobe's detach takes, for the estimates printed
+/// (BENCHMARKS.md, attach/detach: `full`'s 2876 uprobes took 324 s on the
+/// development VM; it varies with the machine).
+pub const PERF_DETACH_SECS_EACH: f64 = 0.113;
 
 /// The attached uprobes, by mechanism.
 pub(super) enum Links {
@@ -75,7 +76,7 @@ pub(super) enum Links {
     Multi {
         entries: Vec<OwnedFd>,
         exits: Vec<OwnedFd>,
-        _programs: Vec<OwnedFd>,
+        programs: Vec<OwnedFd>,
     },
 }
 
@@ -94,6 +95,9 @@ pub struct Attached {
     pub attach_time: std::time::Duration,
 }
 
+/// How long return probes stay after the entry probes are gone.
+const RETURN_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Threads closing perf-event uprobe links at once. Each close unregisters
 /// one uprobe and waits for a grace period; the kernel serialises them
 /// (see [`MAX_QUICK_PERF_UPROBES`]), so threads help little.
@@ -105,31 +109,17 @@ impl Attached {
         self.uprobes
     }
 
-    /// Runs of our programs that the kernel skipped because one of them was
-    /// already running on that CPU (a probe hit from inside a program, or
-    /// preemption within one): those events are missing from the trace.
-    pub fn missed_runs(&self) -> u64 {
-        let mut fds: Vec<std::os::fd::BorrowedFd<'_>> = Vec::new();
-        if let Links::Multi { _programs, .. } = &self.links {
-            fds.extend(_programs.iter().map(|p| p.as_fd()));
-        }
-        for name in [ENTRY, EXIT, NOP_ENTRY, NOP_EXIT, FORK, TASK_EXIT] {
-            if let Some(fd) = self.ebpf.program(name).and_then(|p| p.fd().ok()) {
-                fds.push(fd.as_fd());
-            }
-        }
-        fds.into_iter()
-            .filter_map(|fd| super::sys::recursion_misses(fd).ok())
+    /// Runs of the fork/exit tracepoint programs that the kernel skipped
+    /// because one of our programs was already running on that CPU
+    /// (`bpf_prog_info.recursion_misses`): a fork not followed, maybe.
+    /// Uprobe programs have no such guard (kernel/trace/bpf_trace.c,
+    /// `uprobe_prog_run`), so they never count here.
+    pub fn skipped_task_events(&self) -> u64 {
+        [FORK, TASK_EXIT]
+            .into_iter()
+            .filter_map(|name| self.ebpf.program(name)?.fd().ok())
+            .filter_map(|fd| super::sys::recursion_misses(fd.as_fd()).ok())
             .sum()
-    }
-
-    /// Tasks forked by the server that found the process filter full.
-    pub fn untraced_tasks(&self) -> u64 {
-        self.ebpf
-            .map("FILTER_FULL")
-            .and_then(|m| BpfArray::<&MapData, u64>::try_from(m).ok())
-            .and_then(|a| a.get(&0, 0).ok())
-            .unwrap_or(0)
     }
 
     /// Whether detaching waits a grace period per uprobe (perf events).
@@ -147,7 +137,7 @@ impl Attached {
                 Links::Multi {
                     entries,
                     exits,
-                    _programs,
+                    programs,
                 } => {
                     let boxed = |v: Vec<OwnedFd>| -> Closing {
                         v.into_iter()
@@ -155,7 +145,7 @@ impl Attached {
                             .collect()
                     };
                     let out = (boxed(entries), boxed(exits));
-                    drop(_programs);
+                    drop(programs);
                     out
                 }
                 Links::Perf(links) => {
@@ -177,6 +167,11 @@ impl Attached {
             };
         close_all(entries);
         let entries_removed_ns = super::monotonic_ns();
+        // Calls that entered just before their entry probe went can still
+        // return into the trace: give them a moment before the return
+        // probes go (before 6.12 closing a uprobe_multi link does not even
+        // wait for handlers in progress: `uprobe_unregister_sync` came then).
+        std::thread::sleep(RETURN_SETTLE);
         close_all(exits);
         drop(self.ebpf);
         Detached {
@@ -319,16 +314,6 @@ pub(super) fn seed_filter(ebpf: &mut Ebpf, root: u32) -> Result<Vec<u32>, Captur
         let _ = targets.remove(p);
     }
     Ok(tree)
-}
-
-/// Why the kernel refused a uprobe, compactly.
-pub(super) fn io_reason(e: &std::io::Error) -> String {
-    // ENOTSUPP (524) is kernel-internal: libc has no name for it.
-    if e.raw_os_error() == Some(multi::ENOTSUPP) {
-        "ENOTSUPP: the kernel cannot place a uprobe on its first instruction".into()
-    } else {
-        e.to_string()
-    }
 }
 
 pub(super) fn program<'a, T>(

@@ -24,7 +24,9 @@ use flowdar_common::Event;
 pub use drain::{DrainCounts, BATCH_EVENTS};
 pub use features::{detect as kernel_features, FeatureError, KernelFeatures, Mechanism};
 pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
-pub use loader::{AttachMode, AttachPlan, MAX_QUICK_PERF_UPROBES, PROGRAM_PREFIX};
+pub use loader::{
+    AttachMode, AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PROGRAM_PREFIX,
+};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
     comm, descendants, find_restarted, is_alive, ns_pid, Restarted, ServerIdentity, TreeChange,
@@ -158,8 +160,8 @@ pub struct RecordSummary {
     pub detach_time: Duration,
     /// How the uprobes were attached.
     pub mechanism: Mechanism,
-    /// Runs of our programs the kernel skipped (recursion on a CPU).
-    pub missed_runs: u64,
+    /// Fork/exit tracepoint runs the kernel skipped (recursion guard).
+    pub skipped_task_events: u64,
     /// Tasks forked by the server that found the process filter full.
     pub untraced_tasks: u64,
     pub processes_at_start: usize,
@@ -185,6 +187,7 @@ impl RecordSummary {
 pub struct Recording {
     attached: loader::Attached,
     drops: PerCpuArray<MapData, u64>,
+    filter_full: aya::maps::Array<MapData, u64>,
     stop: Arc<AtomicBool>,
     drain: std::thread::JoinHandle<DrainCounts>,
     writer: std::thread::JoinHandle<Result<u64, StoreError>>,
@@ -250,6 +253,12 @@ impl Recording {
                 .ok_or(CaptureError::MissingMap("DROPS"))?,
         )
         .map_err(CaptureError::map)?;
+        // Read after the detach: forks keep coming until the tracepoints go.
+        let filter_full: aya::maps::Array<MapData, u64> = aya::maps::Array::try_from(
+            ebpf.take_map("FILTER_FULL")
+                .ok_or(CaptureError::MissingMap("FILTER_FULL"))?,
+        )
+        .map_err(CaptureError::map)?;
 
         let capacity = (opts.buffer_bytes / (BATCH_EVENTS * flowdar_common::EVENT_SIZE)).max(2);
         let (tx, rx) = mpsc::sync_channel::<Vec<Event>>(capacity);
@@ -269,6 +278,7 @@ impl Recording {
         Ok(Self {
             attached,
             drops,
+            filter_full,
             stop,
             drain,
             writer,
@@ -314,6 +324,7 @@ impl Recording {
         let Self {
             attached,
             drops,
+            filter_full,
             stop,
             drain,
             writer,
@@ -331,11 +342,11 @@ impl Recording {
         let (seeded, attach_time) = (attached.seeded, attached.attach_time);
         let skipped = attached.skipped.clone();
         let mechanism = attached.mechanism;
-        let missed_runs = attached.missed_runs();
-        let untraced_tasks = attached.untraced_tasks();
+        let skipped_task_events = attached.skipped_task_events();
         // Dropping the programs closes their perf links: no probe stays.
         let end_mono = monotonic_ns();
         let detached = attached.detach();
+        let untraced_tasks = filter_full.get(&0, 0).unwrap_or(0);
         stop.store(true, std::sync::atomic::Ordering::Release);
         let counts = drain
             .join()
@@ -351,10 +362,10 @@ impl Recording {
             stop_reason: reason.into(),
             index: Vec::new(),
             entries_removed_ns: detached.entries_removed_ns,
-            missed_runs,
-            malformed: counts.malformed,
-            unknown_probe: counts.unknown_probe,
-            untraced_tasks,
+            skipped_task_events: Some(skipped_task_events),
+            malformed: Some(counts.malformed),
+            unknown_probe: Some(counts.unknown_probe),
+            untraced_tasks: Some(untraced_tasks),
         };
         let _ = footer_tx.send(footer);
         let bytes_written = writer
@@ -368,7 +379,7 @@ impl Recording {
             attach_time,
             detach_time: detached.took,
             mechanism,
-            missed_runs,
+            skipped_task_events,
             untraced_tasks,
             processes_at_start: seeded,
             skipped,

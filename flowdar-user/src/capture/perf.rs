@@ -10,8 +10,9 @@ use aya::{
 };
 
 use super::{
-    loader::{io_reason, program, Attached, Links},
-    multi, CaptureError,
+    loader::{program, Attached, Links},
+    sys::{io_reason, ENOTSUPP},
+    CaptureError,
 };
 use crate::probes::ResolvedProbe;
 
@@ -95,7 +96,7 @@ fn error_reason(e: &CaptureError) -> String {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.raw_os_error() == Some(multi::ENOTSUPP) {
+            if io.raw_os_error() == Some(ENOTSUPP) {
                 return io_reason(io);
             }
         }

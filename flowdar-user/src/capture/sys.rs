@@ -51,3 +51,16 @@ pub(super) fn recursion_misses(prog: BorrowedFd<'_>) -> io::Result<u64> {
     raw_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     Ok(info.recursion_misses)
 }
+
+/// The kernel's ENOTSUPP (not in libc): an instruction a uprobe cannot replace.
+pub const ENOTSUPP: i32 = 524;
+
+/// Why the kernel refused a uprobe, compactly.
+pub(super) fn io_reason(e: &std::io::Error) -> String {
+    // ENOTSUPP (524) is kernel-internal: libc has no name for it.
+    if e.raw_os_error() == Some(ENOTSUPP) {
+        "ENOTSUPP: the kernel cannot place a uprobe on its first instruction".into()
+    } else {
+        e.to_string()
+    }
+}

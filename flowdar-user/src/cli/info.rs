@@ -58,8 +58,8 @@ struct Info {
     stop_reason: Option<String>,
     kernel_drops: Option<u64>,
     user_drops: Option<u64>,
-    /// Runs of Flowdar's programs the kernel skipped (recursion on a CPU).
-    missed_runs: Option<u64>,
+    /// Fork/exit tracepoint runs the kernel skipped (recursion guard).
+    skipped_task_events: Option<u64>,
     /// Records the drain could not decode, and events of unknown probes.
     malformed: Option<u64>,
     unknown_probe: Option<u64>,
@@ -125,10 +125,10 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         stop_reason: footer.as_ref().map(|f| f.stop_reason.clone()),
         kernel_drops: footer.as_ref().map(|f| f.total_kernel_drops()),
         user_drops: footer.as_ref().map(|f| f.total_user_drops()),
-        missed_runs: footer.as_ref().map(|f| f.missed_runs),
-        malformed: footer.as_ref().map(|f| f.malformed),
-        unknown_probe: footer.as_ref().map(|f| f.unknown_probe),
-        untraced_tasks: footer.as_ref().map(|f| f.untraced_tasks),
+        skipped_task_events: footer.as_ref().and_then(|f| f.skipped_task_events),
+        malformed: footer.as_ref().and_then(|f| f.malformed),
+        unknown_probe: footer.as_ref().and_then(|f| f.unknown_probe),
+        untraced_tasks: footer.as_ref().and_then(|f| f.untraced_tasks),
         warnings: reader.warnings().iter().map(ToString::to_string).collect(),
         probes: h
             .probes
@@ -185,10 +185,10 @@ fn print_text(i: &Info) {
         EVENT_SIZE
     );
     println!(
-        "lost         {} in the kernel, {} in user space; {} runs skipped by the kernel, {} malformed records, {} of unknown probes",
+        "lost         {} in the kernel, {} in user space; {} fork/exit events skipped by the kernel, {} malformed records, {} of unknown probes",
         opt(i.kernel_drops),
         opt(i.user_drops),
-        opt(i.missed_runs),
+        opt(i.skipped_task_events),
         opt(i.malformed),
         opt(i.unknown_probe)
     );

@@ -83,7 +83,15 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     }
     args.select.check_server(args.pid)?;
     check_output(&args.output, args.force)?;
-    let probes = probes::resolve(args.pid, &requests, &args.select.debug_dir)?;
+    let (probes, targets) =
+        probes::resolve_with_targets(args.pid, &requests, &args.select.debug_dir)?;
+    // Say when a target was found by what it defines, not by its name.
+    for (target, path, why) in targets
+        .iter()
+        .filter(|(_, _, why)| why.starts_with("defines"))
+    {
+        eprintln!("Target {target} is {} (it {why}).", path.display());
+    }
     let opts = RecordOptions {
         pid: args.pid,
         probes,
@@ -109,6 +117,16 @@ pub(super) fn check_output(path: &std::path::Path, force: bool) -> anyhow::Resul
     use crate::store::StoreError;
     if path.exists() && !force {
         return Err(StoreError::Exists { path: path.into() }.into());
+    }
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(StoreError::Create {
+            path: path.into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "it is a symbolic link, which flowdar does not write through",
+            ),
+        }
+        .into());
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -258,8 +276,9 @@ pub(super) fn record_until_stopped(
         };
         if recording.slow_detach() && recording.uprobe_count() > 100 {
             eprintln!(
-                "Stopping ({reason}): detaching {} perf-event uprobes one at a time (~0.1 s each)...",
-                recording.uprobe_count()
+                "Stopping ({reason}): detaching {} perf-event uprobes one at a time (~{} s each)...",
+                recording.uprobe_count(),
+                capture::PERF_DETACH_SECS_EACH
             );
         }
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
@@ -370,7 +389,7 @@ pub(super) fn print_summary(s: &RecordSummary) {
         .sum();
     if orphans > 0 {
         println!(
-            "\nReturns past calls ({orphans} in all) are calls that began while only the return probes were in place (they go in first on attach and come out last on detach, so no recorded call misses its return); analysis counts them as unmatched exits."
+            "\nReturns past calls ({orphans} in all) are calls that began while only the return probes were in place (they go in first on attach and come out last on detach, so a recorded call that ends while attached is always paired); analysis counts them as unmatched exits."
         );
     }
     if s.untraced_tasks > 0 {
@@ -379,10 +398,10 @@ pub(super) fn print_summary(s: &RecordSummary) {
             s.untraced_tasks
         );
     }
-    if s.missed_runs > 0 {
+    if s.skipped_task_events > 0 {
         println!(
-            "\nwarning: the kernel skipped {} runs of Flowdar's programs (a probe hit while one was already running on that CPU): those calls are missing from the trace",
-            s.missed_runs
+            "\nwarning: the kernel skipped {} runs of Flowdar's fork/exit programs (one of ours was already running on that CPU): forks may have gone unfollowed",
+            s.skipped_task_events
         );
     }
     if lost > 0 {

@@ -3,6 +3,7 @@
 //! in the target process.
 mod capture;
 mod config;
+mod locate;
 mod procmaps;
 mod profiles;
 mod resolve;
@@ -13,9 +14,12 @@ pub use capture::{Capture, Deref, ErrorRule, FieldRead};
 pub use config::{
     glob_matches, is_glob, line_col, ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION,
 };
+pub use locate::{locate, Located};
 pub use procmaps::{MappedFile, ProcMaps};
 pub use profiles::{profile_requests, Profile, ProfileError, PROFILES};
-pub use resolve::{locate, resolve, resolve_all, Located, Resolution, ResolveError, ResolvedProbe};
+pub use resolve::{
+    resolve, resolve_all, resolve_with_targets, Resolution, ResolveError, ResolvedProbe,
+};
 
 /// One function name or glob pattern to probe in one target (a path, or a
 /// library short name such as `libapr-1` looked up in the memory map).
@@ -57,11 +61,10 @@ impl ProbeRequest {
     }
 
     /// The function that identifies this request's target when its name
-    /// does not: the profile's rule, or the function itself if it is a name.
+    /// does not: only a probe file's `[[target]]` rule gives one (a plain
+    /// `--probe libssl:malloc` must not silently land in libc).
     pub fn identifying_function(&self) -> Option<&str> {
-        self.defines
-            .as_deref()
-            .or((!is_glob(&self.function)).then_some(self.function.as_str()))
+        self.defines.as_deref()
     }
 
     /// True when `name` is one of the exclusions.

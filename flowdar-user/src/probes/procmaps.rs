@@ -18,8 +18,7 @@ pub struct MappedFile {
 /// so that prefix, the target of the `/proc/PID/root` link, is taken off
 /// (and the target's own view, `/usr/sbin/httpd`, kept as its path). A
 /// candidate is taken only if it is the mapped inode.
-fn host_path(pid: u32, path: &Path, inode: u64) -> (PathBuf, PathBuf) {
-    use std::os::unix::fs::MetadataExt;
+fn host_path(pid: u32, path: &Path, id: Option<FileId>) -> (PathBuf, PathBuf) {
     let proc_root = PathBuf::from(format!("/proc/{pid}/root"));
     let relative = path.strip_prefix("/").unwrap_or(path);
     // (the path as the target sees it, where we reach it)
@@ -31,12 +30,40 @@ fn host_path(pid: u32, path: &Path, inode: u64) -> (PathBuf, PathBuf) {
             }
         }
     }
-    let is_it = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode);
+    let is_it = |p: &Path| id.is_some_and(|id| std::fs::metadata(p).is_ok_and(|m| id.is(&m)));
     candidates
         .iter()
-        .find(|(_, host)| inode != 0 && is_it(host))
+        .find(|(_, host)| is_it(host))
         .unwrap_or(&candidates[0])
         .clone()
+}
+
+/// A mapped file's identity as /proc/PID/maps gives it: device
+/// (`major:minor`, hex) and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    major: u32,
+    minor: u32,
+    inode: u64,
+}
+
+impl FileId {
+    fn parse(dev: &str, inode: &str) -> Option<Self> {
+        let (major, minor) = dev.split_once(':')?;
+        let id = Self {
+            major: u32::from_str_radix(major, 16).ok()?,
+            minor: u32::from_str_radix(minor, 16).ok()?,
+            inode: inode.parse().ok()?,
+        };
+        (id.inode != 0).then_some(id)
+    }
+
+    fn is(&self, m: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        m.ino() == self.inode
+            && libc::major(m.dev()) == self.major
+            && libc::minor(m.dev()) == self.minor
+    }
 }
 
 /// The executable file mappings of one process.
@@ -55,10 +82,12 @@ impl ProcMaps {
     /// Parses maps text; only executable file-backed mappings are kept.
     pub fn parse(pid: u32, text: &str) -> Self {
         let mut files: Vec<MappedFile> = Vec::new();
+        // Paths as the maps spell them (before a chroot prefix comes off).
+        let mut seen: Vec<PathBuf> = Vec::new();
         for line in text.lines() {
             // address perms offset dev inode path (path may contain spaces)
             let mut parts = line.splitn(6, ' ');
-            let (Some(_), Some(perms), Some(_), Some(_), Some(inode), Some(rest)) = (
+            let (Some(_), Some(perms), Some(_), Some(dev), Some(inode), Some(rest)) = (
                 parts.next(),
                 parts.next(),
                 parts.next(),
@@ -73,10 +102,12 @@ impl ProcMaps {
                 continue;
             }
             let path = PathBuf::from(path);
-            if files.iter().any(|f| f.path == path) {
+            if seen.contains(&path) {
                 continue;
             }
-            let (path, host_path) = host_path(pid, &path, inode.parse().unwrap_or(0));
+            seen.push(path.clone());
+            let id = FileId::parse(dev, inode);
+            let (path, host_path) = host_path(pid, &path, id);
             files.push(MappedFile { path, host_path });
         }
         Self { pid, files }
@@ -167,5 +198,30 @@ mod tests {
             Path::new("/usr/sbin/apache2")
         );
         assert!(m.find("/usr/bin/nginx").is_err());
+    }
+
+    #[test]
+    fn a_file_is_known_by_its_device_and_inode() {
+        use std::os::unix::fs::MetadataExt;
+        let exe = std::env::current_exe().unwrap();
+        let m = std::fs::metadata(&exe).unwrap();
+        let dev = format!("{:x}:{:x}", libc::major(m.dev()), libc::minor(m.dev()));
+        let id = FileId::parse(&dev, &m.ino().to_string()).unwrap();
+        assert!(id.is(&m));
+        let other = std::fs::metadata("/proc/self/maps").unwrap();
+        assert!(!id.is(&other));
+        assert_eq!(FileId::parse("00:00", "0"), None, "anonymous mappings");
+    }
+
+    #[test]
+    fn our_own_files_are_reached_through_our_root() {
+        let maps = ProcMaps::read(std::process::id()).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let me = maps.files.iter().find(|f| f.path == exe).unwrap();
+        assert_eq!(
+            me.host_path,
+            Path::new(&format!("/proc/{}/root", std::process::id()))
+                .join(exe.strip_prefix("/").unwrap())
+        );
     }
 }

@@ -69,6 +69,20 @@ mod tests {
     }
 
     #[test]
+    fn apache_targets_carry_their_identifying_functions() {
+        for r in profile_requests("apache:request,io").unwrap() {
+            let want = match r.target.as_str() {
+                "apache2" => "ap_read_request",
+                "libapr-1" => "apr_socket_recv",
+                other => panic!("unexpected target {other}"),
+            };
+            assert_eq!(r.identifying_function(), Some(want), "{r}");
+        }
+        let plain: ProbeRequest = "apache2:ap_read_request".parse().unwrap();
+        assert_eq!(plain.identifying_function(), None, "--probe: by name only");
+    }
+
+    #[test]
     fn selections_combine_sets() {
         let r = profile_requests("apache:request,io").unwrap();
         assert!(r.iter().any(|r| r.function == "ap_read_request"));

@@ -8,7 +8,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{config::is_glob, Capture, MappedFile, ProbeRequest, ProcMaps};
+use super::{config::is_glob, locate, Capture, MappedFile, ProbeRequest, ProcMaps};
 use crate::symbols::{ElfSymbols, SymbolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,61 +115,11 @@ pub struct Resolution {
     pub probes: Vec<ResolvedProbe>,
     pub failures: Vec<(ProbeRequest, ResolveError)>,
     /// Each target named by the requests, the file it matched and why.
-    pub targets: Vec<(String, PathBuf, String)>,
+    pub targets: Vec<TargetMatch>,
 }
 
-/// A request's target found in the process, and why that file.
-#[derive(Debug, Clone)]
-pub struct Located<'m> {
-    pub file: &'m MappedFile,
-    /// "path", "file name", or "defines ap_read_request".
-    pub why: String,
-}
-
-/// The mapped file a request's target names: a path the process maps, a
-/// file whose name is the short name (`apache2`, `libapr-1` for
-/// `libapr-1.so.0`), or, when no file has that name, the mapped file that
-/// defines the request's identifying function (the server binary called
-/// `httpd`, APR linked statically into it): targets are matched by what
-/// they are, not by Debian's file names. `Err` lists the candidates seen.
-pub fn locate<'m>(
-    maps: &'m ProcMaps,
-    req: &ProbeRequest,
-) -> Result<Located<'m>, Vec<&'m MappedFile>> {
-    let by_name = maps.find(&req.target);
-    let why = if req.target.contains('/') {
-        "path"
-    } else {
-        "file name"
-    };
-    let candidates = match by_name {
-        Ok(file) => {
-            return Ok(Located {
-                file,
-                why: why.into(),
-            })
-        }
-        Err(c) if req.target.contains('/') => return Err(c),
-        Err(c) => c,
-    };
-    let Some(function) = req.identifying_function() else {
-        return Err(candidates);
-    };
-    // Among same-named files (ambiguous), or else all: the main executable
-    // first, then libraries in map order.
-    let pool: Vec<&MappedFile> = if candidates.is_empty() {
-        maps.files.iter().collect()
-    } else {
-        candidates.clone()
-    };
-    pool.into_iter()
-        .find(|f| ElfSymbols::defines(&f.host_path, function))
-        .map(|file| Located {
-            file,
-            why: format!("defines {function}"),
-        })
-        .ok_or(candidates)
-}
+/// A target, the file it matched in the process, and why that file.
+pub type TargetMatch = (String, PathBuf, String);
 
 /// Resolves every request against process `pid`; the first request that
 /// cannot be resolved is the error. Duplicates collapse into one probe.
@@ -178,10 +128,20 @@ pub fn resolve(
     requests: &[ProbeRequest],
     debug_root: &Path,
 ) -> Result<Vec<ResolvedProbe>, ResolveError> {
+    resolve_with_targets(pid, requests, debug_root).map(|(probes, _)| probes)
+}
+
+/// [`resolve`], also returning each target's file and why it matched (as
+/// in [`Resolution::targets`]), for commands that say so.
+pub fn resolve_with_targets(
+    pid: u32,
+    requests: &[ProbeRequest],
+    debug_root: &Path,
+) -> Result<(Vec<ResolvedProbe>, Vec<TargetMatch>), ResolveError> {
     let maps = ProcMaps::read(pid).map_err(|source| ResolveError::Maps { pid, source })?;
     let mut r = resolve_all(&maps, requests, debug_root);
     match r.failures.is_empty() {
-        true => Ok(r.probes),
+        true => Ok((r.probes, r.targets)),
         false => Err(r.failures.swap_remove(0).1),
     }
 }

@@ -100,20 +100,22 @@ pub struct TraceFooter {
     /// stayed until the detach ended (0 in older traces).
     #[serde(default)]
     pub entries_removed_ns: u64,
-    /// Runs of Flowdar's kernel programs the kernel skipped (recursion on a
-    /// CPU): events missing from the trace that no drop counter saw.
+    /// Runs of the fork/exit tracepoint programs the kernel skipped (its BPF
+    /// recursion guard: one of ours was already running on that CPU), so a
+    /// fork may have gone unfollowed. `None` in traces from before it was
+    /// counted (as for the counters below): unknown, not zero.
     #[serde(default)]
-    pub missed_runs: u64,
+    pub skipped_task_events: Option<u64>,
     /// Ring-buffer records too short to be an event, and events naming a
     /// probe id outside the table: dropped by the drain, counted here.
     #[serde(default)]
-    pub malformed: u64,
+    pub malformed: Option<u64>,
     #[serde(default)]
-    pub unknown_probe: u64,
+    pub unknown_probe: Option<u64>,
     /// Processes and threads forked by the server that found the in-kernel
     /// process filter full: their calls are not in the trace.
     #[serde(default)]
-    pub untraced_tasks: u64,
+    pub untraced_tasks: Option<u64>,
 }
 
 /// One event chunk's place in the file.

@@ -306,3 +306,22 @@ fn force_over_a_world_readable_file_leaves_the_trace_private() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn force_never_writes_through_a_symbolic_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    let link = dir.path().join("t.flowdar");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let err = TraceWriter::create(&link, &header(1), true)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    // Without --force the link is an existing file, refused as such.
+    assert!(matches!(
+        TraceWriter::create(&link, &header(1), false),
+        Err(StoreError::Exists { .. })
+    ));
+}

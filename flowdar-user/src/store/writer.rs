@@ -28,19 +28,45 @@ pub struct TraceWriter {
     masked: Vec<Event>,
 }
 
+/// Opens the trace output. A new file is created 0600 (traces hold pointers
+/// and timings of a production server), never through a symbolic link.
+/// With `force`, an existing regular file is replaced by a new one (so it
+/// does not keep a wider mode), a symbolic link is refused (writing through
+/// it would truncate its target), and anything else, a device such as
+/// `/dev/null`, is written as it is.
+fn open_output(path: &Path, force: bool) -> std::io::Result<std::fs::File> {
+    let create = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+    };
+    if !force {
+        return create();
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is a symbolic link, which flowdar does not write through",
+        )),
+        Ok(m) if m.is_file() => {
+            std::fs::remove_file(path)?;
+            create()
+        }
+        Ok(_) => OpenOptions::new().write(true).open(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(),
+        Err(e) => Err(e),
+    }
+}
+
 impl TraceWriter {
     /// Creates `path` with mode 0600 (traces hold pointers and timings of a
     /// production server) and writes the header. Refuses an existing file
     /// unless `force`.
     pub fn create(path: &Path, header: &TraceHeader, force: bool) -> Result<Self, StoreError> {
-        let mut opts = OpenOptions::new();
-        opts.write(true).mode(0o600);
-        if force {
-            opts.create(true).truncate(true);
-        } else {
-            opts.create_new(true);
-        }
-        let file = opts.open(path).map_err(|source| {
+        let file = open_output(path, force).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 StoreError::Exists { path: path.into() }
             } else {
@@ -50,17 +76,6 @@ impl TraceWriter {
                 }
             }
         })?;
-        // An existing file keeps its mode through O_TRUNC: a trace holds
-        // what the server did, so make it the owner's alone (regular files
-        // only: `-o /dev/null` must not change a device's mode).
-        if file.metadata().is_ok_and(|m| m.is_file()) {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(|source| StoreError::Create {
-                    path: path.into(),
-                    source,
-                })?;
-        }
         let mut w = Self {
             path: path.into(),
             file,

@@ -69,7 +69,7 @@ const VIRTME_NG: &str = "1.42";
 const VNG_MEMORY: &str = "3G";
 const VNG_CPUS: &str = "2";
 /// Past this a guest is killed and its unfinished checks count as failed:
-/// a hung guest costs CI at most this (a whole guest takes ~2.5 min here).
+/// a hung guest costs CI at most this (a whole guest takes 3-5 min here).
 const GUEST_DEADLINE: Duration = Duration::from_secs(12 * 60);
 
 fn workspace_root() -> PathBuf {

@@ -30,8 +30,7 @@ use aya_obj::generated::{
 
 use crate::capture::sys::{sys_bpf, zeroed_attr};
 
-/// The kernel's ENOTSUPP (not in libc): an instruction a uprobe cannot replace.
-pub const ENOTSUPP: i32 = 524;
+use crate::capture::sys::ENOTSUPP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MultiError {

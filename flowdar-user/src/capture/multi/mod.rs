@@ -13,10 +13,11 @@ use std::{
 };
 
 use link::{attach, load, predicted_refusals};
-pub use link::{probe_support, MultiError, ENOTSUPP};
+pub use link::{probe_support, MultiError};
 
 use super::{
-    loader::{io_reason, Attached, Links},
+    loader::{Attached, Links},
+    sys::{io_reason, ENOTSUPP},
     CaptureError,
 };
 use crate::probes::ResolvedProbe;
@@ -55,7 +56,7 @@ pub(super) fn attach_multi(
     attached.links = Links::Multi {
         entries,
         exits,
-        _programs: programs,
+        programs,
     };
     result
 }
