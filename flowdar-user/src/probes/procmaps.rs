@@ -30,10 +30,19 @@ fn host_path(pid: u32, path: &Path, id: Option<FileId>) -> (PathBuf, PathBuf) {
             }
         }
     }
-    let is_it = |p: &Path| id.is_some_and(|id| std::fs::metadata(p).is_ok_and(|m| id.is(&m)));
+    let meta = |p: &Path| std::fs::metadata(p).ok();
+    let same_file = |p: &Path| id.is_some_and(|id| meta(p).is_some_and(|m| id.is(&m)));
+    // Some filesystems (9p, overlays) report another device in the maps
+    // than stat does: fall back to the inode alone.
+    let same_inode = |p: &Path| {
+        id.is_some_and(|id| {
+            meta(p).is_some_and(|m| std::os::unix::fs::MetadataExt::ino(&m) == id.inode)
+        })
+    };
     candidates
         .iter()
-        .find(|(_, host)| is_it(host))
+        .find(|(_, host)| same_file(host))
+        .or_else(|| candidates.iter().find(|(_, host)| same_inode(host)))
         .unwrap_or(&candidates[0])
         .clone()
 }
