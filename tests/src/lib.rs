@@ -454,6 +454,18 @@ pub fn leftover_tracefs_uprobes() -> Vec<String> {
         .collect()
 }
 
+/// `n` requests, each on a fresh connection, one at a time; all answered.
+pub fn fresh_connections(apache: &flowdar::server::ThrowawayApache, n: usize) {
+    let plan = flowdar::server::LoadPlan {
+        connections: n,
+        requests_per_connection: 1,
+        concurrency: 1,
+        ..Default::default()
+    };
+    let r = flowdar::server::run_load(apache.addr(), &plan);
+    assert_eq!((r.ok, r.errors), (n, 0), "every request must be answered");
+}
+
 /// An event-MPM Apache with 4 workers in 1 child: workers blocked in
 /// `ap_queue_pop_something` before attach (whose return the kernel cannot
 /// report) are recycled after a few connections.

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar::server::{ApacheOptions, ThrowawayApache};
 use flowdar_common::EventKind::{Entry, Exit};
 use flowdar_tests::*;
 
@@ -94,17 +94,6 @@ fn shared_dir() -> (tempfile::TempDir, PathBuf) {
     .unwrap();
     let out = dir.path().join("t.flowdar");
     (dir, out)
-}
-
-fn fresh_connections(apache: &ThrowawayApache, n: usize) {
-    let plan = LoadPlan {
-        connections: n,
-        requests_per_connection: 1,
-        concurrency: 1,
-        ..Default::default()
-    };
-    let r = run_load(apache.addr(), &plan);
-    assert_eq!((r.ok, r.errors), (n, 0), "every request must be answered");
 }
 
 /// `Uid:` (real, effective) and `CapEff:` of a running process.

@@ -2,22 +2,11 @@
 //! exact call counts, checked against bpftrace watching the same workload.
 use std::time::Duration;
 
-use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar::server::{ApacheOptions, ThrowawayApache};
 use flowdar_common::EventKind::{Entry, Exit};
 use flowdar_tests::*;
 
 const CONNECTIONS: usize = 50;
-
-fn fresh_connections(apache: &ThrowawayApache, n: usize) {
-    let plan = LoadPlan {
-        connections: n,
-        requests_per_connection: 1,
-        concurrency: 1,
-        ..Default::default()
-    };
-    let r = run_load(apache.addr(), &plan);
-    assert_eq!((r.ok, r.errors), (n, 0), "every request must be answered");
-}
 
 #[test]
 fn exact_counts_on_fresh_connections_match_bpftrace() {
