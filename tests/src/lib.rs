@@ -124,10 +124,22 @@ impl Background {
         let mut child = self.child.take().unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
-        let status = wait_timeout(&mut child, Duration::from_secs(60));
+        let status = match wait_timeout(&mut child, Duration::from_secs(60)) {
+            Ok(s) => s,
+            Err(stuck) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{stuck}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+        };
         // Give the pumps a moment to collect the last lines.
         std::thread::sleep(Duration::from_millis(100));
-        (status.and_then(|s| s.code()), self.stdout(), self.stderr())
+        (status.code(), self.stdout(), self.stderr())
     }
 }
 
@@ -140,18 +152,46 @@ impl Drop for Background {
     }
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus, String> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
+            return Ok(s);
         }
         if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process {} did not exit within {timeout:?}", child.id());
+            return Err(format!(
+                "process {} did not exit within {timeout:?}; where its threads were:\n{}",
+                child.id(),
+                thread_stacks(child.id())
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Each thread of `pid`: name, state and kernel stack (as root), so that a
+/// hang says where it hangs.
+fn thread_stacks(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(gone)".into();
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        let state = read("status")
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or_default()
+            .to_string();
+        out.push_str(&format!(
+            "-- tid {} ({}) {state}\n{}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("stack")
+        ));
+    }
+    out
 }
 
 /// A trace file's path in a temp dir of its own, removed on drop; derefs to
