@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod capture;
 pub mod cli;
 pub mod experiment;
+pub mod import;
 pub mod probes;
 pub mod render;
 pub mod server;

@@ -2,6 +2,7 @@
 //!
 //! Every command that needs tools runs `setup` first, so the README's two
 //! commands work on a fresh machine.
+mod install;
 mod kernels;
 mod setup;
 mod tasks;
@@ -30,6 +31,23 @@ enum Command {
         /// Skip rustfmt and clippy.
         #[arg(long)]
         no_lint: bool,
+    },
+    /// Set up, build (release) and install `flowdar`: the binary (debug
+    /// info split into PREFIX/bin/.debug/flowdar.debug), bash/zsh/fish
+    /// completions and a man page per subcommand (`man flowdar-record`).
+    Install {
+        /// Installation prefix.
+        #[arg(long, default_value = install::DEFAULT_PREFIX)]
+        prefix: std::path::PathBuf,
+        /// Install the release binary already built (target/release/flowdar).
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Remove what `cargo xtask install` put under the prefix.
+    Uninstall {
+        /// Installation prefix.
+        #[arg(long, default_value = install::DEFAULT_PREFIX)]
+        prefix: std::path::PathBuf,
     },
     /// Set up, build, and run the built-in DoS experiment: a throwaway Apache
     /// on loopback, normal load, then the same load under a Slowloris attack.
@@ -79,6 +97,9 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Build => tasks::build(),
         Command::Test { filter, no_lint } => tasks::test(filter.as_deref(), !no_lint),
+        Command::Install { prefix, no_build } => (if no_build { Ok(()) } else { tasks::build() })
+            .and_then(|()| install::install(&tasks::release_binary(), &prefix)),
+        Command::Uninstall { prefix } => install::uninstall(&prefix),
         Command::Demo => tasks::demo(),
         Command::Lint => setup::run().and_then(|env| tasks::lint(&env)),
         Command::Fuzz { seconds } => setup::run().and_then(|env| tasks::fuzz(&env, seconds)),

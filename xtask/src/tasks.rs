@@ -18,6 +18,11 @@ fn cargo(env: &Env) -> Command {
     c
 }
 
+/// The release binary `cargo xtask build` makes.
+pub fn release_binary() -> PathBuf {
+    workspace_root().join("target/release/flowdar")
+}
+
 pub fn build() -> Result<()> {
     let env = setup::run()?;
     run_cmd(cargo(&env).args(["build", "--release", "-p", "flowdar-user"]))?;

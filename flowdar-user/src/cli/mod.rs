@@ -7,8 +7,10 @@ mod dump;
 mod experiment;
 mod flows;
 mod format;
+mod import;
 mod info;
 mod kernel;
+mod manual;
 mod probes;
 mod record;
 mod render;
@@ -53,10 +55,15 @@ enum Command {
     Simplify(simplify::SimplifyArgs),
     Render(render::RenderArgs),
     Export(render::ExportArgs),
+    Import(import::ImportArgs),
     Info(info::InfoArgs),
     Demo(demo::DemoArgs),
     Experiment(experiment::ExperimentArgs),
     Kernel(kernel::KernelArgs),
+    #[command(hide = true)]
+    Completions(manual::CompletionsArgs),
+    #[command(hide = true)]
+    Man(manual::ManArgs),
 }
 
 /// Runs the command line of this process.
@@ -73,10 +80,13 @@ pub fn run() -> anyhow::Result<()> {
         Command::Simplify(a) => simplify::run(a),
         Command::Render(a) => render::run(a),
         Command::Export(a) => render::export(a),
+        Command::Import(a) => import::run(a),
         Command::Info(a) => info::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Experiment(a) => experiment::run(a),
         Command::Kernel(a) => kernel::run(a),
+        Command::Completions(a) => manual::completions(a),
+        Command::Man(a) => manual::man(a),
     }
 }
 

@@ -144,28 +144,109 @@ pub enum Format {
 /// Export a trace for other tools: Perfetto/Chrome trace JSON (one track
 /// per thread, nested slices, arguments, hand-off flow arrows), or `events`
 /// and `calls` tables (function, object, pid, tid, session, start, duration,
-/// self time, depth, in_flight, arguments, return value) as Parquet or CSV
-/// for DuckDB, Spark or DataFusion.
+/// self time, depth, in_flight, arguments, return value, trace id) as
+/// Parquet or CSV for DuckDB, Spark or DataFusion. With --dataset, the
+/// Parquet tables are appended to a hive-partitioned dataset shared by many
+/// traces: DIR/calls/host=H/run=R/phase=P/calls-<trace id>.parquet and the
+/// same under DIR/events (schema and layout: docs/dataset.md).
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    flowdar export t.flowdar --format perfetto -o t.json\n  \
+    flowdar export t.flowdar --format parquet -o t-tables\n  \
+    flowdar export normal.flowdar --format parquet --dataset lab --host web1 --run r1 --phase normal")]
 pub struct ExportArgs {
     pub trace: PathBuf,
     #[arg(long, value_enum)]
     pub format: Format,
     /// Output file (perfetto) or directory (parquet, csv).
-    #[arg(long, short)]
-    pub output: PathBuf,
+    #[arg(long, short, required_unless_present = "dataset")]
+    pub output: Option<PathBuf>,
+    /// Append to this Parquet dataset instead (created if missing). A trace
+    /// already in it is refused.
+    #[arg(long, value_name = "DIR", conflicts_with = "output")]
+    pub dataset: Option<PathBuf>,
+    /// The dataset's host partition [default: the host named in the trace].
+    #[arg(long, requires = "dataset")]
+    pub host: Option<String>,
+    /// The run partition [default: the trace's file name without .flowdar;
+    /// for a trace in a `flowdar experiment` directory, that directory's name].
+    #[arg(long, requires = "dataset")]
+    pub run: Option<String>,
+    /// The phase partition [default: `all`; for a trace in a `flowdar
+    /// experiment` directory, its phase: the file name without .flowdar].
+    #[arg(long, requires = "dataset")]
+    pub phase: Option<String>,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    if let Some(root) = &args.dataset {
+        return export_dataset(&args, root);
+    }
+    let output = args
+        .output
+        .as_ref()
+        .expect("clap requires --output or --dataset");
     let exporter: Box<dyn Exporter> = match args.format {
         Format::Perfetto => Box::new(render::Perfetto),
         Format::Parquet => Box::new(render::Tables(TableFormat::Parquet)),
         Format::Csv => Box::new(render::Tables(TableFormat::Csv)),
     };
     exporter
-        .export(&args.trace, &args.output, &ExportOptions::default())
-        .map_err(|e| named(e, &args.output))?;
-    println!("wrote {} ({})", args.output.display(), exporter.name());
+        .export(&args.trace, output, &ExportOptions::default())
+        .map_err(|e| named(e, output))?;
+    println!("wrote {} ({})", output.display(), exporter.name());
+    Ok(())
+}
+
+/// The partition a trace goes to when flags leave it open: a trace in a
+/// `flowdar experiment` output directory (it holds report.md) is phase
+/// FILE of run DIR; any other is run FILE, phase `all`.
+fn default_partition(args: &ExportArgs, host: &str) -> render::Partition {
+    let stem = args
+        .trace
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let dir = args
+        .trace
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    let experiment = dir.as_ref().filter(|d| d.join("report.md").is_file());
+    let (run, phase) = match experiment {
+        Some(d) => (
+            d.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            stem,
+        ),
+        None => (stem, "all".to_string()),
+    };
+    render::Partition {
+        host: args.host.clone().unwrap_or_else(|| host.to_string()),
+        run: args.run.clone().unwrap_or(run),
+        phase: args.phase.clone().unwrap_or(phase),
+    }
+}
+
+fn export_dataset(args: &ExportArgs, root: &std::path::Path) -> anyhow::Result<()> {
+    if !matches!(args.format, Format::Parquet) {
+        bail!("--dataset writes Parquet: pass --format parquet");
+    }
+    let header = crate::store::TraceReader::open(&args.trace)?
+        .header()
+        .clone();
+    let partition = default_partition(args, &header.host);
+    let done = render::append_to_dataset(&args.trace, root, &partition)?;
+    println!(
+        "appended {} (trace {}) to {}: host={} run={} phase={}, {} calls, {} events",
+        args.trace.display(),
+        done.trace_id,
+        root.display(),
+        partition.host,
+        partition.run,
+        partition.phase,
+        done.rows.1,
+        done.rows.0
+    );
     Ok(())
 }
 

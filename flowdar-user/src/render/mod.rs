@@ -1,6 +1,7 @@
 //! Pictures and exports of traces: sequence diagrams (SVG and interactive
 //! HTML), flame graphs (inferno), Perfetto/Chrome trace JSON, and Parquet or
 //! CSV tables. Every format is one file behind the [`Exporter`] trait.
+mod dataset;
 mod flame;
 mod html;
 mod perfetto;
@@ -10,12 +11,13 @@ mod tables;
 
 use std::path::Path;
 
+pub use dataset::{append as append_to_dataset, Appended, DatasetError, Partition};
 pub use flame::{differential, flamegraph, folded};
 pub use html::{data_json, page};
 pub use perfetto::perfetto_json;
 pub use scene::{build as build_scene, component, Lanes, Scene, SceneOptions};
 pub use sequence::{dots, svg as sequence_svg};
-pub use tables::{export_tables, TableFormat};
+pub use tables::{export_tables, trace_id, write_tables, TableFormat, TablePaths, SCHEMA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

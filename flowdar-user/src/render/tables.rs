@@ -17,6 +17,12 @@ use crate::analysis::{scan, Call, SessionTracker};
 /// Rows per record batch: bounded memory whatever the trace size.
 const BATCH: usize = 64 * 1024;
 
+/// Version of the `calls` and `events` columns (docs/dataset.md). Bump it
+/// when a column is added, removed, renamed or retyped; the test
+/// `schema_is_version_1` pins the columns of each version. Written into
+/// every Parquet file's key-value metadata as `flowdar.schema_version`.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {
     Parquet,
@@ -40,6 +46,7 @@ fn calls_schema() -> Arc<Schema> {
         u64f("arg1", false),
         u64f("arg2", false),
         u64f("ret", true),
+        Field::new("trace_id", DataType::Utf8, false),
     ]))
 }
 
@@ -54,7 +61,26 @@ fn events_schema() -> Arc<Schema> {
         Field::new("arg0", DataType::UInt64, false),
         Field::new("arg1", DataType::UInt64, false),
         Field::new("arg2", DataType::UInt64, false),
+        Field::new("trace_id", DataType::Utf8, false),
     ]))
+}
+
+/// A trace's identity: FNV-1a (64 bits) of its header, which holds the
+/// host, start times, target and command line of the recording. Stable
+/// across exports of the same file, so a dataset can refuse a second copy.
+pub fn trace_id(header: &crate::store::TraceHeader) -> String {
+    let json = serde_json::to_vec(header).expect("header serialises");
+    let h = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// Where [`write_tables`] puts the two tables.
+#[derive(Debug, Clone)]
+pub struct TablePaths {
+    pub events: std::path::PathBuf,
+    pub calls: std::path::PathBuf,
 }
 
 /// A Parquet or CSV file receiving record batches.
@@ -64,20 +90,16 @@ enum Sink {
 }
 
 impl Sink {
-    fn create(
-        dir: &Path,
-        name: &str,
-        schema: Arc<Schema>,
-        format: TableFormat,
-    ) -> Result<Self, RenderError> {
-        let ext = if format == TableFormat::Parquet {
-            "parquet"
-        } else {
-            "csv"
-        };
-        let file = File::create(dir.join(format!("{name}.{ext}")))?;
+    fn create(path: &Path, schema: Arc<Schema>, format: TableFormat) -> Result<Self, RenderError> {
+        let file = File::create(path)?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+                "flowdar.schema_version".into(),
+                SCHEMA_VERSION.to_string(),
+            )]))
+            .build();
         Ok(match format {
-            TableFormat::Parquet => Sink::Parquet(ArrowWriter::try_new(file, schema, None)?),
+            TableFormat::Parquet => Sink::Parquet(ArrowWriter::try_new(file, schema, Some(props))?),
             TableFormat::Csv => Sink::Csv(arrow_csv::Writer::new(file)),
         })
     }
@@ -106,14 +128,33 @@ pub fn export_tables(
     format: TableFormat,
 ) -> Result<(u64, u64), RenderError> {
     std::fs::create_dir_all(dir)?;
+    let ext = match format {
+        TableFormat::Parquet => "parquet",
+        TableFormat::Csv => "csv",
+    };
+    let paths = TablePaths {
+        events: dir.join(format!("events.{ext}")),
+        calls: dir.join(format!("calls.{ext}")),
+    };
+    write_tables(trace, &paths, format)
+}
+
+/// Writes the `events` and `calls` tables of `trace` to `paths`; returns
+/// the row counts (events, calls).
+pub fn write_tables(
+    trace: &Path,
+    paths: &TablePaths,
+    format: TableFormat,
+) -> Result<(u64, u64), RenderError> {
     let header = crate::store::TraceReader::open(trace)?.header().clone();
+    let id = trace_id(&header);
     let names: Vec<String> = header.probes.iter().map(|p| p.display_name()).collect();
     let objects: Vec<String> = header.probes.iter().map(|p| p.object_name()).collect();
     // Pass 1: sessions, to label calls with theirs.
     let mut tracker = SessionTracker::new(&header.probes);
     scan(trace, |_| {}, |c| tracker.add(c))?;
     let mut windows: Vec<(u32, u64, u64, u64)> = tracker
-        .finish()
+        .finish(&Default::default())
         .iter()
         .flat_map(|s| s.windows.iter().map(move |&(t, a, b)| (t, a, b, s.id)))
         .collect();
@@ -129,8 +170,8 @@ pub fn export_tables(
     };
 
     let (mut ev_sink, mut call_sink) = (
-        Sink::create(dir, "events", events_schema(), format)?,
-        Sink::create(dir, "calls", calls_schema(), format)?,
+        Sink::create(&paths.events, events_schema(), format)?,
+        Sink::create(&paths.calls, calls_schema(), format)?,
     );
     let (mut ev_rows, mut call_rows) = (EventRows::default(), CallRows::default());
     let (mut n_events, mut n_calls) = (0u64, 0u64);
@@ -139,14 +180,14 @@ pub fn export_tables(
         trace,
         |e| {
             n_events += 1;
-            ev_rows.push(e, &names);
+            ev_rows.push(e, &names, &id);
             if ev_rows.len == BATCH && ev_err.is_ok() {
                 ev_err = ev_rows.flush(&mut ev_sink);
             }
         },
         |c| {
             n_calls += 1;
-            call_rows.push(c, &names, &objects, session_of(c));
+            call_rows.push(c, &names, &objects, session_of(c), &id);
             if call_rows.len == BATCH && call_err.is_ok() {
                 call_err = call_rows.flush(&mut call_sink);
             }
@@ -171,10 +212,12 @@ struct EventRows {
     function: StringBuilder,
     kind: StringBuilder,
     a: [UInt64Builder; 3],
+    trace_id: StringBuilder,
 }
 
 impl EventRows {
-    fn push(&mut self, e: &flowdar_common::Event, names: &[String]) {
+    fn push(&mut self, e: &flowdar_common::Event, names: &[String], trace_id: &str) {
+        self.trace_id.append_value(trace_id);
         self.len += 1;
         self.ts.append_value(e.ts_ns);
         self.pid.append_value(e.tgid);
@@ -185,6 +228,7 @@ impl EventRows {
         self.kind.append_value(match EventKind::from_u32(e.kind) {
             Some(EventKind::Entry) => "entry",
             Some(EventKind::Exit) => "exit",
+            Some(EventKind::Client) => "client",
             _ => "fold",
         });
         for (b, v) in self.a.iter_mut().zip(e.args) {
@@ -208,6 +252,7 @@ impl EventRows {
             Arc::new(a0.finish()),
             Arc::new(a1.finish()),
             Arc::new(a2.finish()),
+            Arc::new(self.trace_id.finish()),
         ];
         sink.write(&RecordBatch::try_new(events_schema(), cols)?)
     }
@@ -228,10 +273,19 @@ struct CallRows {
     in_flight: BooleanBuilder,
     a: [UInt64Builder; 3],
     ret: UInt64Builder,
+    trace_id: StringBuilder,
 }
 
 impl CallRows {
-    fn push(&mut self, c: &Call, names: &[String], objects: &[String], session: Option<u64>) {
+    fn push(
+        &mut self,
+        c: &Call,
+        names: &[String],
+        objects: &[String],
+        session: Option<u64>,
+        trace_id: &str,
+    ) {
+        self.trace_id.append_value(trace_id);
         self.len += 1;
         let i = c.probe_id as usize;
         self.function
@@ -273,7 +327,47 @@ impl CallRows {
             Arc::new(a1.finish()),
             Arc::new(a2.finish()),
             Arc::new(self.ret.finish()),
+            Arc::new(self.trace_id.finish()),
         ];
         sink.write(&RecordBatch::try_new(calls_schema(), cols)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns(schema: &Schema) -> Vec<String> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}{}",
+                    f.name(),
+                    f.data_type(),
+                    if f.is_nullable() { "?" } else { "" }
+                )
+            })
+            .collect()
+    }
+
+    /// The dataset's columns as docs/dataset.md documents them for this
+    /// version. A change here without a new [`SCHEMA_VERSION`] (and docs)
+    /// breaks every query written against the old columns.
+    #[test]
+    fn schema_is_version_1() {
+        assert_eq!(SCHEMA_VERSION, 1, "a new version: pin its columns below");
+        assert_eq!(
+            columns(&calls_schema()).join(" "),
+            "function:Utf8 object:Utf8 pid:UInt32 tid:UInt32 session:UInt64? start_ns:UInt64 \
+             duration_ns:UInt64 self_ns:UInt64 depth:UInt32 in_flight:Boolean arg0:UInt64 \
+             arg1:UInt64 arg2:UInt64 ret:UInt64? trace_id:Utf8"
+        );
+        assert_eq!(
+            columns(&events_schema()).join(" "),
+            "ts_ns:UInt64 pid:UInt32 tid:UInt32 probe_id:UInt32 function:Utf8 kind:Utf8 \
+             arg0:UInt64 arg1:UInt64 arg2:UInt64 trace_id:Utf8"
+        );
     }
 }
