@@ -18,9 +18,20 @@ const APT_PACKAGES: &[&str] = &[
     "slowhttptest",
     "util-linux",
     "chromium",
+    // Issue #18: `flowdar import uftrace` is tested against uftrace itself;
+    // `cargo xtask install` splits debug info (objcopy) and its test renders
+    // a man page (man -l); the query pack runs in Spark (Java) from a venv.
+    "uftrace",
+    "binutils",
+    "man-db",
+    "openjdk-17-jre-headless",
+    "python3-venv",
 ];
 /// PyPI packages the tests use (DuckDB reads the Parquet exports back).
 const PIP_PACKAGES: &[(&str, &str)] = &[("duckdb", "duckdb")];
+/// pyspark for the query-pack test, in a venv inside the clone
+/// (target/pyspark), so nothing lands in a global cache.
+const PYSPARK: &str = "pyspark>=3.5,<5";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// What later steps need from set-up.
@@ -53,6 +64,7 @@ fn tools_dir() -> PathBuf {
 pub fn run() -> Result<Env> {
     apt_packages()?;
     pip_packages()?;
+    pyspark()?;
     tracefs();
     rust_src()?;
     let tools_bin = bpf_linker()?;
@@ -120,6 +132,30 @@ fn pip_packages() -> Result<()> {
         run_cmd(Command::new("python3").args(["-m", "pip", "install", "-q", package]))?;
     }
     Ok(())
+}
+
+/// The venv holding pyspark (its `bin/python` runs the Spark queries).
+pub fn pyspark_venv() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/pyspark")
+}
+
+fn pyspark() -> Result<()> {
+    let venv = pyspark_venv();
+    let python = venv.join("bin/python");
+    let present = Command::new(&python)
+        .args(["-c", "import pyspark"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        eprintln!("setup: pyspark present ({})", venv.display());
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing {PYSPARK} into {} (~1 minute)",
+        venv.display()
+    );
+    run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_cmd(Command::new(&python).args(["-m", "pip", "install", "-q", "--no-cache-dir", PYSPARK]))
 }
 
 fn rust_src() -> Result<()> {
