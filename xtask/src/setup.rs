@@ -20,12 +20,13 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     // Issue #18: `flowdar import uftrace` is tested against uftrace itself;
     // `cargo xtask install` splits debug info (objcopy) and its test renders
-    // a man page (man -l); the query pack runs in Spark (Java) from a venv.
+    // a man page (man -l) and has gdb find the debug file; the query pack runs in Spark (Java) from a venv.
     "uftrace",
     "binutils",
     "man-db",
     "openjdk-17-jre-headless",
     "python3-venv",
+    "gdb",
 ];
 /// PyPI packages the tests use (DuckDB reads the Parquet exports back).
 const PIP_PACKAGES: &[(&str, &str)] = &[("duckdb", "duckdb")];

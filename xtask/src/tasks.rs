@@ -91,8 +91,12 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
     // Tier 2: root, the real kernel and a real Apache. One at a time: they
     // count the kernel's loaded programs and must not see each other's.
     run_cmd(cargo(&env).args(["build", "-p", "flowdar-user"]))?;
+    // The install test (tests/tests/install.rs) installs this one release
+    // build with this xtask (`install --no-build`): built once, here.
+    run_cmd(cargo(&env).args(["build", "--release", "-p", "flowdar-user"]))?;
     let mut root = cargo(&env);
     root.env("FLOWDAR_BIN", workspace_root().join("target/debug/flowdar"))
+        .env("XTASK_BIN", std::env::current_exe()?)
         .args(["test", "-p", "flowdar-tests", "--"]);
     if let Some(f) = filter {
         root.arg(f);
