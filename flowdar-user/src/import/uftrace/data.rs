@@ -111,8 +111,7 @@ impl Tasks {
             let own = self.sessions.iter().filter(|s| s.pid == p);
             let found = own
                 .clone()
-                .filter(|s| s.ts_ns <= ts)
-                .next_back()
+                .rfind(|s| s.ts_ns <= ts)
                 .or_else(|| own.clone().next());
             if found.is_some() {
                 return found;

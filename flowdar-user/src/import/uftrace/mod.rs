@@ -86,13 +86,13 @@ pub fn import(dir: &Path, out: &Path, force: bool) -> Result<Imported, UftraceEr
         }
         end_ns = end_ns.max(r.ts_ns);
         let key = (session(pid, r.ts_ns), r.addr);
-        if !ids.contains_key(&key) {
-            let f = symbolizer.resolve(&key.0, r.addr)?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = ids.entry(key) {
+            let f = symbolizer.resolve(&slot.key().0, r.addr)?;
             let id = *by_function.entry(f.clone()).or_insert_with(|| {
                 probes.push(probe(probes.len() as u32, &f));
                 probes.len() as u32 - 1
             });
-            ids.insert(key, id);
+            slot.insert(id);
         }
         Ok(())
     })?;
