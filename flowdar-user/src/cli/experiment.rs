@@ -10,36 +10,51 @@ use crate::{
     server::Mpm,
 };
 
-/// Run a denial-of-service experiment: a server (by default a throwaway
-/// Apache on loopback), phases of load (wrk) with and without a slow-HTTP
-/// attack (slowhttptest), each phase recorded to DIR/PHASE.flowdar; then
-/// DIR/report.md, a self-contained DIR/report.html and DIR/diff.json: the
-/// client-side impact, `flowdar diff` of the last phase against the first
-/// ranked by impact, and a normal session beside an attacked one.
+/// Run a denial-of-service experiment: a lab of hosts (the legitimate
+/// client and the attacker each in a network namespace of their own,
+/// 198.18.0.0/15), a server (by default a throwaway Apache, recorded by
+/// PID) per variant of its settings, and phases of load with and without a
+/// slow-HTTP attack (slowhttptest: headers, body, read, range), each phase
+/// recorded to DIR/VARIANT/PHASE.flowdar; then DIR/report.md (what happened
+/// in plain words first), a self-contained DIR/report.html,
+/// DIR/experiment.json and DIR/VARIANT/diff.json.
+///
+/// DIR/experiment.json: {"variants": [{"name", "config", "phases": [{"name",
+/// "requests_per_s", "p99_ns", "errors", "events", "lost",
+/// "throughput_vs_first_phase"}]}]}: client figures over wall time, with
+/// connect and answer timeouts counted as errors.
 #[derive(Debug, Args)]
 #[command(after_help = "Experiment spec (TOML):\n\
 ```\n\
 version = 1\n\
 profile = [\"apache:request,io\"]\n\
+probe = [\"apache2:ap_byterange_filter\"]   # optional single functions\n\
 [server]\n\
 mpm = \"event\"        # or: pid = 1234 / command = [...], with url = \"http://127.0.0.1:8080/\"\n\
+[lab]\n\
+namespaces = true    # client and attacker on hosts of their own\n\
+[[variant]]\n\
+name = \"reqtimeout\"  # config: lines added to the throwaway Apache's configuration\n\
+config = \"LoadModule reqtimeout_module /usr/lib/apache2/modules/mod_reqtimeout.so\\nRequestReadTimeout header=1-3,MinRate=500\"\n\
 [[phase]]\n\
 name = \"normal\"\n\
-duration = \"20s\"\n\
-load = { connections = 20, threads = 2 }\n\
+duration = \"15s\"\n\
+load = { connections = 20, timeout = \"1s\" }\n\
 [[phase]]\n\
 name = \"attack\"\n\
-duration = \"25s\"\n\
-load = { connections = 20, threads = 2 }\n\
-attack = { mode = \"headers\", connections = 120, rate = 60, interval = \"5s\", ramp = \"5s\" }\n\
+duration = \"40s\"\n\
+load = { connections = 20 }\n\
+attack = { mode = \"headers\", connections = 1000, rate = 200, interval = \"10s\", ramp = \"5s\" }\n\
 ```\n\
+Attack modes: headers (Slowloris, -H), body (R-U-Dead-Yet, -B), read (slow read, -X), range (Apache Killer, -R).\n\
 `flowdar experiment --print-default` shows the built-in experiment.")]
 pub struct ExperimentArgs {
     /// The experiment spec.
     #[arg(required_unless_present_any = ["default", "print_default"])]
     pub spec: Option<PathBuf>,
-    /// Run the built-in experiment (throwaway Apache, normal load, then the
-    /// same load under a Slowloris attack).
+    /// Run the built-in experiment (throwaway Apache with 150 workers,
+    /// normal load, then the same load under a Slowloris attack; without
+    /// mitigation and with mod_reqtimeout).
     #[arg(long, conflicts_with = "spec")]
     pub default: bool,
     /// Print the built-in spec and exit.
@@ -54,6 +69,10 @@ pub struct ExperimentArgs {
     /// Cap every phase at this length (e.g. 5s for a quick run).
     #[arg(long, value_parser = crate::units::parse_wall_duration)]
     pub max_phase: Option<Duration>,
+    /// Also allow traffic to this network (CIDR, e.g. 10.0.0.0/24: a lab of
+    /// your own); by default only loopback and the experiment's own hosts.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_target: Vec<ipnet::IpNet>,
     /// Write into a non-empty output directory.
     #[arg(long)]
     pub force: bool,
@@ -79,43 +98,47 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         }
     }
     let dir = args.output.expect("required by clap");
-    let phases = experiment::run(
+    let outcome = experiment::run(
         &spec,
         &dir,
         &RunOptions {
             max_phase: args.max_phase,
             force: args.force,
             plan: args.attach.plan(false),
+            allow_targets: args.allow_target,
         },
     )?;
     let title = format!("Flowdar DoS experiment ({:?} MPM)", spec.server.mpm);
-    let report = experiment::write_report(&dir, &phases, &title)?;
-    println!(
-        "\nWhat the attack changed (top of {}/diff.json):",
-        dir.display()
-    );
-    println!(
-        "{:<34} {:>11} {:>11} {:>9} {:>9} {:>12}",
-        "function", "mean normal", "mean attack", "ratio", "in-flight", "impact"
-    );
-    for r in report.diff.iter().take(8) {
+    let report = experiment::write_report(&dir, &outcome, &title)?;
+    println!("\n{}", report.summary.replace("**", ""));
+    for (name, rows) in &report.diffs {
         println!(
-            "{:<34} {:>11} {:>11} {:>9} {:>9} {:>10}/s{}",
-            r.function,
-            super::format::ns(r.base_mean_ns),
-            super::format::ns(r.test_mean_ns),
-            if r.ratio.is_finite() {
-                format!("{:.1}x", r.ratio)
-            } else {
-                "new".into()
-            },
-            r.in_flight,
-            super::format::signed_ns(r.impact_ns_per_s),
-            if r.significant { " *" } else { "" }
+            "\nVariant {name}: what the attack changed (top of {}/{name}/diff.json):",
+            dir.display()
         );
+        println!(
+            "{:<34} {:>11} {:>11} {:>9} {:>9} {:>12}",
+            "function", "mean normal", "mean attack", "ratio", "in-flight", "impact"
+        );
+        for r in rows.iter().take(6) {
+            println!(
+                "{:<34} {:>11} {:>11} {:>9} {:>9} {:>10}/s{}",
+                r.function,
+                super::format::ns(r.base_mean_ns),
+                super::format::ns(r.test_mean_ns),
+                if r.ratio.is_finite() {
+                    format!("{:.1}x", r.ratio)
+                } else {
+                    "new".into()
+                },
+                r.in_flight,
+                super::format::signed_ns(r.impact_ns_per_s),
+                if r.significant { " *" } else { "" }
+            );
+        }
     }
     println!(
-        "\nReport: {0}/report.md, {0}/report.html (traces beside them)",
+        "\nReport: {0}/report.md, {0}/report.html, {0}/experiment.json (traces beside them)",
         dir.display()
     );
     Ok(())

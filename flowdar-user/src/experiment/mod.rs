@@ -1,10 +1,14 @@
-//! DoS experiments in one command: a server, phases of load with and
-//! without a slow-HTTP attack, each phase recorded to its own trace, then
-//! the attack phase diffed against the first and reported.
+//! DoS experiments in one command: a lab of client and attacker hosts, a
+//! server per variant (server settings compared side by side), phases of
+//! load with and without a slow-HTTP attack, each phase recorded to its own
+//! trace, then the attack phase diffed against the first and reported.
+mod held;
 mod report;
 mod run;
 mod spec;
 
 pub use report::{write as write_report, Report};
-pub use run::{run, PhaseResult, RunOptions};
-pub use spec::{AttackSpec, Load, Phase, ServerSpec, Spec, DEFAULT_SPEC, SPEC_VERSION};
+pub use run::{run, Hosts, Outcome, PhaseResult, RunOptions, VariantResult};
+pub use spec::{
+    AttackSpec, LabSpec, Load, Phase, ServerSpec, Spec, Variant, DEFAULT_SPEC, SPEC_VERSION,
+};

@@ -1,12 +1,16 @@
-//! The experiment's report: client-side impact per phase, the diff of the
-//! attack phase against the first ranked by impact, and a normal session
-//! beside an attacked one; as `report.md`, a self-contained `report.html`
-//! and `diff.json`.
+//! The experiment's report: in plain words first (the denial, its cause in
+//! the trace, the attacker, what each mitigation changed), then client
+//! figures per variant and phase, the main diff rows side by side per
+//! variant, each variant's full diff of its last phase against its first,
+//! and a normal session beside an attacked one; as `report.md`, a
+//! self-contained `report.html`, `experiment.json` and per variant
+//! `VARIANT/diff.json`.
 use std::{fmt::Write as _, path::Path};
 
 use anyhow::Context as _;
+use serde_json::json;
 
-use super::PhaseResult;
+use super::{held::held_workers, Outcome, PhaseResult, VariantResult};
 use crate::units::{ns, signed_ns as signed};
 use crate::{
     analysis::{diff, DiffRow, Session},
@@ -15,9 +19,14 @@ use crate::{
 
 /// Rows of the diff shown in the reports and on the terminal.
 const TOP: usize = 12;
+/// Functions of the main comparison rows: the read path.
+const READ_PATH: &[&str] = &["ap_read_request", "apr_socket_recv"];
 
 pub struct Report {
-    pub diff: Vec<DiffRow>,
+    /// Per variant, the diff of its last phase against its first.
+    pub diffs: Vec<(String, Vec<DiffRow>)>,
+    /// The first paragraph: what happened, in plain words.
+    pub summary: String,
     pub markdown: String,
 }
 
@@ -42,56 +51,240 @@ fn pick_sessions(base: &Path, test: &Path) -> anyhow::Result<(Option<Session>, O
     Ok((normal, attacked))
 }
 
-/// Writes report.md, report.html and diff.json into `dir`, comparing the
-/// last phase with the first.
-pub fn write(dir: &Path, phases: &[PhaseResult], title: &str) -> anyhow::Result<Report> {
-    let (base, test) = (
-        phases.first().context("no phases")?,
-        phases.last().context("no phases")?,
+/// Requests per second of a phase's client (0 without one).
+fn rps(p: &PhaseResult) -> f64 {
+    p.client.as_ref().map_or(0.0, |c| c.requests_per_s)
+}
+
+/// What the held workers were doing, from the functions they were in.
+fn doing(stack: &[String]) -> &'static str {
+    let has = |f: &str| stack.iter().any(|s| s.split(' ').next() == Some(f));
+    if has("ap_read_request") {
+        ": the read path, reading request headers that the attacker sends slowly or never"
+    } else if has("apr_socket_recv") {
+        ": the read path inside the handler, reading a request body that comes a few bytes at a time"
+    } else if has("ap_pass_brigade") || has("apr_socket_sendv") || has("ap_core_output_filter") {
+        ": the write path, sending a response to a client that reads it a few bytes at a time"
+    } else {
+        ""
+    }
+}
+
+/// Which clients held the workers, by address, from the trace.
+///
+/// HOOK (issue #16, client attribution): the one place where the report
+/// names the clients behind the held workers. Returns a sentence such as
+/// "Held by: 198.18.0.6 (150 workers)." once the trace records a client
+/// address per connection; None until then, and the report falls back on
+/// the lab's addresses.
+fn held_by_clients(_test_trace: &Path) -> anyhow::Result<Option<String>> {
+    Ok(None)
+}
+
+/// The first paragraph: the denial, its cause and the attacker, then what
+/// each further variant changed.
+fn summary(outcome: &Outcome, diffs: &[(String, Vec<DiffRow>)]) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let first = &outcome.variants[0];
+    let (base, test) = (&first.phases[0], first.phases.last().context("no phases")?);
+    let h = &outcome.hosts;
+    let attacker = h
+        .attacker
+        .as_ref()
+        .map_or("this host".into(), |(ip, ns)| format!("{ip} (host {ns})"));
+    let client = h
+        .client
+        .as_ref()
+        .map_or("this host".into(), |(ip, _)| ip.to_string());
+    let attack = test.attack.as_deref().unwrap_or("no attack");
+    let (b, t) = (rps(base), rps(test));
+    let pct = if b > 0.0 { 100.0 * t / b } else { 0.0 };
+    let failures = test.client.as_ref().map_or(0, |c| c.errors());
+    let verdict = if pct <= 10.0 {
+        "Denial of service"
+    } else if pct < 90.0 {
+        "Degraded service"
+    } else {
+        "No denial"
+    };
+    let _ = write!(
+        out,
+        "**{verdict}.** Without mitigation (variant `{}`), under `{attack}` from {attacker}, \
+         the legitimate client at {client} got {t:.0} requests/s against {b:.0} in phase `{}` \
+         ({pct:.1}% of normal, {failures} connects or requests timed out or failed; counted over wall time).",
+        first.name, base.name
     );
-    let rows = diff(&base.trace, &test.trace)?;
-    std::fs::write(dir.join("diff.json"), serde_json::to_string_pretty(&rows)?)?;
-    let mut md = String::new();
-    let _ = writeln!(md, "# {title}\n");
-    let _ = writeln!(md, "## Client side\n\n| phase | requests/s | p50 | p99 | requests | errors | attack |\n|---|---:|---:|---:|---:|---:|---|");
-    for p in phases {
-        let (rps, p50, p99, n, err) = p.wrk.as_ref().map_or(
-            ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
-            |w| {
-                (
-                    format!("{:.0}", w.requests_per_sec),
-                    w.latency_p50_us
-                        .map_or("-".into(), |v| ns((v * 1e3) as u64)),
-                    w.latency_p99_us
-                        .map_or("-".into(), |v| ns((v * 1e3) as u64)),
-                    w.requests.to_string(),
-                    w.errors.to_string(),
-                )
+    let held_now = held_workers(&test.trace)?;
+    if held_now.workers > 0 {
+        let _ = write!(
+            out,
+            " The trace says why: when capture ended {} workers were held in {}{}, for up to {} (median {}; capture began with the attack){}.",
+            held_now.workers,
+            held_now
+                .stack
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(" > "),
+            if held_now.with_stack < held_now.workers {
+                format!(" ({} of them; the others elsewhere)", held_now.with_stack)
+            } else {
+                String::new()
             },
-        );
-        let _ = writeln!(
-            md,
-            "| {} | {rps} | {p50} | {p99} | {n} | {err} | {} |",
-            p.name,
-            p.attack
-                .as_deref()
-                .map_or("none".into(), |a| format!("`{a}`"))
+            ns(held_now.longest_ns),
+            ns(held_now.median_ns),
+            doing(&held_now.stack)
         );
     }
-    if let (Some(a), Some(b)) = (&base.wrk, &test.wrk) {
-        if a.requests_per_sec > 0.0 {
-            let _ = writeln!(
-                md,
-                "\nThroughput under attack: {:.0}% of normal.",
-                100.0 * b.requests_per_sec / a.requests_per_sec
+    match held_by_clients(&test.trace)? {
+        Some(line) => {
+            let _ = write!(out, " {line}");
+        }
+        None => {
+            let _ = write!(
+                out,
+                " The attack came from {attacker}, the client from {client}."
             );
         }
     }
+    for (v, (_, rows)) in outcome.variants.iter().zip(diffs).skip(1) {
+        let (vb, vt) = (
+            rps(&v.phases[0]),
+            rps(v.phases.last().context("no phases")?),
+        );
+        let gain = if t > 0.0 { vt / t } else { f64::INFINITY };
+        let read = rows.iter().find(|r| r.function == "ap_read_request");
+        let _ = write!(
+            out,
+            "\n\nWith `{}` ({}): {vt:.0} requests/s under the same attack ({:.1}% of its normal {vb:.0}; {}){}.",
+            v.name,
+            v.config.trim().lines().filter(|l| !l.starts_with("LoadModule")).collect::<Vec<_>>().join("; "),
+            if vb > 0.0 { 100.0 * vt / vb } else { 0.0 },
+            if gain.is_finite() {
+                format!("{gain:.1}x the unmitigated {t:.0}")
+            } else {
+                format!("against {t:.0} without mitigation")
+            },
+            read.map_or(String::new(), |r| format!(
+                "; `ap_read_request` under attack: p99 {}, {} held at the end (no mitigation: p99 {}, {} held)",
+                ns(r.test_p99_ns),
+                r.in_flight,
+                diffs[0].1.iter().find(|x| x.function == "ap_read_request").map_or("-".into(), |x| ns(x.test_p99_ns)),
+                diffs[0].1.iter().find(|x| x.function == "ap_read_request").map_or(0, |x| x.in_flight),
+            ))
+        );
+    }
+    Ok(out)
+}
+
+/// `experiment.json`: per variant and phase, the client and tracer figures.
+fn json(outcome: &Outcome) -> serde_json::Value {
+    let variants: Vec<_> = outcome
+        .variants
+        .iter()
+        .map(|v| {
+            let first = rps(&v.phases[0]);
+            let phases: Vec<_> = v
+                .phases
+                .iter()
+                .map(|p| {
+                    json!({
+                        "name": p.name,
+                        "requests_per_s": rps(p),
+                        "p99_ns": p.client.as_ref().and_then(|c| c.p99_ns),
+                        "errors": p.client.as_ref().map_or(0, |c| c.errors()),
+                        "events": p.events,
+                        "lost": p.lost,
+                        "throughput_vs_first_phase": if first > 0.0 { Some(rps(p) / first) } else { None },
+                    })
+                })
+                .collect();
+            json!({"name": v.name, "config": v.config, "phases": phases})
+        })
+        .collect();
+    json!({ "variants": variants })
+}
+
+fn client_table(md: &mut String, variants: &[VariantResult]) {
+    let _ = writeln!(md, "## Client side (wall time; timeouts count as failures)\n\n| variant | phase | requests/s | vs first phase | p50 | p99 | requests | connect failures | request failures | attack |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for v in variants {
+        let first = rps(&v.phases[0]);
+        for p in &v.phases {
+            let c = p.client.as_ref();
+            let opt = |x: Option<u64>| x.map_or("-".into(), ns);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                v.name,
+                p.name,
+                rps(p),
+                if first > 0.0 {
+                    format!("{:.1}%", 100.0 * rps(p) / first)
+                } else {
+                    "-".into()
+                },
+                opt(c.and_then(|c| c.p50_ns)),
+                opt(c.and_then(|c| c.p99_ns)),
+                c.map_or("-".into(), |c| c.requests.to_string()),
+                c.map_or("-".into(), |c| c.connect_failures.to_string()),
+                c.map_or("-".into(), |c| c.request_failures.to_string()),
+                p.attack
+                    .as_deref()
+                    .map_or("none".into(), |a| format!("`{a}`"))
+            );
+        }
+    }
+}
+
+/// The main rows side by side: the read path and each variant's top rows.
+fn compare_table(md: &mut String, diffs: &[(String, Vec<DiffRow>)]) {
+    let mut functions: Vec<String> = READ_PATH.iter().map(|s| s.to_string()).collect();
+    for (_, rows) in diffs {
+        for r in rows.iter().take(3) {
+            if !functions.contains(&r.function) {
+                functions.push(r.function.clone());
+            }
+        }
+    }
+    let _ = writeln!(md, "\n## What the trace says changed, per variant (last phase against first)\n\n| function | variant | calls | mean | p99 | in flight at end | impact |\n|---|---|---:|---:|---:|---:|---:|");
+    for f in &functions {
+        for (name, rows) in diffs {
+            if let Some(r) = rows.iter().find(|r| &r.function == f) {
+                let _ = writeln!(
+                    md,
+                    "| `{f}`{} | {name} | {} -> {} | {} -> {} | {} -> {} | {} | {}/s |",
+                    if r.significant { " *" } else { "" },
+                    r.base_calls,
+                    r.test_calls,
+                    ns(r.base_mean_ns),
+                    ns(r.test_mean_ns),
+                    ns(r.base_p99_ns),
+                    ns(r.test_p99_ns),
+                    r.in_flight,
+                    signed(r.impact_ns_per_s)
+                );
+            }
+        }
+    }
+}
+
+fn diff_table(md: &mut String, v: &VariantResult, rows: &[DiffRow]) {
+    let (base, test) = (&v.phases[0], v.phases.last().expect("phases"));
+    let name = |p: &PhaseResult| {
+        format!(
+            "{}/{}",
+            v.name,
+            p.trace.file_name().unwrap_or_default().to_string_lossy()
+        )
+    };
     let _ = writeln!(
         md,
-        "\n## What changed: `flowdar diff {} {}`\n\nRanked by impact: server time per second of capture gained under attack (calls still stuck when capture ended count as lower bounds). `*`: significant (Mann-Whitney p < 0.001 and the mean moved 1.5x).\n\n| | function | calls normal | calls attack | mean normal | mean attack | ratio | in flight | p-value | impact |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        base.trace.file_name().unwrap_or_default().to_string_lossy(),
-        test.trace.file_name().unwrap_or_default().to_string_lossy()
+        "\n## Variant `{}`: `flowdar diff {} {}`\n\nRanked by impact: server time per second of capture gained (calls still stuck when capture ended count as lower bounds). `*`: significant (Mann-Whitney p < 0.001 and the mean moved 1.5x).\n\n| | function | calls {b} | calls {t} | mean {b} | mean {t} | ratio | in flight | p-value | impact |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        v.name,
+        name(base),
+        name(test),
+        b = base.name,
+        t = test.name
     );
     for (i, r) in rows.iter().take(TOP).enumerate() {
         let _ = writeln!(
@@ -110,12 +303,45 @@ pub fn write(dir: &Path, phases: &[PhaseResult], title: &str) -> anyhow::Result<
             signed(r.impact_ns_per_s)
         );
     }
+}
+
+/// Writes report.md, report.html, experiment.json and VARIANT/diff.json
+/// into `dir`, comparing each variant's last phase with its first.
+pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> anyhow::Result<Report> {
+    let first = outcome.variants.first().context("no variants")?;
+    let mut diffs = Vec::new();
+    for v in &outcome.variants {
+        let (base, test) = (
+            v.phases.first().context("no phases")?,
+            v.phases.last().context("no phases")?,
+        );
+        let rows = diff(&base.trace, &test.trace)?;
+        std::fs::write(
+            dir.join(&v.name).join("diff.json"),
+            serde_json::to_string_pretty(&rows)?,
+        )?;
+        diffs.push((v.name.clone(), rows));
+    }
+    std::fs::write(
+        dir.join("experiment.json"),
+        serde_json::to_string_pretty(&json(outcome))?,
+    )?;
+    let summary = summary(outcome, &diffs)?;
+    let mut md = String::new();
+    let _ = writeln!(md, "# {title}\n\n{summary}\n");
+    client_table(&mut md, &outcome.variants);
+    compare_table(&mut md, &diffs);
+    for (v, (_, rows)) in outcome.variants.iter().zip(&diffs) {
+        diff_table(&mut md, v, rows);
+    }
+    let (base, test) = (&first.phases[0], first.phases.last().context("no phases")?);
     let (normal, attacked) = pick_sessions(&base.trace, &test.trace)?;
     let mut scenes = Vec::new();
     for (s, p, label) in [(&normal, base, "normal"), (&attacked, test, "attacked")] {
         if let Some(s) = s {
             let title = format!(
-                "{label}: {} session {} ({} requests, {} reading)",
+                "{label}: {}/{} session {} ({} requests, {} reading)",
+                first.name,
                 p.name,
                 s.id,
                 s.requests,
@@ -133,7 +359,7 @@ pub fn write(dir: &Path, phases: &[PhaseResult], title: &str) -> anyhow::Result<
         md,
         "\n## A normal session and an attacked one\n\n{}\n\nSee `report.html` for the diagrams side by side (pan, zoom, hover); every figure can be re-derived from the traces: {}.",
         scenes.iter().map(|s| format!("- {}", s.title)).collect::<Vec<_>>().join("\n"),
-        phases.iter().map(|p| format!("`{}`", p.trace.file_name().unwrap_or_default().to_string_lossy())).collect::<Vec<_>>().join(", ")
+        outcome.variants.iter().flat_map(|v| v.phases.iter().map(move |p| format!("`{}/{}`", v.name, p.trace.file_name().unwrap_or_default().to_string_lossy()))).collect::<Vec<_>>().join(", ")
     );
     std::fs::write(dir.join("report.md"), &md)?;
     let intro = markdown_tables_to_html(&md);
@@ -145,7 +371,8 @@ pub fn write(dir: &Path, phases: &[PhaseResult], title: &str) -> anyhow::Result<
     );
     std::fs::write(dir.join("report.html"), page)?;
     Ok(Report {
-        diff: rows,
+        diffs,
+        summary,
         markdown: md,
     })
 }
@@ -199,7 +426,10 @@ fn markdown_tables_to_html(md: &str) -> String {
         } else if let Some(item) = line.strip_prefix("- ") {
             let _ = write!(html, "<div>• {}</div>", code(item));
         } else if !line.trim().is_empty() {
-            let _ = write!(html, "<p>{}</p>", code(line));
+            let p = code(line)
+                .replacen("**", "<b>", 1)
+                .replacen("**", "</b>", 1);
+            let _ = write!(html, "<p>{p}</p>");
         }
     }
     if in_table {

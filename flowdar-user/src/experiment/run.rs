@@ -1,7 +1,8 @@
-//! Running an experiment: start (or find) the server, then for each phase
-//! record while the workload (and attack) run, and collect client results.
+//! Running an experiment: the lab (client and attacker hosts), then per
+//! variant a server, and per phase a recording while the legitimate client
+//! (and the attack) run; client and tracer results are collected.
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -10,11 +11,14 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-use super::{Phase, Spec};
+use super::{Phase, Spec, Variant};
 use crate::{
     capture::{self, RecordOptions, Recording},
     probes,
-    server::{self, ApacheOptions, Attack, AttackPlan, ThrowawayApache, WrkPlan, WrkReport},
+    server::{
+        self, ApacheOptions, Attack, AttackPlan, ClientPlan, ClientReport, Host, Lab, Targets,
+        ThrowawayApache,
+    },
 };
 
 #[derive(Debug, Clone, Default)]
@@ -24,6 +28,8 @@ pub struct RunOptions {
     pub force: bool,
     /// How to attach (the same for every phase).
     pub plan: capture::AttachPlan,
+    /// Networks beyond loopback and the lab that traffic may go to.
+    pub allow_targets: Vec<ipnet::IpNet>,
 }
 
 /// What one phase did, client and tracer side.
@@ -32,9 +38,9 @@ pub struct PhaseResult {
     pub name: String,
     pub trace: PathBuf,
     pub duration_s: f64,
-    pub wrk: Option<WrkReport>,
-    /// Why wrk produced no report, if it did not.
-    pub wrk_error: Option<String>,
+    pub client: Option<ClientReport>,
+    /// Why the client produced no report, if it did not.
+    pub client_error: Option<String>,
     pub attack: Option<String>,
     pub events: u64,
     pub lost: u64,
@@ -42,49 +48,60 @@ pub struct PhaseResult {
     pub attach_mode: String,
 }
 
+/// One variant's run: its server settings and its phases.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantResult {
+    pub name: String,
+    pub config: String,
+    pub server_pid: u32,
+    pub phases: Vec<PhaseResult>,
+}
+
+/// Who sent what to where.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hosts {
+    /// The address the client and the attacker sent to.
+    pub server: SocketAddr,
+    /// The legitimate client's address and namespace (None: this host).
+    pub client: Option<(IpAddr, String)>,
+    pub attacker: Option<(IpAddr, String)>,
+    /// Why clients ran on this host, when the lab was asked for.
+    pub note: Option<String>,
+}
+
+/// Everything the report needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub variants: Vec<VariantResult>,
+    pub hosts: Hosts,
+}
+
 enum Server {
     Throwaway(ThrowawayApache),
-    Existing {
-        pid: u32,
-        addr: SocketAddr,
-        path: String,
-    },
-    Started {
-        child: Child,
-        addr: SocketAddr,
-        path: String,
-    },
+    Existing { pid: u32 },
+    Started { child: Child },
 }
 
 impl Server {
     fn pid(&self) -> u32 {
         match self {
             Server::Throwaway(a) => a.pid(),
-            Server::Existing { pid, .. } => *pid,
-            Server::Started { child, .. } => child.id(),
-        }
-    }
-
-    fn target(&self) -> (SocketAddr, String) {
-        match self {
-            Server::Throwaway(a) => (a.addr(), server::INDEX_PATH.into()),
-            Server::Existing { addr, path, .. } | Server::Started { addr, path, .. } => {
-                (*addr, path.clone())
-            }
+            Server::Existing { pid } => *pid,
+            Server::Started { child } => child.id(),
         }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Server::Started { child, .. } = self {
+        if let Server::Started { child } = self {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-/// `http://127.0.0.1:PORT/PATH` -> loopback address and path.
+/// `http://IP:PORT/PATH` -> address and path.
 fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let rest = url
         .strip_prefix("http://")
@@ -95,28 +112,21 @@ fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     let addr: SocketAddr = host
         .parse()
         .with_context(|| format!("`{url}`: give an IP:PORT host, e.g. 127.0.0.1:8080"))?;
-    if !addr.ip().is_loopback() {
-        bail!("`{url}`: experiments send traffic to loopback addresses only");
-    }
     Ok((addr, path))
 }
 
-fn start_server(spec: &Spec) -> anyhow::Result<Server> {
+/// The server for one variant. `listen`: the lab's server address, for a
+/// throwaway Apache.
+fn start_server(spec: &Spec, variant: &Variant, listen: Option<IpAddr>) -> anyhow::Result<Server> {
     let s = &spec.server;
     match (s.pid, &s.command) {
         (Some(pid), _) => {
-            let (addr, path) = parse_url(s.url.as_deref().context("server.pid needs server.url")?)?;
             if !capture::is_alive(pid) {
                 bail!("no process with PID {pid}");
             }
-            Ok(Server::Existing { pid, addr, path })
+            Ok(Server::Existing { pid })
         }
         (None, Some(cmd)) => {
-            let (addr, path) = parse_url(
-                s.url
-                    .as_deref()
-                    .context("server.command needs server.url")?,
-            )?;
             let (prog, args) = cmd.split_first().context("server.command is empty")?;
             let child = Command::new(prog)
                 .args(args)
@@ -124,12 +134,13 @@ fn start_server(spec: &Spec) -> anyhow::Result<Server> {
                 .spawn()
                 .with_context(|| format!("starting {prog}"))?;
             std::thread::sleep(Duration::from_secs(2));
-            Ok(Server::Started { child, addr, path })
+            Ok(Server::Started { child })
         }
         (None, None) => {
             let opts = ApacheOptions {
                 mpm: s.mpm,
-                extra_config: s.config.clone(),
+                extra_config: format!("{}\n{}\n", s.config, variant.config),
+                listen: listen.into_iter().collect(),
                 ..Default::default()
             };
             Ok(Server::Throwaway(ThrowawayApache::start(&opts)?))
@@ -137,83 +148,244 @@ fn start_server(spec: &Spec) -> anyhow::Result<Server> {
     }
 }
 
-/// Runs `spec`, writing one trace per phase into `dir`. Progress goes to
-/// stderr as phases run.
-pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Vec<PhaseResult>> {
-    capture::check_privileges(("experiment", spec.server.pid, opts.plan.mode))?;
-    prepare_dir(dir, opts.force)?;
-    let server = start_server(spec)?;
-    let (addr, path) = server.target();
-    eprintln!(
-        "Server PID {} on http://{addr}{path} ({:?} MPM)",
-        server.pid(),
-        spec.server.mpm
-    );
-    let mut requests = Vec::new();
-    for p in &spec.profile {
-        requests.extend(probes::profile_requests(p)?);
+/// Refuses what cannot be done with the spec's server before anything runs.
+fn check_spec(spec: &Spec) -> anyhow::Result<Option<(SocketAddr, String)>> {
+    let s = &spec.server;
+    if s.pid.is_none() && s.command.is_none() {
+        return Ok(None);
     }
-    let resolved = probes::resolve(
-        server.pid(),
-        &requests,
-        Path::new(crate::symbols::DEBUG_ROOT),
-    )?;
-    let mechanism = capture::attach_mechanism(&opts.plan, resolved.len())?;
-    eprintln!(
-        "Probes: {} functions, attach mode: {mechanism}",
-        resolved.len()
-    );
-    let mut results = Vec::new();
-    for (i, phase) in spec.phases.iter().enumerate() {
-        let duration = opts
-            .max_phase
-            .map_or(phase.duration, |m| phase.duration.min(m));
-        eprintln!(
-            "[{}/{}] phase {}: {:.0} s of {}",
-            i + 1,
-            spec.phases.len(),
-            phase.name,
-            duration.as_secs_f64(),
-            describe(phase)
+    let what = s
+        .pid
+        .map_or("a server started from server.command".into(), |p| {
+            format!("an existing server (PID {p})")
+        });
+    if let Some(v) = spec.variants.iter().find(|v| !v.config.trim().is_empty()) {
+        bail!(
+            "variant `{}` changes the server's configuration, which the experiment cannot do to {what}: \
+             remove the variant, or leave out server.pid/server.command to compare it on a throwaway Apache",
+            v.name
         );
-        let trace = dir.join(format!("{}.flowdar", phase.name));
+    }
+    let url = s
+        .url
+        .as_deref()
+        .with_context(|| format!("{what} needs server.url"))?;
+    Ok(Some(parse_url(url)?))
+}
+
+/// The lab, and where client and attacker send to. For a server of the
+/// user's, the lab is used when the server answers there (it listens on
+/// all addresses); otherwise everything runs on this host.
+fn setup_hosts(
+    spec: &Spec,
+    url: &Option<(SocketAddr, String)>,
+) -> anyhow::Result<(Option<Lab>, Option<String>)> {
+    if !spec.lab.namespaces {
+        return Ok((None, None));
+    }
+    if let Some((addr, _)) = url {
+        if !addr.ip().is_loopback() {
+            return Ok((
+                None,
+                Some(format!(
+                    "{} is not on this machine's loopback: client and attacker run on this host",
+                    addr.ip()
+                )),
+            ));
+        }
+    }
+    let lab = Lab::create().context("creating the lab's client and attacker hosts")?;
+    if let Some((addr, _)) = url {
+        let there = SocketAddr::new(lab.server.into(), addr.port());
+        if !reachable(&lab.client, there) {
+            return Ok((
+                None,
+                Some(format!(
+                    "the server does not answer on {there} (it listens on {} only): client and attacker run on this host",
+                    addr.ip()
+                )),
+            ));
+        }
+    }
+    Ok((Some(lab), None))
+}
+
+/// Whether `host` can open a TCP connection to `addr`.
+fn reachable(host: &Host, addr: SocketAddr) -> bool {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            host.enter().is_ok()
+                && std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+        })
+        .join()
+        .unwrap_or(false)
+    })
+}
+
+/// Runs `spec`, writing one trace per variant and phase into
+/// `dir/VARIANT/PHASE.flowdar`. Progress goes to stderr as phases run.
+pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Outcome> {
+    capture::check_privileges(("experiment", spec.server.pid, opts.plan.mode))?;
+    let url = check_spec(spec)?;
+    if let Some((addr, _)) = &url {
+        Targets {
+            allowed: opts.allow_targets.clone(),
+            lab: vec![],
+        }
+        .check(addr.ip())?;
+    }
+    prepare_dir(dir, opts.force)?;
+    let (lab, note) = setup_hosts(spec, &url)?;
+    let targets = Targets {
+        allowed: opts.allow_targets.clone(),
+        lab: lab.iter().map(|l| IpAddr::from(l.server)).collect(),
+    };
+    if let Some(l) = &lab {
+        eprintln!(
+            "Lab: client {} ({}), attacker {} ({}), server address {} (root namespace)",
+            l.client.addr, l.client.netns, l.attacker.addr, l.attacker.netns, l.server
+        );
+    }
+    if let Some(n) = &note {
+        eprintln!("Lab: {n}");
+    }
+    let variants = spec.variants();
+    let mut results = Vec::new();
+    let mut server_addr = None;
+    for variant in &variants {
+        let server = start_server(spec, variant, lab.as_ref().map(|l| l.server.into()))?;
+        let (addr, path) = match (&server, &url) {
+            (Server::Throwaway(a), _) => (a.addr(), server::INDEX_PATH.to_string()),
+            (_, Some((addr, path))) => (*addr, path.clone()),
+            _ => unreachable!("check_spec requires a url for pid/command servers"),
+        };
+        let addr = lab
+            .as_ref()
+            .map_or(addr, |l| SocketAddr::new(l.server.into(), addr.port()));
+        server_addr = Some(addr);
+        eprintln!(
+            "Variant {}: server PID {} on http://{addr}{path} ({:?} MPM){}",
+            variant.name,
+            server.pid(),
+            spec.server.mpm,
+            if variant.config.trim().is_empty() {
+                String::new()
+            } else {
+                format!(", with: {}", variant.config.trim().replace('\n', "; "))
+            }
+        );
+        let vdir = dir.join(&variant.name);
+        std::fs::create_dir_all(&vdir).with_context(|| format!("creating {}", vdir.display()))?;
+        let mut requests = Vec::new();
+        for p in &spec.profile {
+            requests.extend(probes::profile_requests(p)?);
+        }
+        for p in &spec.probe {
+            requests.push(
+                p.parse::<probes::ProbeRequest>()
+                    .map_err(|e| anyhow::anyhow!("probe `{p}`: {e}"))?,
+            );
+        }
+        let resolved = probes::resolve(
+            server.pid(),
+            &requests,
+            Path::new(crate::symbols::DEBUG_ROOT),
+        )?;
+        let mechanism = capture::attach_mechanism(&opts.plan, resolved.len())?;
+        eprintln!(
+            "Probes: {} functions, attach mode: {mechanism}",
+            resolved.len()
+        );
+        let large = matches!(server, Server::Throwaway(_));
         let target = Target {
             pid: server.pid(),
             addr,
             path: &path,
+            large_path: large.then_some(server::LARGE_PATH),
             probes: &resolved,
             plan: opts.plan,
+            lab: lab.as_ref(),
+            targets: &targets,
         };
-        results.push(run_phase(&target, phase, duration, &trace)?);
-        let r = results.last().expect("pushed");
-        eprintln!(
-            "      {} events recorded, {} lost (attach mode: {}); client: {}",
-            r.events,
-            r.lost,
-            r.attach_mode,
-            r.wrk.as_ref().map_or_else(
-                || r.wrk_error.clone().unwrap_or_else(|| "no load".into()),
-                |w| format!(
-                    "{:.0} req/s, p99 {}, {} errors",
-                    w.requests_per_sec,
-                    w.latency_p99_us
-                        .map_or("-".into(), |v| format!("{:.1} ms", v / 1e3)),
-                    w.errors
-                )
-            )
-        );
+        let mut phases = Vec::new();
+        for (i, phase) in spec.phases.iter().enumerate() {
+            let duration = opts
+                .max_phase
+                .map_or(phase.duration, |m| phase.duration.min(m));
+            eprintln!(
+                "[{} {}/{}] phase {}: {:.0} s of {}",
+                variant.name,
+                i + 1,
+                spec.phases.len(),
+                phase.name,
+                duration.as_secs_f64(),
+                describe(phase, lab.as_ref())
+            );
+            let trace = vdir.join(format!("{}.flowdar", phase.name));
+            let r = run_phase(&target, phase, duration, &trace)?;
+            eprintln!("      {}", progress_line(&r));
+            phases.push(r);
+        }
+        results.push(VariantResult {
+            name: variant.name.clone(),
+            config: variant.config.clone(),
+            server_pid: server.pid(),
+            phases,
+        });
     }
-    Ok(results)
+    let hosts = Hosts {
+        server: server_addr.context("no variants")?,
+        client: lab
+            .as_ref()
+            .map(|l| (l.client.addr.into(), l.client.netns.clone())),
+        attacker: lab
+            .as_ref()
+            .map(|l| (l.attacker.addr.into(), l.attacker.netns.clone())),
+        note,
+    };
+    drop(lab);
+    Ok(Outcome {
+        variants: results,
+        hosts,
+    })
 }
 
-fn describe(p: &Phase) -> String {
+fn progress_line(r: &PhaseResult) -> String {
+    format!(
+        "{} events recorded, {} lost (attach mode: {}); client: {}",
+        r.events,
+        r.lost,
+        r.attach_mode,
+        r.client.as_ref().map_or_else(
+            || r.client_error.clone().unwrap_or_else(|| "no load".into()),
+            |c| format!(
+                "{:.0} req/s over {:.0} s, p99 {}, {} connect and {} request failures",
+                c.requests_per_s,
+                c.wall_s,
+                c.p99_ns.map_or("-".into(), crate::units::ns),
+                c.connect_failures,
+                c.request_failures
+            )
+        )
+    )
+}
+
+fn describe(p: &Phase, lab: Option<&Lab>) -> String {
+    let from = |h: Option<&Host>| h.map_or(String::new(), |h| format!(" from {}", h.addr));
     let load = p.load.as_ref().map_or("no load".into(), |l| {
-        format!("wrk -t{} -c{}", l.threads, l.connections)
+        format!(
+            "{} client connections{}",
+            l.connections,
+            from(lab.map(|l| &l.client))
+        )
     });
     match &p.attack {
         Some(a) => format!(
-            "{load} plus slowhttptest ({:?}, {} connections at {}/s)",
-            a.mode, a.connections, a.rate
+            "{load} plus slowhttptest ({:?}, {} connections at {}/s{})",
+            a.mode,
+            a.connections,
+            a.rate,
+            from(lab.map(|l| &l.attacker))
         ),
         None => load,
     }
@@ -234,8 +406,12 @@ struct Target<'a> {
     pid: u32,
     addr: SocketAddr,
     path: &'a str,
+    /// The throwaway Apache's large file (slow read, range attacks).
+    large_path: Option<&'a str>,
     probes: &'a [probes::ResolvedProbe],
     plan: capture::AttachPlan,
+    lab: Option<&'a Lab>,
+    targets: &'a Targets,
 }
 
 fn run_phase(
@@ -244,23 +420,16 @@ fn run_phase(
     duration: Duration,
     trace: &Path,
 ) -> anyhow::Result<PhaseResult> {
-    let &Target {
-        pid,
-        addr,
-        path,
-        probes,
-        plan,
-    } = target;
     let started = Instant::now();
     let recording = Recording::start(RecordOptions {
-        pid,
-        probes: probes.to_vec(),
+        pid: target.pid,
+        probes: target.probes.to_vec(),
         output: trace.to_path_buf(),
         force: true,
         ring_bytes: 16 << 20,
         buffer_bytes: 256 << 20,
         command_line: std::env::args().collect(),
-        plan,
+        plan: target.plan,
         bpf_stats: false,
     })?;
     let mut attack = None;
@@ -274,21 +443,31 @@ fn run_phase(
             interval: a.interval,
             duration,
         };
-        let running = Attack::start(addr, path, &plan)
-            .context("starting slowhttptest (Debian's package; `cargo xtask setup` installs it)")?;
-        attack = Some((running.command.clone(), running));
+        let path = a.path.as_deref().unwrap_or(match target.large_path {
+            Some(large) if a.mode.wants_large_response() => large,
+            _ => target.path,
+        });
+        let running = Attack::start(
+            target.addr,
+            path,
+            &plan,
+            target.lab.map(|l| &l.attacker),
+            target.targets,
+        )?;
+        attack = Some(running);
         std::thread::sleep(ramp);
         load_time = duration - ramp;
     }
-    let (wrk, wrk_error) = match &phase.load {
+    let (client, client_error) = match &phase.load {
         Some(l) => {
-            let plan = WrkPlan {
-                threads: l.threads,
+            let plan = ClientPlan {
                 connections: l.connections,
                 duration: load_time,
-                path: path.into(),
+                timeout: l.timeout,
+                path: target.path.into(),
             };
-            match server::run_wrk(addr, &plan) {
+            target.targets.check(target.addr.ip())?;
+            match server::run_client(target.addr, &plan, target.lab.map(|l| &l.client)) {
                 Ok(r) => (Some(r), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -301,9 +480,9 @@ fn run_phase(
     // Stop recording while the attack still holds its connections: the
     // calls it keeps stuck are the signal, recorded as in flight.
     let summary = recording.stop(&format!("phase {} over", phase.name))?;
-    let attack_cmd = attack.map(|(cmd, mut a)| {
+    let attack_cmd = attack.map(|mut a| {
         a.stop();
-        cmd
+        a.command.clone()
     });
     if attack_cmd.is_some() {
         // Let the server release the attack's connections before what follows.
@@ -313,11 +492,49 @@ fn run_phase(
         name: phase.name.clone(),
         trace: trace.to_path_buf(),
         duration_s: started.elapsed().as_secs_f64(),
-        wrk,
-        wrk_error,
+        client,
+        client_error,
         attack: attack_cmd,
         events: summary.counts.events(),
         lost: summary.total_kernel_drops() + summary.total_user_drops(),
         attach_mode: summary.mechanism.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(server: &str, variants: &str) -> Spec {
+        let text = format!(
+            "version = 1\nprofile = []\n[server]\n{server}\n{variants}[[phase]]\nname = \"a\"\nduration = \"1s\"\n"
+        );
+        Spec::parse(Path::new("t.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn an_existing_server_takes_no_config_variants() {
+        let existing = "pid = 1\nurl = \"http://127.0.0.1:8080/x.html\"";
+        let err = check_spec(&spec(
+            existing,
+            "[[variant]]\nname = \"none\"\n[[variant]]\nname = \"rt\"\nconfig = \"RequestReadTimeout header=1\"\n",
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "variant `rt` changes the server's configuration, which the experiment cannot do to an existing server (PID 1): \
+             remove the variant, or leave out server.pid/server.command to compare it on a throwaway Apache"
+        );
+        let (addr, path) = check_spec(&spec(existing, "")).unwrap().unwrap();
+        assert_eq!(
+            (addr.to_string(), path.as_str()),
+            ("127.0.0.1:8080".into(), "/x.html")
+        );
+        let err = check_spec(&spec("pid = 1", "")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "an existing server (PID 1) needs server.url"
+        );
+        assert!(check_spec(&spec("mpm = \"event\"", "")).unwrap().is_none());
+    }
 }

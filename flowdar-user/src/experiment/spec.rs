@@ -1,5 +1,6 @@
-//! The experiment spec (TOML, versioned): the server, the probes, and the
-//! phases, each a workload (wrk) and optionally an attack (slowhttptest).
+//! The experiment spec (TOML, versioned): the server, the lab, the probes,
+//! the variants (server settings compared side by side) and the phases,
+//! each a legitimate load and optionally a slow-HTTP attack (slowhttptest).
 //!
 //! ```toml
 //! version = 1
@@ -8,16 +9,15 @@
 //! [server]                     # a throwaway Apache (default), or
 //! mpm = "event"                # pid = 1234 + url, or command = [...] + url
 //!
-//! [[phase]]
-//! name = "normal"
-//! duration = "20s"
-//! load = { connections = 20, threads = 2 }
+//! [[variant]]                  # every variant runs every phase
+//! name = "reqtimeout"
+//! config = "RequestReadTimeout header=1-3,MinRate=500"
 //!
 //! [[phase]]
 //! name = "attack"
 //! duration = "20s"
-//! load = { connections = 20, threads = 2 }
-//! attack = { mode = "headers", connections = 120, rate = 100, interval = "5s", ramp = "5s" }
+//! load = { connections = 20 }
+//! attack = { mode = "headers", connections = 1000, rate = 200, interval = "10s", ramp = "5s" }
 //! ```
 use std::{path::Path, time::Duration};
 
@@ -33,10 +33,48 @@ pub struct Spec {
     pub version: u32,
     /// Probe selections (as `--profile`).
     pub profile: Vec<String>,
+    /// Single functions besides (as `--probe`, e.g. `apache2:ap_byterange_filter`).
+    #[serde(default)]
+    pub probe: Vec<String>,
     #[serde(default)]
     pub server: ServerSpec,
+    #[serde(default)]
+    pub lab: LabSpec,
+    /// Server settings to compare; none given: one variant, `none`.
+    #[serde(rename = "variant", default)]
+    pub variants: Vec<Variant>,
     #[serde(rename = "phase")]
     pub phases: Vec<Phase>,
+}
+
+/// Where clients and attackers run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSpec {
+    /// Client and attacker each in a network namespace of their own
+    /// (198.18.0.0/15 addresses); false: both on this host's loopback.
+    #[serde(default = "yes")]
+    pub namespaces: bool,
+}
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        Self { namespaces: true }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A server configuration to compare: lines added to the throwaway
+/// Apache's configuration (after the server's own `config`).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    #[serde(default)]
+    pub config: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -49,7 +87,8 @@ pub struct ServerSpec {
     pub pid: Option<u32>,
     /// Start this command instead (it must stay in the foreground; with `url`).
     pub command: Option<Vec<String>>,
-    /// The page loads fetch, on a loopback address (`http://127.0.0.1:PORT/PATH`).
+    /// The page loads fetch (`http://IP:PORT/PATH`): loopback, or an
+    /// address admitted with `--allow-target`.
     pub url: Option<String>,
     /// Extra lines for the throwaway Apache's configuration.
     #[serde(default)]
@@ -66,16 +105,19 @@ pub struct Phase {
     pub attack: Option<AttackSpec>,
 }
 
+/// The legitimate client (see `server::run_client`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
+    /// Connections at once, each a closed loop of keep-alive GETs.
     pub connections: u32,
-    #[serde(default = "two")]
-    pub threads: u32,
+    /// Connect and answer timeout; a timeout counts as a failure.
+    #[serde(with = "humantime_serde_compat", default = "one_s")]
+    pub timeout: Duration,
 }
 
-fn two() -> u32 {
-    2
+fn one_s() -> Duration {
+    Duration::from_secs(1)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +132,10 @@ pub struct AttackSpec {
     /// Attack alone for this long before the load starts.
     #[serde(with = "humantime_serde_compat", default = "five_s")]
     pub ramp: Duration,
+    /// What the attack requests; default: the throwaway Apache's small page
+    /// (headers, body) or its 1 MiB file (read, range), or the server URL's
+    /// path.
+    pub path: Option<String>,
 }
 
 fn hundred() -> u32 {
@@ -111,9 +157,9 @@ mod humantime_serde_compat {
     }
 }
 
-/// The built-in experiment: normal load, then the same load under a
-/// Slowloris attack strong enough to hurt but not to kill the bundled
-/// Apache (event MPM, 150 workers like Debian's default).
+/// The built-in experiment: Debian's default worker pool, normal load,
+/// then the same load under a Slowloris attack sized to deny service;
+/// without mitigation and with mod_reqtimeout.
 pub const DEFAULT_SPEC: &str = r#"version = 1
 profile = ["apache:request,io"]
 
@@ -122,16 +168,29 @@ mpm = "event"
 # Debian's default worker pool: 150 workers (6 children x 25 threads).
 config = "ServerLimit 6\nMaxRequestWorkers 150\n"
 
+# Client and attacker each on a host of their own (network namespaces).
+[lab]
+namespaces = true
+
+[[variant]]
+name = "none"
+
+[[variant]]
+name = "reqtimeout"
+# Close connections whose headers do not arrive within 1 s (up to 3 s while
+# they keep coming at 500 bytes/s or more).
+config = "LoadModule reqtimeout_module /usr/lib/apache2/modules/mod_reqtimeout.so\nRequestReadTimeout header=1-3,MinRate=500\n"
+
 [[phase]]
 name = "normal"
-duration = "20s"
-load = { connections = 20, threads = 2 }
+duration = "15s"
+load = { connections = 20 }
 
 [[phase]]
 name = "attack"
-duration = "25s"
-load = { connections = 20, threads = 2 }
-attack = { mode = "headers", connections = 120, rate = 60, interval = "5s", ramp = "5s" }
+duration = "40s"
+load = { connections = 20 }
+attack = { mode = "headers", connections = 1000, rate = 200, interval = "10s", ramp = "5s" }
 "#;
 
 impl Spec {
@@ -165,7 +224,41 @@ impl Spec {
                 sets: vec![],
             });
         }
+        let mut names = std::collections::HashSet::new();
+        for v in &spec.variants {
+            let ok = !v.name.is_empty()
+                && v.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok || !names.insert(v.name.as_str()) {
+                let at = text
+                    .match_indices(&format!("\"{}\"", v.name))
+                    .nth(usize::from(names.contains(v.name.as_str()) && ok));
+                let (line, column) = crate::probes::line_col(text, at.map_or(0, |(i, _)| i));
+                return Err(ConfigError::Syntax {
+                    path: path.into(),
+                    line,
+                    column,
+                    message: format!(
+                        "variant `{}`: names are unique and made of letters, digits, - and _ (they name directories)",
+                        v.name
+                    ),
+                });
+            }
+        }
         Ok(spec)
+    }
+
+    /// The variants to run: those given, or one, `none`, without changes.
+    pub fn variants(&self) -> Vec<Variant> {
+        if self.variants.is_empty() {
+            vec![Variant {
+                name: "none".into(),
+                config: String::new(),
+            }]
+        } else {
+            self.variants.clone()
+        }
     }
 
     pub fn default_spec() -> Self {
@@ -182,8 +275,11 @@ mod tests {
     fn the_default_spec_parses() {
         let s = Spec::default_spec();
         assert_eq!(s.phases.len(), 2);
-        assert_eq!(s.phases[1].attack.as_ref().unwrap().connections, 120);
-        assert_eq!(s.phases[0].duration, Duration::from_secs(20));
+        assert_eq!(s.phases[1].attack.as_ref().unwrap().connections, 1000);
+        assert_eq!(s.phases[0].duration, Duration::from_secs(15));
+        let names: Vec<String> = s.variants().into_iter().map(|v| v.name).collect();
+        assert_eq!(names, ["none", "reqtimeout"]);
+        assert!(s.lab.namespaces);
     }
 
     #[test]
@@ -207,5 +303,31 @@ mod tests {
                 .contains("e.toml:4:1: unknown field `attak`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn variant_names_are_unique_directory_names() {
+        let base = "version = 1\nprofile = []\n[[phase]]\nname = \"a\"\nduration = \"1s\"\n";
+        let err = Spec::parse(
+            Path::new("v.toml"),
+            &format!("{base}[[variant]]\nname = \"x\"\n[[variant]]\nname = \"x\"\n"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("v.toml:9:8: variant `x`: names are unique"),
+            "{err}"
+        );
+        let err = Spec::parse(
+            Path::new("v.toml"),
+            &format!("{base}[[variant]]\nname = \"../up\"\n"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("v.toml:7:8: variant `../up`"),
+            "{err}"
+        );
+        let one = Spec::parse(Path::new("v.toml"), base).unwrap();
+        assert_eq!(one.variants()[0].name, "none");
     }
 }

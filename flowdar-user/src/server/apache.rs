@@ -13,6 +13,10 @@ use std::{
 /// The page every test request fetches.
 pub const INDEX_PATH: &str = "/index.html";
 const INDEX_BODY: &str = "<html><body><h1>flowdar test page</h1></body></html>\n";
+/// A response larger than the kernel's socket buffers, for the attacks
+/// that work on the response (slow read, byte ranges).
+pub const LARGE_PATH: &str = "/large.bin";
+const LARGE_BYTES: usize = 1 << 20;
 const MODULES: &str = "/usr/lib/apache2/modules";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -56,6 +60,8 @@ pub struct ApacheOptions {
     pub extra_config: String,
     /// Environment added to the server's (e.g. LD_LIBRARY_PATH).
     pub env: Vec<(String, String)>,
+    /// Addresses to listen on besides 127.0.0.1 (same port), e.g. a lab's.
+    pub listen: Vec<std::net::IpAddr>,
 }
 
 impl Default for ApacheOptions {
@@ -66,6 +72,7 @@ impl Default for ApacheOptions {
             port: 0,
             extra_config: String::new(),
             env: Vec::new(),
+            listen: Vec::new(),
         }
     }
 }
@@ -96,10 +103,14 @@ impl ThrowawayApache {
         std::fs::create_dir(&htdocs)?;
         std::fs::set_permissions(&htdocs, std::fs::Permissions::from_mode(0o755))?;
         std::fs::write(htdocs.join("index.html"), INDEX_BODY)?;
-        std::fs::set_permissions(
-            htdocs.join("index.html"),
-            std::fs::Permissions::from_mode(0o644),
-        )?;
+        // Not compressible, not all one byte: a body like a real download.
+        let large: Vec<u8> = (0..LARGE_BYTES as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(htdocs.join(&LARGE_PATH[1..]), large)?;
+        for f in ["index.html", &LARGE_PATH[1..]] {
+            std::fs::set_permissions(htdocs.join(f), std::fs::Permissions::from_mode(0o644))?;
+        }
 
         let port = if opts.port == 0 {
             free_port()?
@@ -302,6 +313,9 @@ fn config(dir: &Path, port: u16, opts: &ApacheOptions) -> String {
         c,
         "ServerRoot {d}\nServerName 127.0.0.1\nListen 127.0.0.1:{port}"
     );
+    for ip in &opts.listen {
+        let _ = writeln!(c, "Listen {}", SocketAddr::new(*ip, port));
+    }
     let _ = writeln!(
         c,
         "PidFile {d}/httpd.pid\nErrorLog {d}/error.log\nLogLevel warn"

@@ -101,7 +101,7 @@ fn one_connection(addr: SocketAddr, plan: &LoadPlan) -> (usize, Vec<u64>) {
 }
 
 /// Reads one response (headers + Content-Length body); returns its status.
-fn read_response(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<u16> {
+pub(super) fn read_response(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<u16> {
     buf.clear();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
