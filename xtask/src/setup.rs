@@ -16,6 +16,8 @@ const APT_PACKAGES: &[&str] = &[
     "bpftrace",
     "wrk",
     "slowhttptest",
+    // `ip netns`/veth: the experiment's client and attacker hosts (issue #19).
+    "iproute2",
     "util-linux",
     "chromium",
     // Issue #18: `flowdar import uftrace` is tested against uftrace itself;
