@@ -166,21 +166,24 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DIR", conflicts_with = "output")]
     pub dataset: Option<PathBuf>,
     /// The dataset's host partition [default: the host named in the trace].
-    #[arg(long, requires = "dataset")]
+    #[arg(long)]
     pub host: Option<String>,
     /// The run partition [default: the trace's file name without .flowdar;
     /// for a trace in a `flowdar experiment` directory, that directory's name].
-    #[arg(long, requires = "dataset")]
+    #[arg(long)]
     pub run: Option<String>,
     /// The phase partition [default: `all`; for a trace in a `flowdar
     /// experiment` directory, its phase: the file name without .flowdar].
-    #[arg(long, requires = "dataset")]
+    #[arg(long)]
     pub phase: Option<String>,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     if let Some(root) = &args.dataset {
         return export_dataset(&args, root);
+    }
+    if args.host.is_some() || args.run.is_some() || args.phase.is_some() {
+        bail!("--host, --run and --phase label a --dataset export: add --dataset DIR");
     }
     let output = args
         .output
