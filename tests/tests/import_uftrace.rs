@@ -1,7 +1,7 @@
 //! `flowdar import uftrace`: a C program built with `gcc -pg`, recorded by
 //! uftrace itself, imported; calls per function equal `uftrace report`'s
-//! and what the program's arithmetic says, and the other commands read the
-//! imported trace. No root needed (uftrace traces through -pg's mcount).
+//! and what the program's arithmetic says (threads, recursion, a forked
+//! child), and the other commands read the imported trace. No root needed (uftrace traces through -pg's mcount).
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use flowdar_tests::*;
@@ -88,7 +88,7 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
         "import failed: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("on 2 threads"), "{stdout}");
+    assert!(stdout.contains("on 3 threads"), "{stdout}");
 
     let stats = flowdar(&["stats", "--json", trace.to_str().unwrap()]);
     assert!(stats.status.success());
@@ -104,12 +104,15 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
     let theirs = uftrace_report(&data);
     assert_eq!(ours, theirs, "flowdar stats vs uftrace report");
     // And what the program does: fib(8) on one thread, fib(6) on the other;
-    // a leaf per loop turn (N and 2N) and per fib leaf.
+    // a leaf per loop turn (N, 2N and the child's 3) and per fib leaf; the
+    // child returns from the parent's fork and main.
     assert_eq!(ours["fib"], fib_calls(8) + fib_calls(6));
-    assert_eq!(ours["leaf"], 3 * N + fib_leaves(8) + fib_leaves(6));
-    assert_eq!((ours["work"], ours["worker"], ours["main"]), (2, 1, 1));
+    assert_eq!(ours["leaf"], 3 * N + 3 + fib_leaves(8) + fib_leaves(6));
+    assert_eq!((ours["work"], ours["worker"]), (3, 1));
+    assert_eq!((ours["main"], ours["fork"]), (2, 2));
     assert_eq!(json["pairing"]["unmatched_exits"], 0);
     assert_eq!(json["pairing"]["lost_exits"], 0);
+    assert_eq!(json["pairing"]["time_reversals"], 0);
 
     // The rest of Flowdar reads it unchanged.
     let t = trace.to_str().unwrap();

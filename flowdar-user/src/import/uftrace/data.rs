@@ -182,6 +182,22 @@ pub fn read_tasks(dir: &Path) -> Result<Tasks, UftraceError> {
             _ => {} // DLOP and future line kinds: nothing we use.
         }
     }
+    // A forked child gets a FORK line but no TASK line: its main thread is
+    // the child itself. Any other `<tid>.dat` is read as its own process.
+    for &child in tasks.parents.keys() {
+        tasks.threads.entry(child).or_insert(child);
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let tid = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".dat")?.parse::<u32>().ok());
+            if let Some(tid) = tid {
+                tasks.threads.entry(tid).or_insert(tid);
+            }
+        }
+    }
     tasks.sessions.sort_by_key(|s| s.ts_ns);
     if tasks.sessions.is_empty() {
         return Err(UftraceError::Format {

@@ -6,6 +6,7 @@
 //! (such recordings are refused), uftrace's schedule, kernel and SDT
 //! events, and lost-record markers (counted instead).
 mod data;
+mod inherit;
 mod symbols;
 
 use std::{
@@ -64,6 +65,7 @@ pub fn import(dir: &Path, out: &Path, force: bool) -> Result<Imported, UftraceEr
     let mut by_function: HashMap<Function, u32> = HashMap::new();
     let mut summary = Imported::default();
     let mut end_ns = first.ts_ns;
+    let mut inherited = inherit::Inherited::default();
 
     // Pass 1 names every function (the header, with the probe table, comes
     // first in the file); pass 2 writes the events. Both stream the files.
@@ -72,7 +74,8 @@ pub fn import(dir: &Path, out: &Path, force: bool) -> Result<Imported, UftraceEr
             .session_of(pid, ts)
             .map_or(first.sid.clone(), |s| s.sid.clone())
     };
-    summary.threads = merge(dir, &tasks, |pid, _, r| {
+    summary.threads = merge(dir, &tasks, |pid, tid, r| {
+        inherited.observe(pid, tasks.parents.get(&pid).copied(), tid, r);
         match r.kind {
             RecordKind::Entry | RecordKind::Exit => {}
             RecordKind::Lost => {
@@ -126,7 +129,20 @@ pub fn import(dir: &Path, out: &Path, force: bool) -> Result<Imported, UftraceEr
     let n_probes = header.probes.len();
     let mut writer = TraceWriter::create(out, &header, force)?;
     let mut events: Vec<Event> = Vec::with_capacity(CHUNK);
+    let mut started = std::collections::HashSet::new();
     merge(dir, &tasks, |pid, tid, r| {
+        if started.insert(tid) {
+            for (addr, ts_ns) in inherited.take(tid) {
+                events.push(Event {
+                    tgid: pid,
+                    tid,
+                    ts_ns,
+                    probe_id: ids[&(session(pid, r.ts_ns), addr)],
+                    kind: EventKind::Entry as u32,
+                    args: [0; 3],
+                });
+            }
+        }
         let kind = match r.kind {
             RecordKind::Entry => EventKind::Entry,
             RecordKind::Exit => EventKind::Exit,
@@ -140,7 +156,7 @@ pub fn import(dir: &Path, out: &Path, force: bool) -> Result<Imported, UftraceEr
             kind: kind as u32,
             args: [0; 3],
         });
-        if events.len() == CHUNK {
+        if events.len() >= CHUNK {
             writer.write_chunk(&events)?;
             events.clear();
         }
