@@ -24,6 +24,16 @@ const FILES: &[&str] = &[
     "share/fish/vendor_completions.d/flowdar.fish",
 ];
 
+/// `cargo xtask install`: builds the release binary (unless `build` is
+/// false) and installs it under `prefix`.
+pub fn run(prefix: &Path, build: bool) -> Result<()> {
+    if build {
+        let env = crate::setup::for_build()?;
+        crate::tasks::build_release(&env)?;
+    }
+    install(&crate::tasks::release_binary(), prefix)
+}
+
 /// Installs `binary` (an unstripped release build) under `prefix`.
 pub fn install(binary: &Path, prefix: &Path) -> Result<()> {
     if !binary.is_file() {

@@ -32,7 +32,8 @@ enum Command {
         #[arg(long)]
         no_lint: bool,
     },
-    /// Set up, build (release) and install `flowdar`: the binary (debug
+    /// Build (release; set-up limited to what building needs: rust-src,
+    /// bpf-linker) and install `flowdar`: the binary (debug
     /// info split into PREFIX/bin/.debug/flowdar.debug), bash/zsh/fish
     /// completions and a man page per subcommand (`man flowdar-record`).
     Install {
@@ -97,8 +98,7 @@ fn main() {
         Command::Setup => setup::run().map(|_| ()),
         Command::Build => tasks::build(),
         Command::Test { filter, no_lint } => tasks::test(filter.as_deref(), !no_lint),
-        Command::Install { prefix, no_build } => (if no_build { Ok(()) } else { tasks::build() })
-            .and_then(|()| install::install(&tasks::release_binary(), &prefix)),
+        Command::Install { prefix, no_build } => install::run(&prefix, !no_build),
         Command::Uninstall { prefix } => install::uninstall(&prefix),
         Command::Demo => tasks::demo(),
         Command::Lint => setup::run().and_then(|env| tasks::lint(&env)),

@@ -75,6 +75,14 @@ pub fn run() -> Result<Env> {
     Ok(Env { tools_bin })
 }
 
+/// What building the release binary needs, and nothing more (no Debian
+/// packages, no root): for `cargo xtask install`.
+pub fn for_build() -> Result<Env> {
+    rust_src()?;
+    let tools_bin = bpf_linker()?;
+    Ok(Env { tools_bin })
+}
+
 pub fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])

@@ -18,6 +18,11 @@ fn cargo(env: &Env) -> Command {
     c
 }
 
+/// `cargo build --release -p flowdar-user`.
+pub fn build_release(env: &Env) -> Result<()> {
+    run_cmd(cargo(env).args(["build", "--release", "-p", "flowdar-user"]))
+}
+
 /// The release binary `cargo xtask build` makes.
 pub fn release_binary() -> PathBuf {
     workspace_root().join("target/release/flowdar")
@@ -25,7 +30,7 @@ pub fn release_binary() -> PathBuf {
 
 pub fn build() -> Result<()> {
     let env = setup::run()?;
-    run_cmd(cargo(&env).args(["build", "--release", "-p", "flowdar-user"]))?;
+    build_release(&env)?;
     eprintln!(
         "built {}",
         workspace_root().join("target/release/flowdar").display()
