@@ -103,22 +103,21 @@ pub struct Tasks {
 
 impl Tasks {
     /// The session a record of process `pid` at `ts` belongs to: the last
-    /// one begun by that process by then, else its parent's (a fork without
-    /// exec runs its parent's image).
+    /// one begun by that process by then, else its parent's (a fork runs its
+    /// parent's image until it execs), else its first.
     pub fn session_of(&self, pid: u32, ts: u64) -> Option<&Session> {
         let mut p = pid;
         for _ in 0..64 {
-            let own = self.sessions.iter().filter(|s| s.pid == p);
-            let found = own
-                .clone()
-                .rfind(|s| s.ts_ns <= ts)
-                .or_else(|| own.clone().next());
-            if found.is_some() {
-                return found;
+            let begun = self.sessions.iter().rfind(|s| s.pid == p && s.ts_ns <= ts);
+            if begun.is_some() {
+                return begun;
             }
-            p = *self.parents.get(&p)?;
+            match self.parents.get(&p) {
+                Some(&parent) => p = parent,
+                None => break,
+            }
         }
-        None
+        self.sessions.iter().find(|s| s.pid == pid)
     }
 }
 
