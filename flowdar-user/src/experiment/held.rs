@@ -23,17 +23,23 @@ pub struct Held {
     /// How long their outermost in-flight call had run: longest, median.
     pub longest_ns: u64,
     pub median_ns: u64,
+    /// Per function, its longest call that returned (what a timeout caps).
+    pub longest_returned_ns: HashMap<String, u64>,
 }
 
 /// Reads `trace` and finds its held workers.
 pub fn held_workers(trace: &Path) -> anyhow::Result<Held> {
     // Per thread: (depth, probe, duration) of its in-flight calls.
     let mut open: HashMap<u32, Vec<(u32, u32, u64)>> = HashMap::new();
+    let mut longest: HashMap<u32, u64> = HashMap::new();
     let scanned = scan(
         trace,
         |_| {},
         |c| {
-            if !c.returned {
+            if c.returned {
+                let l = longest.entry(c.probe_id).or_default();
+                *l = (*l).max(c.duration_ns());
+            } else {
                 open.entry(c.tid)
                     .or_default()
                     .push((c.depth, c.probe_id, c.duration_ns()));
@@ -69,6 +75,7 @@ pub fn held_workers(trace: &Path) -> anyhow::Result<Held> {
         with_stack,
         longest_ns: durations.last().copied().unwrap_or(0),
         median_ns: durations.get(durations.len() / 2).copied().unwrap_or(0),
+        longest_returned_ns: longest.into_iter().map(|(id, d)| (name(id), d)).collect(),
     })
 }
 

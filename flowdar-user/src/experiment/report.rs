@@ -10,7 +10,10 @@ use std::{fmt::Write as _, path::Path};
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::{held::held_workers, Outcome, PhaseResult, VariantResult};
+use super::{
+    held::{held_workers, Held},
+    Outcome, PhaseResult, VariantResult,
+};
 use crate::units::{ns, signed_ns as signed};
 use crate::{
     analysis::{diff, DiffRow, Session},
@@ -83,7 +86,7 @@ fn held_by_clients(_test_trace: &Path) -> anyhow::Result<Option<String>> {
 
 /// The first paragraph: the denial, its cause and the attacker, then what
 /// each further variant changed.
-fn summary(outcome: &Outcome, diffs: &[(String, Vec<DiffRow>)]) -> anyhow::Result<String> {
+fn summary(outcome: &Outcome, held: &[Held]) -> anyhow::Result<String> {
     let mut out = String::new();
     let first = &outcome.variants[0];
     let (base, test) = (&first.phases[0], first.phases.last().context("no phases")?);
@@ -100,21 +103,30 @@ fn summary(outcome: &Outcome, diffs: &[(String, Vec<DiffRow>)]) -> anyhow::Resul
     let (b, t) = (rps(base), rps(test));
     let pct = if b > 0.0 { 100.0 * t / b } else { 0.0 };
     let failures = test.client.as_ref().map_or(0, |c| c.errors());
-    let verdict = if pct <= 10.0 {
-        "Denial of service"
-    } else if pct < 90.0 {
-        "Degraded service"
+    if test.client.is_none() {
+        let _ = write!(
+            out,
+            "**The attack alone.** Phase `{}` ran `{attack}` from {attacker} without legitimate load: \
+             the diff below compares the attack's requests with the legitimate ones of phase `{}` ({b:.0} requests/s from {client}).",
+            test.name, base.name
+        );
     } else {
-        "No denial"
-    };
-    let _ = write!(
-        out,
-        "**{verdict}.** Without mitigation (variant `{}`), under `{attack}` from {attacker}, \
-         the legitimate client at {client} got {t:.0} requests/s against {b:.0} in phase `{}` \
-         ({pct:.1}% of normal, {failures} connects or requests timed out or failed; counted over wall time).",
-        first.name, base.name
-    );
-    let held_now = held_workers(&test.trace)?;
+        let verdict = if pct <= 10.0 {
+            "Denial of service"
+        } else if pct < 90.0 {
+            "Degraded service"
+        } else {
+            "No denial"
+        };
+        let _ = write!(
+            out,
+            "**{verdict}.** Without mitigation (variant `{}`), under `{attack}` from {attacker}, \
+             the legitimate client at {client} got {t:.0} requests/s against {b:.0} in phase `{}` \
+             ({pct:.1}% of normal, {failures} connects or requests timed out or failed; counted over wall time).",
+            first.name, base.name
+        );
+    }
+    let held_now = &held[0];
     if held_now.workers > 0 {
         let _ = write!(
             out,
@@ -135,6 +147,8 @@ fn summary(outcome: &Outcome, diffs: &[(String, Vec<DiffRow>)]) -> anyhow::Resul
             ns(held_now.median_ns),
             doing(&held_now.stack)
         );
+    } else {
+        let _ = write!(out, " No worker was held when capture ended.");
     }
     match held_by_clients(&test.trace)? {
         Some(line) => {
@@ -147,31 +161,39 @@ fn summary(outcome: &Outcome, diffs: &[(String, Vec<DiffRow>)]) -> anyhow::Resul
             );
         }
     }
-    for (v, (_, rows)) in outcome.variants.iter().zip(diffs).skip(1) {
+    for (v, h) in outcome.variants.iter().zip(held).skip(1) {
         let (vb, vt) = (
             rps(&v.phases[0]),
             rps(v.phases.last().context("no phases")?),
         );
         let gain = if t > 0.0 { vt / t } else { f64::INFINITY };
-        let read = rows.iter().find(|r| r.function == "ap_read_request");
+        let settings = v
+            .config
+            .trim()
+            .lines()
+            .filter(|l| !l.starts_with("LoadModule"))
+            .collect::<Vec<_>>()
+            .join("; ");
         let _ = write!(
             out,
-            "\n\nWith `{}` ({}): {vt:.0} requests/s under the same attack ({:.1}% of its normal {vb:.0}; {}){}.",
+            "\n\nWith `{}` ({settings}): {vt:.0} requests/s under the same attack ({:.1}% of its normal {vb:.0}; {}). \
+             In the trace, {} workers were held when capture ended (without mitigation: {}){}.",
             v.name,
-            v.config.trim().lines().filter(|l| !l.starts_with("LoadModule")).collect::<Vec<_>>().join("; "),
             if vb > 0.0 { 100.0 * vt / vb } else { 0.0 },
             if gain.is_finite() {
                 format!("{gain:.1}x the unmitigated {t:.0}")
             } else {
                 format!("against {t:.0} without mitigation")
             },
-            read.map_or(String::new(), |r| format!(
-                "; `ap_read_request` under attack: p99 {}, {} held at the end (no mitigation: p99 {}, {} held)",
-                ns(r.test_p99_ns),
-                r.in_flight,
-                diffs[0].1.iter().find(|x| x.function == "ap_read_request").map_or("-".into(), |x| ns(x.test_p99_ns)),
-                diffs[0].1.iter().find(|x| x.function == "ap_read_request").map_or(0, |x| x.in_flight),
-            ))
+            h.workers,
+            held_now.workers,
+            h.longest_returned_ns
+                .get("ap_read_request")
+                .map_or(String::new(), |l| format!(
+                    "; the longest `ap_read_request` that returned took {} (without mitigation they were held for up to {})",
+                    ns(*l),
+                    ns(held_now.longest_ns)
+                ))
         );
     }
     Ok(out)
@@ -326,7 +348,12 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> anyhow::Result<Repor
         dir.join("experiment.json"),
         serde_json::to_string_pretty(&json(outcome))?,
     )?;
-    let summary = summary(outcome, &diffs)?;
+    let held = outcome
+        .variants
+        .iter()
+        .map(|v| held_workers(&v.phases.last().expect("phases").trace))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let summary = summary(outcome, &held)?;
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n\n{summary}\n");
     client_table(&mut md, &outcome.variants);

@@ -464,7 +464,7 @@ fn run_phase(
                 connections: l.connections,
                 duration: load_time,
                 timeout: l.timeout,
-                path: target.path.into(),
+                path: l.path.clone().unwrap_or_else(|| target.path.into()),
             };
             target.targets.check(target.addr.ip())?;
             match server::run_client(target.addr, &plan, target.lab.map(|l| &l.client)) {

@@ -114,6 +114,9 @@ pub struct Load {
     /// Connect and answer timeout; a timeout counts as a failure.
     #[serde(with = "humantime_serde_compat", default = "one_s")]
     pub timeout: Duration,
+    /// What the client fetches; default: the small page (or the server
+    /// URL's path). `/large.bin` is the throwaway Apache's 1 MiB file.
+    pub path: Option<String>,
 }
 
 fn one_s() -> Duration {
