@@ -19,7 +19,17 @@ pub struct Inherited {
     first_ts: HashMap<u32, u64>,
     /// Per thread: the inherited frames found, innermost first (the order
     /// their returns come in).
-    frames: HashMap<u32, Vec<(u64, u64)>>,
+    frames: HashMap<u32, Vec<Frame>>,
+}
+
+/// A call a thread returns from without having entered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub addr: u64,
+    /// When it began (the entry to write).
+    pub began: u64,
+    /// When it returned (its exit record's time).
+    pub returned: u64,
 }
 
 impl Inherited {
@@ -39,21 +49,25 @@ impl Inherited {
                     .copied()
                     .unwrap_or(first)
                     .min(first);
-                self.frames.entry(tid).or_default().push((r.addr, began));
+                self.frames.entry(tid).or_default().push(Frame {
+                    addr: r.addr,
+                    began,
+                    returned: r.ts_ns,
+                });
             }
             _ => {}
         }
     }
 
-    /// Pass 2: the entries to write before `tid`'s first record (function
-    /// address, time), outermost first, times never decreasing.
-    pub fn take(&mut self, tid: u32) -> Vec<(u64, u64)> {
+    /// Pass 2: the entries to write before `tid`'s first record,
+    /// outermost first, `began` never decreasing.
+    pub fn take(&mut self, tid: u32) -> Vec<Frame> {
         let mut frames = self.frames.remove(&tid).unwrap_or_default();
         frames.reverse();
         let mut t = 0;
         for f in &mut frames {
-            t = t.max(f.1);
-            f.1 = t;
+            t = t.max(f.began);
+            f.began = t;
         }
         frames
     }
@@ -86,7 +100,12 @@ mod tests {
         i.observe(2, Some(1), 2, &rec(170, RecordKind::Entry, work));
         i.observe(2, Some(1), 2, &rec(180, RecordKind::Exit, work));
         i.observe(2, Some(1), 2, &rec(190, RecordKind::Exit, main));
-        assert_eq!(i.take(2), vec![(main, 100), (fork, 110)]);
+        let frames: Vec<(u64, u64, u64)> = i
+            .take(2)
+            .iter()
+            .map(|f| (f.addr, f.began, f.returned))
+            .collect();
+        assert_eq!(frames, vec![(main, 100, 190), (fork, 110, 160)]);
         assert_eq!(i.take(1), vec![]);
     }
 }

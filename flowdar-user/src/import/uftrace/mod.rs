@@ -132,12 +132,13 @@ pub fn import(dir: &Path, out: &Path, force: bool) -> Result<Imported, UftraceEr
     let mut started = std::collections::HashSet::new();
     merge(dir, &tasks, |pid, tid, r| {
         if started.insert(tid) {
-            for (addr, ts_ns) in inherited.take(tid) {
+            for f in inherited.take(tid) {
                 events.push(Event {
                     tgid: pid,
                     tid,
-                    ts_ns,
-                    probe_id: ids[&(session(pid, r.ts_ns), addr)],
+                    ts_ns: f.began,
+                    // Named in pass 1 as its exit was.
+                    probe_id: ids[&(session(pid, f.returned), f.addr)],
                     kind: EventKind::Entry as u32,
                     args: [0; 3],
                 });
