@@ -161,6 +161,9 @@ fn summary(outcome: &Outcome, held: &[Held]) -> anyhow::Result<String> {
             );
         }
     }
+    if let Some(n) = &h.note {
+        let _ = write!(out, " Lab: {n}.");
+    }
     for (v, h) in outcome.variants.iter().zip(held).skip(1) {
         let (vb, vt) = (
             rps(&v.phases[0]),
@@ -177,7 +180,7 @@ fn summary(outcome: &Outcome, held: &[Held]) -> anyhow::Result<String> {
         let _ = write!(
             out,
             "\n\nWith `{}` ({settings}): {vt:.0} requests/s under the same attack ({:.1}% of its normal {vb:.0}; {}). \
-             In the trace, {} workers were held when capture ended (without mitigation: {}){}.",
+             In the trace, {} workers were held when capture ended{} (without mitigation: {}){}.",
             v.name,
             if vb > 0.0 { 100.0 * vt / vb } else { 0.0 },
             if gain.is_finite() {
@@ -186,11 +189,23 @@ fn summary(outcome: &Outcome, held: &[Held]) -> anyhow::Result<String> {
                 format!("against {t:.0} without mitigation")
             },
             h.workers,
+            if h.workers > 0 {
+                format!(
+                    ", in {}",
+                    h.stack
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(" > ")
+                )
+            } else {
+                String::new()
+            },
             held_now.workers,
             h.longest_returned_ns
                 .get("ap_read_request")
                 .map_or(String::new(), |l| format!(
-                    "; the longest `ap_read_request` that returned took {} (without mitigation they were held for up to {})",
+                    "; the longest `ap_read_request` that returned took {} (without mitigation, workers were held for up to {})",
                     ns(*l),
                     ns(held_now.longest_ns)
                 ))

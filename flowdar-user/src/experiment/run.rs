@@ -194,7 +194,20 @@ fn setup_hosts(
             ));
         }
     }
-    let lab = Lab::create().context("creating the lab's client and attacker hosts")?;
+    // Without network namespaces (a container without CAP_NET_ADMIN, a
+    // kernel without veth) the experiment still runs, on this host, and
+    // says so on the terminal and in the report.
+    let lab = match Lab::create() {
+        Ok(lab) => lab,
+        Err(e) => {
+            return Ok((
+                None,
+                Some(format!(
+                    "no client and attacker hosts ({e}): both run on this host"
+                )),
+            ))
+        }
+    };
     if let Some((addr, _)) = url {
         let there = SocketAddr::new(lab.server.into(), addr.port());
         if !reachable(&lab.client, there) {
