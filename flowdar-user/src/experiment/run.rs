@@ -277,10 +277,13 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Outcome
             .map_or(addr, |l| SocketAddr::new(l.server.into(), addr.port()));
         server_addr = Some(addr);
         eprintln!(
-            "Variant {}: server PID {} on http://{addr}{path} ({:?} MPM){}",
+            "Variant {}: server PID {} on http://{addr}{path}{}{}",
             variant.name,
             server.pid(),
-            spec.server.mpm,
+            match server {
+                Server::Throwaway(_) => format!(" (throwaway Apache, {:?} MPM)", spec.server.mpm),
+                _ => String::new(),
+            },
             if variant.config.trim().is_empty() {
                 String::new()
             } else {
