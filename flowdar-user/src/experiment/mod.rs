@@ -3,8 +3,10 @@
 //! load with and without a slow-HTTP attack, each phase recorded to its own
 //! trace, then the attack phase diffed against the first and reported.
 mod held;
+mod markdown;
 mod report;
 mod run;
+mod setup;
 mod spec;
 
 pub use report::{write as write_report, Report};

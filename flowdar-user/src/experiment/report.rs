@@ -404,7 +404,7 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> anyhow::Result<Repor
         outcome.variants.iter().flat_map(|v| v.phases.iter().map(move |p| format!("`{}/{}`", v.name, p.trace.file_name().unwrap_or_default().to_string_lossy()))).collect::<Vec<_>>().join(", ")
     );
     std::fs::write(dir.join("report.md"), &md)?;
-    let intro = markdown_tables_to_html(&md);
+    let intro = super::markdown::to_html(&md);
     let refs: Vec<&render::Scene> = scenes.iter().collect();
     let page = render::page(&refs, 500_000).replacen(
         "<div class=\"panes\">",
@@ -417,65 +417,4 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> anyhow::Result<Repor
         summary,
         markdown: md,
     })
-}
-
-/// A small Markdown-to-HTML for the report's headings, paragraphs and tables.
-fn markdown_tables_to_html(md: &str) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let code = |s: &str| {
-        let mut out = String::new();
-        for (i, part) in esc(s).split('`').enumerate() {
-            if i % 2 == 1 {
-                let _ = write!(out, "<code>{part}</code>");
-            } else {
-                out.push_str(part);
-            }
-        }
-        out
-    };
-    let mut html = String::from("<style>.report{padding:8px 16px;background:#fff}.report table{border-collapse:collapse;font-size:13px}.report td,.report th{border:1px solid #ccd;padding:3px 8px;text-align:right}.report td:nth-child(2){text-align:left}</style>");
-    let mut in_table = false;
-    for line in md.lines() {
-        if line.starts_with('|') {
-            if line.contains("---") {
-                continue;
-            }
-            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-            let tag = if in_table { "td" } else { "th" };
-            if !in_table {
-                html.push_str("<table>");
-                in_table = true;
-            }
-            html.push_str("<tr>");
-            for c in cells {
-                let _ = write!(html, "<{tag}>{}</{tag}>", code(c));
-            }
-            html.push_str("</tr>");
-            continue;
-        }
-        if in_table {
-            html.push_str("</table>");
-            in_table = false;
-        }
-        if let Some(h) = line.strip_prefix("## ") {
-            let _ = write!(html, "<h3>{}</h3>", code(h));
-        } else if let Some(h) = line.strip_prefix("# ") {
-            let _ = write!(html, "<h2>{}</h2>", code(h));
-        } else if let Some(item) = line.strip_prefix("- ") {
-            let _ = write!(html, "<div>• {}</div>", code(item));
-        } else if !line.trim().is_empty() {
-            let p = code(line)
-                .replacen("**", "<b>", 1)
-                .replacen("**", "</b>", 1);
-            let _ = write!(html, "<p>{p}</p>");
-        }
-    }
-    if in_table {
-        html.push_str("</table>");
-    }
-    html
 }

@@ -4,21 +4,20 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-use super::{Phase, Spec, Variant};
+use super::{
+    setup::{check_spec, setup_hosts, start_server, Server},
+    Phase, Spec,
+};
 use crate::{
     capture::{self, RecordOptions, Recording},
     probes,
-    server::{
-        self, ApacheOptions, Attack, AttackPlan, ClientPlan, ClientReport, Host, Lab, Targets,
-        ThrowawayApache,
-    },
+    server::{self, Attack, AttackPlan, ClientPlan, ClientReport, Host, Lab, Targets},
 };
 
 #[derive(Debug, Clone, Default)]
@@ -74,165 +73,6 @@ pub struct Hosts {
 pub struct Outcome {
     pub variants: Vec<VariantResult>,
     pub hosts: Hosts,
-}
-
-enum Server {
-    Throwaway(ThrowawayApache),
-    Existing { pid: u32 },
-    Started { child: Child },
-}
-
-impl Server {
-    fn pid(&self) -> u32 {
-        match self {
-            Server::Throwaway(a) => a.pid(),
-            Server::Existing { pid } => *pid,
-            Server::Started { child } => child.id(),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Server::Started { child } = self {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// `http://IP:PORT/PATH` -> address and path.
-fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("`{url}`: only http:// URLs"))?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr: SocketAddr = host
-        .parse()
-        .with_context(|| format!("`{url}`: give an IP:PORT host, e.g. 127.0.0.1:8080"))?;
-    Ok((addr, path))
-}
-
-/// The server for one variant. `listen`: the lab's server address, for a
-/// throwaway Apache.
-fn start_server(spec: &Spec, variant: &Variant, listen: Option<IpAddr>) -> anyhow::Result<Server> {
-    let s = &spec.server;
-    match (s.pid, &s.command) {
-        (Some(pid), _) => {
-            if !capture::is_alive(pid) {
-                bail!("no process with PID {pid}");
-            }
-            Ok(Server::Existing { pid })
-        }
-        (None, Some(cmd)) => {
-            let (prog, args) = cmd.split_first().context("server.command is empty")?;
-            let child = Command::new(prog)
-                .args(args)
-                .stdin(Stdio::null())
-                .spawn()
-                .with_context(|| format!("starting {prog}"))?;
-            std::thread::sleep(Duration::from_secs(2));
-            Ok(Server::Started { child })
-        }
-        (None, None) => {
-            let opts = ApacheOptions {
-                mpm: s.mpm,
-                extra_config: format!("{}\n{}\n", s.config, variant.config),
-                listen: listen.into_iter().collect(),
-                ..Default::default()
-            };
-            Ok(Server::Throwaway(ThrowawayApache::start(&opts)?))
-        }
-    }
-}
-
-/// Refuses what cannot be done with the spec's server before anything runs.
-fn check_spec(spec: &Spec) -> anyhow::Result<Option<(SocketAddr, String)>> {
-    let s = &spec.server;
-    if s.pid.is_none() && s.command.is_none() {
-        return Ok(None);
-    }
-    let what = s
-        .pid
-        .map_or("a server started from server.command".into(), |p| {
-            format!("an existing server (PID {p})")
-        });
-    if let Some(v) = spec.variants.iter().find(|v| !v.config.trim().is_empty()) {
-        bail!(
-            "variant `{}` changes the server's configuration, which the experiment cannot do to {what}: \
-             remove the variant, or leave out server.pid/server.command to compare it on a throwaway Apache",
-            v.name
-        );
-    }
-    let url = s
-        .url
-        .as_deref()
-        .with_context(|| format!("{what} needs server.url"))?;
-    Ok(Some(parse_url(url)?))
-}
-
-/// The lab, and where client and attacker send to. For a server of the
-/// user's, the lab is used when the server answers there (it listens on
-/// all addresses); otherwise everything runs on this host.
-fn setup_hosts(
-    spec: &Spec,
-    url: &Option<(SocketAddr, String)>,
-) -> anyhow::Result<(Option<Lab>, Option<String>)> {
-    if !spec.lab.namespaces {
-        return Ok((None, None));
-    }
-    if let Some((addr, _)) = url {
-        if !addr.ip().is_loopback() {
-            return Ok((
-                None,
-                Some(format!(
-                    "{} is not on this machine's loopback: client and attacker run on this host",
-                    addr.ip()
-                )),
-            ));
-        }
-    }
-    // Without network namespaces (a container without CAP_NET_ADMIN, a
-    // kernel without veth) the experiment still runs, on this host, and
-    // says so on the terminal and in the report.
-    let lab = match Lab::create() {
-        Ok(lab) => lab,
-        Err(e) => {
-            return Ok((
-                None,
-                Some(format!(
-                    "no client and attacker hosts ({e}): both run on this host"
-                )),
-            ))
-        }
-    };
-    if let Some((addr, _)) = url {
-        let there = SocketAddr::new(lab.server.into(), addr.port());
-        if !reachable(&lab.client, there) {
-            return Ok((
-                None,
-                Some(format!(
-                    "the server does not answer on {there} (it listens on {} only): client and attacker run on this host",
-                    addr.ip()
-                )),
-            ));
-        }
-    }
-    Ok((Some(lab), None))
-}
-
-/// Whether `host` can open a TCP connection to `addr`.
-fn reachable(host: &Host, addr: SocketAddr) -> bool {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            host.enter().is_ok()
-                && std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-        })
-        .join()
-        .unwrap_or(false)
-    })
 }
 
 /// Runs `spec`, writing one trace per variant and phase into
@@ -515,42 +355,4 @@ fn run_phase(
         lost: summary.total_kernel_drops() + summary.total_user_drops(),
         attach_mode: summary.mechanism.to_string(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(server: &str, variants: &str) -> Spec {
-        let text = format!(
-            "version = 1\nprofile = []\n[server]\n{server}\n{variants}[[phase]]\nname = \"a\"\nduration = \"1s\"\n"
-        );
-        Spec::parse(Path::new("t.toml"), &text).unwrap()
-    }
-
-    #[test]
-    fn an_existing_server_takes_no_config_variants() {
-        let existing = "pid = 1\nurl = \"http://127.0.0.1:8080/x.html\"";
-        let err = check_spec(&spec(
-            existing,
-            "[[variant]]\nname = \"none\"\n[[variant]]\nname = \"rt\"\nconfig = \"RequestReadTimeout header=1\"\n",
-        ))
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "variant `rt` changes the server's configuration, which the experiment cannot do to an existing server (PID 1): \
-             remove the variant, or leave out server.pid/server.command to compare it on a throwaway Apache"
-        );
-        let (addr, path) = check_spec(&spec(existing, "")).unwrap().unwrap();
-        assert_eq!(
-            (addr.to_string(), path.as_str()),
-            ("127.0.0.1:8080".into(), "/x.html")
-        );
-        let err = check_spec(&spec("pid = 1", "")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "an existing server (PID 1) needs server.url"
-        );
-        assert!(check_spec(&spec("mpm = \"event\"", "")).unwrap().is_none());
-    }
 }

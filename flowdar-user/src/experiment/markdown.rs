@@ -1,0 +1,83 @@
+//! The report's Markdown (headings, paragraphs, bold, inline code, lists
+//! and tables: what `report.md` uses) as HTML for `report.html`.
+use std::fmt::Write as _;
+
+/// A small Markdown-to-HTML for the report's headings, paragraphs and tables.
+pub(super) fn to_html(md: &str) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let code = |s: &str| {
+        let mut out = String::new();
+        for (i, part) in esc(s).split('`').enumerate() {
+            if i % 2 == 1 {
+                let _ = write!(out, "<code>{part}</code>");
+            } else {
+                out.push_str(part);
+            }
+        }
+        out
+    };
+    let mut html = String::from("<style>.report{padding:8px 16px;background:#fff}.report table{border-collapse:collapse;font-size:13px}.report td,.report th{border:1px solid #ccd;padding:3px 8px;text-align:right}.report td:nth-child(2){text-align:left}</style>");
+    let mut in_table = false;
+    for line in md.lines() {
+        if line.starts_with('|') {
+            if line.contains("---") {
+                continue;
+            }
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let tag = if in_table { "td" } else { "th" };
+            if !in_table {
+                html.push_str("<table>");
+                in_table = true;
+            }
+            html.push_str("<tr>");
+            for c in cells {
+                let _ = write!(html, "<{tag}>{}</{tag}>", code(c));
+            }
+            html.push_str("</tr>");
+            continue;
+        }
+        if in_table {
+            html.push_str("</table>");
+            in_table = false;
+        }
+        if let Some(h) = line.strip_prefix("## ") {
+            let _ = write!(html, "<h3>{}</h3>", code(h));
+        } else if let Some(h) = line.strip_prefix("# ") {
+            let _ = write!(html, "<h2>{}</h2>", code(h));
+        } else if let Some(item) = line.strip_prefix("- ") {
+            let _ = write!(html, "<div>• {}</div>", code(item));
+        } else if !line.trim().is_empty() {
+            let p = code(line)
+                .replacen("**", "<b>", 1)
+                .replacen("**", "</b>", 1);
+            let _ = write!(html, "<p>{p}</p>");
+        }
+    }
+    if in_table {
+        html.push_str("</table>");
+    }
+    html
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headings_bold_code_lists_and_tables() {
+        let html = to_html(
+            "# T\n\n**Denial.** `ap_read_request` <held>\n\n- a\n\n| f | n |\n|---|---:|\n| `x` | 1 |\n",
+        );
+        let body = html.split("</style>").nth(1).unwrap();
+        assert_eq!(
+            body,
+            "<h2>T</h2><p><b>Denial.</b> <code>ap_read_request</code> &lt;held&gt;</p>\
+             <div>• a</div><table><tr><th>f</th><th>n</th></tr>\
+             <tr><td><code>x</code></td><td>1</td></tr></table>"
+        );
+    }
+}
