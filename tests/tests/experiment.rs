@@ -24,7 +24,7 @@ fn lab_leftovers(pid: u32) -> Vec<String> {
             .lines()
             .filter_map(|l| l.split(':').nth(1))
             .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-            .filter(|n| n.starts_with(&format!("fd{pid}"))),
+            .filter(|n| *n == format!("fd{pid}c") || *n == format!("fd{pid}a")),
     );
     left
 }
