@@ -22,7 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "chromium",
     // Issue #18: `flowdar import uftrace` is tested against uftrace itself;
     // `cargo xtask install` splits debug info (objcopy) and its test renders
-    // a man page (man -l) and has gdb find the debug file; the query pack runs in Spark (Java) from a venv.
+    // a man page (man -l) and has gdb find the debug file; the query pack
+    // runs in Spark (Java) from a venv.
     "uftrace",
     "binutils",
     "man-db",
