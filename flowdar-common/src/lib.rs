@@ -35,6 +35,13 @@ pub enum EventKind {
     /// exit precedes it on its thread stands for `args[0]` identical
     /// consecutive calls lasting `args[1]` ns in all (loop folding).
     Fold = 3,
+    /// The client of a connection, read by an entry program whose probe
+    /// has a client read (`Capture::client`), once per connection and
+    /// whenever it changes: `args[0]` is `port << 48 | conn` (the
+    /// connection's address in the server, `conn_rec *`; user addresses
+    /// fit 48 bits), `args[1..3]` the 16 address bytes in network order,
+    /// as stored (an IPv4 client as `::ffff:a.b.c.d`). Never payload bytes.
+    Client = 4,
 }
 
 impl EventKind {
@@ -43,6 +50,7 @@ impl EventKind {
             1 => Some(Self::Entry),
             2 => Some(Self::Exit),
             3 => Some(Self::Fold),
+            4 => Some(Self::Client),
             _ => None,
         }
     }
@@ -96,6 +104,23 @@ impl Event {
         Some(ev)
     }
 
+    /// A client event's connection (`conn_rec *`) and client address.
+    pub fn client(&self) -> Option<(u64, core::net::SocketAddr)> {
+        if self.kind != EventKind::Client as u32 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.args[1].to_ne_bytes());
+        bytes[8..].copy_from_slice(&self.args[2].to_ne_bytes());
+        let ip = core::net::Ipv6Addr::from(bytes);
+        let port = (self.args[0] >> 48) as u16;
+        let addr = match ip.to_ipv4_mapped() {
+            Some(v4) => core::net::SocketAddr::new(v4.into(), port),
+            None => core::net::SocketAddr::new(ip.into(), port),
+        };
+        Some((self.args[0] & ((1 << 48) - 1), addr))
+    }
+
     /// The wire bytes of this event.
     pub fn to_bytes(&self) -> [u8; EVENT_SIZE] {
         let mut b = [0u8; EVENT_SIZE];
@@ -141,6 +166,23 @@ pub const NO_ARG: u8 = 0xff;
 pub const DEREF_UNKNOWN: u64 = u64::MAX;
 /// Out-parameters a probe can dereference at exit (exit slots 1 and 2).
 pub const MAX_DEREFS: usize = 2;
+/// Where the client address sits, from a `conn_rec *`: `conn_rec.client_addr`
+/// (httpd 2.4's public `httpd.h`: after `pool`, `base_server`,
+/// `vhost_lookup_data`, `local_addr`) points to an `apr_sockaddr_t` whose
+/// `sa` union (APR 1.x's public `apr_network_io.h`, after `pool`,
+/// `hostname`, `servname`, `port`, `family`, `salen`, `ipaddr_len`,
+/// `addr_str_len`, `ipaddr_ptr`, `next`) holds the `sockaddr_in`/`_in6`.
+/// Both layouts are ABI that every binary module is built against.
+pub const CONN_CLIENT_ADDR_OFF: u64 = 32;
+/// See [`CONN_CLIENT_ADDR_OFF`].
+pub const SOCKADDR_SA_OFF: u64 = 64;
+/// `AF_INET` and `AF_INET6` on Linux.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// Connections whose client is remembered by the kernel so that it is sent
+/// once per connection (an LRU: an evicted one is simply sent again).
+pub const MAX_CLIENT_CONNS: u32 = 16384;
+
 /// Integer argument registers a probe can read pointers from (x86-64 SysV).
 pub const MAX_ARG_INDEX: u8 = 5;
 
@@ -163,7 +205,9 @@ pub struct ProbeConfig {
     pub deref_bytes: [u8; MAX_DEREFS],
     /// 1 when user space wrote this entry; a zeroed entry is ignored.
     pub valid: u8,
-    pub _pad: u8,
+    /// Argument index of an Apache `conn_rec *` whose client address is
+    /// read at entry ([`EventKind::Client`]).
+    pub client_arg: u8,
     /// Byte offset added to the `read_arg` pointer.
     pub read_offset: u64,
 }
@@ -177,7 +221,7 @@ impl Default for ProbeConfig {
             read_slot: 0,
             deref_bytes: [8; MAX_DEREFS],
             valid: 1,
-            _pad: 0,
+            client_arg: NO_ARG,
             read_offset: 0,
         }
     }
@@ -186,7 +230,10 @@ impl Default for ProbeConfig {
 impl ProbeConfig {
     /// True when the probe reads user memory (entry or exit).
     pub fn reads_memory(&self) -> bool {
-        self.valid == 1 && (self.read_arg != NO_ARG || self.deref.iter().any(|&d| d != NO_ARG))
+        self.valid == 1
+            && (self.read_arg != NO_ARG
+                || self.client_arg != NO_ARG
+                || self.deref.iter().any(|&d| d != NO_ARG))
     }
 }
 

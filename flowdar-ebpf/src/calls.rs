@@ -41,10 +41,14 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
             }
         }
         save_out_pointers(&regs, cfg, pid_tgid, probe_id);
+        if cfg.client_arg != NO_ARG {
+            crate::client::send_if_new(pid_tgid, probe_id, pick(&regs, cfg.client_arg));
+        }
     }
     emit(pid_tgid, probe_id, EventKind::Entry, args);
     0
 }
+
 
 #[uretprobe]
 pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
@@ -124,7 +128,7 @@ fn arg_regs(ctx: &ProbeContext) -> [u64; 6] {
 
 /// Argument `n` (0..=5) from [`arg_regs`]' copy on the stack.
 #[inline(always)]
-fn pick(regs: &[u64; 6], n: u8) -> u64 {
+pub(crate) fn pick(regs: &[u64; 6], n: u8) -> u64 {
     regs[usize::from(n).min(5)]
 }
 
@@ -141,8 +145,9 @@ fn save_out_pointers(regs: &[u64; 6], cfg: &ProbeConfig, pid_tgid: u64, probe_id
     let _ = PENDING_DEREFS.insert(pending_key(pid_tgid, probe_id), ptrs, 0);
 }
 
+/// Sends one event; false when the ring buffer was full (counted).
 #[inline(always)]
-fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) {
+pub(crate) fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) -> bool {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -160,11 +165,13 @@ fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) {
                 args,
             });
             slot.submit(flags);
+            true
         }
         None => {
             if let Some(count) = DROPS.get_ptr_mut(probe_id) {
                 count_one(count);
             }
+            false
         }
     }
 }

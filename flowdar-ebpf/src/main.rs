@@ -1,5 +1,6 @@
 //! Flowdar's kernel programs. This file only wires the modules together:
-//! `calls` (uprobe/uretprobe event emitters), `tree` (process-tree filter),
+//! `calls` (uprobe/uretprobe event emitters), `client` (connection
+//! clients), `tree` (process-tree filter),
 //! `maps` (maps and load-time settings).
 #![no_std]
 #![no_main]
@@ -9,6 +10,7 @@
 #![feature(core_intrinsics)]
 
 mod calls;
+mod client;
 mod maps;
 mod tree;
 

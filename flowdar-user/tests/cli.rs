@@ -363,7 +363,7 @@ fn a_trace_of_another_format_version_is_named() {
     std::fs::write(&future, bytes).unwrap();
     let err = one_line_error(&["stats", future.to_str().unwrap()]);
     assert!(
-        err.contains("is trace format version 99; this flowdar reads version 1"),
+        err.contains("is trace format version 99; this flowdar reads versions 1 to 2"),
         "{err}"
     );
 }

@@ -42,7 +42,7 @@ fn sessions_and_handoffs_follow_every_keep_alive_connection() {
     let mut sessions = SessionTracker::new(&header.probes);
     let mut flows = FlowTracker::new(&header.probes);
     scan(&trace, |e| flows.push(e), |c| sessions.add(c)).unwrap();
-    let sessions = sessions.finish();
+    let sessions = sessions.finish(&Default::default());
     assert_eq!(
         sessions.len(),
         connections,

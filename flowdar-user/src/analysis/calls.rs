@@ -81,8 +81,9 @@ impl CallPairer {
             self.counts.time_reversals += 1;
         }
         t.last_ts = ev.ts_ns;
-        if ev.kind == EventKind::Fold as u32 {
-            // A loop-folding annotation from `flowdar simplify`, not a call.
+        if ev.kind == EventKind::Fold as u32 || ev.kind == EventKind::Client as u32 {
+            // A loop-folding annotation from `flowdar simplify`, or a
+            // connection's client: not calls.
             return;
         }
         if ev.kind == EventKind::Entry as u32 {

@@ -77,6 +77,9 @@ impl FlowTracker {
     }
 
     pub fn push(&mut self, e: &Event) {
+        if e.kind != EventKind::Entry as u32 && e.kind != EventKind::Exit as u32 {
+            return;
+        }
         let entry = e.kind == EventKind::Entry as u32;
         if entry && Some(e.probe_id) == self.push {
             self.pending

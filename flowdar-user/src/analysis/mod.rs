@@ -1,7 +1,9 @@
 //! Analysis on trace files alone (no root, no kernel): pairing entries and
-//! exits into calls per thread, per-function statistics, Apache sessions,
+//! exits into calls per thread, per-function statistics, Apache sessions
+//! and their clients,
 //! hand-offs between threads, simplification and run-to-run diffs.
 mod calls;
+mod clients;
 mod diff;
 mod flows;
 mod scan;
@@ -10,9 +12,10 @@ mod simplify;
 mod stats;
 
 pub use calls::{Call, CallPairer, PairingCounts};
+pub use clients::{by_client, ClientBook, ClientRow};
 pub use diff::{diff, mann_whitney_p, DiffRow};
 pub use flows::{Flow, FlowTracker, ThreadPair};
 pub use scan::{scan, Scanned};
-pub use sessions::{Session, SessionTracker};
+pub use sessions::{sessions_of, Session, SessionTracker, SessionsError};
 pub use simplify::{simplify, SimplifyOptions, SimplifyReport};
 pub use stats::{FunctionStats, Stats};

@@ -9,7 +9,12 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::Call;
+use std::{net::SocketAddr, path::Path};
+
+use super::{
+    clients::{worker_time, ClientBook},
+    scan, Call, Scanned,
+};
 use crate::probes::ResolvedProbe;
 
 const READ: &str = "ap_read_request";
@@ -54,6 +59,14 @@ pub struct Session {
     pub read_ns: u64,
     /// False when it was still open when capture ended.
     pub closed: bool,
+    /// The client ("ip:port"), from the kernel's read of the connection;
+    /// null when it was not seen (a connection idle since before capture).
+    #[serde(serialize_with = "as_text")]
+    pub client: Option<std::net::SocketAddr>,
+    /// Time workers spent on it (overlapping calls counted once per thread).
+    pub worker_ns: u64,
+    /// Its calls still open when capture ended.
+    pub in_flight: u64,
     /// Start times of its requests' reads.
     #[serde(skip)]
     pub request_starts: Vec<u64>,
@@ -77,7 +90,10 @@ pub struct SessionTracker {
     roles: HashMap<u32, Role>,
     /// The latest session of each (process, connection address), open or
     /// closed: child processes forked from one parent reuse addresses.
-    latest: HashMap<(u32, u64), usize>,
+    latest: HashMap<(u32, u64, Option<SocketAddr>), usize>,
+    /// The latest session of each (process, connection address), whatever
+    /// its client.
+    by_conn: HashMap<(u32, u64), usize>,
     request_conn: HashMap<(u32, u64), u64>,
     sessions: Vec<Session>,
 }
@@ -104,6 +120,7 @@ impl SessionTracker {
         Self {
             roles,
             latest: HashMap::new(),
+            by_conn: HashMap::new(),
             request_conn: HashMap::new(),
             sessions: Vec::new(),
         }
@@ -114,7 +131,18 @@ impl SessionTracker {
         self.roles.values().any(|r| *r != Role::Request)
     }
 
+    /// Adds a call of a trace without client events.
     pub fn add(&mut self, c: &Call) {
+        self.add_with(c, &ClientBook::default());
+    }
+
+    /// Adds a call; `clients` holds the trace's client events read so far
+    /// (every one before the call's completion). A connection's client
+    /// (address and port) tells connections on a recycled `conn_rec`
+    /// apart even when nothing marked the first one's end (Apache closes a
+    /// keep-alive connection after `MaxKeepAliveRequests` without another
+    /// read).
+    pub fn add_with(&mut self, c: &Call, clients: &ClientBook) {
         let Some(&role) = self.roles.get(&c.probe_id) else {
             return;
         };
@@ -143,13 +171,20 @@ impl SessionTracker {
                 !s.closed || c.start_ns <= s.end_ns
             }
         };
-        let key = (c.tgid, conn);
+        let client = clients.client_at(c.tgid, conn, c.start_ns);
+        let key = (c.tgid, conn, client);
         let idx = match self.latest.get(&key).copied() {
-            Some(i) if belongs(&self.sessions[i]) => i,
+            // The same client on the same connection: the same session.
+            Some(i) if client.is_some() || belongs(&self.sessions[i]) => i,
             _ => {
                 // A recycled address: whatever was open for it is over.
                 if let Some(i) = self.latest.remove(&key) {
                     self.sessions[i].closed = true;
+                }
+                if let Some(i) = self.by_conn.get(&(c.tgid, conn)).copied() {
+                    if self.sessions[i].client != client && self.sessions[i].start_ns < c.start_ns {
+                        self.sessions[i].closed = true;
+                    }
                 }
                 self.sessions.push(Session {
                     id: 0,
@@ -161,11 +196,15 @@ impl SessionTracker {
                     duration_ns: 0,
                     read_ns: 0,
                     closed: false,
+                    client,
+                    worker_ns: 0,
+                    in_flight: 0,
                     request_starts: Vec::new(),
                     windows: Vec::new(),
                     end_ns: c.end_ns,
                 });
                 self.latest.insert(key, self.sessions.len() - 1);
+                self.by_conn.insert((c.tgid, conn), self.sessions.len() - 1);
                 self.sessions.len() - 1
             }
         };
@@ -176,6 +215,9 @@ impl SessionTracker {
             s.threads.push(c.tid);
         }
         s.windows.push((c.tid, c.start_ns, c.end_ns));
+        if !c.returned {
+            s.in_flight += 1;
+        }
         let mut ends = false;
         match role {
             Role::Read => {
@@ -198,17 +240,57 @@ impl SessionTracker {
         }
     }
 
-    /// Sessions by start time, numbered from 1.
-    pub fn finish(mut self) -> Vec<Session> {
+    /// Sessions by start time, numbered from 1; `clients` (the same trace's
+    /// client events) names those whose client was read after they began.
+    pub fn finish(mut self, clients: &ClientBook) -> Vec<Session> {
         self.sessions
             .sort_by_key(|s| (s.start_ns, s.pid, s.connection));
         for (i, s) in self.sessions.iter_mut().enumerate() {
             s.id = i as u64 + 1;
             s.duration_ns = s.end_ns.saturating_sub(s.start_ns);
             s.request_starts.sort_unstable();
+            s.worker_ns = worker_time(&s.windows);
+            if s.client.is_none() {
+                s.client = clients.client_of(s.pid, s.connection, s.start_ns, s.end_ns);
+            }
         }
         self.sessions
     }
+}
+
+fn as_text<S: serde::Serializer>(
+    a: &Option<std::net::SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_none(),
+    }
+}
+
+/// The sessions of a trace, with their clients.
+pub fn sessions_of(path: &Path) -> Result<(Vec<Session>, Scanned), SessionsError> {
+    let header = crate::store::TraceReader::open(path)?.header().clone();
+    let mut t = SessionTracker::new(&header.probes);
+    if !t.can_track() {
+        return Err(SessionsError::NoConnections { path: path.into() });
+    }
+    let clients = std::cell::RefCell::new(ClientBook::default());
+    let scanned = scan(
+        path,
+        |e| clients.borrow_mut().add(e),
+        |c| t.add_with(c, &clients.borrow()),
+    )?;
+    Ok((t.finish(&clients.into_inner()), scanned))
+}
+
+/// Why a trace has no sessions.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionsError {
+    #[error("{path}: no connection identity in this trace: record with --profile apache:request or apache:connection")]
+    NoConnections { path: std::path::PathBuf },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[cfg(test)]
@@ -256,7 +338,7 @@ mod tests {
         ] {
             t.add(&call);
         }
-        let s = t.finish();
+        let s = t.finish(&ClientBook::default());
         assert_eq!(s.len(), 2);
         assert_eq!(
             (s[0].id, s[0].connection, s[0].requests, s[0].closed),
@@ -269,5 +351,7 @@ mod tests {
         );
         assert_eq!(s[0].request_starts, [10, 100]);
         assert_eq!((s[1].requests, s[1].closed, s[1].read_ns), (0, false, 100));
+        assert_eq!((s[0].in_flight, s[1].in_flight), (0, 1));
+        assert_eq!(s[0].worker_ns, 40 + 60 + 20, "three passes");
     }
 }

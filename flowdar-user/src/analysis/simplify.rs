@@ -120,6 +120,11 @@ const FLUSH_AT: usize = 64 * 1024;
 impl Simplifier {
     fn push(&mut self, e: &Event) -> Result<(), StoreError> {
         self.report.events_before += 1;
+        if e.kind == EventKind::Client as u32 {
+            // Connection metadata: kept as is, before the call it came with.
+            self.ready.push(*e);
+            return Ok(());
+        }
         let stack = self.stacks.entry(e.tid).or_default();
         if e.kind == EventKind::Entry as u32 {
             stack.push(Node {

@@ -39,6 +39,8 @@ pub struct DrainCounts {
     pub malformed: u64,
     /// Events whose probe id is outside the probe table; should stay 0.
     pub unknown_probe: u64,
+    /// Client events (one per connection seen).
+    pub clients: u64,
 }
 
 impl DrainCounts {
@@ -52,7 +54,7 @@ impl DrainCounts {
     }
 
     pub fn events(&self) -> u64 {
-        self.entries.iter().chain(&self.exits).sum()
+        self.entries.iter().chain(&self.exits).sum::<u64>() + self.clients
     }
 }
 
@@ -83,6 +85,8 @@ pub fn spawn(
                             }
                             if ev.kind == EventKind::Entry as u32 {
                                 counts.entries[id] += 1;
+                            } else if ev.kind == EventKind::Client as u32 {
+                                counts.clients += 1;
                             } else {
                                 counts.exits[id] += 1;
                             }

@@ -45,7 +45,12 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
             .get(ev.probe_id as usize)
             .copied()
             .unwrap_or(&default_capture);
-        let line = if ev.kind == EventKind::Fold as u32 {
+        let line = if let Some((conn, client)) = ev.client() {
+            format!(
+                "{}   client {client} (connection {conn:#x})",
+                "  ".repeat(pairer.depth(ev.tid))
+            )
+        } else if ev.kind == EventKind::Fold as u32 {
             let depth = pairer.depth(ev.tid);
             format!(
                 "{}   {name} x{} in all ({})",

@@ -84,8 +84,10 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         last_ts = last_ts.max(e.ts_ns);
         let counts = if e.kind == EventKind::Entry as u32 {
             &mut entries
-        } else {
+        } else if e.kind == EventKind::Exit as u32 {
             &mut exits
+        } else {
+            return;
         };
         if let Some(c) = counts.get_mut(e.probe_id as usize) {
             *c += 1;

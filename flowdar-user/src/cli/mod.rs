@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; this file only parses and
 //! dispatches.
 mod attach;
+mod clients;
 mod demo;
 mod diff;
 mod dump;
@@ -50,6 +51,7 @@ enum Command {
     Dump(dump::DumpArgs),
     Stats(stats::StatsArgs),
     Sessions(sessions::SessionsArgs),
+    Clients(clients::ClientsArgs),
     Flows(flows::FlowsArgs),
     Diff(diff::DiffArgs),
     Simplify(simplify::SimplifyArgs),
@@ -75,6 +77,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Dump(a) => dump::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Sessions(a) => sessions::run(a),
+        Command::Clients(a) => clients::run(a),
         Command::Flows(a) => flows::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Simplify(a) => simplify::run(a),
@@ -130,5 +133,5 @@ fn report_read_warnings(reader: &crate::store::TraceReader) {
 pub fn sessions_of(
     path: &std::path::Path,
 ) -> anyhow::Result<(Vec<crate::analysis::Session>, crate::analysis::Scanned)> {
-    sessions::compute(path)
+    Ok(crate::analysis::sessions_of(path)?)
 }

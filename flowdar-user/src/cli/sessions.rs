@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::format;
-use crate::analysis::{scan, Session, SessionTracker};
+use crate::analysis::{scan, Session};
 
 /// Demultiplex an Apache trace into per-connection sessions (keyed by the
 /// conn_rec pointer, followed across threads and keep-alive passes; a
@@ -14,7 +14,8 @@ use crate::analysis::{scan, Session, SessionTracker};
 /// `request` or `connection` profile.
 ///
 /// JSON fields (stable): id, connection, threads, requests, start_ns,
-/// duration_ns, read_ns, closed.
+/// duration_ns, read_ns, closed, client ("ip:port", null when not seen),
+/// worker_ns, in_flight.
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
     /// Trace file written by `flowdar record`.
@@ -26,22 +27,8 @@ pub struct SessionsArgs {
     pub show: Option<u64>,
 }
 
-/// The sessions of a trace.
-pub fn compute(path: &std::path::Path) -> anyhow::Result<(Vec<Session>, crate::analysis::Scanned)> {
-    let header = crate::store::TraceReader::open(path)?.header().clone();
-    let mut t = SessionTracker::new(&header.probes);
-    if !t.can_track() {
-        anyhow::bail!(
-            "{}: no connection identity in this trace: record with --profile apache:request or apache:connection",
-            path.display()
-        );
-    }
-    let scanned = scan(path, |_| {}, |c| t.add(c))?;
-    Ok((t.finish(), scanned))
-}
-
 pub fn run(args: SessionsArgs) -> anyhow::Result<()> {
-    let (sessions, scanned) = compute(&args.trace)?;
+    let (sessions, scanned) = crate::analysis::sessions_of(&args.trace)?;
     if let Some(id) = args.show {
         let s = sessions
             .iter()
@@ -53,14 +40,15 @@ pub fn run(args: SessionsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&sessions)?);
     } else {
         println!(
-            "{:>6} {:>18} {:>12} {:>9} {:>11} {:>11}  threads",
-            "id", "connection", "start (ms)", "requests", "duration", "reading"
+            "{:>6} {:>18} {:>22} {:>12} {:>9} {:>11} {:>11}  threads",
+            "id", "connection", "client", "start (ms)", "requests", "duration", "reading"
         );
         for s in &sessions {
             println!(
-                "{:>6} {:>#18x} {:>12.3} {:>9} {:>11} {:>11}  {}{}",
+                "{:>6} {:>#18x} {:>22} {:>12.3} {:>9} {:>11} {:>11}  {}{}",
                 s.id,
                 s.connection,
+                s.client.map_or_else(|| "?".to_string(), |a| a.to_string()),
                 s.start_ns.saturating_sub(scanned.start_ns) as f64 / 1e6,
                 s.requests,
                 format::ns(s.duration_ns),

@@ -25,6 +25,15 @@ pub struct FieldRead {
     pub offset: u64,
 }
 
+/// The client of the connection named by argument `arg`, an Apache
+/// `conn_rec *`: read at entry, sent once per connection (see
+/// `flowdar_common::EventKind::Client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRead {
+    pub arg: u8,
+}
+
 /// Capture settings of one function. Where values land in events: entry
 /// slots 0..`args` hold the first arguments and the slot after them the
 /// field read; exit slot 0 the return value, slots 1 and 2 the out-parameters.
@@ -42,6 +51,9 @@ pub struct Capture {
     /// Which return values mean failure (counted as `errors` by stats).
     #[serde(default)]
     pub errors: Option<ErrorRule>,
+    /// The connection's client, from an Apache `conn_rec *` argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientRead>,
 }
 
 /// How a function's return value says it failed.
@@ -74,6 +86,7 @@ impl Default for Capture {
             deref: Vec::new(),
             read: None,
             errors: None,
+            client: None,
         }
     }
 }
@@ -104,6 +117,14 @@ impl Capture {
                 return Err(format!(
                     "deref of argument {} reads {} bytes; 4 or 8 are supported",
                     d.arg, d.bytes
+                ));
+            }
+        }
+        if let Some(c) = &self.client {
+            if c.arg > MAX_ARG_INDEX {
+                return Err(format!(
+                    "client of argument {}: only arguments 0..={MAX_ARG_INDEX} are in registers",
+                    c.arg
                 ));
             }
         }
@@ -147,6 +168,9 @@ impl Capture {
             k.read_slot = self.args;
             k.read_offset = r.offset;
         }
+        if let Some(c) = self.client {
+            k.client_arg = c.arg;
+        }
         debug_assert!(k.deref[0] != NO_ARG || k.deref[1] == NO_ARG);
         k
     }
@@ -167,6 +191,7 @@ mod tests {
                 offset: 0x10,
             }),
             errors: None,
+            client: None,
         };
         c.check().unwrap();
         let k = c.to_kernel();

@@ -16,6 +16,7 @@
 //! function = "apr_socket_recv"
 //! deref = [{ arg = 2 }]                 # out-parameter read at exit (bytes = 4 or 8)
 //! read = { arg = 0, offset = 16 }       # u64 at *(arg0 + 16), read at entry
+//! client = { arg = 0 }                  # arg0 is Apache's conn_rec *: its client
 //! ```
 use std::{
     collections::BTreeMap,
@@ -25,7 +26,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Capture, Deref, ErrorRule, FieldRead, ProbeRequest};
+use super::{Capture, ClientRead, Deref, ErrorRule, FieldRead, ProbeRequest};
 
 /// The probe-file format version this build reads.
 pub const PROBE_FILE_VERSION: u32 = 1;
@@ -110,6 +111,7 @@ pub struct FunctionCapture {
     pub deref: Vec<Deref>,
     pub read: Option<FieldRead>,
     pub errors: Option<ErrorRule>,
+    pub client: Option<ClientRead>,
 }
 
 impl ProbeFile {
@@ -261,6 +263,7 @@ impl ProbeGroup {
             deref: c.deref.clone(),
             read: c.read,
             errors: c.errors.or(base.errors),
+            client: c.client,
         }
     }
 }

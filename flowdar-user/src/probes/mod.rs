@@ -10,7 +10,7 @@ mod resolve;
 
 use std::collections::BTreeMap;
 
-pub use capture::{Capture, Deref, ErrorRule, FieldRead};
+pub use capture::{Capture, ClientRead, Deref, ErrorRule, FieldRead};
 pub use config::{
     glob_matches, is_glob, line_col, ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION,
 };

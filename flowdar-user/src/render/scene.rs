@@ -129,7 +129,10 @@ pub fn build(path: &Path, title: &str, opts: &SceneOptions) -> Result<Scene, Sto
     let t0 = scanned.start_ns;
     let windows: Option<Vec<(u32, u64, u64)>> = match opts.session {
         Some(id) => {
-            let s = sessions.finish().into_iter().find(|s| s.id == id);
+            let s = sessions
+                .finish(&Default::default())
+                .into_iter()
+                .find(|s| s.id == id);
             Some(s.map(|s| s.windows).unwrap_or_default())
         }
         None => None,

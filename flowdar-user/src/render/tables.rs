@@ -154,7 +154,7 @@ pub fn write_tables(
     let mut tracker = SessionTracker::new(&header.probes);
     scan(trace, |_| {}, |c| tracker.add(c))?;
     let mut windows: Vec<(u32, u64, u64, u64)> = tracker
-        .finish()
+        .finish(&Default::default())
         .iter()
         .flat_map(|s| s.windows.iter().map(move |&(t, a, b)| (t, a, b, s.id)))
         .collect();
@@ -228,6 +228,7 @@ impl EventRows {
         self.kind.append_value(match EventKind::from_u32(e.kind) {
             Some(EventKind::Entry) => "entry",
             Some(EventKind::Exit) => "exit",
+            Some(EventKind::Client) => "client",
             _ => "fold",
         });
         for (b, v) in self.a.iter_mut().zip(e.args) {

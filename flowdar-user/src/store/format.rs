@@ -6,8 +6,12 @@ use serde::{Deserialize, Serialize};
 use crate::probes::ResolvedProbe;
 
 pub const MAGIC: &[u8; 8] = b"FLOWDAR\0";
-/// Bumped on any incompatible change of the layout below.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped on any incompatible change of the layout below. Version 2 added
+/// client events (`EventKind::Client`), which version-1 readers refuse.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build still reads (version-1 files simply have
+/// no client events).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 pub(crate) const FRAME_HEADER: u8 = 1;
 pub(crate) const FRAME_EVENTS: u8 = 2;
@@ -42,7 +46,7 @@ pub enum StoreError {
     Empty { path: PathBuf },
     #[error("{path} is not a flowdar trace (bad magic bytes)")]
     NotATrace { path: PathBuf },
-    #[error("{path} is trace format version {found}; this flowdar reads version {FORMAT_VERSION}")]
+    #[error("{path} is trace format version {found}; this flowdar reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
     #[error("{path}: trace header is damaged ({reason}); nothing can be read")]
     BadHeader { path: PathBuf, reason: String },

@@ -112,7 +112,7 @@ impl TraceReader {
             });
         }
         let version = u32::from_le_bytes(prefix[8..12].try_into().unwrap());
-        if version != FORMAT_VERSION {
+        if !(super::format::OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(StoreError::Version {
                 path: path.into(),
                 found: version,

@@ -121,7 +121,9 @@ impl TraceWriter {
                 .get(e.probe_id as usize)
                 .copied()
                 .unwrap_or((3, true, 3));
-            let keep = if e.kind == flowdar_common::EventKind::Fold as u32 {
+            let keep = if e.kind == flowdar_common::EventKind::Fold as u32
+                || e.kind == flowdar_common::EventKind::Client as u32
+            {
                 3
             } else if e.kind == flowdar_common::EventKind::Entry as u32 {
                 entry_slots

@@ -1,0 +1,64 @@
+//! `flowdar clients`: for whom the server worked.
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::format;
+use crate::analysis::{by_client, sessions_of};
+
+/// Who held the server's workers: one row per client IP address, with its
+/// connections, requests, the time workers spent on its connections, how
+/// much of that was blocked reading from it, and its calls still open when
+/// capture ended. Sorted by worker time, most first. Under a slow-HTTP
+/// attack the attacker is the first row, with most of the reading time and
+/// the open calls. Needs the `request` or `connection` profile (client
+/// addresses are read by the kernel from Apache's connection record).
+///
+/// JSON fields (stable): address, connections, requests, worker_ns, read_ns,
+/// in_flight.
+#[derive(Debug, Args)]
+pub struct ClientsArgs {
+    /// Trace file written by `flowdar record`.
+    pub trace: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
+    let (sessions, scanned) = sessions_of(&args.trace)?;
+    let rows = by_client(&sessions);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        let total: u64 = rows.iter().map(|r| r.worker_ns).sum();
+        println!(
+            "{:<40} {:>11} {:>9} {:>12} {:>7} {:>12} {:>10}",
+            "client", "connections", "requests", "worker time", "share", "reading", "in flight"
+        );
+        for r in &rows {
+            println!(
+                "{:<40} {:>11} {:>9} {:>12} {:>6.1}% {:>12} {:>10}",
+                r.address,
+                r.connections,
+                r.requests,
+                format::ns(r.worker_ns),
+                100.0 * r.worker_ns as f64 / total.max(1) as f64,
+                format::ns(r.read_ns),
+                r.in_flight
+            );
+        }
+        println!(
+            "\n{} clients, {} connections, {} of worker time{}",
+            rows.iter().filter(|r| r.address != "unknown").count(),
+            sessions.len(),
+            format::ns(total),
+            if rows.iter().any(|r| r.address == "unknown") {
+                "; \"unknown\": connections opened before capture and not read from since"
+            } else {
+                ""
+            }
+        );
+    }
+    super::report_warnings(&args.trace, &scanned);
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! For whom: every connection's client address, read by the kernel, checked
+//! against Apache's own access log (client address and port per request).
+//! Legitimate load comes from 127.0.0.1 (wrk) and [::1], a Slowloris attack
+//! from a lab host (a network namespace at 198.18.x.6). Not from 127.0.0.2:
+//! Debian's local route for 127.0.0.0/8 has `src 127.0.0.1`, so a
+//! connection to 127.0.0.2 comes from 127.0.0.1 too.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    process::Stdio,
+    time::Duration,
+};
+
+use flowdar::server::{run_load, run_wrk, ApacheOptions, Lab, LoadPlan, ThrowawayApache, WrkPlan};
+use flowdar_tests::*;
+
+/// An Apache on 127.0.0.1, [::1] and the lab's server address (same port)
+/// that logs each request's client address and port.
+pub fn apache_for(lab: &Lab) -> ThrowawayApache {
+    let opts = ApacheOptions {
+        listen: vec![lab.server.into(), "::1".parse().unwrap()],
+        // Debian builds mod_log_config into apache2; the path is relative
+        // to the server's own directory (its ServerRoot).
+        extra_config: "LogFormat \"%a %{remote}p\" clients\nCustomLog access.log clients\n".into(),
+        ..Default::default()
+    };
+    ThrowawayApache::start(&opts).expect("start apache")
+}
+
+fn access_log(apache: &ThrowawayApache) -> String {
+    std::fs::read_to_string(apache.dir().join("access.log")).unwrap_or_default()
+}
+
+/// Requests per (address, port) in the access log past its first `skip` bytes.
+fn logged(apache: &ThrowawayApache, skip: usize) -> HashMap<SocketAddr, u64> {
+    let text = access_log(apache);
+    let mut out = HashMap::new();
+    for line in text[skip..].lines() {
+        let mut it = line.split_whitespace();
+        let (Some(ip), Some(port)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let addr = SocketAddr::new(ip.parse().expect("ip"), port.parse().expect("port"));
+        *out.entry(addr).or_default() += 1;
+    }
+    out
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = flowdar(args);
+    assert!(
+        out.status.success(),
+        "flowdar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn clients_are_exact_against_the_access_log_and_the_attacker_holds_the_reads() {
+    require_root();
+    let lab = Lab::create().expect("lab hosts");
+    let attacker: IpAddr = lab.attacker.addr.into();
+    let apache = apache_for(&lab);
+    let port = apache.port();
+    // Requests before capture (the server's start-up check) are not ours.
+    let before = access_log(&apache).len();
+    let (rec, trace) = record(apache.pid(), &["--profile", "apache:request"]);
+    // The attacker: 60 connections that send a header line every 2 s and
+    // never finish their requests.
+    let mut attack = lab
+        .attacker
+        .command("slowhttptest")
+        .args([
+            "-H", "-c", "60", "-r", "60", "-i", "2", "-l", "30", "-p", "5",
+        ])
+        .args(["-u", &format!("http://{}:{port}/index.html", lab.server)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("slowhttptest (cargo xtask setup installs it)");
+    std::thread::sleep(Duration::from_secs(2));
+    let wrk = run_wrk(
+        apache.addr(),
+        &WrkPlan {
+            threads: 1,
+            connections: 4,
+            duration: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .expect("wrk");
+    let v6 = SocketAddr::new("::1".parse().unwrap(), port);
+    let r = run_load(
+        v6,
+        &LoadPlan {
+            connections: 5,
+            requests_per_connection: 3,
+            concurrency: 1,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.ok, r.errors), (15, 0), "IPv6 requests answered");
+    std::thread::sleep(Duration::from_secs(3));
+    // Stop while the attack still holds its workers.
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    let _ = attack.kill();
+    let _ = attack.wait();
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(wrk.requests > 100, "wrk ran: {wrk:?}");
+
+    let path = trace.to_str().unwrap();
+    // The attacker's probe connections (complete requests, slowhttptest's
+    // availability check) go on while the recorder detaches: legitimate
+    // clients only, which were done before.
+    let mut log = logged(&apache, before);
+    log.retain(|a, _| a.ip() != attacker);
+    // Every connection that made a request has its client, and each
+    // client's requests are exactly those the server logged for it.
+    let sessions = json(&["sessions", path, "--json"]);
+    let mut traced: HashMap<SocketAddr, u64> = HashMap::new();
+    for s in sessions.as_array().unwrap() {
+        let requests = s["requests"].as_u64().unwrap();
+        let client = s["client"].as_str();
+        if requests > 0 {
+            let client: SocketAddr = client
+                .unwrap_or_else(|| panic!("a session with requests and no client: {s}"))
+                .parse()
+                .unwrap();
+            if client.ip() != attacker {
+                *traced.entry(client).or_default() += requests;
+            }
+        }
+    }
+    let table = flowdar(&["clients", path]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let differ: Vec<_> = traced
+        .keys()
+        .chain(log.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|a| traced.get(a) != log.get(a))
+        .map(|a| (a, traced.get(a), log.get(a)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "requests per client address and port, traced vs logged ({} vs {} clients): {differ:?}\n{table}",
+        traced.len(),
+        log.len()
+    );
+    let by_ip = |ip: &str| -> u64 {
+        let ip: IpAddr = ip.parse().unwrap();
+        log.iter()
+            .filter(|(a, _)| a.ip() == ip)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert!(
+        by_ip("127.0.0.1") >= wrk.requests,
+        "wrk's requests are 127.0.0.1's"
+    );
+    assert_eq!(by_ip("::1"), 15);
+
+    let rows = json(&["clients", path, "--json"]);
+    let rows = rows.as_array().unwrap();
+    let row = |ip: &str| {
+        rows.iter()
+            .find(|r| r["address"] == ip)
+            .unwrap_or_else(|| panic!("no row for {ip}: {rows:?}"))
+    };
+    assert_eq!(
+        row("127.0.0.1")["requests"].as_u64(),
+        Some(by_ip("127.0.0.1"))
+    );
+    assert_eq!(row("::1")["requests"].as_u64(), Some(15));
+    assert_eq!(row("::1")["connections"].as_u64(), Some(5));
+    let attacker_ip = attacker.to_string();
+    let them = row(&attacker_ip);
+    assert!(them["connections"].as_u64().unwrap() >= 60, "{them}");
+    assert!(
+        them["in_flight"].as_u64().unwrap() >= 60,
+        "every Slowloris connection is still reading: {them}"
+    );
+    assert_eq!(
+        rows[0]["address"],
+        attacker_ip.as_str(),
+        "the attacker holds the most worker time: {rows:?}"
+    );
+    let read: u64 = rows.iter().map(|r| r["read_ns"].as_u64().unwrap()).sum();
+    let theirs = them["read_ns"].as_u64().unwrap();
+    assert!(
+        theirs as f64 >= 0.9 * read as f64,
+        "the attacker holds >= 90% of the reading time: {theirs} of {read} ns"
+    );
+    assert!(
+        rows.iter().all(|r| r["address"] != "unknown"),
+        "every connection began after attach: {rows:?}"
+    );
+}
