@@ -120,6 +120,14 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         first.contains("workers were held in") && first.contains("`ap_read_request`"),
         "{first}"
     );
+    // Issue #16: the trace names the clients behind the held workers; all
+    // of them are the attacker's.
+    assert!(
+        first.contains("Held by client address")
+            && first.contains("(the attacker's host): ")
+            && !first.contains("(the legitimate client's host): "),
+        "{first}"
+    );
     let held: u64 = first
         .split(" workers were held")
         .next()

@@ -73,15 +73,55 @@ fn doing(stack: &[String]) -> &'static str {
     }
 }
 
-/// Which clients held the workers, by address, from the trace.
-///
-/// HOOK (issue #16, client attribution): the one place where the report
-/// names the clients behind the held workers. Returns a sentence such as
-/// "Held by: 198.18.0.6 (150 workers)." once the trace records a client
-/// address per connection; None until then, and the report falls back on
-/// the lab's addresses.
-fn held_by_clients(_test_trace: &Path) -> anyhow::Result<Option<String>> {
-    Ok(None)
+/// Which clients held the workers, by address, from the trace's client
+/// events (issue #16): the connections still open at the end of capture
+/// with calls in flight, grouped by client address, the lab's hosts named.
+/// None when the trace has no client addresses (recorded without them).
+fn held_by_clients(test_trace: &Path, hosts: &super::Hosts) -> anyhow::Result<Option<String>> {
+    let (sessions, _) = crate::analysis::sessions_of(test_trace)?;
+    let open: Vec<Session> = sessions
+        .into_iter()
+        .filter(|s| !s.closed && s.in_flight > 0)
+        .collect();
+    let rows = crate::analysis::by_client(&open);
+    if rows.is_empty() || rows.iter().all(|r| r.address == "unknown") {
+        return Ok(None);
+    }
+    let label = |a: &str| {
+        let is = |h: &Option<(std::net::IpAddr, String)>| {
+            h.as_ref().is_some_and(|(ip, _)| ip.to_string() == a)
+        };
+        if is(&hosts.attacker) {
+            " (the attacker's host)"
+        } else if is(&hosts.client) {
+            " (the legitimate client's host)"
+        } else {
+            ""
+        }
+    };
+    let parts: Vec<String> = rows
+        .iter()
+        .take(3)
+        .map(|r| {
+            format!(
+                "{}{}: {} connections, {} calls in flight, {} of worker time",
+                r.address,
+                label(&r.address),
+                r.connections,
+                r.in_flight,
+                ns(r.worker_ns)
+            )
+        })
+        .collect();
+    Ok(Some(format!(
+        "Held by client address (`flowdar clients`): {}{}.",
+        parts.join("; "),
+        if rows.len() > 3 {
+            format!("; {} more", rows.len() - 3)
+        } else {
+            String::new()
+        }
+    )))
 }
 
 /// The first paragraph: the denial, its cause and the attacker, then what
@@ -150,7 +190,7 @@ fn summary(outcome: &Outcome, held: &[Held]) -> anyhow::Result<String> {
     } else {
         let _ = write!(out, " No worker was held when capture ended.");
     }
-    match held_by_clients(&test.trace)? {
+    match held_by_clients(&test.trace, h)? {
         Some(line) => {
             let _ = write!(out, " {line}");
         }
