@@ -30,6 +30,8 @@ const APT_PACKAGES: &[&str] = &[
     "openjdk-17-jre-headless",
     "python3-venv",
     "gdb",
+    // Issue #16: `flowdar top`'s terminal view is tested in tmux.
+    "tmux",
 ];
 /// PyPI packages the tests use (DuckDB reads the Parquet exports back).
 const PIP_PACKAGES: &[(&str, &str)] = &[("duckdb", "duckdb")];
