@@ -49,7 +49,6 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
-
 #[uretprobe]
 pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

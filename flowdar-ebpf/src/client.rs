@@ -42,13 +42,15 @@ pub fn send_if_new(pid_tgid: u64, probe_id: u32, conn: u64) {
 #[inline(always)]
 fn read_client(conn: u64) -> Option<[u64; 3]> {
     // SAFETY: user pointers; the helper faults safely.
-    let sockaddr = unsafe { bpf_probe_read_user((conn + CONN_CLIENT_ADDR_OFF) as *const u64) }.ok()?;
+    let sockaddr =
+        unsafe { bpf_probe_read_user((conn + CONN_CLIENT_ADDR_OFF) as *const u64) }.ok()?;
     if sockaddr == 0 {
         return None;
     }
     // The first 24 bytes of a sockaddr_in6 (family, port, flowinfo, address).
     // SAFETY: as above.
-    let sa = unsafe { bpf_probe_read_user((sockaddr + SOCKADDR_SA_OFF) as *const [u64; 3]) }.ok()?;
+    let sa =
+        unsafe { bpf_probe_read_user((sockaddr + SOCKADDR_SA_OFF) as *const [u64; 3]) }.ok()?;
     let family = (sa[0] & 0xffff) as u16;
     // The port is stored big-endian in bytes 2 and 3.
     let port = ((sa[0] >> 16) & 0xff) << 8 | ((sa[0] >> 24) & 0xff);

@@ -17,9 +17,9 @@ use super::{
 };
 use crate::probes::ResolvedProbe;
 
-const READ: &str = "ap_read_request";
+pub(super) const READ: &str = "ap_read_request";
 /// Calls taking the `conn_rec *` first.
-const CONNECTION: &[&str] = &[
+pub(super) const CONNECTION: &[&str] = &[
     "ap_run_process_connection",
     "ap_process_connection",
     "ap_run_pre_connection",
@@ -30,7 +30,7 @@ const CONNECTION: &[&str] = &[
 const NEW_CONNECTION: &str = "ap_run_pre_connection";
 const CLOSING: &[&str] = &["ap_start_lingering_close", "ap_lingering_close"];
 /// Calls taking the `request_rec *` first.
-const REQUEST: &[&str] = &[
+pub(super) const REQUEST: &[&str] = &[
     "ap_process_async_request",
     "ap_process_request",
     "ap_process_request_internal",

@@ -202,6 +202,18 @@ impl Recording {
     /// Checks privileges and the target, creates the trace file, attaches
     /// every probe and starts draining. Returns once events can flow.
     pub fn start(opts: RecordOptions) -> Result<Self, CaptureError> {
+        Self::start_with_tap(opts, None)
+    }
+
+    /// [`Recording::start`], and every batch, once written to the trace,
+    /// is also sent to `tap` (a live view): what it sees is exactly what
+    /// the trace holds. The channel is unbounded: the bound on memory is
+    /// the writer's, and a live view consumes faster than the writer
+    /// compresses. The sender goes away when the trace is finished.
+    pub fn start_with_tap(
+        opts: RecordOptions,
+        tap: Option<mpsc::Sender<Vec<Event>>>,
+    ) -> Result<Self, CaptureError> {
         privileges::check("record")?;
         let mechanism = attach_mechanism(&opts.plan, opts.probes.len())?;
         if !proctree::is_alive(opts.pid) {
@@ -268,6 +280,9 @@ impl Recording {
             .spawn(move || {
                 for batch in rx {
                     writer.write_chunk(&batch)?;
+                    if let Some(tap) = &tap {
+                        let _ = tap.send(batch);
+                    }
                 }
                 let footer = footer_rx.recv().unwrap_or_default();
                 writer.finish(footer)

@@ -19,6 +19,7 @@ mod select;
 mod sessions;
 mod simplify;
 mod stats;
+mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +53,7 @@ enum Command {
     Stats(stats::StatsArgs),
     Sessions(sessions::SessionsArgs),
     Clients(clients::ClientsArgs),
+    Top(top::TopArgs),
     Flows(flows::FlowsArgs),
     Diff(diff::DiffArgs),
     Simplify(simplify::SimplifyArgs),
@@ -78,6 +80,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Stats(a) => stats::run(a),
         Command::Sessions(a) => sessions::run(a),
         Command::Clients(a) => clients::run(a),
+        Command::Top(a) => top::run(a),
         Command::Flows(a) => flows::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Simplify(a) => simplify::run(a),

@@ -113,7 +113,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
 
 /// Refuses an output that exists (without --force) or whose directory is
 /// missing or not writable, before anything is attached.
-pub(super) fn check_output(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
+pub(crate) fn check_output(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
     use crate::store::StoreError;
     if path.exists() && !force {
         return Err(StoreError::Exists { path: path.into() }.into());

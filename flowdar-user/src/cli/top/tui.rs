@@ -1,0 +1,242 @@
+//! The terminal view of `flowdar top` (ratatui on crossterm): alerts first,
+//! then functions, workers, calls in flight by age and clients.
+use std::{io::Stdout, time::Duration};
+
+use crossterm::{
+    event::{self, Event, KeyCode, KeyModifiers},
+    execute,
+    terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen},
+};
+use ratatui::{
+    layout::{Constraint, Layout},
+    style::{Color, Modifier, Style},
+    text::Line,
+    widgets::{Block, Borders, Paragraph, Row, Table},
+    Terminal,
+};
+
+use super::super::format;
+use crate::analysis::Interval;
+
+type Term = Terminal<ratatui::backend::CrosstermBackend<Stdout>>;
+
+pub struct Screen {
+    term: Term,
+    title: String,
+    left: bool,
+}
+
+impl Screen {
+    pub fn enter(pid: u32, mode: &str) -> anyhow::Result<Self> {
+        enable_raw_mode()?;
+        let mut out = std::io::stdout();
+        execute!(out, EnterAlternateScreen)?;
+        let term = Terminal::new(ratatui::backend::CrosstermBackend::new(out))?;
+        let mut s = Self {
+            term,
+            title: format!(" flowdar top: PID {pid} ({mode}) - q to quit "),
+            left: false,
+        };
+        s.term.clear()?;
+        s.term.draw(|f| {
+            f.render_widget(
+                Paragraph::new("Waiting for the first interval...").block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(s.title.clone()),
+                ),
+                f.area(),
+            )
+        })?;
+        Ok(s)
+    }
+
+    /// True when q, Esc or Ctrl-C was pressed (raw mode turns Ctrl-C into
+    /// a key, not a signal). Resizes are picked up by the next draw.
+    pub fn quit_requested(&mut self) -> anyhow::Result<bool> {
+        while event::poll(Duration::ZERO)? {
+            if let Event::Key(k) = event::read()? {
+                let ctrl_c =
+                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                if ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn draw(&mut self, i: &Interval) -> anyhow::Result<()> {
+        let title = self.title.clone();
+        self.term.draw(|f| {
+            let alert_lines = i.alerts.len().max(1) as u16;
+            let [head, funcs, workers, ages, clients] = Layout::vertical([
+                Constraint::Length(alert_lines + 2),
+                Constraint::Percentage(35),
+                Constraint::Percentage(30),
+                Constraint::Length(3),
+                Constraint::Min(4),
+            ])
+            .areas(f.area());
+            let alert = if i.alerts.is_empty() {
+                Paragraph::new(format!("t = {:.0} s   no alerts", i.t))
+            } else {
+                Paragraph::new(
+                    i.alerts
+                        .iter()
+                        .map(|a| Line::from(format!("ALERT {}", a.message)))
+                        .collect::<Vec<_>>(),
+                )
+                .style(Style::default().fg(Color::Red).add_modifier(Modifier::BOLD))
+            };
+            f.render_widget(
+                alert.block(Block::default().borders(Borders::ALL).title(title)),
+                head,
+            );
+            let bold = Style::default().add_modifier(Modifier::BOLD);
+            let rows = i.functions.iter().map(|r| {
+                Row::new(vec![
+                    r.function.clone(),
+                    format!("{:.0}", r.calls_per_s),
+                    format::ns(r.mean_ns),
+                    format::ns(r.p99_ns),
+                ])
+            });
+            f.render_widget(
+                Table::new(
+                    rows,
+                    [
+                        Constraint::Fill(3),
+                        Constraint::Fill(1),
+                        Constraint::Fill(1),
+                        Constraint::Fill(1),
+                    ],
+                )
+                .header(Row::new(["function", "calls/s", "mean", "p99"]).style(bold))
+                .block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(" functions (last interval) "),
+                ),
+                funcs,
+            );
+            let rows = i.workers.iter().map(|w| {
+                Row::new(vec![
+                    format!("{}/{}", w.pid, w.tid),
+                    w.function.clone(),
+                    format::ns(w.for_ns),
+                    w.client.clone().unwrap_or_default(),
+                ])
+            });
+            f.render_widget(
+                Table::new(
+                    rows,
+                    [
+                        Constraint::Fill(1),
+                        Constraint::Fill(2),
+                        Constraint::Fill(1),
+                        Constraint::Fill(2),
+                    ],
+                )
+                .header(Row::new(["pid/tid", "in", "for", "client"]).style(bold))
+                .block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(format!(" workers in a call: {} ", i.workers.len())),
+                ),
+                workers,
+            );
+            let ages_text = i
+                .in_flight
+                .iter()
+                .map(|b| format!("{}: {}", b.age, b.calls))
+                .collect::<Vec<_>>()
+                .join("   ");
+            f.render_widget(
+                Paragraph::new(ages_text).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(" calls in flight by age "),
+                ),
+                ages,
+            );
+            let rows = i.clients.iter().map(|c| {
+                Row::new(vec![
+                    c.address.clone(),
+                    format::ns(c.worker_ns),
+                    c.workers_now.to_string(),
+                    c.connections.to_string(),
+                ])
+            });
+            f.render_widget(
+                Table::new(
+                    rows,
+                    [
+                        Constraint::Fill(2),
+                        Constraint::Fill(1),
+                        Constraint::Fill(1),
+                        Constraint::Fill(1),
+                    ],
+                )
+                .header(
+                    Row::new(["client", "worker time held", "workers now", "connections"])
+                        .style(bold),
+                )
+                .block(Block::default().borders(Borders::ALL).title(" clients ")),
+                clients,
+            );
+        })?;
+        Ok(())
+    }
+
+    pub fn leave(mut self) -> anyhow::Result<()> {
+        self.restore()
+    }
+
+    fn restore(&mut self) -> anyhow::Result<()> {
+        if !self.left {
+            self.left = true;
+            disable_raw_mode()?;
+            execute!(self.term.backend_mut(), LeaveAlternateScreen)?;
+            self.term.show_cursor()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Screen {
+    /// An error or panic path must not leave the terminal in raw mode.
+    fn drop(&mut self) {
+        let _ = self.restore();
+    }
+}
+
+/// The last interval as plain text, printed once the view is closed.
+pub fn as_text(i: &Interval) -> String {
+    let mut s = String::new();
+    for a in &i.alerts {
+        s.push_str(&format!("ALERT {}\n", a.message));
+    }
+    s.push_str(&format!(
+        "{} workers in a traced call at the end",
+        i.workers.len()
+    ));
+    if let Some(w) = i.workers.first() {
+        s.push_str(&format!(
+            " (longest: {} for {})",
+            w.function,
+            format::ns(w.for_ns)
+        ));
+    }
+    s.push('\n');
+    for c in i.clients.iter().take(5) {
+        s.push_str(&format!(
+            "client {:<40} worker time {:>10}, {} workers now, {} connections\n",
+            c.address,
+            format::ns(c.worker_ns),
+            c.workers_now,
+            c.connections
+        ));
+    }
+    s
+}

@@ -1,0 +1,239 @@
+//! `flowdar top` live: the slow-HTTP alert under a Slowloris attack from a
+//! lab host, intervals that add up exactly to the trace recorded at the same
+//! time, a Prometheus scrape, and the terminal view in tmux (resize, target
+//! exit).
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use flowdar::server::{run_wrk, ApacheOptions, Lab, ThrowawayApache, WrkPlan};
+use flowdar_common::EventKind;
+use flowdar_tests::*;
+
+fn slowloris(lab: &Lab, port: u16, connections: u32) -> std::process::Child {
+    let c = connections.to_string();
+    lab.attacker
+        .command("slowhttptest")
+        .args(["-H", "-c", &c, "-r", &c, "-i", "2", "-l", "40", "-p", "5"])
+        .args(["-u", &format!("http://{}:{port}/index.html", lab.server)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("slowhttptest")
+}
+
+#[test]
+fn json_intervals_raise_the_alert_and_add_up_to_the_trace() {
+    require_root();
+    let lab = Lab::create().expect("lab hosts");
+    let apache = ThrowawayApache::start(&ApacheOptions {
+        listen: vec![lab.server.into()],
+        ..Default::default()
+    })
+    .expect("start apache");
+    let trace = TraceFile::new();
+    let mut cmd = Command::new(flowdar_bin());
+    cmd.args(["top", "--pid", &apache.pid().to_string()])
+        .args(["--profile", "apache:request", "--json"])
+        .args(["--alert-workers", "20", "--alert-after", "3s"])
+        .args(["--prometheus", "127.0.0.1:0"])
+        .args(["-o", trace.to_str().unwrap()]);
+    let top = Background::start(cmd, "Prometheus metrics at", Duration::from_secs(60));
+    let metrics_url = top
+        .stderr()
+        .lines()
+        .find_map(|l| l.strip_prefix("Prometheus metrics at "))
+        .expect("the metrics address")
+        .to_string();
+    // Legitimate load, then the attack; the alert must come within 10 s of
+    // the attack's ramp-up (its 50 connections open within its first second).
+    std::thread::sleep(Duration::from_secs(2));
+    let wrk = run_wrk(
+        apache.addr(),
+        &WrkPlan {
+            threads: 1,
+            connections: 4,
+            duration: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .expect("wrk");
+    let mut attack = slowloris(&lab, apache.port(), 50);
+    let ramped_up = Instant::now() + Duration::from_secs(1);
+    let mut alerted = None;
+    while Instant::now() < ramped_up + Duration::from_secs(15) && alerted.is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+        if top
+            .stdout()
+            .lines()
+            .any(|l| l.contains("\"kind\":\"slow-http\""))
+        {
+            alerted = Some(Instant::now());
+        }
+    }
+    let scrape = Command::new("curl")
+        .args(["-sf", &metrics_url])
+        .output()
+        .expect("curl");
+    let (code, out, err) = top.stop(libc::SIGINT);
+    let _ = attack.kill();
+    let _ = attack.wait();
+    assert_eq!(code, Some(0), "top failed:\n{err}");
+    assert!(wrk.requests > 100, "{wrk:?}");
+    let alerted = alerted.unwrap_or_else(|| panic!("no slow-http alert:\n{out}\n{err}"));
+    assert!(
+        alerted <= ramped_up + Duration::from_secs(10),
+        "alert {:?} after the ramp-up",
+        alerted - ramped_up
+    );
+
+    // Every interval, and the alert naming the attacker.
+    let intervals: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(intervals.len() >= 5, "{} intervals", intervals.len());
+    for i in &intervals {
+        for key in [
+            "t",
+            "functions",
+            "workers",
+            "in_flight",
+            "clients",
+            "alerts",
+        ] {
+            assert!(i.get(key).is_some(), "{key} missing: {i}");
+        }
+    }
+    let alert = intervals
+        .iter()
+        .flat_map(|i| i["alerts"].as_array().unwrap().iter())
+        .next()
+        .expect("an alert");
+    assert_eq!(
+        alert["clients"][0],
+        lab.attacker.addr.to_string(),
+        "{alert}"
+    );
+    assert!(alert["workers"].as_u64().unwrap() >= 20, "{alert}");
+
+    // The intervals' calls add up to the trace's, function by function.
+    let mut live: HashMap<String, u64> = HashMap::new();
+    for i in &intervals {
+        for f in i["functions"].as_array().unwrap() {
+            *live
+                .entry(f["function"].as_str().unwrap().into())
+                .or_default() += f["calls"].as_u64().unwrap();
+        }
+    }
+    let t = Trace::read(&trace);
+    let mut recorded: HashMap<String, u64> = HashMap::new();
+    for p in &t.header.probes {
+        let n = t.count(&p.function, EventKind::Entry) as u64;
+        if n > 0 {
+            recorded.insert(p.function.clone(), n);
+        }
+    }
+    assert!(recorded["ap_read_request"] > 100, "{recorded:?}");
+    assert_eq!(live, recorded, "live calls vs the trace's entries");
+
+    // The scrape: OpenMetrics text with our families, ending in # EOF.
+    assert!(scrape.status.success(), "scrape failed");
+    let text = String::from_utf8(scrape.stdout).expect("utf-8");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert!(text.contains("# TYPE flowdar_calls counter"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("flowdar_calls_total{function=\"ap_read_request\"} ")),
+        "{text}"
+    );
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = l.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "not a sample line: {l}");
+    }
+    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = Command::new("tmux").args(args).output().expect("tmux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_terminal_view_survives_resizes_and_the_target_exiting() {
+    require_root();
+    let mut apache = ThrowawayApache::start(&Default::default()).expect("start apache");
+    let session = format!("flowdar-top-{}", std::process::id());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let script = format!(
+        "{} top --pid {} --profile apache:request --interval 500ms 2>{}; echo EXIT=$?; sleep 30",
+        flowdar_bin().display(),
+        apache.pid(),
+        log.path().display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &script,
+    ]);
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+        }
+    }
+    let _guard = Kill(session.clone());
+    let screen = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = tmux(&["capture-pane", "-p", "-t", &session]);
+            if s.contains(want) || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Attached once the first interval is drawn; then requests until one
+    // interval shows them.
+    let s = screen("t = ");
+    assert!(s.contains("no alerts"), "{s}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        fresh_connections(&apache, 5);
+        let s = tmux(&["capture-pane", "-p", "-t", &session]);
+        if s.contains("ap_read_request") || Instant::now() > deadline {
+            break s;
+        }
+    };
+    assert!(
+        s.contains("functions") && s.contains("ap_read_request"),
+        "{s}"
+    );
+    for (x, y) in [("60", "15"), ("200", "60"), ("20", "5"), ("120", "40")] {
+        tmux(&["resize-window", "-t", &session, "-x", x, "-y", y]);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let s = screen("clients");
+    assert!(s.contains("workers in a call"), "after resizes:\n{s}");
+    apache.stop();
+    let s = screen("EXIT=");
+    let err = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(
+        s.contains("EXIT=0"),
+        "top did not exit cleanly:\n{s}\n{err}"
+    );
+    assert!(err.contains("target exited"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+}
