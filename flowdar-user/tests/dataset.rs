@@ -127,7 +127,7 @@ fn traces_append_once_under_host_run_and_phase() {
         let r = SerializedFileReader::new(std::fs::File::open(f).unwrap()).unwrap();
         let kv = r.metadata().file_metadata().key_value_metadata().unwrap();
         let v = kv.iter().find(|k| k.key == "flowdar.schema_version");
-        assert_eq!(v.and_then(|k| k.value.as_deref()), Some("1"), "{f:?}");
+        assert_eq!(v.and_then(|k| k.value.as_deref()), Some("2"), "{f:?}");
     }
     let calls = SerializedFileReader::new(std::fs::File::open(&written[0]).unwrap()).unwrap();
     assert_eq!(

@@ -170,10 +170,16 @@ fn duckdb_and_spark_give_flowdars_own_numbers() {
             any_in_flight += num(&f["in_flight"]);
         }
         let sessions = json_of(&["sessions", "--json", t.to_str().unwrap()]);
-        want_sessions.insert(
-            format!("\"{host}\"/\"r1\"/\"{phase}\""),
-            sessions.as_array().unwrap().len() as u64,
-        );
+        for s in sessions.as_array().unwrap() {
+            // The client's IP address ("ip:port" in sessions --json).
+            let ip = s["client"].as_str().map_or("null".to_string(), |c| {
+                let addr: std::net::SocketAddr = c.parse().expect("ip:port");
+                format!("\"{}\"", addr.ip())
+            });
+            *want_sessions
+                .entry(format!("\"{host}\"/\"r1\"/\"{phase}\"/{ip}"))
+                .or_default() += 1;
+        }
     }
     assert!(any_in_flight > 0, "the slow clients leave calls in flight");
     let mut want_diff: BTreeMap<String, Value> = BTreeMap::new();
@@ -238,16 +244,28 @@ fn duckdb_and_spark_give_flowdars_own_numbers() {
         }
     }
 
-    let got = rows(&duck, "sessions_per_client", &["host", "run", "phase"]);
+    let got = rows(
+        &duck,
+        "sessions_per_client",
+        &["host", "run", "phase", "client"],
+    );
     let got: BTreeMap<String, u64> = got
         .into_iter()
         .map(|(k, r)| (k, num(&r["sessions"])))
         .collect();
-    assert_eq!(got, want_sessions, "sessions per host, run and phase");
+    assert_eq!(
+        got, want_sessions,
+        "sessions per host, run, phase and client"
+    );
     // Each phase's sessions: at least its fresh connections (and the slow
     // clients, when seen), never fewer.
     for (host, requests, _) in HOSTS {
-        let n = got[&format!("\"{host}\"/\"r1\"/\"normal\"")];
+        let prefix = format!("\"{host}\"/\"r1\"/\"normal\"/");
+        let n: u64 = got
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, n)| n)
+            .sum();
         assert!(
             n >= requests as u64,
             "{host}: {n} sessions for {requests} connections"

@@ -1,7 +1,7 @@
 //! Tables for query engines (DuckDB, Spark, DataFusion): `events` and
 //! `calls` as Parquet (arrow-rs) or CSV files in an output directory, so the
 //! traces of a whole fleet can be queried together.
-use std::{fs::File, path::Path, sync::Arc};
+use std::{collections::HashMap, fs::File, path::Path, sync::Arc};
 
 use arrow_array::{
     builder::{BooleanBuilder, StringBuilder, UInt32Builder, UInt64Builder},
@@ -19,9 +19,9 @@ const BATCH: usize = 64 * 1024;
 
 /// Version of the `calls` and `events` columns (docs/dataset.md). Bump it
 /// when a column is added, removed, renamed or retyped; the test
-/// `schema_is_version_1` pins the columns of each version. Written into
+/// `schema_is_version_2` pins the columns of each version. Written into
 /// every Parquet file's key-value metadata as `flowdar.schema_version`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {
@@ -37,6 +37,7 @@ fn calls_schema() -> Arc<Schema> {
         Field::new("pid", DataType::UInt32, false),
         Field::new("tid", DataType::UInt32, false),
         u64f("session", true),
+        Field::new("client", DataType::Utf8, true),
         u64f("start_ns", false),
         u64f("duration_ns", false),
         u64f("self_ns", false),
@@ -150,23 +151,35 @@ pub fn write_tables(
     let id = trace_id(&header);
     let names: Vec<String> = header.probes.iter().map(|p| p.display_name()).collect();
     let objects: Vec<String> = header.probes.iter().map(|p| p.object_name()).collect();
-    // Pass 1: sessions, to label calls with theirs.
-    let mut tracker = SessionTracker::new(&header.probes);
-    scan(trace, |_| {}, |c| tracker.add(c))?;
-    let mut windows: Vec<(u32, u64, u64, u64)> = tracker
-        .finish(&Default::default())
+    // Pass 1: sessions (and their clients), to label calls with theirs.
+    let sessions = if SessionTracker::new(&header.probes).can_track() {
+        crate::analysis::sessions_of(trace)
+            .map_err(|e| match e {
+                crate::analysis::SessionsError::Store(s) => RenderError::from(s),
+                other => RenderError::Io(std::io::Error::other(other.to_string())),
+            })?
+            .0
+    } else {
+        Vec::new()
+    };
+    let clients: HashMap<u64, String> = sessions
+        .iter()
+        .filter_map(|s| Some((s.id, s.client?.ip().to_string())))
+        .collect();
+    let mut windows: Vec<(u32, u64, u64, u64)> = sessions
         .iter()
         .flat_map(|s| s.windows.iter().map(move |&(t, a, b)| (t, a, b, s.id)))
         .collect();
     windows.sort_unstable();
     let session_of = |c: &Call| {
         let i = windows.partition_point(|w| (w.0, w.1) <= (c.tid, c.start_ns));
-        windows[..i]
+        let id = windows[..i]
             .iter()
             .rev()
             .take_while(|w| w.0 == c.tid)
             .find(|w| w.1 <= c.start_ns && c.start_ns <= w.2)
-            .map(|w| w.3)
+            .map(|w| w.3)?;
+        Some((id, clients.get(&id).map(String::as_str)))
     };
 
     let (mut ev_sink, mut call_sink) = (
@@ -266,6 +279,7 @@ struct CallRows {
     pid: UInt32Builder,
     tid: UInt32Builder,
     session: UInt64Builder,
+    client: StringBuilder,
     start: UInt64Builder,
     duration: UInt64Builder,
     self_ns: UInt64Builder,
@@ -282,7 +296,7 @@ impl CallRows {
         c: &Call,
         names: &[String],
         objects: &[String],
-        session: Option<u64>,
+        session: Option<(u64, Option<&str>)>,
         trace_id: &str,
     ) {
         self.trace_id.append_value(trace_id);
@@ -294,7 +308,8 @@ impl CallRows {
             .append_value(objects.get(i).map_or("?", String::as_str));
         self.pid.append_value(c.tgid);
         self.tid.append_value(c.tid);
-        self.session.append_option(session);
+        self.session.append_option(session.map(|s| s.0));
+        self.client.append_option(session.and_then(|s| s.1));
         self.start.append_value(c.start_ns);
         self.duration.append_value(c.duration_ns());
         self.self_ns.append_value(c.self_ns());
@@ -318,6 +333,7 @@ impl CallRows {
             Arc::new(self.pid.finish()),
             Arc::new(self.tid.finish()),
             Arc::new(self.session.finish()),
+            Arc::new(self.client.finish()),
             Arc::new(self.start.finish()),
             Arc::new(self.duration.finish()),
             Arc::new(self.self_ns.finish()),
@@ -356,11 +372,11 @@ mod tests {
     /// version. A change here without a new [`SCHEMA_VERSION`] (and docs)
     /// breaks every query written against the old columns.
     #[test]
-    fn schema_is_version_1() {
-        assert_eq!(SCHEMA_VERSION, 1, "a new version: pin its columns below");
+    fn schema_is_version_2() {
+        assert_eq!(SCHEMA_VERSION, 2, "a new version: pin its columns below");
         assert_eq!(
             columns(&calls_schema()).join(" "),
-            "function:Utf8 object:Utf8 pid:UInt32 tid:UInt32 session:UInt64? start_ns:UInt64 \
+            "function:Utf8 object:Utf8 pid:UInt32 tid:UInt32 session:UInt64? client:Utf8? start_ns:UInt64 \
              duration_ns:UInt64 self_ns:UInt64 depth:UInt32 in_flight:Boolean arg0:UInt64 \
              arg1:UInt64 arg2:UInt64 ret:UInt64? trace_id:Utf8"
         );
