@@ -173,6 +173,27 @@ fn traces_append_once_under_host_run_and_phase() {
     );
     assert!(lab.join("calls/host=web7/run=exp42/phase=attack").is_dir());
     assert_eq!(files(&lab).len(), 4);
+
+    // A trace of one of its variants: run = directory-variant.
+    std::fs::create_dir(exp.join("reqtimeout")).unwrap();
+    let variant = exp.join("reqtimeout/normal.flowdar");
+    trace(&variant, 3);
+    let out = flowdar(&[
+        "export",
+        variant.to_str().unwrap(),
+        "--format",
+        "parquet",
+        "--dataset",
+        labs,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lab
+        .join("calls/host=web7/run=exp42-reqtimeout/phase=normal")
+        .is_dir());
 }
 
 #[test]

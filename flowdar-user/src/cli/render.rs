@@ -214,14 +214,19 @@ fn default_partition(args: &ExportArgs, host: &str) -> render::Partition {
         .canonicalize()
         .ok()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()));
-    let experiment = dir.as_ref().filter(|d| d.join("report.md").is_file());
-    let (run, phase) = match experiment {
-        Some(d) => (
-            d.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+    let name = |d: &std::path::Path| {
+        d.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    // An experiment keeps DIR/report.md and DIR/VARIANT/PHASE.flowdar (or,
+    // before variants, DIR/PHASE.flowdar): run DIR-VARIANT, phase PHASE.
+    let (run, phase) = match dir {
+        Some(d) if d.join("report.md").is_file() => (name(&d), stem),
+        Some(d) if d.parent().is_some_and(|p| p.join("report.md").is_file()) => (
+            format!("{}-{}", name(d.parent().expect("checked")), name(&d)),
             stem,
         ),
-        None => (stem, "all".to_string()),
+        _ => (stem, "all".to_string()),
     };
     render::Partition {
         host: args.host.clone().unwrap_or_else(|| host.to_string()),
