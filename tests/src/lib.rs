@@ -51,6 +51,8 @@ pub struct Background {
     child: Option<Child>,
     out: Arc<Mutex<String>>,
     err: Arc<Mutex<String>>,
+    /// Send the stop signal again every this long until the process exits.
+    resend: Option<Duration>,
 }
 
 impl Background {
@@ -98,6 +100,7 @@ impl Background {
             child: Some(child),
             out,
             err,
+            resend: None,
         };
         if rx.recv_timeout(timeout).is_err() {
             let (o, e) = (bg.stdout(), bg.stderr());
@@ -124,6 +127,16 @@ impl Background {
         let mut child = self.child.take().unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
+        if let Some(every) = self.resend {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
+            {
+                if wait_timeout(&mut child, every).is_err() {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(child.id() as i32, sig) };
+                }
+            }
+        }
         let status = match wait_timeout(&mut child, Duration::from_secs(60)) {
             Ok(s) => s,
             Err(stuck) => {
@@ -240,6 +253,17 @@ pub fn start_recorder(args: &[&str]) -> Background {
     Background::start(cmd, "Recording PID", Duration::from_secs(60))
 }
 
+/// bpftrace in the background. Its SIGINT can be lost: the handler only
+/// sets a flag, and a signal that lands while bpftrace is busy printing
+/// (after a load, with a backlog) is seen by nothing once it goes back to
+/// an idle `epoll_wait` (seen here: stuck 60 s after SIGINT, in
+/// `do_epoll_wait`). So the stop signal is repeated every 2 s.
+fn bpftrace(cmd: Command) -> Background {
+    let mut bg = Background::start(cmd, "Attaching", Duration::from_secs(60));
+    bg.resend = Some(Duration::from_secs(2));
+    bg
+}
+
 /// bpftrace counting entries and exits (split by zero/non-zero return) of
 /// `functions` in `binary`, for processes whose tgid is `pid` or whose
 /// parent is `pid` (Apache's children). An independent witness.
@@ -254,7 +278,7 @@ pub fn start_bpftrace_counter(pid: u32, probes: &[(&str, &str)]) -> Background {
     }
     let mut cmd = Command::new("bpftrace");
     cmd.arg("-e").arg(script);
-    Background::start(cmd, "Attaching", Duration::from_secs(60))
+    bpftrace(cmd)
 }
 
 /// bpftrace printing every completed call of `functions` in `binary` as
@@ -271,7 +295,7 @@ pub fn start_bpftrace_calls(pid: u32, binary: &str, functions: &[&str]) -> Backg
     }
     let mut cmd = Command::new("bpftrace");
     cmd.arg("-e").arg(script);
-    Background::start(cmd, "Attaching", Duration::from_secs(60))
+    bpftrace(cmd)
 }
 
 /// Completed calls printed by [`start_bpftrace_calls`], per function,
