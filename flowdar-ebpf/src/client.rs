@@ -28,11 +28,11 @@ pub fn send_if_new(pid_tgid: u64, probe_id: u32, conn: u64) {
     };
     let key = [pid_tgid >> 32, conn];
     // SAFETY: read-only copy of the value.
-    if unsafe { CLIENTS.get(&key) }.is_some_and(|seen| *seen == args) {
+    if unsafe { CLIENTS.get(key) }.is_some_and(|seen| *seen == args) {
         return;
     }
     if emit(pid_tgid, probe_id, EventKind::Client, args) {
-        let _ = CLIENTS.insert(&key, &args, 0);
+        let _ = CLIENTS.insert(key, args, 0);
     }
 }
 
