@@ -399,7 +399,14 @@ impl Trace {
         let id = self.probe_id(function);
         let mut open: HashMap<u32, Vec<u64>> = HashMap::new();
         let mut out = Vec::new();
-        for e in self.events.iter().filter(|e| e.probe_id == id) {
+        let calls =
+            |e: &&Event| e.kind == EventKind::Entry as u32 || e.kind == EventKind::Exit as u32;
+        for e in self
+            .events
+            .iter()
+            .filter(calls)
+            .filter(|e| e.probe_id == id)
+        {
             let stack = open.entry(e.tid).or_default();
             if e.kind == EventKind::Entry as u32 {
                 stack.push(e.ts_ns);
@@ -424,6 +431,9 @@ impl Trace {
             let prev = last.insert(e.tid, e.ts_ns).unwrap_or(0);
             if e.ts_ns < prev {
                 problems.push(format!("event {i}: time goes back on tid {}", e.tid));
+            }
+            if e.kind != EventKind::Entry as u32 && e.kind != EventKind::Exit as u32 {
+                continue; // client events, fold annotations: not calls
             }
             let stack = stacks.entry(e.tid).or_default();
             if e.kind == EventKind::Entry as u32 {

@@ -47,7 +47,8 @@ pub struct Interval {
 #[derive(Debug, Clone, Serialize)]
 pub struct FunctionFigures {
     pub function: String,
-    /// Calls entered in this interval.
+    /// Calls entered in the events that arrived during this interval
+    /// (events arrive within ~100 ms of happening).
     pub calls: u64,
     pub calls_per_s: f64,
     /// Of the calls that returned in this interval.
@@ -172,10 +173,15 @@ impl LiveView {
             return;
         }
         let role = self.roles[id];
-        let (_, stack) = self
+        let (tgid, stack) = self
             .threads
             .entry(e.tid)
             .or_insert_with(|| (e.tgid, Vec::new()));
+        if *tgid != e.tgid {
+            // A recycled tid: the old thread's frames are gone with it.
+            *tgid = e.tgid;
+            stack.clear();
+        }
         if e.kind == EventKind::Entry as u32 {
             self.calls[id] += 1;
             let conn = match role {
@@ -208,6 +214,13 @@ impl LiveView {
                 }
             }
         }
+    }
+
+    /// Forgets the threads of processes that are gone (a child recycled,
+    /// or killed mid-call): their open frames would otherwise stay workers
+    /// forever.
+    pub fn forget_dead(&mut self, alive: impl Fn(u32) -> bool) {
+        self.threads.retain(|_, (tgid, _)| alive(*tgid));
     }
 
     /// The figures since the last snapshot (call counts and durations
@@ -251,7 +264,14 @@ impl LiveView {
                 h.1 += 1;
             }
             let for_ns = now_ns.saturating_sub(top.start_ns);
-            if Some(top.probe_id) == self.read && for_ns > self.rule.after_ns {
+            // Blocked reading a request, whatever it calls meanwhile (with
+            // the io set, the innermost call is apr_socket_recv, restarted
+            // at every header line the client trickles in).
+            let reading_since = stack
+                .iter()
+                .find(|f| Some(f.probe_id) == self.read)
+                .map(|f| now_ns.saturating_sub(f.start_ns));
+            if reading_since.is_some_and(|t| t > self.rule.after_ns) {
                 let who = client.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
                 *reading.entry(who).or_default() += 1;
             }
@@ -344,7 +364,11 @@ mod tests {
 
     #[test]
     fn intervals_count_entries_and_the_alert_names_the_clients_holding_reads() {
-        let probes = [probe(0, READ, None), probe(1, "ap_invoke_handler", None)];
+        let probes = [
+            probe(0, READ, None),
+            probe(1, "ap_invoke_handler", None),
+            probe(2, "apr_socket_recv", None),
+        ];
         let rule = AlertRule {
             workers: 2,
             after_ns: 1_000,
@@ -366,6 +390,9 @@ mod tests {
             });
             v.push(&ev(tid, 11, 0, EventKind::Entry, [conn, 0, 0]));
         }
+        // One of them is in a socket read that began just now (a header line
+        // trickled in): still a worker held in the request read since 11.
+        v.push(&ev(11, 4_900, 2, EventKind::Entry, [0, 0, 0]));
         // A request served on another thread: read, handler, done.
         v.push(&ev(13, 20, 0, EventKind::Entry, [0xc0, 0, 0]));
         v.push(&ev(13, 30, 0, EventKind::Exit, [0x77, 0, 0]));
@@ -380,6 +407,11 @@ mod tests {
         assert_eq!(calls[READ], 3);
         assert_eq!(calls["ap_invoke_handler"], 1);
         assert_eq!(i.workers.len(), 2, "two workers still reading");
+        let inner = i.workers.iter().find(|w| w.tid == 11).unwrap();
+        assert_eq!(
+            (inner.function.as_str(), inner.for_ns),
+            ("apr_socket_recv", 100)
+        );
         assert_eq!(i.alerts.len(), 1);
         assert_eq!(i.alerts[0].workers, 2);
         assert_eq!(i.alerts[0].clients, ["198.18.0.6"]);
@@ -390,5 +422,9 @@ mod tests {
         // The next interval starts from zero calls.
         let j = v.snapshot(6_000);
         assert!(j.functions.iter().all(|f| f.calls == 0));
+        // A process gone (killed mid-call) leaves no phantom workers.
+        v.forget_dead(|_| false);
+        let k = v.snapshot(7_000);
+        assert!(k.workers.is_empty() && k.alerts.is_empty());
     }
 }

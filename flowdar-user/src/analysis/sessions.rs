@@ -171,7 +171,9 @@ impl SessionTracker {
                 !s.closed || c.start_ns <= s.end_ns
             }
         };
-        let client = clients.client_at(c.tgid, conn, c.start_ns);
+        // Over the call's whole span: an outer call (a keep-alive pass)
+        // starts before the read inside it sends the client.
+        let client = clients.client_of(c.tgid, conn, c.start_ns, c.end_ns);
         let key = (c.tgid, conn, client);
         let idx = match self.latest.get(&key).copied() {
             // The same client on the same connection: the same session.

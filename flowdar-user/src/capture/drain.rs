@@ -26,7 +26,10 @@ const POLL_MS: i32 = 10;
 /// A partial batch is handed over after this long, so a killed tracer loses
 /// at most this much of a quiet trace (or one batch of a busy one). At 250 ms, the `io` profile under wrk wrote ~34k-event chunks (4.04
 /// B/event live against 3.79 in full chunks).
-const FLUSH_AFTER: Duration = Duration::from_secs(1);
+pub const FLUSH_AFTER: Duration = Duration::from_secs(1);
+/// The same for a live view (`flowdar top`): it shows what was written, so
+/// batches go out often enough for a 1 s refresh to be current.
+pub const LIVE_FLUSH_AFTER: Duration = Duration::from_millis(100);
 
 /// What the drain saw, per probe id.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +68,7 @@ pub fn spawn(
     tx: SyncSender<Vec<Event>>,
     stop: Arc<AtomicBool>,
     nprobes: usize,
+    flush_after: Duration,
 ) -> JoinHandle<DrainCounts> {
     std::thread::Builder::new()
         .name("flowdar-drain".into())
@@ -99,7 +103,7 @@ pub fn spawn(
                         None => counts.malformed += 1,
                     }
                 }
-                if !batch.is_empty() && (stopping || last_flush.elapsed() >= FLUSH_AFTER) {
+                if !batch.is_empty() && (stopping || last_flush.elapsed() >= flush_after) {
                     hand_over(&tx, &mut batch, &mut counts);
                     last_flush = Instant::now();
                 }

@@ -274,6 +274,11 @@ impl Recording {
 
         let capacity = (opts.buffer_bytes / (BATCH_EVENTS * flowdar_common::EVENT_SIZE)).max(2);
         let (tx, rx) = mpsc::sync_channel::<Vec<Event>>(capacity);
+        let flush_after = if tap.is_some() {
+            drain::LIVE_FLUSH_AFTER
+        } else {
+            drain::FLUSH_AFTER
+        };
         let (footer_tx, footer_rx) = mpsc::channel::<TraceFooter>();
         let writer = std::thread::Builder::new()
             .name("flowdar-writer".into())
@@ -289,7 +294,7 @@ impl Recording {
             })
             .expect("spawn writer thread");
         let stop = Arc::new(AtomicBool::new(false));
-        let drain = drain::spawn(ring, tx, stop.clone(), opts.probes.len());
+        let drain = drain::spawn(ring, tx, stop.clone(), opts.probes.len(), flush_after);
         Ok(Self {
             attached,
             drops,

@@ -78,7 +78,11 @@ fn doing(stack: &[String]) -> &'static str {
 /// with calls in flight, grouped by client address, the lab's hosts named.
 /// None when the trace has no client addresses (recorded without them).
 fn held_by_clients(test_trace: &Path, hosts: &super::Hosts) -> anyhow::Result<Option<String>> {
-    let (sessions, _) = crate::analysis::sessions_of(test_trace)?;
+    let sessions = match crate::analysis::sessions_of(test_trace) {
+        Ok((s, _)) => s,
+        Err(crate::analysis::SessionsError::NoConnections { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let open: Vec<Session> = sessions
         .into_iter()
         .filter(|s| !s.closed && s.in_flight > 0)

@@ -125,12 +125,21 @@ pub fn build(path: &Path, title: &str, opts: &SceneOptions) -> Result<Scene, Sto
     // Pass 1: sessions (for --session) and hand-offs.
     let mut sessions = SessionTracker::new(&header.probes);
     let mut flows = FlowTracker::new(&header.probes);
-    let scanned = scan(path, |e| flows.push(e), |c| sessions.add(c))?;
+    // Client events too: sessions are numbered as `flowdar sessions` does.
+    let clients = std::cell::RefCell::new(crate::analysis::ClientBook::default());
+    let scanned = scan(
+        path,
+        |e| {
+            flows.push(e);
+            clients.borrow_mut().add(e);
+        },
+        |c| sessions.add_with(c, &clients.borrow()),
+    )?;
     let t0 = scanned.start_ns;
     let windows: Option<Vec<(u32, u64, u64)>> = match opts.session {
         Some(id) => {
             let s = sessions
-                .finish(&Default::default())
+                .finish(&clients.borrow())
                 .into_iter()
                 .find(|s| s.id == id);
             Some(s.map(|s| s.windows).unwrap_or_default())

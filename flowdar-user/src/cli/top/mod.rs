@@ -166,6 +166,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             }
             if Instant::now() >= next {
                 next += args.interval;
+                view.forget_dead(capture::is_alive);
                 out.show(&view.snapshot(monotonic_ns()), screen.as_mut())?;
             }
         };

@@ -28,9 +28,20 @@ pub struct Screen {
 
 impl Screen {
     pub fn enter(pid: u32, mode: &str) -> anyhow::Result<Self> {
+        // A panic's message must land on the normal screen, not in the
+        // alternate one that leaving erases.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = disable_raw_mode();
+            let _ = execute!(std::io::stdout(), LeaveAlternateScreen);
+            previous(info);
+        }));
         enable_raw_mode()?;
         let mut out = std::io::stdout();
-        execute!(out, EnterAlternateScreen)?;
+        if let Err(e) = execute!(out, EnterAlternateScreen) {
+            let _ = disable_raw_mode();
+            return Err(e.into());
+        }
         let term = Terminal::new(ratatui::backend::CrosstermBackend::new(out))?;
         let mut s = Self {
             term,
