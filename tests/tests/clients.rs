@@ -63,9 +63,10 @@ fn clients_are_exact_against_the_access_log_and_the_attacker_holds_the_reads() {
     let attacker: IpAddr = lab.attacker.addr.into();
     let apache = apache_for(&lab);
     let port = apache.port();
-    // Requests before capture (the server's start-up check) are not ours.
-    let before = access_log(&apache).len();
     let (rec, trace) = record(apache.pid(), &["--profile", "apache:request"]);
+    // Requests before capture (the server's start-up check, logged just
+    // after its answer) are not ours; nothing else has been sent yet.
+    let before = access_log(&apache).len();
     // The attacker: 60 connections that send a header line every 2 s and
     // never finish their requests.
     let mut attack = lab

@@ -171,9 +171,14 @@ impl SessionTracker {
                 !s.closed || c.start_ns <= s.end_ns
             }
         };
-        // Over the call's whole span: an outer call (a keep-alive pass)
-        // starts before the read inside it sends the client.
-        let client = clients.client_of(c.tgid, conn, c.start_ns, c.end_ns);
+        // A read (and a request after it) has its connection's client by
+        // its start: the kernel sends it at the read's entry. An outer
+        // connection call (a keep-alive pass) can start before the read
+        // inside it sends the client: over its span.
+        let client = match role {
+            Role::Connection { .. } => clients.client_of(c.tgid, conn, c.start_ns, c.end_ns),
+            _ => clients.client_at(c.tgid, conn, c.start_ns),
+        };
         let key = (c.tgid, conn, client);
         let idx = match self.latest.get(&key).copied() {
             // The same client on the same connection: the same session.
