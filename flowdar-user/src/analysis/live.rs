@@ -16,20 +16,12 @@ use super::sessions::{CONNECTION, READ, REQUEST};
 use crate::probes::ResolvedProbe;
 
 /// When to raise the slow-HTTP alert: at least `workers` workers blocked
-/// reading a request for longer than `after_ns`.
+/// reading a request for longer than `after_ns` (defaults: `flowdar top`'s
+/// flags).
 #[derive(Debug, Clone, Copy)]
 pub struct AlertRule {
     pub workers: usize,
     pub after_ns: u64,
-}
-
-impl Default for AlertRule {
-    fn default() -> Self {
-        Self {
-            workers: 10,
-            after_ns: 5_000_000_000,
-        }
-    }
 }
 
 /// One interval's figures. Field names are a stable interface (`top --json`).
