@@ -38,6 +38,34 @@ pub fn build() -> Result<()> {
     Ok(())
 }
 
+/// A fresh run of the tests fills about 7 GB of `target/` (debug 2.2, release
+/// 3, the kernel matrix's images and pyspark the rest): say up front when the
+/// disk is short, so that a failure for space reads as one.
+const DISK_NEEDED_GB: u64 = 8;
+
+fn report_disk() {
+    let root = workspace_root();
+    let out = Command::new("df").args(["-Pk"]).arg(&root).output();
+    let free_kb = out.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .nth(1)?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<u64>()
+            .ok()
+    });
+    match free_kb {
+        Some(kb) if kb / (1 << 20) < DISK_NEEDED_GB => eprintln!(
+            "xtask: warning: {} GB free under {}; a fresh test run needs about {DISK_NEEDED_GB} GB",
+            kb / (1 << 20),
+            root.display()
+        ),
+        Some(kb) => eprintln!("xtask: {} GB free under {}", kb / (1 << 20), root.display()),
+        None => eprintln!("xtask: could not read the free disk space (df)"),
+    }
+}
+
 pub fn lint(env: &Env) -> Result<()> {
     run_cmd(cargo(env).args(["fmt", "--all", "--check"]))?;
     run_cmd(cargo(env).args([
@@ -74,6 +102,7 @@ pub fn lint(env: &Env) -> Result<()> {
 }
 
 pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
+    report_disk();
     let env = setup::run()?;
     if lint_first {
         lint(&env)?;
