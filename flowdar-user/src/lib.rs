@@ -13,6 +13,7 @@ pub mod import;
 pub mod probes;
 pub mod render;
 pub mod server;
-pub mod store;
+/// The trace file (its own crate, `flowdar-trace`: the bottom floor).
+pub use flowdar_trace as store;
 pub mod symbols;
 pub mod units;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use flowdar::{
-    probes::ResolvedProbe,
+    store::TraceProbe,
     store::{TraceFooter, TraceHeader, TraceWriter},
 };
 use flowdar_common::{Event, EventKind};
@@ -23,8 +23,8 @@ fn one_line_error(args: &[&str]) -> String {
     err
 }
 
-fn probe(id: u32, function: &str) -> ResolvedProbe {
-    ResolvedProbe {
+fn probe(id: u32, function: &str) -> TraceProbe {
+    TraceProbe {
         id,
         function: function.into(),
         path: PathBuf::from("/usr/sbin/apache2"),

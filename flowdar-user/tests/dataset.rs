@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use flowdar::{
-    probes::{Capture, ResolvedProbe},
+    store::{Capture, TraceProbe},
     store::{TraceFooter, TraceHeader, TraceWriter},
 };
 use flowdar_common::{Event, EventKind};
 
 /// A trace of host `web7`: two calls of `f`, one of them still running.
 fn trace(path: &Path, start_unix_ns: u64) {
-    let probe = ResolvedProbe {
+    let probe = TraceProbe {
         id: 0,
         function: "f".into(),
         path: "/usr/lib/libx.so".into(),

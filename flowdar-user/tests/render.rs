@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use flowdar::{
-    probes::{Capture, Deref, ResolvedProbe},
     render::{self, Lanes, SceneOptions},
+    store::{Capture, Deref, TraceProbe},
     store::{TraceFooter, TraceHeader, TraceWriter},
 };
 use flowdar_common::{Event, EventKind};
 
-fn probe(id: u32, function: &str, object: &str, capture: Capture) -> ResolvedProbe {
-    ResolvedProbe {
+fn probe(id: u32, function: &str, object: &str, capture: Capture) -> TraceProbe {
+    TraceProbe {
         id,
         function: function.into(),
         path: PathBuf::from(object),

@@ -198,13 +198,19 @@ impl Tally {
 
 /// Fuzzing time per target inside `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 20;
-const FUZZ_TARGETS: &[&str] = &["trace_reader", "probe_config", "experiment_spec"];
+/// (crate directory, target): the trace reader is fuzzed from the trace
+/// crate alone, the parsers from flowdar-user.
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("flowdar-trace", "trace_reader"),
+    ("flowdar-user", "probe_config"),
+    ("flowdar-user", "experiment_spec"),
+];
 
 /// Runs every fuzz target for `seconds`, starting from the committed seeds;
 /// any crash fails (cargo fuzz leaves the input in fuzz/artifacts).
 pub fn fuzz(env: &Env, seconds: u64) -> Result<()> {
-    let fuzz_dir = workspace_root().join("flowdar-user");
-    for target in FUZZ_TARGETS {
+    for (krate, target) in FUZZ_TARGETS {
+        let fuzz_dir = workspace_root().join(krate);
         let corpus = workspace_root().join("target/fuzz-corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         let seeds = fuzz_dir.join("fuzz/seeds").join(target);
@@ -276,7 +282,7 @@ pub fn bench(which: Bench, rows: &[String]) -> Result<()> {
             )?;
             run_cmd(
                 cargo(&env)
-                    .args(["bench", "-p", "flowdar-user", "--bench", "store", "--"])
+                    .args(["bench", "-p", "flowdar-trace", "--bench", "store", "--"])
                     .arg(&trace),
             )
         }

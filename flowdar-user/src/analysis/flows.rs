@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use flowdar_common::{Event, EventKind};
 use serde::Serialize;
 
-use crate::probes::ResolvedProbe;
+use crate::store::TraceProbe;
 
 const PUSH: &str = "ap_queue_push_socket";
 const POP: &str = "ap_queue_pop_something";
@@ -54,7 +54,7 @@ pub struct FlowTracker {
 }
 
 impl FlowTracker {
-    pub fn new(probes: &[ResolvedProbe]) -> Self {
+    pub fn new(probes: &[TraceProbe]) -> Self {
         let id = |name: &str| probes.iter().find(|p| p.function == name).map(|p| p.id);
         Self {
             push: id(PUSH),

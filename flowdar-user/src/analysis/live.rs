@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::sessions::{CONNECTION, READ, REQUEST};
-use crate::probes::ResolvedProbe;
+use crate::store::TraceProbe;
 
 /// When to raise the slow-HTTP alert: at least `workers` workers blocked
 /// reading a request for longer than `after_ns` (defaults: `flowdar top`'s
@@ -127,7 +127,7 @@ const AGES: [(&str, u64); 4] = [
 ];
 
 impl LiveView {
-    pub fn new(probes: &[ResolvedProbe], rule: AlertRule, now_ns: u64) -> Self {
+    pub fn new(probes: &[TraceProbe], rule: AlertRule, now_ns: u64) -> Self {
         let role = |f: &str| {
             if f == READ || CONNECTION.contains(&f) {
                 Role::Conn

@@ -15,7 +15,7 @@ use super::{
     clients::{worker_time, ClientBook},
     scan, Call, Scanned,
 };
-use crate::probes::ResolvedProbe;
+use crate::store::TraceProbe;
 
 pub(super) const READ: &str = "ap_read_request";
 /// Calls taking the `conn_rec *` first.
@@ -99,7 +99,7 @@ pub struct SessionTracker {
 }
 
 impl SessionTracker {
-    pub fn new(probes: &[ResolvedProbe]) -> Self {
+    pub fn new(probes: &[TraceProbe]) -> Self {
         let mut roles = HashMap::new();
         for p in probes {
             let f = p.function.as_str();

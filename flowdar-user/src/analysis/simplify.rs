@@ -254,7 +254,7 @@ impl Simplifier {
         self.ready.sort_by_key(|e| e.ts_ns);
         let cut = self.ready.partition_point(|e| e.ts_ns < watermark);
         let rest = self.ready.split_off(cut);
-        for chunk in self.ready.chunks(crate::capture::BATCH_EVENTS) {
+        for chunk in self.ready.chunks(crate::store::CHUNK_EVENTS) {
             self.writer.write_chunk(chunk)?;
             self.report.events_after += chunk.len() as u64;
         }

@@ -4,7 +4,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::Call;
-use crate::probes::{ErrorRule, ResolvedProbe};
+use crate::store::{ErrorRule, TraceProbe};
 
 /// Statistics of one probed function. Field names are a stable interface
 /// (`flowdar stats --json`). Durations of in-flight calls count as lower
@@ -49,7 +49,7 @@ fn histogram() -> Histogram<u32> {
 
 impl Stats {
     /// One row per probe of the trace's probe table.
-    pub fn new(probes: &[ResolvedProbe]) -> Self {
+    pub fn new(probes: &[TraceProbe]) -> Self {
         Self {
             rows: probes
                 .iter()
@@ -116,8 +116,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::probes::Capture;
 
-    pub(crate) fn probe(id: u32, name: &str, errors: Option<ErrorRule>) -> ResolvedProbe {
-        ResolvedProbe {
+    pub(crate) fn probe(id: u32, name: &str, errors: Option<ErrorRule>) -> TraceProbe {
+        TraceProbe {
             id,
             function: name.into(),
             path: "/usr/sbin/apache2".into(),

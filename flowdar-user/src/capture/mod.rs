@@ -230,7 +230,7 @@ impl Recording {
                 .map_or(0, |d| d.as_nanos() as u64),
             start_monotonic_ns: started_mono,
             target_pid: opts.pid,
-            probes: opts.probes.clone(),
+            probes: opts.probes.iter().map(Into::into).collect(),
             attach_mode: mechanism.name().into(),
             attached_monotonic_ns: 0,
             target_ns_pid: proctree::ns_pid(opts.pid),

@@ -131,10 +131,3 @@ fn report_read_warnings(reader: &crate::store::TraceReader) {
         }
     }
 }
-
-/// The sessions of a trace (for the experiment report).
-pub fn sessions_of(
-    path: &std::path::Path,
-) -> anyhow::Result<(Vec<crate::analysis::Session>, crate::analysis::Scanned)> {
-    Ok(crate::analysis::sessions_of(path)?)
-}

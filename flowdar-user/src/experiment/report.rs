@@ -44,8 +44,8 @@ fn ratio(r: f64) -> String {
 /// A normal session (the first that completed a request) and an attacked
 /// one (the open session that spent longest reading).
 fn pick_sessions(base: &Path, test: &Path) -> anyhow::Result<(Option<Session>, Option<Session>)> {
-    let (a, _) = crate::cli::sessions_of(base)?;
-    let (b, _) = crate::cli::sessions_of(test)?;
+    let (a, _) = crate::analysis::sessions_of(base)?;
+    let (b, _) = crate::analysis::sessions_of(test)?;
     let normal = a.into_iter().find(|s| s.closed && s.requests > 0);
     let attacked = b
         .into_iter()

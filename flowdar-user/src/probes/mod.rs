@@ -1,7 +1,6 @@
 //! What to trace: probe requests from the command line, probe files and
 //! built-in profiles, and their resolution to (file, offset) attach points
 //! in the target process.
-mod capture;
 mod config;
 mod locate;
 mod procmaps;
@@ -10,10 +9,11 @@ mod resolve;
 
 use std::collections::BTreeMap;
 
-pub use capture::{Capture, ClientRead, Deref, ErrorRule, FieldRead};
 pub use config::{
     glob_matches, is_glob, line_col, ConfigError, ProbeFile, ProbeGroup, PROBE_FILE_VERSION,
 };
+/// Capture settings are part of the trace format: the trace crate owns them.
+pub use flowdar_trace::{Capture, ClientRead, Deref, ErrorRule, FieldRead};
 pub use locate::{locate, Located};
 pub use procmaps::{MappedFile, ProcMaps};
 pub use profiles::{profile_requests, Profile, ProfileError, PROFILES};

@@ -109,6 +109,24 @@ impl ResolvedProbe {
     }
 }
 
+impl From<&ResolvedProbe> for flowdar_trace::TraceProbe {
+    /// The probe table row a trace file stores for this probe.
+    fn from(p: &ResolvedProbe) -> Self {
+        Self {
+            id: p.id,
+            function: p.function.clone(),
+            path: p.path.clone(),
+            attach_path: p.attach_path.clone(),
+            address: p.address,
+            file_offset: p.file_offset,
+            capture: p.capture.clone(),
+            optional: p.optional,
+            source: p.source.clone(),
+            params: p.params.clone(),
+        }
+    }
+}
+
 /// Everything that resolved, and why the rest did not.
 #[derive(Debug, Default)]
 pub struct Resolution {

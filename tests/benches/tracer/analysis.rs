@@ -7,7 +7,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use flowdar::{
-    probes::ResolvedProbe,
+    store::TraceProbe,
     store::{TraceFooter, TraceHeader, TraceWriter},
 };
 use flowdar_common::{Event, EventKind};
@@ -24,7 +24,7 @@ const MAX_DEPTH: usize = 6;
 /// longer (the diff's change to find).
 pub fn generate(path: &Path, events: u64, seed: u64, slow: bool) {
     let probes = (0..PROBES)
-        .map(|id| ResolvedProbe {
+        .map(|id| TraceProbe {
             id,
             function: format!("bench_fn_{id}"),
             path: "/bench".into(),

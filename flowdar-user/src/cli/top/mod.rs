@@ -95,9 +95,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         None => scratch.path().join("live.flowdar"),
     };
     let (probes, _) = probes::resolve_with_targets(args.pid, &requests, &args.select.debug_dir)?;
+    let table: Vec<crate::store::TraceProbe> = probes.iter().map(Into::into).collect();
     let metrics = match args.prometheus {
         Some(addr) => {
-            let e = prometheus::Exporter::serve(addr, &probes)?;
+            let e = prometheus::Exporter::serve(addr, &table)?;
             eprintln!("Prometheus metrics at http://{}/metrics", e.addr);
             Some(e)
         }
@@ -130,7 +131,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         let recording =
             tokio::task::spawn_blocking(move || Recording::start_with_tap(opts, Some(tap)))
                 .await??;
-        let mut view = LiveView::new(&probes, rule, monotonic_ns());
+        let mut view = LiveView::new(&table, rule, monotonic_ns());
         let mut screen = if args.json {
             None
         } else {

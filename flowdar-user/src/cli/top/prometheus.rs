@@ -12,7 +12,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{analysis::Interval, probes::ResolvedProbe};
+use crate::{analysis::Interval, store::TraceProbe};
 
 type Labels = Vec<(String, String)>;
 type F64Gauge = Gauge<f64, AtomicU64>;
@@ -40,7 +40,7 @@ fn label(k: &str, v: &str) -> Labels {
 
 impl Exporter {
     /// Registers the metrics and serves them at `addr` from a thread.
-    pub fn serve(addr: SocketAddr, probes: &[ResolvedProbe]) -> anyhow::Result<Self> {
+    pub fn serve(addr: SocketAddr, probes: &[TraceProbe]) -> anyhow::Result<Self> {
         let mut r = Registry::with_prefix("flowdar");
         let m = Metrics {
             calls: Family::default(),

@@ -18,7 +18,7 @@ use std::{
 use flowdar_common::{Event, EventKind};
 
 use crate::{
-    probes::{Capture, ResolvedProbe},
+    store::{Capture, TraceProbe},
     store::{StoreError, TraceFooter, TraceHeader, TraceWriter},
 };
 use data::{RecordKind, TaskStream};
@@ -60,7 +60,7 @@ pub fn import(dir: &Path, out: &Path, force: bool) -> Result<Imported, UftraceEr
     let tasks = data::read_tasks(dir)?;
     let first = &tasks.sessions[0];
     let mut symbolizer = Symbolizer::new(dir, info.features);
-    let mut probes: Vec<ResolvedProbe> = Vec::new();
+    let mut probes: Vec<TraceProbe> = Vec::new();
     let mut ids: HashMap<(String, u64), u32> = HashMap::new();
     let mut by_function: HashMap<Function, u32> = HashMap::new();
     let mut summary = Imported::default();
@@ -229,8 +229,8 @@ fn merge(
 
 /// A probe-table row for a function uftrace recorded: no arguments, no
 /// return value (uftrace records neither by default).
-fn probe(id: u32, f: &Function) -> ResolvedProbe {
-    ResolvedProbe {
+fn probe(id: u32, f: &Function) -> TraceProbe {
+    TraceProbe {
         id,
         function: f.name.clone(),
         path: f.module.clone().into(),

@@ -1,6 +1,6 @@
 //! Trace-store benchmark (not a test: it prints figures, it does not judge).
 //!
-//! `cargo bench -p flowdar-user --bench store -- [TRACE...]`: for a synthetic
+//! `cargo bench -p flowdar-trace --bench store -- [TRACE...]`: for a synthetic
 //! deep-recursion trace and for each recorded trace given, the bytes per
 //! event on disk, the encode rate (codec + zstd + write, on the calling
 //! thread: `TraceWriter` uses no other) and the decode rate (read + zstd +
@@ -13,18 +13,15 @@ use std::{
     time::Instant,
 };
 
-use flowdar::{
-    probes::ResolvedProbe,
-    store::{TraceFooter, TraceHeader, TraceReader, TraceWriter},
-};
 use flowdar_common::{Event, EventKind, EVENT_SIZE};
+use flowdar_trace::{TraceFooter, TraceHeader, TraceProbe, TraceReader, TraceWriter, CHUNK_EVENTS};
 
 /// Events per chunk, as the recorder's drain batches them.
-const CHUNK: usize = flowdar::capture::BATCH_EVENTS;
+const CHUNK: usize = CHUNK_EVENTS;
 /// Repeat each measurement and keep the best: the machine is shared.
 const ROUNDS: usize = 5;
 
-fn header(probes: Vec<ResolvedProbe>) -> TraceHeader {
+fn header(probes: Vec<TraceProbe>) -> TraceHeader {
     TraceHeader {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         host: "bench".into(),
@@ -44,7 +41,7 @@ fn header(probes: Vec<ResolvedProbe>) -> TraceHeader {
 /// pointers, depths and noisy 50-500 ns gaps as arguments and timestamps.
 fn deep_recursion() -> (TraceHeader, Vec<Event>) {
     let probes = (0..4)
-        .map(|id| ResolvedProbe {
+        .map(|id| TraceProbe {
             id,
             function: format!("recurse_{id}"),
             path: "/bench".into(),

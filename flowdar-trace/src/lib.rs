@@ -10,13 +10,28 @@
 //! ```
 //! Every chunk stands alone, so a file cut at any byte reads back up to its
 //! last complete chunk.
+//!
+//! This crate is the bottom floor of Flowdar's user space: it knows events
+//! and files, not the kernel, the command line or Apache. The tracer writes
+//! it; the reader, analysis, exporters, benches and fuzz targets read it.
+//! The types serialised into a file (header, footer, [`TraceProbe`],
+//! [`Capture`]) are owned here, so a change to them is a change of the
+//! format, caught by `tests::header_shape_is_format_version_2`.
+mod capture;
 mod codec;
 mod format;
+mod names;
+mod probe;
 mod reader;
 mod writer;
 
+pub use capture::{Capture, ClientRead, Deref, ErrorRule, FieldRead};
 pub use codec::{decode as decode_chunk, ChunkEncoder};
-pub use format::{ChunkIndex, StoreError, TraceFooter, TraceHeader, FORMAT_VERSION, MAGIC};
+pub use format::{
+    ChunkIndex, StoreError, TraceFooter, TraceHeader, CHUNK_EVENTS, FORMAT_VERSION, MAGIC,
+};
+pub use names::demangle;
+pub use probe::TraceProbe;
 pub use reader::{ReadWarning, TraceReader};
 pub use writer::TraceWriter;
 

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probes::ResolvedProbe;
+use crate::TraceProbe;
 
 pub const MAGIC: &[u8; 8] = b"FLOWDAR\0";
 /// Bumped on any incompatible change of the layout below. Version 2 added
@@ -22,6 +22,10 @@ pub(crate) const FRAME_PREFIX_LEN: usize = 9;
 pub(crate) const MAX_FRAME_LEN: u32 = 256 << 20;
 /// No chunk decodes to more than this many encoded bytes.
 pub(crate) const MAX_ENCODED_LEN: usize = 256 << 20;
+/// Events per chunk, at most (3 MiB of wire events): the tracer's drain hands
+/// the writer batches of this size, and tools that rewrite a trace chunk it
+/// the same way. Larger chunks compress better (measured in BENCHMARKS.md).
+pub const CHUNK_EVENTS: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -70,7 +74,7 @@ pub struct TraceHeader {
     pub start_monotonic_ns: u64,
     pub target_pid: u32,
     /// The probe table; an event's `probe_id` indexes it.
-    pub probes: Vec<ResolvedProbe>,
+    pub probes: Vec<TraceProbe>,
     /// How the uprobes were attached: `uprobe_multi` or `perf` (empty in
     /// traces written before it was recorded).
     #[serde(default)]

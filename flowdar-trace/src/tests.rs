@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use flowdar_common::{Event, EventKind};
 
 use super::*;
-use crate::probes::ResolvedProbe;
 
 pub(crate) fn header(nprobes: u32) -> TraceHeader {
     TraceHeader {
@@ -16,7 +15,7 @@ pub(crate) fn header(nprobes: u32) -> TraceHeader {
         start_monotonic_ns: 1_000,
         target_pid: 7,
         probes: (0..nprobes)
-            .map(|id| ResolvedProbe {
+            .map(|id| TraceProbe {
                 id,
                 function: format!("f{id}"),
                 path: PathBuf::from("/bin/x"),
@@ -325,3 +324,54 @@ fn force_never_writes_through_a_symbolic_link() {
         Err(StoreError::Exists { .. })
     ));
 }
+
+/// The header and footer as version 2 writes them, every field set. If this
+/// fails, the on-disk shape changed: bump `FORMAT_VERSION` (and keep reading
+/// the old shape) before updating the expected JSON.
+#[test]
+fn header_shape_is_format_version_2() {
+    assert_eq!(FORMAT_VERSION, 2, "update the expected shapes below too");
+    let mut h = header(1);
+    h.probes[0].capture = Capture {
+        args: 2,
+        ret: true,
+        deref: vec![Deref { arg: 1, bytes: 4 }],
+        read: Some(FieldRead { arg: 0, offset: 8 }),
+        errors: Some(ErrorRule::Nonzero),
+        client: Some(ClientRead { arg: 0 }),
+    };
+    h.probes[0].optional = true;
+    h.probes[0].source = Some("x.c:1".into());
+    h.probes[0].params = vec!["r".into()];
+    let footer = TraceFooter {
+        end_monotonic_ns: 9,
+        events: 8,
+        kernel_drops: vec![1],
+        user_drops: vec![2],
+        stop_reason: "SIGINT".into(),
+        index: vec![ChunkIndex {
+            offset: 17,
+            events: 8,
+            first_ts: 3,
+            last_ts: 4,
+        }],
+        entries_removed_ns: 5,
+        skipped_task_events: Some(6),
+        malformed: Some(0),
+        unknown_probe: Some(0),
+        untraced_tasks: None,
+    };
+    assert_eq!(
+        serde_json::to_string(&h).unwrap(),
+        EXPECTED_HEADER,
+        "the trace header changed shape"
+    );
+    assert_eq!(
+        serde_json::to_string(&footer).unwrap(),
+        EXPECTED_FOOTER,
+        "the trace footer changed shape"
+    );
+}
+
+const EXPECTED_HEADER: &str = r#"{"tool_version":"test","host":"h","kernel":"k","command_line":["flowdar"],"start_unix_ns":1,"start_monotonic_ns":1000,"target_pid":7,"probes":[{"id":0,"function":"f0","path":"/bin/x","attach_path":"/bin/x","address":4096,"file_offset":4096,"capture":{"args":2,"ret":true,"deref":[{"arg":1,"bytes":4}],"read":{"arg":0,"offset":8},"errors":"nonzero","client":{"arg":0}},"optional":true,"source":"x.c:1","params":["r"]}],"attach_mode":"uprobe_multi","attached_monotonic_ns":0,"target_ns_pid":0}"#;
+const EXPECTED_FOOTER: &str = r#"{"end_monotonic_ns":9,"events":8,"kernel_drops":[1],"user_drops":[2],"stop_reason":"SIGINT","index":[{"offset":17,"events":8,"first_ts":3,"last_ts":4}],"entries_removed_ns":5,"skipped_task_events":6,"malformed":0,"unknown_probe":0,"untraced_tasks":null}"#;
