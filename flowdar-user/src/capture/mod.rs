@@ -148,6 +148,27 @@ pub struct RecordOptions {
     pub bpf_stats: bool,
 }
 
+/// Default memory bound for events waiting to be written.
+pub const DEFAULT_BUFFER_BYTES: usize = 256 << 20;
+
+impl Default for RecordOptions {
+    /// No target and no probes yet; the kernel's default ring buffer, a
+    /// 256 MiB pipeline, automatic attach, this process's command line.
+    fn default() -> Self {
+        Self {
+            pid: 0,
+            probes: Vec::new(),
+            output: PathBuf::new(),
+            force: false,
+            ring_bytes: flowdar_common::DEFAULT_RING_BYTES,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            command_line: std::env::args().collect(),
+            plan: AttachPlan::default(),
+            bpf_stats: false,
+        }
+    }
+}
+
 /// What a finished recording did.
 #[derive(Debug, Clone)]
 pub struct RecordSummary {

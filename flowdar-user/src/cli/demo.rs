@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{attach::AttachArgs, format, record, select::ProbeSelection, stats};
+use super::{attach::AttachArgs, format, record, select::ProbeSelection, stats, values::MpmArg};
 use crate::{
     capture::{self, RecordOptions, Recording},
     probes::{self, ProbeRequest},
@@ -37,8 +37,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// Apache MPM.
-    #[arg(long, value_enum, default_value_t = Mpm::Event)]
-    pub mpm: Mpm,
+    #[arg(long, value_enum, default_value_t = MpmArg::Event)]
+    pub mpm: MpmArg,
     /// Trace file (overwritten).
     #[arg(long, short, default_value = "flowdar-demo.flowdar")]
     pub output: PathBuf,
@@ -61,10 +61,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     capture::check_privileges(("demo", None, args.attach.plan(false).mode))?;
     eprintln!(
         "Starting a throwaway Apache ({:?} MPM) on loopback...",
-        args.mpm
+        Mpm::from(args.mpm)
     );
     let apache = ThrowawayApache::start(&ApacheOptions {
-        mpm: args.mpm,
+        mpm: args.mpm.into(),
         ..Default::default()
     })?;
     eprintln!(
@@ -90,11 +90,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         probes,
         output: args.output.clone(),
         force: true,
-        ring_bytes: record::ring_bytes(16)?,
-        buffer_bytes: 256 << 20,
-        command_line: std::env::args().collect(),
         plan: args.attach.plan(false),
-        bpf_stats: false,
+        ..Default::default()
     })?;
     eprintln!(
         "Recording: {} processes, probes attached in {} ({}).",

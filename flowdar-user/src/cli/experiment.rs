@@ -3,7 +3,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::Args;
 
-use super::attach::AttachArgs;
+use super::{attach::AttachArgs, values::MpmArg};
 
 use crate::{
     experiment::{self, RunOptions, Spec},
@@ -65,7 +65,7 @@ pub struct ExperimentArgs {
     pub output: Option<PathBuf>,
     /// The throwaway Apache's MPM (overrides the spec).
     #[arg(long, value_enum)]
-    pub mpm: Option<Mpm>,
+    pub mpm: Option<MpmArg>,
     /// Cap every phase at this length (e.g. 5s for a quick run).
     #[arg(long, value_parser = crate::units::parse_wall_duration)]
     pub max_phase: Option<Duration>,
@@ -89,7 +89,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         Some(path) => Spec::load(path)?,
         None => Spec::default_spec(),
     };
-    if let Some(m) = args.mpm {
+    if let Some(m) = args.mpm.map(Mpm::from) {
         spec.server.mpm = m;
         if args.default && m == Mpm::Prefork {
             // 150 workers are 150 processes under prefork (ServerLimit
@@ -107,6 +107,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             plan: args.attach.plan(false),
             allow_targets: args.allow_target,
         },
+        &mut |p| eprintln!("{p}"),
     )?;
     let title = format!("Flowdar DoS experiment ({:?} MPM)", spec.server.mpm);
     let report = experiment::write_report(&dir, &outcome, &title)?;

@@ -20,6 +20,7 @@ mod sessions;
 mod simplify;
 mod stats;
 mod top;
+mod values;
 
 use clap::{Parser, Subcommand};
 

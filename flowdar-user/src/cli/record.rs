@@ -46,11 +46,11 @@ pub struct RecordArgs {
     #[arg(long)]
     pub force: bool,
     /// Kernel ring-buffer size in MiB (a power of two).
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    #[arg(long, default_value_t = flowdar_common::DEFAULT_RING_BYTES >> 20, value_name = "MIB")]
     pub ring_mib: u32,
     /// Memory bound for events waiting to be written, in MiB; past it events
     /// are dropped and counted, never silently.
-    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    #[arg(long, default_value_t = capture::DEFAULT_BUFFER_BYTES >> 20, value_name = "MIB")]
     pub buffer_mib: usize,
     #[command(flatten)]
     pub attach: AttachArgs,
@@ -99,12 +99,12 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         force: args.force,
         ring_bytes: ring_bytes(args.ring_mib)?,
         buffer_bytes: args.buffer_mib << 20,
-        command_line: std::env::args().collect(),
         plan: capture::AttachPlan {
             filter_capacity: args.filter_capacity,
             ..args.attach.plan(args.floor)
         },
         bpf_stats: args.bpf_stats,
+        ..Default::default()
     };
     let summary = record_until_stopped(opts, args.duration, args.follow)?;
     print_summary(&summary);

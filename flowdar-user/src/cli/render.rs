@@ -5,7 +5,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
-use crate::render::{self, ExportOptions, Exporter, Lanes, SceneOptions, TableFormat};
+use super::values::LanesArg;
+use crate::render::{self, ExportOptions, Exporter, SceneOptions, TableFormat};
 
 /// Draw a trace: a sequence diagram (lifelines per component or thread,
 /// call and return arrows in time order, durations as dots: one per --unit,
@@ -31,8 +32,8 @@ pub struct RenderArgs {
     #[arg(long, value_name = "T0..T1", value_parser = parse_window)]
     pub window: Option<(u64, u64)>,
     /// Lifelines per component (Apache core, modules, APR) or per thread.
-    #[arg(long = "by", value_enum, default_value_t = Lanes::Component)]
-    pub lanes: Lanes,
+    #[arg(long = "by", value_enum, default_value_t = LanesArg::Component)]
+    pub lanes: LanesArg,
     /// Duration of one dot.
     #[arg(long, default_value = "500us", value_parser = humantime::parse_duration)]
     pub unit: Duration,
@@ -77,7 +78,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         .unwrap_or("")
         .to_ascii_lowercase();
     let scene = SceneOptions {
-        lanes: args.lanes,
+        lanes: args.lanes.into(),
         session: args.session,
         window: args.window,
         simplify: args.simplify.options(),

@@ -75,9 +75,87 @@ pub struct Outcome {
     pub hosts: Hosts,
 }
 
+/// What an experiment is doing, as it goes: the caller decides where it
+/// goes (the CLI prints each on stderr, as its `Display` reads).
+pub enum Progress<'a> {
+    /// Where clients, attacker and server are (or why clients run here).
+    Hosts(String),
+    /// A variant's server is up.
+    Variant {
+        name: &'a str,
+        pid: u32,
+        url: String,
+        /// ` (throwaway Apache, Event MPM)` or empty.
+        server: String,
+        /// The variant's extra server settings, on one line.
+        config: &'a str,
+    },
+    /// The probes resolved for this variant's server.
+    Probes {
+        functions: usize,
+        mechanism: String,
+    },
+    PhaseStart {
+        variant: &'a str,
+        index: usize,
+        of: usize,
+        phase: &'a Phase,
+        duration: Duration,
+        lab: Option<&'a Lab>,
+    },
+    PhaseDone(&'a PhaseResult),
+}
+
+impl std::fmt::Display for Progress<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hosts(s) => write!(f, "Lab: {s}"),
+            Self::Variant {
+                name,
+                pid,
+                url,
+                server,
+                config,
+            } => {
+                write!(f, "Variant {name}: server PID {pid} on {url}{server}")?;
+                let config = config.trim();
+                if !config.is_empty() {
+                    write!(f, ", with: {}", config.replace('\n', "; "))?;
+                }
+                Ok(())
+            }
+            Self::Probes {
+                functions,
+                mechanism,
+            } => write!(f, "Probes: {functions} functions, attach mode: {mechanism}"),
+            Self::PhaseStart {
+                variant,
+                index,
+                of,
+                phase,
+                duration,
+                lab,
+            } => write!(
+                f,
+                "[{variant} {}/{of}] phase {}: {:.0} s of {}",
+                index + 1,
+                phase.name,
+                duration.as_secs_f64(),
+                describe(phase, *lab)
+            ),
+            Self::PhaseDone(r) => write!(f, "      {}", progress_line(r)),
+        }
+    }
+}
+
 /// Runs `spec`, writing one trace per variant and phase into
-/// `dir/VARIANT/PHASE.flowdar`. Progress goes to stderr as phases run.
-pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Outcome> {
+/// `dir/VARIANT/PHASE.flowdar`, and tells `progress` what it does.
+pub fn run(
+    spec: &Spec,
+    dir: &Path,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> anyhow::Result<Outcome> {
     capture::check_privileges(("experiment", spec.server.pid, opts.plan.mode))?;
     let url = check_spec(spec)?;
     if let Some((addr, _)) = &url {
@@ -94,13 +172,13 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Outcome
         lab: lab.iter().map(|l| IpAddr::from(l.server)).collect(),
     };
     if let Some(l) = &lab {
-        eprintln!(
-            "Lab: client {} ({}), attacker {} ({}), server address {} (root namespace)",
+        progress(&Progress::Hosts(format!(
+            "client {} ({}), attacker {} ({}), server address {} (root namespace)",
             l.client.addr, l.client.netns, l.attacker.addr, l.attacker.netns, l.server
-        );
+        )));
     }
     if let Some(n) = &note {
-        eprintln!("Lab: {n}");
+        progress(&Progress::Hosts(n.clone()));
     }
     let variants = spec.variants();
     let mut results = Vec::new();
@@ -116,20 +194,16 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Outcome
             .as_ref()
             .map_or(addr, |l| SocketAddr::new(l.server.into(), addr.port()));
         server_addr = Some(addr);
-        eprintln!(
-            "Variant {}: server PID {} on http://{addr}{path}{}{}",
-            variant.name,
-            server.pid(),
-            match server {
+        progress(&Progress::Variant {
+            name: &variant.name,
+            pid: server.pid(),
+            url: format!("http://{addr}{path}"),
+            server: match server {
                 Server::Throwaway(_) => format!(" (throwaway Apache, {:?} MPM)", spec.server.mpm),
                 _ => String::new(),
             },
-            if variant.config.trim().is_empty() {
-                String::new()
-            } else {
-                format!(", with: {}", variant.config.trim().replace('\n', "; "))
-            }
-        );
+            config: &variant.config,
+        });
         let vdir = dir.join(&variant.name);
         std::fs::create_dir_all(&vdir).with_context(|| format!("creating {}", vdir.display()))?;
         let mut requests = Vec::new();
@@ -148,10 +222,10 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Outcome
             Path::new(crate::symbols::DEBUG_ROOT),
         )?;
         let mechanism = capture::attach_mechanism(&opts.plan, resolved.len())?;
-        eprintln!(
-            "Probes: {} functions, attach mode: {mechanism}",
-            resolved.len()
-        );
+        progress(&Progress::Probes {
+            functions: resolved.len(),
+            mechanism: mechanism.to_string(),
+        });
         let large = matches!(server, Server::Throwaway(_));
         let target = Target {
             pid: server.pid(),
@@ -168,18 +242,17 @@ pub fn run(spec: &Spec, dir: &Path, opts: &RunOptions) -> anyhow::Result<Outcome
             let duration = opts
                 .max_phase
                 .map_or(phase.duration, |m| phase.duration.min(m));
-            eprintln!(
-                "[{} {}/{}] phase {}: {:.0} s of {}",
-                variant.name,
-                i + 1,
-                spec.phases.len(),
-                phase.name,
-                duration.as_secs_f64(),
-                describe(phase, lab.as_ref())
-            );
+            progress(&Progress::PhaseStart {
+                variant: &variant.name,
+                index: i,
+                of: spec.phases.len(),
+                phase,
+                duration,
+                lab: lab.as_ref(),
+            });
             let trace = vdir.join(format!("{}.flowdar", phase.name));
             let r = run_phase(&target, phase, duration, &trace)?;
-            eprintln!("      {}", progress_line(&r));
+            progress(&Progress::PhaseDone(&r));
             phases.push(r);
         }
         results.push(VariantResult {
@@ -282,11 +355,8 @@ fn run_phase(
         probes: target.probes.to_vec(),
         output: trace.to_path_buf(),
         force: true,
-        ring_bytes: 16 << 20,
-        buffer_bytes: 256 << 20,
-        command_line: std::env::args().collect(),
         plan: target.plan,
-        bpf_stats: false,
+        ..Default::default()
     })?;
     let mut attack = None;
     let mut load_time = duration;

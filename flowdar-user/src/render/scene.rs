@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Lifelines by component (Apache core, modules, APR) or by thread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lanes {
     #[default]

@@ -113,11 +113,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         probes: probes.clone(),
         output,
         force: args.force,
-        command_line: std::env::args().collect(),
-        ring_bytes: flowdar_common::DEFAULT_RING_BYTES,
-        buffer_bytes: 256 << 20,
         plan: args.attach.plan(false),
-        bpf_stats: false,
+        ..Default::default()
     };
     let (tap, events) = mpsc::channel();
     let rt = tokio::runtime::Builder::new_current_thread()
