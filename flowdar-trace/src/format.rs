@@ -29,19 +29,19 @@ pub const CHUNK_EVENTS: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open trace {path}: {source}")]
+    #[error("cannot open trace {path}")]
     Open {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot create trace {path}: {source}")]
+    #[error("cannot create trace {path}")]
     Create {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("{path} already exists (pass --force to overwrite it)")]
     Exists { path: PathBuf },
-    #[error("cannot write trace {path}: {source}")]
+    #[error("cannot write trace {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -54,7 +54,7 @@ pub enum StoreError {
     Version { path: PathBuf, found: u32 },
     #[error("{path}: trace header is damaged ({reason}); nothing can be read")]
     BadHeader { path: PathBuf, reason: String },
-    #[error("cannot read trace {path}: {source}")]
+    #[error("cannot read trace {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod capture;
 pub mod cli;
+pub mod errors;
 pub mod experiment;
 pub mod import;
 pub mod probes;

@@ -6,23 +6,7 @@ fn main() {
     // SAFETY: setting a signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     if let Err(e) = flowdar::cli::run() {
-        eprintln!("Error: {}", one_line(&e));
+        eprintln!("Error: {}", flowdar::errors::chain(e.as_ref()));
         std::process::exit(1);
     }
-}
-
-/// The error and its causes on one line, each cause once: most messages
-/// already quote their source, which `{:#}` would repeat.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-    }
-    line.replace('\n', " ")
 }

@@ -68,7 +68,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     nprobes: usize,
     flush_after: Duration,
-) -> JoinHandle<DrainCounts> {
+) -> std::io::Result<JoinHandle<DrainCounts>> {
     std::thread::Builder::new()
         .name("flowdar-drain".into())
         .spawn(move || {
@@ -111,7 +111,6 @@ pub fn spawn(
                 }
             }
         })
-        .expect("spawn drain thread")
 }
 
 fn hand_over(tx: &SyncSender<Vec<Event>>, batch: &mut Vec<Event>, counts: &mut DrainCounts) {

@@ -86,8 +86,8 @@ pub fn detect() -> &'static KernelFeatures {
 fn probe_kernel() -> KernelFeatures {
     let pmu = std::path::Path::new("/sys/bus/event_source/devices/uprobe");
     let fork_layout = tracefs::ensure_mounted()
-        .map_err(|e| e.to_string())
-        .and_then(|root| tracefs::fork_layout(&root).map_err(|e| e.to_string()))
+        .map_err(|e| crate::errors::chain(&e))
+        .and_then(|root| tracefs::fork_layout(&root).map_err(|e| crate::errors::chain(&e)))
         .map(|l| (l.parent_pid_off, l.child_pid_off));
     KernelFeatures {
         release: release(),

@@ -48,9 +48,9 @@ pub enum CaptureError {
     NoSuchProcess { pid: u32 },
     #[error(transparent)]
     Tracefs(#[from] tracefs::TracefsError),
-    #[error("loading the eBPF programs failed: {0}")]
-    Load(Box<aya::EbpfError>),
-    #[error("eBPF program {name}: {source}")]
+    #[error("loading the eBPF programs failed")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("eBPF program {name}")]
     Program {
         name: &'static str,
         source: Box<aya::programs::ProgramError>,
@@ -65,28 +65,34 @@ pub enum CaptureError {
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0} (build mismatch)")]
     MissingMap(&'static str),
-    #[error("eBPF map: {0}")]
-    Map(Box<aya::maps::MapError>),
-    #[error("attaching to {function} in {path}: {source}")]
+    #[error("eBPF map")]
+    Map(#[source] Box<aya::maps::MapError>),
+    #[error("attaching to {function} in {path}")]
     Attach {
         function: String,
         path: PathBuf,
         source: Box<aya::programs::ProgramError>,
     },
-    #[error("attaching to {function} in {path}: {source}")]
+    #[error("attaching to {function} in {path}")]
     AttachFile {
         function: String,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("uprobe_multi: {0}")]
+    #[error("uprobe_multi")]
     Multi(#[from] multi::MultiError),
     #[error("{count} probes requested; at most {max} fit the probe table")]
     TooManyProbes { count: usize, max: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the trace writer thread failed: {0}")]
-    Writer(String),
+    #[error("the {0} thread panicked (the trace keeps what was written before)")]
+    ThreadPanicked(&'static str),
+    #[error("cannot start the {thread} thread")]
+    Spawn {
+        thread: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{why}: detaching {uprobes} perf-event uprobes would take about {minutes:.0} min (one kernel grace period each, ~{each} s); select fewer functions, or pass --slow-detach to proceed anyway")]
     SlowDetach {
         why: String,
@@ -313,9 +319,17 @@ impl Recording {
                 let footer = footer_rx.recv().unwrap_or_default();
                 writer.finish(footer)
             })
-            .expect("spawn writer thread");
+            .map_err(|source| CaptureError::Spawn {
+                thread: "writer",
+                source,
+            })?;
         let stop = Arc::new(AtomicBool::new(false));
-        let drain = drain::spawn(ring, tx, stop.clone(), opts.probes.len(), flush_after);
+        let drain = drain::spawn(ring, tx, stop.clone(), opts.probes.len(), flush_after).map_err(
+            |source| CaptureError::Spawn {
+                thread: "drain",
+                source,
+            },
+        )?;
         Ok(Self {
             attached,
             drops,
@@ -391,7 +405,7 @@ impl Recording {
         stop.store(true, std::sync::atomic::Ordering::Release);
         let counts = drain
             .join()
-            .map_err(|_| CaptureError::Writer("drain thread panicked".into()))?;
+            .map_err(|_| CaptureError::ThreadPanicked("drain"))?;
         let kernel_drops: Vec<u64> = (0..opts.probes.len() as u32)
             .map(|i| drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
             .collect();
@@ -411,7 +425,7 @@ impl Recording {
         let _ = footer_tx.send(footer);
         let bytes_written = writer
             .join()
-            .map_err(|_| CaptureError::Writer("writer thread panicked".into()))??;
+            .map_err(|_| CaptureError::ThreadPanicked("writer"))??;
         Ok(RecordSummary {
             probes: opts.probes,
             counts,

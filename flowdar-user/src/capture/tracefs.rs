@@ -9,9 +9,9 @@ const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    #[error("tracefs is not mounted and mounting it on {TRACEFS} failed: {0} (mount it with `mount -t tracefs nodev {TRACEFS}`)")]
-    Mount(std::io::Error),
-    #[error("cannot read tracepoint format {path}: {source} (kernel without CONFIG_FTRACE?)")]
+    #[error("tracefs is not mounted and mounting it on {TRACEFS} failed (mount it with `mount -t tracefs nodev {TRACEFS}`)")]
+    Mount(#[source] std::io::Error),
+    #[error("cannot read tracepoint format {path} (kernel without CONFIG_FTRACE?)")]
     Format {
         path: PathBuf,
         source: std::io::Error,

@@ -259,7 +259,11 @@ pub(super) fn record_until_stopped(
                     let n = match recording.follow(new) {
                         Ok(n) => n,
                         Err(e) => {
-                            eprintln!("{} cannot follow PID {new}: {e}", at(started));
+                            eprintln!(
+                                "{} cannot follow PID {new}: {}",
+                                at(started),
+                                crate::errors::chain(&e)
+                            );
                             break "target exited; following its restart failed";
                         }
                     };

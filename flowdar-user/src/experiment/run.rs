@@ -395,7 +395,7 @@ fn run_phase(
             target.targets.check(target.addr.ip())?;
             match server::run_client(target.addr, &plan, target.lab.map(|l| &l.client)) {
                 Ok(r) => (Some(r), None),
-                Err(e) => (None, Some(e.to_string())),
+                Err(e) => (None, Some(crate::errors::chain(&e))),
             }
         }
         None => {

@@ -147,7 +147,8 @@ pub(super) fn setup_hosts(
             return Ok((
                 None,
                 Some(format!(
-                    "no client and attacker hosts ({e}): both run on this host"
+                    "no client and attacker hosts ({}): both run on this host",
+                    crate::errors::chain(&e)
                 )),
             ))
         }

@@ -33,7 +33,7 @@ pub const PROBE_FILE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read probe file {path}: {source}")]
+    #[error("cannot read probe file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,

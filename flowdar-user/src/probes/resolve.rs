@@ -13,7 +13,7 @@ use crate::symbols::{ElfSymbols, SymbolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("cannot read the memory map of PID {pid}: {source}")]
+    #[error("cannot read the memory map of PID {pid}")]
     Maps { pid: u32, source: std::io::Error },
     #[error("PID {pid} ({exe}) maps no file named `{target}`{}", candidates_hint(.candidates))]
     TargetNotMapped {
@@ -231,7 +231,8 @@ fn resolve_in(
     out: &mut Resolution,
 ) -> Result<(), ResolveError> {
     let syms = elves.entry(file.path.clone()).or_insert_with(|| {
-        ElfSymbols::read_with_debug_root(&file.host_path, debug_root).map_err(|e| e.to_string())
+        ElfSymbols::read_with_debug_root(&file.host_path, debug_root)
+            .map_err(|e| crate::errors::chain(&e))
     });
     let syms = match syms {
         Ok(s) => &*s,

@@ -28,7 +28,7 @@ pub enum DatasetError {
     Duplicate { id: String, existing: PathBuf },
     #[error(transparent)]
     Render(#[from] RenderError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

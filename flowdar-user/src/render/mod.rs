@@ -23,17 +23,17 @@ pub use tables::{export_tables, trace_id, write_tables, TableFormat, TablePaths,
 pub enum RenderError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("writing the output: {0}")]
+    #[error("writing the output")]
     Io(#[from] std::io::Error),
     #[error("{0}: no calls to draw")]
     Empty(String),
     #[error("flame graph: {0}")]
     Flame(String),
-    #[error("arrow: {0}")]
+    #[error("arrow")]
     Arrow(#[from] arrow_schema::ArrowError),
-    #[error("parquet: {0}")]
+    #[error("parquet")]
     Parquet(#[from] parquet::errors::ParquetError),
-    #[error("json: {0}")]
+    #[error("json")]
     Json(#[from] serde_json::Error),
 }
 

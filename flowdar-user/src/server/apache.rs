@@ -24,7 +24,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 pub enum ServerError {
     #[error("{0} not found: install Debian's apache2 (`cargo xtask setup` does)")]
     NoApache(PathBuf),
-    #[error("preparing the Apache directory: {0}")]
+    #[error("preparing the Apache directory")]
     Io(#[from] std::io::Error),
     #[error("Apache did not start within {secs} s on port {port}: {log}")]
     Startup { secs: u64, port: u16, log: String },

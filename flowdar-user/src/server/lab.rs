@@ -31,9 +31,9 @@ const BLOCKS: u32 = (1 << 17) / 8;
 pub enum LabError {
     #[error("`{command}` failed: {stderr} (network namespaces need root and iproute2's `ip`)")]
     Ip { command: String, stderr: String },
-    #[error("cannot run `ip` (install iproute2): {0}")]
-    Spawn(std::io::Error),
-    #[error("entering network namespace {name}: {source}")]
+    #[error("cannot run `ip` (install iproute2)")]
+    Spawn(#[source] std::io::Error),
+    #[error("entering network namespace {name}")]
     Enter {
         name: String,
         #[source]

@@ -47,10 +47,8 @@ pub struct AttackPlan {
 pub enum AttackError {
     #[error(transparent)]
     Target(#[from] super::TargetError),
-    #[error(
-        "cannot run slowhttptest (install Debian's slowhttptest; `cargo xtask setup` does): {0}"
-    )]
-    Spawn(std::io::Error),
+    #[error("cannot run slowhttptest (install Debian's slowhttptest; `cargo xtask setup` does)")]
+    Spawn(#[source] std::io::Error),
 }
 
 /// A running attack; stopped (killed) on drop.

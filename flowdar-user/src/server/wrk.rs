@@ -4,8 +4,8 @@ use std::{net::SocketAddr, process::Command, time::Duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WrkError {
-    #[error("cannot run wrk ({0}): install Debian's wrk (`cargo xtask setup` does)")]
-    Spawn(std::io::Error),
+    #[error("cannot run wrk (install Debian's wrk; `cargo xtask setup` does)")]
+    Spawn(#[source] std::io::Error),
     #[error("wrk failed: {0}")]
     Failed(String),
 }

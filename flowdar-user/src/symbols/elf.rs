@@ -12,12 +12,12 @@ use super::{debuglink, dwarf};
 /// Errors reading an ELF file's symbols.
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not an ELF file we can read: {source}")]
+    #[error("{path} is not an ELF file we can read")]
     Parse {
         path: PathBuf,
         source: object::Error,
