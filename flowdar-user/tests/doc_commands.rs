@@ -9,31 +9,9 @@ use xtask::doc_commands::{self, Program};
 #[test]
 fn every_flowdar_command_in_the_docs_parses() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let commands: Vec<_> = doc_commands::in_documents(&root)
-        .expect("read the docs")
-        .into_iter()
-        .filter(|c| c.program == Program::Flowdar)
-        .collect();
-    assert!(
-        commands.len() >= 30,
-        "only {} `flowdar` commands found in the docs: is the extraction broken?",
-        commands.len()
-    );
-    let failures: Vec<String> = commands
-        .iter()
-        .filter_map(|c| {
-            let verdict = Cli::try_parse_from(&c.argv).map(|_| ());
-            (!c.accepts(verdict.as_ref().map(|_| ()))).then(|| {
-                let why = verdict.err().map(|e| e.render().to_string());
-                format!("{c}\n  {}", why.unwrap_or_default().replace('\n', "\n  "))
-            })
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "commands in the docs that `flowdar` rejects:\n{}",
-        failures.join("\n")
-    );
+    if let Err(report) = doc_commands::check_all::<Cli>(&root, Program::Flowdar, 30) {
+        panic!("{report}");
+    }
 }
 
 #[test]

@@ -76,6 +76,46 @@ pub fn in_documents(root: &Path) -> std::io::Result<Vec<DocCommand>> {
     Ok(all)
 }
 
+/// Parses every `program` command of the [`DOCUMENTS`] under `root` with
+/// `C`, the real command line. `Ok(n)`: all `n` pass. `Err`: a report of the
+/// commands `C` rejects, with clap's reason, or of too few commands found
+/// (fewer than `at_least`: the extraction broke).
+pub fn check_all<C: clap::Parser>(
+    root: &Path,
+    program: Program,
+    at_least: usize,
+) -> Result<usize, String> {
+    let commands: Vec<_> = in_documents(root)
+        .map_err(|e| format!("reading the docs: {e}"))?
+        .into_iter()
+        .filter(|c| c.program == program)
+        .collect();
+    if commands.len() < at_least {
+        return Err(format!(
+            "only {} {program:?} commands found in the docs: is the extraction broken?",
+            commands.len()
+        ));
+    }
+    let failures: Vec<String> = commands
+        .iter()
+        .filter_map(|c| {
+            let verdict = C::try_parse_from(&c.argv).map(|_| ());
+            (!c.accepts(verdict.as_ref().map(|_| ()))).then(|| {
+                let why = verdict.err().map(|e| e.render().to_string());
+                format!("{c}\n  {}", why.unwrap_or_default().replace('\n', "\n  "))
+            })
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok(commands.len())
+    } else {
+        Err(format!(
+            "commands in the docs that {program:?} rejects:\n{}",
+            failures.join("\n")
+        ))
+    }
+}
+
 /// Placeholders the docs use for values, and what a parser is given
 /// instead: numbers where the flag takes a number, names elsewhere.
 const PLACEHOLDERS: &[(&str, &str)] = &[("PID", "1234"), ("P", "1234"), ("N", "2"), ("ID", "2")];

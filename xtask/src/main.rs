@@ -115,7 +115,6 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser as _;
     use xtask::doc_commands::{self, Program};
 
     /// Every `cargo xtask ...` shown in README.md and BENCHMARKS.md parses
@@ -124,30 +123,8 @@ mod tests {
     #[test]
     fn every_xtask_command_in_the_docs_parses() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let commands: Vec<_> = doc_commands::in_documents(&root)
-            .expect("read the docs")
-            .into_iter()
-            .filter(|c| c.program == Program::Xtask)
-            .collect();
-        assert!(
-            commands.len() >= 10,
-            "only {} `cargo xtask` commands found in the docs: is the extraction broken?",
-            commands.len()
-        );
-        let failures: Vec<String> = commands
-            .iter()
-            .filter_map(|c| {
-                let verdict = super::Cli::try_parse_from(&c.argv).map(|_| ());
-                (!c.accepts(verdict.as_ref().map(|_| ()))).then(|| {
-                    let why = verdict.err().map(|e| e.render().to_string());
-                    format!("{c}\n  {}", why.unwrap_or_default().replace('\n', "\n  "))
-                })
-            })
-            .collect();
-        assert!(
-            failures.is_empty(),
-            "commands in the docs that `cargo xtask` rejects:\n{}",
-            failures.join("\n")
-        );
+        if let Err(report) = doc_commands::check_all::<super::Cli>(&root, Program::Xtask, 10) {
+            panic!("{report}");
+        }
     }
 }
