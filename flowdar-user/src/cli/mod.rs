@@ -17,6 +17,7 @@ mod record;
 mod render;
 mod select;
 mod sessions;
+mod signals;
 mod simplify;
 mod stats;
 mod top;

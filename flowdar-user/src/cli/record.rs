@@ -168,11 +168,7 @@ pub(super) fn record_until_stopped(
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        // Handlers first: a signal during attach must still detach cleanly.
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
+        let mut signals = super::signals::StopSignals::install()?;
         let mut pid = opts.pid;
         let nprobes = opts.probes.len();
         let files = distinct_files(&opts.probes);
@@ -206,9 +202,7 @@ pub(super) fn record_until_stopped(
         let at = |t: std::time::Instant| format!("[{:>7.1} s]", t.elapsed().as_secs_f64());
         let reason = loop {
             tokio::select! {
-                _ = int.recv() => break "SIGINT",
-                _ = term.recv() => break "SIGTERM",
-                _ = hup.recv() => break "SIGHUP",
+                why = signals.recv() => break why,
                 _ = &mut elapsed => break "duration reached",
                 _ = tick.tick() => {}
             }

@@ -121,10 +121,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
+        let mut signals = super::signals::StopSignals::install()?;
         let recording =
             tokio::task::spawn_blocking(move || Recording::start_with_tap(opts, Some(tap)))
                 .await??;
@@ -143,9 +140,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let reason = loop {
             tokio::select! {
-                _ = int.recv() => break "SIGINT",
-                _ = term.recv() => break "SIGTERM",
-                _ = hup.recv() => break "SIGHUP",
+                why = signals.recv() => break why,
                 _ = tick.tick() => {}
             }
             while let Ok(batch) = events.try_recv() {
