@@ -145,14 +145,7 @@ mod tests {
     use super::*;
 
     fn ev(tid: u32, ts: u64, probe: u32, kind: EventKind, a0: u64) -> Event {
-        Event {
-            tgid: 1,
-            tid,
-            ts_ns: ts,
-            probe_id: probe,
-            kind: kind as u32,
-            args: [a0, 0, 0],
-        }
+        crate::analysis::stats::tests::ev(tid, ts, probe, kind, [a0, 0, 0])
     }
     use EventKind::{Entry as In, Exit as Out};
 

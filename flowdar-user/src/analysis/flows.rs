@@ -154,18 +154,8 @@ impl FlowTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::stats::tests::probe;
+    use crate::analysis::stats::tests::{ev, probe};
 
-    fn ev(tid: u32, ts: u64, probe_id: u32, kind: EventKind, args: [u64; 3]) -> Event {
-        Event {
-            tgid: 1,
-            tid,
-            ts_ns: ts,
-            probe_id,
-            kind: kind as u32,
-            args,
-        }
-    }
     use EventKind::{Entry as In, Exit as Out};
 
     #[test]

@@ -341,18 +341,7 @@ fn histogram() -> Histogram<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::stats::tests::probe;
-
-    fn ev(tid: u32, ts: u64, probe_id: u32, kind: EventKind, args: [u64; 3]) -> Event {
-        Event {
-            tgid: 1,
-            tid,
-            ts_ns: ts,
-            probe_id,
-            kind: kind as u32,
-            args,
-        }
-    }
+    use crate::analysis::stats::tests::{ev, probe};
 
     #[test]
     fn intervals_count_entries_and_the_alert_names_the_clients_holding_reads() {

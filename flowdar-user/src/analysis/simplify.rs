@@ -290,14 +290,7 @@ mod tests {
     use crate::{analysis::stats::tests::probe, store::TraceHeader};
 
     fn ev(tid: u32, ts: u64, probe_id: u32, kind: EventKind) -> Event {
-        Event {
-            tgid: 1,
-            tid,
-            ts_ns: ts,
-            probe_id,
-            kind: kind as u32,
-            args: [0; 3],
-        }
+        crate::analysis::stats::tests::ev(tid, ts, probe_id, kind, [0; 3])
     }
     use EventKind::{Entry as In, Exit as Out};
 

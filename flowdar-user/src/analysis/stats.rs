@@ -134,6 +134,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// An event of thread `tid` of process 1.
+    pub(crate) fn ev(
+        tid: u32,
+        ts: u64,
+        probe_id: u32,
+        kind: flowdar_common::EventKind,
+        args: [u64; 3],
+    ) -> flowdar_common::Event {
+        flowdar_common::Event {
+            tgid: 1,
+            tid,
+            ts_ns: ts,
+            probe_id,
+            kind: kind as u32,
+            args,
+        }
+    }
+
     fn call(probe_id: u32, start: u64, end: u64, returned: bool, ret: u64) -> Call {
         Call {
             probe_id,
