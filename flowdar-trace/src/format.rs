@@ -54,6 +54,11 @@ pub enum StoreError {
     Version { path: PathBuf, found: u32 },
     #[error("{path}: trace header is damaged ({reason}); nothing can be read")]
     BadHeader { path: PathBuf, reason: String },
+    #[error("cannot start a thread to read trace {path}")]
+    Thread {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read trace {path}")]
     Read {
         path: PathBuf,

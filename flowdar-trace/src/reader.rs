@@ -284,9 +284,16 @@ impl TraceReader {
             return Ok(self);
         }
         type Decoded = (u64, Result<Vec<Event>, String>);
-        let mut to_decoders = Vec::new();
-        let mut from_decoders = Vec::new();
+        let path = self.path.clone();
+        let no_thread = |source| StoreError::Thread {
+            path: path.clone(),
+            source,
+        };
         std::thread::scope(|scope| {
+            // Owned here: an early return drops the senders before the scope
+            // joins, so decoders already started end instead of waiting.
+            let mut to_decoders = Vec::new();
+            let mut from_decoders = Vec::new();
             for _ in 0..decoders {
                 let (tx, rx) = mpsc::sync_channel::<(u64, Vec<u8>)>(1);
                 let (out_tx, out_rx) = mpsc::sync_channel::<Decoded>(1);
@@ -306,7 +313,7 @@ impl TraceReader {
                             }
                         }
                     })
-                    .expect("spawn decoder thread");
+                    .map_err(no_thread)?;
             }
             let reader = std::thread::Builder::new()
                 .name("flowdar-read".into())
@@ -321,7 +328,7 @@ impl TraceReader {
                     drop(to_decoders);
                     Ok::<_, StoreError>(self)
                 })
-                .expect("spawn reader thread");
+                .map_err(no_thread)?;
             // Frames went to decoders round-robin: collect them the same way.
             let mut damaged = Vec::new();
             let mut chunks = 0;
