@@ -239,9 +239,14 @@ impl ProbeConfig {
 
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: `repr(C)`, `Copy`, integer fields only and no implicit padding
+    // (size asserted above): every bit pattern is a valid value and no byte
+    // is uninitialised.
     unsafe impl aya::Pod for super::ProbeConfig {}
-    // SAFETY: plain `repr(C)` integers without padding (sizes asserted above).
+    // SAFETY: as for `ProbeConfig`.
     unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as for `ProbeConfig`.
     unsafe impl aya::Pod for super::ForkLayout {}
+    // SAFETY: as for `ProbeConfig` (`_pad` makes the padding explicit).
     unsafe impl aya::Pod for super::ExitLayout {}
 }

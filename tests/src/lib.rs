@@ -17,6 +17,7 @@ use std::{
 
 use flowdar::store::{TraceFooter, TraceHeader, TraceReader};
 use flowdar_common::{Event, EventKind};
+use rustix::process::{kill_process, Pid, Signal};
 
 /// The `flowdar` binary built by `cargo xtask test`.
 pub fn flowdar_bin() -> PathBuf {
@@ -29,10 +30,8 @@ pub fn flowdar_bin() -> PathBuf {
 
 /// Panics unless running as root (these tests need the kernel).
 pub fn require_root() {
-    // SAFETY: no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+    assert!(
+        rustix::process::geteuid().is_root(),
         "integration tests need root: run `cargo xtask test` as root"
     );
 }
@@ -121,19 +120,24 @@ impl Background {
         self.err.lock().unwrap().clone()
     }
 
-    /// Sends `sig` and waits (up to 60 s) for the exit; returns the status
-    /// code (None if killed by a signal), stdout and stderr.
+    /// Sends `sig` (0: none, as kill(2)) and waits (up to 60 s) for the
+    /// exit; returns the status code (None if killed by a signal), stdout
+    /// and stderr.
     pub fn stop(mut self, sig: i32) -> (Option<i32>, String, String) {
         let mut child = self.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, sig) };
+        let sig = (sig != 0).then(|| Signal::from_named_raw(sig).expect("a signal number"));
+        let send = |child: &Child| {
+            if let Some(sig) = sig {
+                let _ = kill_process(Pid::from_child(child), sig);
+            }
+        };
+        send(&child);
         if let Some(every) = self.resend {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
             while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
             {
                 if wait_timeout(&mut child, every).is_err() {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(child.id() as i32, sig) };
+                    send(&child);
                 }
             }
         }

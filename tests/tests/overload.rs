@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use flowdar::server::{run_wrk, ApacheOptions, ThrowawayApache, WrkPlan};
 use flowdar_tests::*;
+use rustix::process::{kill_process, Pid, Signal};
 
 const BUFFER_MIB: u64 = 16;
 const RING_MIB: u64 = 1;
@@ -54,11 +55,10 @@ fn full_profile_under_max_load_counts_every_loss_and_stays_in_bounds() {
         )
     });
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(rec.pid() as i32, libc::SIGSTOP) };
+    let recorder = Pid::from_raw(rec.pid() as i32).expect("the recorder runs");
+    let _ = kill_process(recorder, Signal::STOP);
     std::thread::sleep(Duration::from_secs(2));
-    // SAFETY: as above.
-    unsafe { libc::kill(rec.pid() as i32, libc::SIGCONT) };
+    let _ = kill_process(recorder, Signal::CONT);
     let wrk = load.join().unwrap().expect("wrk ran");
     // The server kept serving throughout, ~30x slower under ~2900 uprobes.
     // A few keep-alive connections are reset: with every worker busy, the

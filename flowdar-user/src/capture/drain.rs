@@ -4,7 +4,6 @@
 //! the writer falls behind past the memory bound, whole batches are dropped
 //! and counted per probe.
 use std::{
-    os::fd::{AsFd, AsRawFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc::{SyncSender, TrySendError},
@@ -16,6 +15,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use flowdar_common::{Event, EventKind};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 /// Events per batch handed to the writer (one trace chunk each: see
 /// `CHUNK_EVENTS`); a partial batch still goes out every second.
@@ -127,13 +127,12 @@ fn hand_over(tx: &SyncSender<Vec<Event>>, batch: &mut Vec<Event>, counts: &mut D
 
 /// Sleeps until the ring buffer's fd is readable or `ms` pass.
 fn wait_readable(ring: &RingBuf<MapData>, ms: i32) {
-    let mut pfd = libc::pollfd {
-        fd: ring.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
+    let timeout = Timespec {
+        tv_sec: i64::from(ms / 1000),
+        tv_nsec: i64::from(ms % 1000) * 1_000_000,
     };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
+    // Woken early or interrupted: the caller drains and comes back.
+    let _ = poll(&mut [PollFd::new(ring, PollFlags::IN)], Some(&timeout));
 }
 
 #[cfg(test)]

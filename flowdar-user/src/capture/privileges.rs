@@ -154,8 +154,7 @@ fn target_denied(pid: u32) -> bool {
 /// CAP_SYS_PTRACE is needed when we have it and cannot try without it).
 fn foreign(pid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     std::fs::metadata(format!("/proc/{pid}"))
         .map(|m| m.uid() != euid)
         .unwrap_or(false)

@@ -27,22 +27,14 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
             return Ok(root.into());
         }
     }
-    let target = std::ffi::CString::new(TRACEFS).unwrap();
-    let fstype = std::ffi::CString::new("tracefs").unwrap();
-    let source = std::ffi::CString::new("nodev").unwrap();
-    // SAFETY: valid NUL-terminated strings, no data argument.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(TracefsError::Mount(std::io::Error::last_os_error()));
-    }
+    rustix::mount::mount(
+        "nodev",
+        TRACEFS,
+        "tracefs",
+        rustix::mount::MountFlags::empty(),
+        None::<&std::ffi::CStr>,
+    )
+    .map_err(|e| TracefsError::Mount(e.into()))?;
     Ok(TRACEFS.into())
 }
 

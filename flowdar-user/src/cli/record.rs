@@ -135,9 +135,9 @@ pub(crate) fn check_output(path: &std::path::Path, force: bool) -> anyhow::Resul
     let problem = if !dir.is_dir() {
         Some(std::io::Error::from(std::io::ErrorKind::NotFound))
     } else {
-        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))?;
-        // SAFETY: a valid C string; access(2) only reads it.
-        (unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0).then(std::io::Error::last_os_error)
+        rustix::fs::access(dir, rustix::fs::Access::WRITE_OK)
+            .err()
+            .map(std::io::Error::from)
     };
     match problem {
         Some(source) => Err(StoreError::Create {

@@ -10,6 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustix::process::{
+    geteuid, getpid, getppid, kill_process, kill_process_group, set_parent_process_death_signal,
+    Pid, Signal,
+};
+
 /// The page every test request fetches.
 pub const INDEX_PATH: &str = "/index.html";
 const INDEX_BODY: &str = "<html><body><h1>flowdar test page</h1></body></html>\n";
@@ -144,15 +149,15 @@ impl ThrowawayApache {
         // that process dies without unwinding (SIGKILL, SIGPIPE, a timeout):
         // the kernel sends Apache's parent SIGTERM (a clean stop of all its
         // children) when the thread that started it ends.
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        let creator = std::process::id() as libc::pid_t;
+        let creator = getpid();
+        // SAFETY: only async-signal-safe calls between fork and exec:
+        // prctl(2) and getppid(2) (rustix makes them as plain syscalls,
+        // without allocating or locking), and _exit(2).
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                set_parent_process_death_signal(Some(Signal::TERM))?;
                 // The creator may have died before the prctl took effect.
-                if libc::getppid() != creator {
+                if getppid() != Some(creator) {
                     libc::_exit(1);
                 }
                 Ok(())
@@ -168,8 +173,8 @@ impl ThrowawayApache {
     /// parent PID once it serves.
     pub fn crash_and_restart(&mut self) -> Result<u32, ServerError> {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: signalling our own child's process group.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            // Our own child's process group.
+            let _ = kill_process_group(Pid::from_child(&child), Signal::KILL);
             let _ = child.wait();
         }
         // The kernel frees the listening port once the group is gone.
@@ -196,8 +201,9 @@ impl ThrowawayApache {
     /// Apache's graceful restart (SIGUSR1 to the parent): the parent stays,
     /// its children finish their requests and are replaced by new ones.
     pub fn graceful_restart(&self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.pid() as i32, libc::SIGUSR1) };
+        if let Some(child) = &self.child {
+            let _ = kill_process(Pid::from_child(child), Signal::USR1);
+        }
     }
 
     /// The parent (control) process.
@@ -262,9 +268,9 @@ impl ThrowawayApache {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let pgid = child.id() as i32;
-        // SAFETY: signalling our own child / its process group.
-        unsafe { libc::kill(pgid, libc::SIGTERM) };
+        // Our own child, the leader of its process group.
+        let leader = Pid::from_child(&child);
+        let _ = kill_process(leader, Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
@@ -272,8 +278,8 @@ impl ThrowawayApache {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        // SAFETY: as above; the group may already be gone.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        // The group may already be gone.
+        let _ = kill_process_group(leader, Signal::KILL);
         let _ = child.wait();
     }
 }
@@ -316,8 +322,7 @@ fn config(dir: &Path, port: u16, opts: &ApacheOptions) -> String {
         c,
         "LoadModule authz_core_module {MODULES}/mod_authz_core.so"
     );
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if geteuid().is_root() {
         let _ = writeln!(c, "User www-data\nGroup www-data");
     }
     let _ = writeln!(c, "DocumentRoot {d}/htdocs");

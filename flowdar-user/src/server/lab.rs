@@ -13,10 +13,15 @@
 use std::{
     fs::File,
     net::Ipv4Addr,
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::{fd::AsFd, unix::process::CommandExt},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
+};
+
+use rustix::{
+    process::{getpid, getppid, kill_process, set_parent_process_death_signal, Pid, Signal},
+    thread::{move_into_link_name_space, LinkNameSpaceType},
 };
 
 /// Where `ip netns` keeps its namespaces (bind mounts).
@@ -58,11 +63,9 @@ impl Host {
             source,
         };
         let f = File::open(PathBuf::from(NETNS_DIR).join(&self.netns)).map_err(err)?;
-        // SAFETY: a valid namespace fd, CLONE_NEWNET; affects this thread only.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(err(std::io::Error::last_os_error()));
-        }
-        Ok(())
+        // The kernel refuses an fd that is not a network namespace.
+        move_into_link_name_space(f.as_fd(), Some(LinkNameSpaceType::Network))
+            .map_err(|e| err(e.into()))
     }
 
     /// `program` run on this host (`ip netns exec`), killed by the kernel
@@ -71,7 +74,7 @@ impl Host {
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.netns, program]);
-        die_with_parent(&mut cmd, libc::SIGKILL);
+        die_with_parent(&mut cmd, Signal::KILL);
         cmd
     }
 }
@@ -147,8 +150,8 @@ impl Lab {
     /// Removes the hosts now (also done on drop).
     pub fn teardown(&mut self) {
         if let Some(mut g) = self.guardian.take() {
-            // SAFETY: signalling our own child; it removes the namespaces.
-            unsafe { libc::kill(g.id() as i32, libc::SIGTERM) };
+            // Our own child; it removes the namespaces.
+            let _ = kill_process(Pid::from_child(&g), Signal::TERM);
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && matches!(g.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -170,16 +173,16 @@ impl Drop for Lab {
 
 /// The kernel sends `signal` to the child when the thread that spawned it
 /// ends, however the process dies.
-fn die_with_parent(cmd: &mut Command, signal: libc::c_int) {
-    let creator = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
+fn die_with_parent(cmd: &mut Command, signal: Signal) {
+    let creator = getpid();
+    // SAFETY: only async-signal-safe calls between fork and exec: prctl(2)
+    // and getppid(2) (rustix makes them as plain syscalls, without
+    // allocating or locking), and _exit(2).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            set_parent_process_death_signal(Some(signal))?;
             // The creator may have died before the prctl took effect.
-            if libc::getppid() != creator {
+            if getppid() != Some(creator) {
                 libc::_exit(1);
             }
             Ok(())
@@ -203,7 +206,7 @@ fn spawn_guardian(names: &[&str]) -> Result<Child, LabError> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
-    die_with_parent(&mut cmd, libc::SIGTERM);
+    die_with_parent(&mut cmd, Signal::TERM);
     cmd.spawn().map_err(LabError::Spawn)
 }
 
@@ -228,10 +231,15 @@ fn remove(ns: &str) {
     if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
         for pid in String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
+            .filter_map(|p| {
+                p.parse::<i32>()
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .and_then(Pid::from_raw)
+            })
         {
-            // SAFETY: plain kill(2) of a process inside our lab namespace.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // A process inside our lab namespace.
+            let _ = kill_process(pid, Signal::KILL);
         }
     }
     let _ = Command::new("ip")

@@ -169,8 +169,9 @@ pub fn run_measured(cmd: &mut Command) -> (Duration, u64) {
         .expect("spawn");
     let pid = child.id() as i32;
     let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 on our own child.
+    // SAFETY: rusage is plain data (integers and timevals): all zeroes is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, with valid pointers to our locals.
     unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall = started.elapsed();
     assert!(
