@@ -44,6 +44,21 @@ pub fn flowdar(args: &[&str]) -> Output {
         .expect("run flowdar")
 }
 
+/// Runs `cmd` to completion; a failure to start or a non-zero exit fails
+/// the test with both outputs.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A background process whose stderr/stdout are collected, started and
 /// considered ready once a line containing a marker appears.
 pub struct Background {

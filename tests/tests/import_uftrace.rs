@@ -11,16 +11,7 @@ const SOURCE: &str = include_str!("../fixtures/uftrace_demo.c");
 const N: u64 = 7;
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&flowdar_tests::run_ok(cmd).stdout).into_owned()
 }
 
 /// `uftrace report`'s table: function -> Calls. Its `linux:schedule` rows

@@ -19,18 +19,7 @@ fn xtask() -> PathBuf {
         .expect("XTASK_BIN is not set: run these tests with `cargo xtask test`")
 }
 
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use flowdar_tests::run_ok as ok;
 
 fn text(out: &Output) -> String {
     format!(
