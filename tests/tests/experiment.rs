@@ -107,6 +107,23 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         attack <= 0.10 * normal,
         "denial: {attack} req/s under attack against {normal}\n{stdout}"
     );
+    // Issue #15: each variant ran the normal load once more untraced, and
+    // states the observer effect against it.
+    assert!(
+        stderr.contains("[none untraced] the load of phase normal again"),
+        "{stderr}"
+    );
+    for v in exp["variants"].as_array().unwrap() {
+        let untraced = v["untraced"]["requests_per_s"].as_f64().unwrap();
+        assert!(untraced > 500.0, "untraced load is served: {untraced}");
+        let phase = &v["phases"][0];
+        let ratio = phase["throughput_vs_untraced"].as_f64().unwrap();
+        let traced = phase["requests_per_s"].as_f64().unwrap();
+        assert!(
+            (ratio - traced / untraced).abs() < 1e-9 && ratio > 0.0,
+            "{v}"
+        );
+    }
     let mitigated = rps(&exp, "reqtimeout", "attack");
     assert!(
         mitigated >= 5.0 * attack && mitigated >= 0.05 * normal,
@@ -116,6 +133,10 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     let first = md.split("\n\n").nth(1).unwrap();
     assert!(first.starts_with("**Denial of service.**"), "{first}");
+    assert!(
+        first.contains("Observer effect: traced, phase `normal` served"),
+        "{first}"
+    );
     assert!(
         first.contains("workers were held in") && first.contains("`ap_read_request`"),
         "{first}"

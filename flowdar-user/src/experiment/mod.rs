@@ -10,7 +10,7 @@ mod setup;
 mod spec;
 
 pub use report::{write as write_report, Report};
-pub use run::{run, Hosts, Outcome, PhaseResult, Progress, RunOptions, VariantResult};
+pub use run::{run, Hosts, Outcome, PhaseResult, Progress, RunOptions, Untraced, VariantResult};
 pub use spec::{
     AttackSpec, LabSpec, Load, Phase, ServerSpec, Spec, Variant, DEFAULT_SPEC, SPEC_VERSION,
 };

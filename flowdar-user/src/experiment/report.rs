@@ -208,6 +208,9 @@ fn summary(outcome: &Outcome, held: &[Held]) -> anyhow::Result<String> {
     if let Some(n) = &h.note {
         let _ = write!(out, " Lab: {n}.");
     }
+    if let Some(line) = observer_effect(first) {
+        let _ = write!(out, " {line}");
+    }
     for (v, h) in outcome.variants.iter().zip(held).skip(1) {
         let (vb, vt) = (
             rps(&v.phases[0]),
@@ -258,6 +261,21 @@ fn summary(outcome: &Outcome, held: &[Held]) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// What tracing cost the normal load: its traced phase against the same load
+/// untraced.
+fn observer_effect(v: &VariantResult) -> Option<String> {
+    let u = v.untraced.as_ref()?;
+    let phase = v.phases.iter().find(|p| p.name == u.phase)?;
+    let ratio = v.throughput_ratio(phase)?;
+    Some(format!(
+        "Observer effect: traced, phase `{}` served {:.0} requests/s; the same load untraced served {:.0} ({:.2}x).",
+        phase.name,
+        rps(phase),
+        u.client.as_ref()?.requests_per_s,
+        ratio
+    ))
+}
+
 /// `experiment.json`: per variant and phase, the client and tracer figures.
 fn json(outcome: &Outcome) -> serde_json::Value {
     let variants: Vec<_> = outcome
@@ -277,25 +295,51 @@ fn json(outcome: &Outcome) -> serde_json::Value {
                         "events": p.events,
                         "lost": p.lost,
                         "throughput_vs_first_phase": if first > 0.0 { Some(rps(p) / first) } else { None },
+                        "throughput_vs_untraced": v.throughput_ratio(p),
                     })
                 })
                 .collect();
-            json!({"name": v.name, "config": v.config, "phases": phases})
+            let untraced = v.untraced.as_ref().map(|u| {
+                json!({
+                    "phase": u.phase,
+                    "requests_per_s": u.client.as_ref().map(|c| c.requests_per_s),
+                    "p99_ns": u.client.as_ref().and_then(|c| c.p99_ns),
+                    "errors": u.client.as_ref().map(|c| c.errors()),
+                    "client_error": u.client_error,
+                })
+            });
+            json!({"name": v.name, "config": v.config, "untraced": untraced, "phases": phases})
         })
         .collect();
     json!({ "variants": variants })
 }
 
 fn client_table(md: &mut String, variants: &[VariantResult]) {
-    let _ = writeln!(md, "## Client side (wall time; timeouts count as failures)\n\n| variant | phase | requests/s | vs first phase | p50 | p99 | requests | connect failures | request failures | attack |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(md, "## Client side (wall time; timeouts count as failures)\n\n`untraced` is the normal load again with nothing attached; `vs untraced` is each traced phase's throughput over it (for the normal phase: the observer effect).\n\n| variant | phase | requests/s | vs first phase | vs untraced | p50 | p99 | requests | connect failures | request failures | attack |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for v in variants {
         let first = rps(&v.phases[0]);
+        if let Some(u) = &v.untraced {
+            let c = u.client.as_ref();
+            let opt = |x: Option<u64>| x.map_or("-".into(), ns);
+            let _ = writeln!(
+                md,
+                "| {} | untraced ({}) | {:.0} | - | - | {} | {} | {} | {} | {} | none |",
+                v.name,
+                u.phase,
+                c.map_or(0.0, |c| c.requests_per_s),
+                opt(c.and_then(|c| c.p50_ns)),
+                opt(c.and_then(|c| c.p99_ns)),
+                c.map_or("-".into(), |c| c.requests.to_string()),
+                c.map_or("-".into(), |c| c.connect_failures.to_string()),
+                c.map_or("-".into(), |c| c.request_failures.to_string()),
+            );
+        }
         for p in &v.phases {
             let c = p.client.as_ref();
             let opt = |x: Option<u64>| x.map_or("-".into(), ns);
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 v.name,
                 p.name,
                 rps(p),
@@ -304,6 +348,8 @@ fn client_table(md: &mut String, variants: &[VariantResult]) {
                 } else {
                     "-".into()
                 },
+                v.throughput_ratio(p)
+                    .map_or("-".into(), |r| format!("{r:.2}x")),
                 opt(c.and_then(|c| c.p50_ns)),
                 opt(c.and_then(|c| c.p99_ns)),
                 c.map_or("-".into(), |c| c.requests.to_string()),

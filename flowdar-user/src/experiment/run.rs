@@ -53,7 +53,29 @@ pub struct VariantResult {
     pub name: String,
     pub config: String,
     pub server_pid: u32,
+    /// The normal load once more with nothing attached: what the phases'
+    /// throughput is measured against to state the observer effect.
+    pub untraced: Option<Untraced>,
     pub phases: Vec<PhaseResult>,
+}
+
+/// The untraced run of the normal load (first phase with a load and no
+/// attack), same client settings and length, no probe attached.
+#[derive(Debug, Clone, Serialize)]
+pub struct Untraced {
+    /// The phase whose load it repeats.
+    pub phase: String,
+    pub client: Option<ClientReport>,
+    pub client_error: Option<String>,
+}
+
+impl VariantResult {
+    /// Traced throughput of `phase` over the untraced run's, when both exist.
+    pub fn throughput_ratio(&self, phase: &PhaseResult) -> Option<f64> {
+        let untraced = self.untraced.as_ref()?.client.as_ref()?.requests_per_s;
+        let traced = phase.client.as_ref()?.requests_per_s;
+        (untraced > 0.0).then(|| traced / untraced)
+    }
 }
 
 /// Who sent what to where.
@@ -104,6 +126,13 @@ pub enum Progress<'a> {
         lab: Option<&'a Lab>,
     },
     PhaseDone(&'a PhaseResult),
+    /// The untraced run of the normal load starts.
+    UntracedStart {
+        variant: &'a str,
+        phase: &'a str,
+        duration: Duration,
+    },
+    UntracedDone(&'a Untraced),
 }
 
 impl std::fmt::Display for Progress<'_> {
@@ -144,6 +173,20 @@ impl std::fmt::Display for Progress<'_> {
                 describe(phase, *lab)
             ),
             Self::PhaseDone(r) => write!(f, "      {}", progress_line(r)),
+            Self::UntracedStart {
+                variant,
+                phase,
+                duration,
+            } => write!(
+                f,
+                "[{variant} untraced] the load of phase {phase} again, {:.0} s, nothing attached (the observer effect's baseline)",
+                duration.as_secs_f64()
+            ),
+            Self::UntracedDone(u) => write!(
+                f,
+                "      client: {}",
+                client_line(u.client.as_ref(), u.client_error.as_deref())
+            ),
         }
     }
 }
@@ -237,6 +280,26 @@ pub fn run(
             lab: lab.as_ref(),
             targets: &targets,
         };
+        let normal = spec
+            .phases
+            .iter()
+            .find(|p| p.attack.is_none() && p.load.is_some());
+        let untraced = match normal {
+            Some(phase) => {
+                let duration = opts
+                    .max_phase
+                    .map_or(phase.duration, |m| phase.duration.min(m));
+                progress(&Progress::UntracedStart {
+                    variant: &variant.name,
+                    phase: &phase.name,
+                    duration,
+                });
+                let u = run_untraced(&target, phase, duration)?;
+                progress(&Progress::UntracedDone(&u));
+                Some(u)
+            }
+            None => None,
+        };
         let mut phases = Vec::new();
         for (i, phase) in spec.phases.iter().enumerate() {
             let duration = opts
@@ -259,6 +322,7 @@ pub fn run(
             name: variant.name.clone(),
             config: variant.config.clone(),
             server_pid: server.pid(),
+            untraced,
             phases,
         });
     }
@@ -285,9 +349,15 @@ fn progress_line(r: &PhaseResult) -> String {
         r.events,
         r.lost,
         r.attach_mode,
-        r.client.as_ref().map_or_else(
-            || r.client_error.clone().unwrap_or_else(|| "no load".into()),
-            |c| format!(
+        client_line(r.client.as_ref(), r.client_error.as_deref())
+    )
+}
+
+fn client_line(client: Option<&ClientReport>, error: Option<&str>) -> String {
+    client.map_or_else(
+        || error.unwrap_or("no load").to_string(),
+        |c| {
+            format!(
                 "{:.0} req/s over {:.0} s, p99 {}, {} connect and {} request failures",
                 c.requests_per_s,
                 c.wall_s,
@@ -295,8 +365,44 @@ fn progress_line(r: &PhaseResult) -> String {
                 c.connect_failures,
                 c.request_failures
             )
-        )
+        },
     )
+}
+
+/// The legitimate client's load for `duration`: its report, or why none.
+fn drive_client(
+    target: &Target<'_>,
+    load: &super::spec::Load,
+    duration: Duration,
+) -> anyhow::Result<(Option<ClientReport>, Option<String>)> {
+    let plan = ClientPlan {
+        connections: load.connections,
+        duration,
+        timeout: load.timeout,
+        path: load.path.clone().unwrap_or_else(|| target.path.into()),
+    };
+    target.targets.check(target.addr.ip())?;
+    Ok(
+        match server::run_client(target.addr, &plan, target.lab.map(|l| &l.client)) {
+            Ok(r) => (Some(r), None),
+            Err(e) => (None, Some(crate::errors::chain(&e))),
+        },
+    )
+}
+
+/// The load of `phase` with nothing attached and no attack.
+fn run_untraced(
+    target: &Target<'_>,
+    phase: &Phase,
+    duration: Duration,
+) -> anyhow::Result<Untraced> {
+    let load = phase.load.as_ref().expect("chosen for its load");
+    let (client, client_error) = drive_client(target, load, duration)?;
+    Ok(Untraced {
+        phase: phase.name.clone(),
+        client,
+        client_error,
+    })
 }
 
 fn describe(p: &Phase, lab: Option<&Lab>) -> String {
@@ -385,19 +491,7 @@ fn run_phase(
         load_time = duration - ramp;
     }
     let (client, client_error) = match &phase.load {
-        Some(l) => {
-            let plan = ClientPlan {
-                connections: l.connections,
-                duration: load_time,
-                timeout: l.timeout,
-                path: l.path.clone().unwrap_or_else(|| target.path.into()),
-            };
-            target.targets.check(target.addr.ip())?;
-            match server::run_client(target.addr, &plan, target.lab.map(|l| &l.client)) {
-                Ok(r) => (Some(r), None),
-                Err(e) => (None, Some(crate::errors::chain(&e))),
-            }
-        }
+        Some(l) => drive_client(target, l, load_time)?,
         None => {
             std::thread::sleep(load_time);
             (None, None)
