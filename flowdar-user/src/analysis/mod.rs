@@ -3,6 +3,7 @@
 //! and their clients,
 //! hand-offs between threads, simplification and run-to-run diffs.
 mod calls;
+mod calltree;
 mod clients;
 mod diff;
 mod flows;
@@ -13,6 +14,7 @@ mod simplify;
 mod stats;
 
 pub use calls::{Call, CallPairer, PairingCounts};
+pub use calltree::CallTree;
 pub use clients::{by_client, ClientBook, ClientRow};
 pub use diff::{diff, mann_whitney_p, DiffRow};
 pub use flows::{Flow, FlowTracker, ThreadPair};

@@ -19,10 +19,18 @@ use crate::{
 /// in plain words first), a self-contained DIR/report.html,
 /// DIR/experiment.json and DIR/VARIANT/diff.json.
 ///
-/// DIR/experiment.json: {"variants": [{"name", "config", "phases": [{"name",
-/// "requests_per_s", "p99_ns", "errors", "events", "lost",
-/// "throughput_vs_first_phase"}]}]}: client figures over wall time, with
-/// connect and answer timeouts counted as errors.
+/// DIR/experiment.json: {"variants": [{"name", "config", "untraced":
+/// {"phase", "requests_per_s", ...}, "phases": [{"name", "requests_per_s",
+/// "p99_ns", "errors", "events", "lost", "throughput_vs_first_phase",
+/// "throughput_vs_untraced"}]}]}: client figures over wall time, with
+/// connect and answer timeouts counted as errors. Each variant runs its
+/// normal load once more with nothing attached (`untraced`): the observer
+/// effect is each traced phase's throughput over it.
+///
+/// With --zoom, DIR/VARIANT/zoom/zoom.json: {"levels": [{"level",
+/// "functions", "throughput_ratio", "rows": [{"function", "ratio",
+/// "significant", ...}], "dropped", ...}], "chain": [outermost, ...,
+/// deepest significant], "discovery": {...}, "stopped"}.
 #[derive(Debug, Args)]
 #[command(after_help = "Experiment spec (TOML):\n\
 ```\n\
@@ -73,6 +81,18 @@ pub struct ExperimentArgs {
     /// your own); by default only loopback and the experiment's own hosts.
     #[arg(long, value_name = "CIDR")]
     pub allow_target: Vec<ipnet::IpNet>,
+    /// Zoom in below the most affected function of the first variant, up
+    /// to LEVELS levels (default 6): a one-second discovery window with
+    /// apache:full under the normal load finds who calls whom; each level
+    /// then probes the chain's tail and what lies below it, within
+    /// --budget, reruns the first and last phases and keeps the callees
+    /// that changed significantly. Needs uprobe_multi links (Linux 6.6+).
+    #[arg(long, value_name = "LEVELS", num_args = 0..=1, default_missing_value = "6")]
+    pub zoom: Option<usize>,
+    /// The observer cost each zoom level may have: at most PCT percent less
+    /// throughput than untraced (estimated from hits per request).
+    #[arg(long, value_name = "PCT", default_value_t = 20.0, requires = "zoom", value_parser = parse_budget)]
+    pub budget: f64,
     /// Write into a non-empty output directory.
     #[arg(long)]
     pub force: bool,
@@ -106,6 +126,11 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             force: args.force,
             plan: args.attach.plan(false),
             allow_targets: args.allow_target,
+            zoom: args.zoom.map(|levels| experiment::ZoomOptions {
+                levels,
+                budget_pct: args.budget,
+                ..Default::default()
+            }),
         },
         &mut |p| eprintln!("{p}"),
     )?;
@@ -138,9 +163,42 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(z) = &outcome.zoom {
+        println!(
+            "\nZoom ({} levels; stopped: {}):\n  {}\n  discovery window: {:.2} s of degraded service; per level, normal-phase throughput vs untraced: {}",
+            z.levels.len() - 1,
+            z.stopped,
+            if z.chain.is_empty() {
+                "no chain".to_string()
+            } else {
+                z.chain.join(" -> ")
+            },
+            z.discovery.degraded_s,
+            z.levels
+                .iter()
+                .map(|l| l.throughput_ratio.map_or("-".into(), |r| format!("{r:.2}x")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
         "\nReport: {0}/report.md, {0}/report.html, {0}/experiment.json (traces beside them)",
         dir.display()
     );
     Ok(())
+}
+
+/// A percentage strictly between 0 and 100.
+fn parse_budget(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("`{s}` is not a percentage (e.g. 20)"))?;
+    if v > 0.0 && v < 100.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v}% is not a budget: give a percentage between 0 and 100"
+        ))
+    }
 }

@@ -8,9 +8,11 @@ mod report;
 mod run;
 mod setup;
 mod spec;
+mod zoom;
 
 pub use report::{write as write_report, Report};
 pub use run::{run, Hosts, Outcome, PhaseResult, Progress, RunOptions, Untraced, VariantResult};
 pub use spec::{
     AttackSpec, LabSpec, Load, Phase, ServerSpec, Spec, Variant, DEFAULT_SPEC, SPEC_VERSION,
 };
+pub use zoom::{Zoom, ZoomOptions};

@@ -276,6 +276,60 @@ fn observer_effect(v: &VariantResult) -> Option<String> {
     ))
 }
 
+/// The zoom's chain, link by link, and what each level cost.
+fn zoom_section(md: &mut String, z: &super::Zoom, variant: &str) {
+    let _ = writeln!(
+        md,
+        "\n## Zoom: the chain below the most affected function (variant `{variant}`)\n\n{}\n\nStopped: {}.\n",
+        if z.chain.is_empty() {
+            "No chain: nothing changed significantly.".to_string()
+        } else {
+            z.chain.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" → ")
+        },
+        z.stopped
+    );
+    let _ = writeln!(md, "| link | level | mean normal | mean attack | ratio | in flight at end | p |\n|---|---:|---:|---:|---:|---:|---:|");
+    for f in &z.chain {
+        // The level that first probed it below an earlier link.
+        let found = z.levels.iter().find_map(|l| {
+            l.rows
+                .iter()
+                .find(|r| &r.function == f && r.significant)
+                .map(|r| (l.level, r))
+        });
+        if let Some((level, r)) = found {
+            let _ = writeln!(
+                md,
+                "| `{f}` | {level} | {} | {} | {} | {} | {:.1e} |",
+                ns(r.base_mean_ns),
+                ns(r.test_mean_ns),
+                ratio(r.ratio),
+                r.in_flight,
+                r.p_value
+            );
+        }
+    }
+    let d = &z.discovery;
+    let _ = writeln!(
+        md,
+        "\nDiscovery window: {} functions for {:.1} s under the normal load, {:.2} s of degraded service in all (attach {:.2} s, detach {:.2} s), {:.0} requests/s meanwhile.\n\n| level | functions | left out for the budget | est. probed calls/request (budget) | normal-phase throughput vs untraced |\n|---:|---:|---:|---:|---:|",
+        d.functions, d.window_s, d.degraded_s, d.attach_s, d.detach_s, d.requests_per_s.unwrap_or(0.0)
+    );
+    for l in &z.levels {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} ({:.1}) | {} |",
+            l.level,
+            l.functions.len(),
+            l.dropped.len(),
+            l.estimated_calls_per_request,
+            l.budget_calls_per_request,
+            l.throughput_ratio
+                .map_or("-".into(), |r| format!("{r:.2}x"))
+        );
+    }
+}
+
 /// `experiment.json`: per variant and phase, the client and tracer figures.
 fn json(outcome: &Outcome) -> serde_json::Value {
     let variants: Vec<_> = outcome
@@ -465,6 +519,9 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> anyhow::Result<Repor
     compare_table(&mut md, &diffs);
     for (v, (_, rows)) in outcome.variants.iter().zip(&diffs) {
         diff_table(&mut md, v, rows);
+    }
+    if let Some(z) = &outcome.zoom {
+        zoom_section(&mut md, z, &first.name);
     }
     let (base, test) = (&first.phases[0], first.phases.last().context("no phases")?);
     let (normal, attacked) = pick_sessions(&base.trace, &test.trace)?;

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub plan: capture::AttachPlan,
     /// Networks beyond loopback and the lab that traffic may go to.
     pub allow_targets: Vec<ipnet::IpNet>,
+    /// Zoom in below the first variant's most affected function.
+    pub zoom: Option<super::zoom::ZoomOptions>,
 }
 
 /// What one phase did, client and tracer side.
@@ -95,6 +97,8 @@ pub struct Hosts {
 pub struct Outcome {
     pub variants: Vec<VariantResult>,
     pub hosts: Hosts,
+    /// The first variant's zoom, when asked for.
+    pub zoom: Option<super::zoom::Zoom>,
 }
 
 /// What an experiment is doing, as it goes: the caller decides where it
@@ -133,6 +137,19 @@ pub enum Progress<'a> {
         duration: Duration,
     },
     UntracedDone(&'a Untraced),
+    /// The zoom's discovery window opens with this many functions.
+    Discovery {
+        functions: usize,
+        window: Duration,
+    },
+    DiscoveryDone(&'a super::zoom::Discovery),
+    /// A zoom level probes `functions` at and below `tail`.
+    ZoomLevel {
+        level: usize,
+        tail: &'a str,
+        functions: usize,
+        dropped: usize,
+    },
 }
 
 impl std::fmt::Display for Progress<'_> {
@@ -182,6 +199,29 @@ impl std::fmt::Display for Progress<'_> {
                 "[{variant} untraced] the load of phase {phase} again, {:.0} s, nothing attached (the observer effect's baseline)",
                 duration.as_secs_f64()
             ),
+            Self::Discovery { functions, window } => write!(
+                f,
+                "[zoom] discovery: {functions} functions ({}) for {:.1} s under the normal load",
+                super::zoom::DISCOVERY_PROFILE,
+                window.as_secs_f64()
+            ),
+            Self::DiscoveryDone(d) => write!(
+                f,
+                "      {:.0} req/s in the window; {:.2} s of degraded service (attach {:.2} s, detach {:.2} s)",
+                d.requests_per_s.unwrap_or(0.0),
+                d.degraded_s,
+                d.attach_s,
+                d.detach_s
+            ),
+            Self::ZoomLevel {
+                level,
+                tail,
+                functions,
+                dropped,
+            } => write!(
+                f,
+                "[zoom {level}] {functions} functions below `{tail}` ({dropped} left out for the budget)"
+            ),
             Self::UntracedDone(u) => write!(
                 f,
                 "      client: {}",
@@ -225,6 +265,7 @@ pub fn run(
     }
     let variants = spec.variants();
     let mut results = Vec::new();
+    let mut zoom = None;
     let mut server_addr = None;
     for variant in &variants {
         let server = start_server(spec, variant, lab.as_ref().map(|l| l.server.into()))?;
@@ -318,6 +359,21 @@ pub fn run(
             progress(&Progress::PhaseDone(&r));
             phases.push(r);
         }
+        if let (Some(z), true) = (&opts.zoom, results.is_empty()) {
+            let capped = |p: &Phase| opts.max_phase.map_or(p.duration, |m| p.duration.min(m));
+            let (first, last) = (&spec.phases[0], spec.phases.last().context("no phases")?);
+            let ground = super::zoom::Ground {
+                target,
+                normal: (first, &phases[0]),
+                attack: (last, phases.last().context("no phases")?),
+                untraced_rps: untraced
+                    .as_ref()
+                    .and_then(|u| u.client.as_ref())
+                    .map(|c| c.requests_per_s),
+                durations: (capped(first), capped(last)),
+            };
+            zoom = Some(super::zoom::run(&ground, &vdir.join("zoom"), z, progress)?);
+        }
         results.push(VariantResult {
             name: variant.name.clone(),
             config: variant.config.clone(),
@@ -340,6 +396,7 @@ pub fn run(
     Ok(Outcome {
         variants: results,
         hosts,
+        zoom,
     })
 }
 
@@ -370,7 +427,7 @@ fn client_line(client: Option<&ClientReport>, error: Option<&str>) -> String {
 }
 
 /// The legitimate client's load for `duration`: its report, or why none.
-fn drive_client(
+pub(super) fn drive_client(
     target: &Target<'_>,
     load: &super::spec::Load,
     duration: Duration,
@@ -437,19 +494,20 @@ fn prepare_dir(dir: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 /// The server every phase drives and records, and how.
-struct Target<'a> {
-    pid: u32,
-    addr: SocketAddr,
-    path: &'a str,
+#[derive(Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub path: &'a str,
     /// The throwaway Apache's large file (slow read, range attacks).
-    large_path: Option<&'a str>,
-    probes: &'a [probes::ResolvedProbe],
-    plan: capture::AttachPlan,
-    lab: Option<&'a Lab>,
-    targets: &'a Targets,
+    pub large_path: Option<&'a str>,
+    pub probes: &'a [probes::ResolvedProbe],
+    pub plan: capture::AttachPlan,
+    pub lab: Option<&'a Lab>,
+    pub targets: &'a Targets,
 }
 
-fn run_phase(
+pub(super) fn run_phase(
     target: &Target<'_>,
     phase: &Phase,
     duration: Duration,
