@@ -74,6 +74,11 @@ pub struct ExperimentArgs {
     /// The throwaway Apache's MPM (overrides the spec).
     #[arg(long, value_enum)]
     pub mpm: Option<MpmArg>,
+    /// Probe these built-in profiles instead of the spec's (NAME:SET[,SET],
+    /// repeatable), e.g. `--profile apache:connection --zoom` to start a
+    /// zoom from the connection level.
+    #[arg(long, value_name = "NAME:SET")]
+    pub profile: Vec<String>,
     /// Cap every phase at this length (e.g. 5s for a quick run).
     #[arg(long, value_parser = crate::units::parse_wall_duration)]
     pub max_phase: Option<Duration>,
@@ -109,6 +114,14 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         Some(path) => Spec::load(path)?,
         None => Spec::default_spec(),
     };
+    if !args.profile.is_empty() {
+        for p in &args.profile {
+            // Refused now, with the profile's own message, not mid-run.
+            crate::probes::profile_requests(p)?;
+        }
+        spec.profile = args.profile.clone();
+        spec.probe.clear();
+    }
     if let Some(m) = args.mpm.map(Mpm::from) {
         spec.server.mpm = m;
         if args.default && m == Mpm::Prefork {

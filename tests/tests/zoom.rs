@@ -1,0 +1,117 @@
+//! `experiment --zoom` on a real Apache under a real Slowloris: starting
+//! from the connection-level probes only, the zoom finds the slowed read
+//! path down to the socket read, every link significantly slower under
+//! attack, and states what each level and the discovery window cost.
+use std::path::Path;
+
+use flowdar_tests::*;
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        .unwrap()
+}
+
+#[test]
+fn the_zoom_follows_a_slowloris_from_the_connection_down_to_the_socket_read() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        r#"version = 1
+profile = ["apache:request,io"]
+[server]
+config = "ServerLimit 6\nMaxRequestWorkers 150\n"
+[lab]
+namespaces = true
+[[phase]]
+name = "normal"
+duration = "8s"
+load = { connections = 20 }
+[[phase]]
+name = "attack"
+duration = "10s"
+load = { connections = 20 }
+attack = { mode = "headers", connections = 1000, rate = 200, interval = "10s", ramp = "5s" }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("exp");
+    // --profile replaces the spec's: the zoom starts from connections only.
+    let o = flowdar(&[
+        "experiment",
+        spec.to_str().unwrap(),
+        "--profile",
+        "apache:connection",
+        "--zoom=8",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("Probes: 8 functions"), "{stderr}");
+    let zoom = json(&out.join("none/zoom/zoom.json"));
+    let chain: Vec<&str> = zoom["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert_eq!(chain.first(), Some(&"ap_run_process_connection"), "{zoom}");
+    for f in ["ap_read_request", "apr_socket_recv"] {
+        assert!(chain.contains(&f), "{f} in the chain {chain:?}\n{stderr}");
+    }
+    let levels = zoom["levels"].as_array().unwrap();
+    assert_eq!(levels[0]["level"], 0);
+    // Every link after the first was found below the one before it, at a
+    // level that probed it, significantly slower under attack.
+    for link in &chain {
+        let found = levels.iter().any(|l| {
+            l["rows"].as_array().unwrap().iter().any(|r| {
+                r["function"] == *link
+                    && r["significant"] == true
+                    && r["ratio"].as_f64().unwrap() > 1.5
+            })
+        });
+        assert!(found, "{link} significant in some level: {zoom}");
+    }
+    for l in levels {
+        let ratio = l["throughput_ratio"].as_f64().unwrap();
+        assert!(ratio > 0.0 && ratio < 2.0, "{l}");
+        if l["level"] != 0 {
+            let functions = l["functions"].as_array().unwrap().len();
+            assert!(functions >= 1, "{l}");
+            assert!(
+                l["estimated_calls_per_request"].as_f64().unwrap()
+                    <= l["budget_calls_per_request"].as_f64().unwrap(),
+                "{l}"
+            );
+            // Each level's traces are there, as zoom.json names them.
+            for t in l["traces"].as_array().unwrap() {
+                assert!(Path::new(t.as_str().unwrap()).is_file(), "{t}");
+            }
+        }
+    }
+    let d = &zoom["discovery"];
+    assert!(d["functions"].as_u64().unwrap() > 1000, "{d}");
+    let parts = d["attach_s"].as_f64().unwrap()
+        + d["window_s"].as_f64().unwrap()
+        + d["detach_s"].as_f64().unwrap();
+    assert!(
+        (d["degraded_s"].as_f64().unwrap() - parts).abs() < 1e-6,
+        "{d}"
+    );
+    assert!(d["requests"].as_u64().unwrap() > 0, "{d}");
+    // The report shows the chain and the costs.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Zoom: the chain below the most affected function")
+            && md.contains("`ap_run_process_connection` → ")
+            && md.contains("Discovery window: "),
+        "{md}"
+    );
+    assert!(stdout.contains("Zoom ("), "{stdout}");
+    assert!(left_behind().is_empty(), "{:?}", left_behind());
+    assert!(flowdar::server::lab_namespaces().is_empty());
+}
