@@ -21,7 +21,7 @@ use aya::{
 };
 use aya_obj::generated::bpf_func_id::BPF_FUNC_get_attach_cookie;
 
-use super::{loader::AttachMode, multi, tracefs};
+use super::{attach as multi, loader::AttachMode, tracefs};
 
 /// The attach mechanism a run really used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

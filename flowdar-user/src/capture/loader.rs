@@ -1,18 +1,19 @@
 //! Loading the kernel programs, following the target's process tree, and
 //! attaching one uprobe + one uretprobe per probe (probe id as cookie).
-use std::{
-    os::fd::{AsFd, OwnedFd},
-    time::Instant,
-};
+use std::{os::fd::AsFd, time::Instant};
 
 use aya::{
     maps::{Array as BpfArray, HashMap as BpfHashMap, MapData},
-    programs::{uprobe::UProbeLinkId, TracePoint, UProbe},
+    programs::TracePoint,
     Ebpf, EbpfLoader,
 };
 use flowdar_common::MAX_PROBES;
 
-use super::{features::Mechanism, multi, perf, proctree, tracefs, CaptureError};
+use super::{
+    attach::{self, program, Closing, Links},
+    features::Mechanism,
+    proctree, tracefs, CaptureError,
+};
 use crate::probes::ResolvedProbe;
 
 /// The compiled kernel programs (built by build.rs from flowdar-ebpf).
@@ -67,25 +68,12 @@ pub const MAX_QUICK_PERF_UPROBES: usize = 400;
 /// development VM; it varies with the machine).
 pub const PERF_DETACH_SECS_EACH: f64 = 0.113;
 
-/// The attached uprobes, by mechanism.
-pub(super) enum Links {
-    /// aya perf-event links, detached many at a time.
-    Perf(Vec<(&'static str, UProbeLinkId)>),
-    /// uprobe_multi link fds (entry and return links apart, so that
-    /// entries can go first on detach) and the programs they hold.
-    Multi {
-        entries: Vec<OwnedFd>,
-        exits: Vec<OwnedFd>,
-        programs: Vec<OwnedFd>,
-    },
-}
-
 /// Programs loaded and attached to a live target.
 pub struct Attached {
     pub ebpf: Ebpf,
     /// How the uprobes were attached.
     pub mechanism: Mechanism,
-    pub(super) links: Links,
+    links: Links,
     /// Uprobes attached (entry + exit per function).
     pub(super) uprobes: usize,
     /// Functions from patterns that the kernel would not probe, and why.
@@ -132,39 +120,8 @@ impl Attached {
     /// can still return into the trace while the returns are in place.
     pub fn detach(mut self) -> Detached {
         let started = Instant::now();
-        let (entries, exits): (Closing, Closing) =
-            match std::mem::replace(&mut self.links, Links::Perf(Vec::new())) {
-                Links::Multi {
-                    entries,
-                    exits,
-                    programs,
-                } => {
-                    let boxed = |v: Vec<OwnedFd>| -> Closing {
-                        v.into_iter()
-                            .map(|l| Box::new(l) as Box<dyn Send>)
-                            .collect()
-                    };
-                    let out = (boxed(entries), boxed(exits));
-                    drop(programs);
-                    out
-                }
-                Links::Perf(links) => {
-                    let mut entries: Closing = Vec::new();
-                    let mut exits: Closing = Vec::new();
-                    for (name, id) in links {
-                        if let Ok(prog) = program::<UProbe>(&mut self.ebpf, name) {
-                            if let Ok(link) = prog.take_link(id) {
-                                if name == ENTRY || name == NOP_ENTRY {
-                                    entries.push(Box::new(link));
-                                } else {
-                                    exits.push(Box::new(link));
-                                }
-                            }
-                        }
-                    }
-                    (entries, exits)
-                }
-            };
+        let links = std::mem::replace(&mut self.links, Links::Perf(Vec::new()));
+        let (entries, exits) = links.into_closing(&mut self.ebpf);
         close_all(entries);
         let entries_removed_ns = super::monotonic_ns();
         // Calls that entered just before their entry probe went can still
@@ -180,9 +137,6 @@ impl Attached {
         }
     }
 }
-
-/// Links to close, whatever their kind.
-type Closing = Vec<Box<dyn Send>>;
 
 /// What detaching did.
 #[derive(Debug, Clone, Copy)]
@@ -270,25 +224,23 @@ pub fn attach(
         }
     }
 
-    let mut attached = Attached {
-        ebpf,
-        mechanism,
-        links: Links::Perf(Vec::new()),
-        uprobes: 0,
-        skipped: Vec::new(),
-        seeded: tree.len(),
-        attach_time: Default::default(),
-    };
-    let names = if floor {
+    let programs = if floor {
         [NOP_ENTRY, NOP_EXIT]
     } else {
         [ENTRY, EXIT]
     };
     // The mechanism was chosen by probing the kernel (features.rs): a
     // failure here is about the functions, not about the kernel.
-    let result = match mechanism {
-        Mechanism::PerfEvent => perf::attach_perf(&mut attached, probes, names),
-        Mechanism::UprobeMulti => multi::attach_multi(&mut attached, probes, names, EBPF_OBJECT),
+    let (attachment, result) =
+        attach::strategy(mechanism, EBPF_OBJECT).attach(&mut ebpf, probes, programs);
+    let mut attached = Attached {
+        ebpf,
+        mechanism,
+        links: attachment.links,
+        uprobes: attachment.uprobes,
+        skipped: attachment.skipped,
+        seeded: tree.len(),
+        attach_time: Default::default(),
     };
     if let Err(e) = result {
         attached.detach();
@@ -314,19 +266,6 @@ pub(super) fn seed_filter(ebpf: &mut Ebpf, root: u32) -> Result<Vec<u32>, Captur
         let _ = targets.remove(p);
     }
     Ok(tree)
-}
-
-pub(super) fn program<'a, T>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut T, CaptureError>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    let prog = ebpf
-        .program_mut(name)
-        .ok_or(CaptureError::MissingProgram(name))?;
-    prog.try_into().map_err(|e| CaptureError::program(name, e))
 }
 
 /// Two perf-event fds per probe: the `full` profile needs thousands.

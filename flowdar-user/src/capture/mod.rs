@@ -1,12 +1,11 @@
 //! Capture: privileges, loading and attaching the kernel programs to a live
 //! server, and the pipeline ring buffer -> drain thread -> writer thread ->
 //! trace file.
+mod attach;
 mod drain;
 mod features;
 mod introspect;
 mod loader;
-mod multi;
-mod perf;
 mod privileges;
 mod proctree;
 mod sys;
@@ -80,7 +79,7 @@ pub enum CaptureError {
         source: std::io::Error,
     },
     #[error("uprobe_multi")]
-    Multi(#[from] multi::MultiError),
+    Multi(#[from] attach::MultiError),
     #[error("{count} probes requested; at most {max} fit the probe table")]
     TooManyProbes { count: usize, max: u32 },
     #[error(transparent)]

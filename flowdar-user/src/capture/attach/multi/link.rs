@@ -252,8 +252,8 @@ fn own_code_offset(addr: usize) -> io::Result<u64> {
 }
 
 /// What attaching one program to one file's offsets did.
-pub struct Linked {
-    pub links: Vec<OwnedFd>,
+pub struct Linked<L = OwnedFd> {
+    pub links: Vec<L>,
     /// Indexes into the offsets that the kernel refused, and why.
     pub refused: Vec<(usize, io::Error)>,
 }
