@@ -44,6 +44,20 @@ pub fn flowdar(args: &[&str]) -> Output {
         .expect("run flowdar")
 }
 
+/// `flowdar record --pid PID ARGS...` run to completion.
+pub fn record_now(pid: u32, args: &[&str]) -> Output {
+    let pid = pid.to_string();
+    let mut all = vec!["record", "--pid", &pid];
+    all.extend_from_slice(args);
+    flowdar(&all)
+}
+
+/// A JSON file the test needs (a failure names the file).
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+        .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
 /// Runs `cmd` to completion; a failure to start or a non-zero exit fails
 /// the test with both outputs.
 pub fn run_ok(cmd: &mut Command) -> Output {
@@ -263,6 +277,19 @@ pub fn record(pid: u32, args: &[&str]) -> (Background, TraceFile) {
     all.extend_from_slice(args);
     all.extend_from_slice(&["-o", trace.to_str().expect("utf-8 temp path")]);
     (start_recorder(&all), trace)
+}
+
+/// `flowdar record --pid PID --profile PROFILE -o TRACE` in the
+/// background, ready once probes are attached.
+pub fn record_profile(pid: u32, profile: &str, trace: &Path) -> Background {
+    start_recorder(&[
+        "--pid",
+        &pid.to_string(),
+        "--profile",
+        profile,
+        "-o",
+        trace.to_str().expect("utf-8 path"),
+    ])
 }
 
 /// `flowdar record` in the background, ready once probes are attached.

@@ -129,14 +129,7 @@ fn slow_request(addr: std::net::SocketAddr, gap: Duration) {
 }
 
 fn record_requests(apache: &ThrowawayApache, trace: &std::path::Path, gap: Duration) {
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:request,io",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let rec = record_profile(apache.pid(), "apache:request,io", trace);
     for _ in 0..20 {
         slow_request(apache.addr(), gap);
     }

@@ -20,15 +20,10 @@ fn unknown_pid_is_named() {
     child.wait().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.flowdar");
-    let o = flowdar(&[
-        "record",
-        "--pid",
-        &gone.to_string(),
-        "--probe",
-        "libc:malloc",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = record_now(
+        gone,
+        &["--probe", "libc:malloc", "-o", out.to_str().unwrap()],
+    );
     assert_one_line_error(&o, &format!("no process with PID {gone}"));
     assert!(!out.exists());
 }
@@ -111,17 +106,17 @@ fn existing_output_is_kept_without_force() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.flowdar");
     std::fs::write(&out, b"an earlier trace").unwrap();
-    let o = flowdar(&[
-        "record",
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_read_request",
-        "-o",
-        out.to_str().unwrap(),
-        "--duration",
-        "1s",
-    ]);
+    let o = record_now(
+        apache.pid(),
+        &[
+            "--probe",
+            "apache2:ap_read_request",
+            "-o",
+            out.to_str().unwrap(),
+            "--duration",
+            "1s",
+        ],
+    );
     assert_one_line_error(&o, "already exists (pass --force to overwrite it)");
     assert_eq!(std::fs::read(&out).unwrap(), b"an earlier trace");
     assert!(leftover_programs().is_empty());
@@ -136,15 +131,10 @@ fn a_pid_that_is_not_the_profiles_server_is_refused() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("t.flowdar");
-    let o = flowdar(&[
-        "record",
-        "--pid",
-        &sleeper.id().to_string(),
-        "--profile",
-        "apache:request",
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let o = record_now(
+        sleeper.id(),
+        &["--profile", "apache:request", "-o", out.to_str().unwrap()],
+    );
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
     assert_one_line_error(
@@ -162,15 +152,15 @@ fn a_pid_that_is_not_the_profiles_server_is_refused() {
 fn unwritable_output_is_refused_and_nothing_is_left_attached() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let o = flowdar(&[
-        "record",
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_read_request",
-        "-o",
-        "/proc/flowdar-cannot-write-here/t.flowdar",
-    ]);
+    let o = record_now(
+        apache.pid(),
+        &[
+            "--probe",
+            "apache2:ap_read_request",
+            "-o",
+            "/proc/flowdar-cannot-write-here/t.flowdar",
+        ],
+    );
     assert_one_line_error(&o, "/proc/flowdar-cannot-write-here/t.flowdar");
     assert!(leftover_programs().is_empty());
     assert!(leftover_links().is_empty());
@@ -183,18 +173,18 @@ fn a_failure_after_attaching_leaves_nothing_attached() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     for mode in ["auto", "perf"] {
-        let o = flowdar(&[
-            "record",
-            "--pid",
-            &apache.pid().to_string(),
-            "--profile",
-            "apache:request",
-            "--attach-mode",
-            mode,
-            "--force",
-            "-o",
-            "/dev/full",
-        ]);
+        let o = record_now(
+            apache.pid(),
+            &[
+                "--profile",
+                "apache:request",
+                "--attach-mode",
+                mode,
+                "--force",
+                "-o",
+                "/dev/full",
+            ],
+        );
         assert_one_line_error(&o, "/dev/full");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("No space left on device"), "{mode}: {err}");
@@ -211,17 +201,17 @@ fn a_failure_after_attaching_leaves_nothing_attached() {
 fn perf_events_for_the_full_profile_are_refused_with_the_detach_time() {
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let o = flowdar(&[
-        "record",
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:full",
-        "--attach-mode",
-        "perf",
-        "-o",
-        "/tmp/flowdar-never-written.flowdar",
-    ]);
+    let o = record_now(
+        apache.pid(),
+        &[
+            "--profile",
+            "apache:full",
+            "--attach-mode",
+            "perf",
+            "-o",
+            "/tmp/flowdar-never-written.flowdar",
+        ],
+    );
     assert_one_line_error(&o, "perf-event uprobes would take about");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(

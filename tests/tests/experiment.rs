@@ -2,14 +2,9 @@
 //! hosts: the built-in experiment (shortened) denies service and
 //! mod_reqtimeout recovers it; slow read and range run end to end with the
 //! signatures the README documents; a SIGKILLed experiment leaves no hosts.
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use flowdar_tests::*;
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
-        .unwrap()
-}
 
 /// The lab's namespaces and root-side veths of experiment `pid`.
 fn lab_leftovers(pid: u32) -> Vec<String> {
@@ -93,7 +88,7 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         "progress shown:\n{stderr}"
     );
     assert!(stderr.contains("Lab: client 198.1"), "{stderr}");
-    let exp = json(&out.join("experiment.json"));
+    let exp = read_json(&out.join("experiment.json"));
     let names: Vec<&str> = exp["variants"]
         .as_array()
         .unwrap()
@@ -159,7 +154,7 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         (100..=150).contains(&held),
         "most of the 150 workers held: {held}"
     );
-    let diff = json(&out.join("none/diff.json"));
+    let diff = read_json(&out.join("none/diff.json"));
     let read = diff
         .as_array()
         .unwrap()
@@ -218,7 +213,7 @@ name = "attack"
         "{stdout}\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let diff = json(&out.join("none/diff.json"));
+    let diff = read_json(&out.join("none/diff.json"));
     assert!(left_behind().is_empty());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     let first = md.split("\n\n").nth(1).unwrap().to_string();

@@ -12,17 +12,17 @@ fn duration_stops_and_finalises() {
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.flowdar");
-    let o = flowdar(&[
-        "record",
-        "--pid",
-        &apache.pid().to_string(),
-        "--probe",
-        "apache2:ap_read_request",
-        "-o",
-        trace.to_str().unwrap(),
-        "--duration",
-        "1500ms",
-    ]);
+    let o = record_now(
+        apache.pid(),
+        &[
+            "--probe",
+            "apache2:ap_read_request",
+            "-o",
+            trace.to_str().unwrap(),
+            "--duration",
+            "1500ms",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("stopped: duration reached"));
     let t = Trace::read(&trace);

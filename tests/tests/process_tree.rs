@@ -29,14 +29,7 @@ fn prefork_children_forked_after_attach_are_traced_and_strangers_are_not() {
     let trace = dir.path().join("t.flowdar");
     let witness =
         start_bpftrace_counter(apache.pid(), &[("/usr/sbin/apache2", "ap_process_request")]);
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:request",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let rec = record_profile(apache.pid(), "apache:request", &trace);
     let plan = LoadPlan {
         connections: 30,
         ..Default::default()

@@ -10,14 +10,7 @@ use flowdar_tests::*;
 fn record(dir: &Path) -> std::path::PathBuf {
     let apache = small_event_apache();
     let trace = dir.join("t.flowdar");
-    let rec = start_recorder(&[
-        "--pid",
-        &apache.pid().to_string(),
-        "--profile",
-        "apache:connection,request,io,handoff",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let rec = record_profile(apache.pid(), "apache:connection,request,io,handoff", &trace);
     let plan = LoadPlan {
         connections: 12,
         requests_per_connection: 2,

@@ -6,11 +6,6 @@ use std::path::Path;
 
 use flowdar_tests::*;
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
-        .unwrap()
-}
-
 #[test]
 fn the_zoom_follows_a_slowloris_from_the_connection_down_to_the_socket_read() {
     require_root();
@@ -51,7 +46,7 @@ attack = { mode = "headers", connections = 1000, rate = 200, interval = "10s", r
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("Probes: 8 functions"), "{stderr}");
-    let zoom = json(&out.join("none/zoom/zoom.json"));
+    let zoom = read_json(&out.join("none/zoom/zoom.json"));
     let chain: Vec<&str> = zoom["chain"]
         .as_array()
         .unwrap()

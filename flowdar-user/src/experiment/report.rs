@@ -14,6 +14,7 @@ use super::{
     held::{held_workers, Held},
     Outcome, PhaseResult, VariantResult,
 };
+use crate::server::ClientReport;
 use crate::units::{ns, signed_ns as signed};
 use crate::{
     analysis::{diff, DiffRow, Session},
@@ -373,48 +374,52 @@ fn client_table(md: &mut String, variants: &[VariantResult]) {
     for v in variants {
         let first = rps(&v.phases[0]);
         if let Some(u) = &v.untraced {
-            let c = u.client.as_ref();
-            let opt = |x: Option<u64>| x.map_or("-".into(), ns);
-            let _ = writeln!(
+            client_row(
                 md,
-                "| {} | untraced ({}) | {:.0} | - | - | {} | {} | {} | {} | {} | none |",
-                v.name,
-                u.phase,
-                c.map_or(0.0, |c| c.requests_per_s),
-                opt(c.and_then(|c| c.p50_ns)),
-                opt(c.and_then(|c| c.p99_ns)),
-                c.map_or("-".into(), |c| c.requests.to_string()),
-                c.map_or("-".into(), |c| c.connect_failures.to_string()),
-                c.map_or("-".into(), |c| c.request_failures.to_string()),
+                [&v.name, &format!("untraced ({})", u.phase), "-", "-"],
+                u.client.as_ref(),
+                "none",
             );
         }
         for p in &v.phases {
-            let c = p.client.as_ref();
-            let opt = |x: Option<u64>| x.map_or("-".into(), ns);
-            let _ = writeln!(
+            let vs_first = if first > 0.0 {
+                format!("{:.1}%", 100.0 * rps(p) / first)
+            } else {
+                "-".into()
+            };
+            let vs_untraced = v
+                .throughput_ratio(p)
+                .map_or("-".into(), |r| format!("{r:.2}x"));
+            let attack = p
+                .attack
+                .as_deref()
+                .map_or("none".into(), |a| format!("`{a}`"));
+            client_row(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                v.name,
-                p.name,
-                rps(p),
-                if first > 0.0 {
-                    format!("{:.1}%", 100.0 * rps(p) / first)
-                } else {
-                    "-".into()
-                },
-                v.throughput_ratio(p)
-                    .map_or("-".into(), |r| format!("{r:.2}x")),
-                opt(c.and_then(|c| c.p50_ns)),
-                opt(c.and_then(|c| c.p99_ns)),
-                c.map_or("-".into(), |c| c.requests.to_string()),
-                c.map_or("-".into(), |c| c.connect_failures.to_string()),
-                c.map_or("-".into(), |c| c.request_failures.to_string()),
-                p.attack
-                    .as_deref()
-                    .map_or("none".into(), |a| format!("`{a}`"))
+                [&v.name, &p.name, &vs_first, &vs_untraced],
+                p.client.as_ref(),
+                &attack,
             );
         }
     }
+}
+
+/// One row of the client table: `[variant, phase, vs first, vs untraced]`,
+/// then the client's figures and the attack.
+fn client_row(md: &mut String, lead: [&str; 4], c: Option<&ClientReport>, attack: &str) {
+    let opt = |x: Option<u64>| x.map_or("-".into(), ns);
+    let count = |f: fn(&ClientReport) -> u64| c.map_or("-".into(), |c| f(c).to_string());
+    let [variant, phase, vs_first, vs_untraced] = lead;
+    let _ = writeln!(
+        md,
+        "| {variant} | {phase} | {:.0} | {vs_first} | {vs_untraced} | {} | {} | {} | {} | {} | {attack} |",
+        c.map_or(0.0, |c| c.requests_per_s),
+        opt(c.and_then(|c| c.p50_ns)),
+        opt(c.and_then(|c| c.p99_ns)),
+        count(|c| c.requests),
+        count(|c| c.connect_failures),
+        count(|c| c.request_failures),
+    );
 }
 
 /// The main rows side by side: the read path and each variant's top rows.
