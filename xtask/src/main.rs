@@ -63,13 +63,13 @@ enum Command {
     },
     /// Benchmarks (root): print figures measured side by side and the
     /// targets they are held to (see BENCHMARKS.md). Default: the tracer
-    /// rows a-e and h.
+    /// rows a-e, h and z.
     Bench {
         /// Which benchmark.
         #[arg(value_enum, default_value = "tracer")]
         which: tasks::Bench,
-        /// Only these rows of the tracer benchmark (a, b, d, e, h; b includes
-        /// c), e.g. `cargo xtask bench tracer a e`.
+        /// Only these rows of the tracer benchmark (a, b, d, e, h, z; b
+        /// includes c), e.g. `cargo xtask bench tracer a e`.
         rows: Vec<String>,
     },
     /// Soak (root): trace Apache under steady load with the `request`

@@ -4,8 +4,9 @@
 //! `cargo xtask bench tracer [ROWS]` (root) builds the release binary and
 //! runs this with FLOWDAR_BIN set. Rows: a (per call), b+c (server
 //! throughput, trace bytes/event), d (analysis), e (attach/detach, launch to
-//! first event), h (probe hits per request of each profile set).
-//! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e] [h]` runs
+//! first event), h (probe hits per request of each profile set), z (the
+//! zoom on the built-in experiment).
+//! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e] [h] [z]` runs
 //! some. Environment: BENCH_ROUNDS (default 3), BENCH_CALLS (default
 //! 1000000), BENCH_WRK_SECS (default 5).
 //!
@@ -18,6 +19,7 @@ mod common;
 mod hits;
 mod percall;
 mod server;
+mod zoom;
 
 use std::fmt::Write as _;
 
@@ -244,6 +246,11 @@ fn main() {
         eprintln!("h. probe hits per request of each profile set");
         let rows = hits::measure(rounds, &out_dir);
         md.push_str(&hits::render(&rows, rounds));
+        save(&md);
+    }
+    if want("z") {
+        eprintln!("z. the zoom on the built-in experiment (about 5 minutes)");
+        md.push_str(&zoom::measure(&out_dir));
     }
     println!("\n{md}");
     save(&md);
