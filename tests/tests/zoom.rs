@@ -88,22 +88,32 @@ attack = { mode = "headers", connections = 1000, rate = 200, interval = "10s", r
             }
         }
     }
-    let d = &zoom["discovery"];
-    assert!(d["functions"].as_u64().unwrap() > 1000, "{d}");
-    let parts = d["attach_s"].as_f64().unwrap()
-        + d["window_s"].as_f64().unwrap()
-        + d["detach_s"].as_f64().unwrap();
-    assert!(
-        (d["degraded_s"].as_f64().unwrap() - parts).abs() < 1e-6,
-        "{d}"
-    );
-    assert!(d["requests"].as_u64().unwrap() > 0, "{d}");
+    for (key, under) in [
+        ("discovery", "the normal load"),
+        ("attack_discovery", "the attack"),
+    ] {
+        let d = &zoom[key];
+        assert_eq!(d["under"], under);
+        assert!(d["functions"].as_u64().unwrap() > 1000, "{d}");
+        let parts = d["attach_s"].as_f64().unwrap()
+            + d["window_s"].as_f64().unwrap()
+            + d["detach_s"].as_f64().unwrap();
+        assert!(
+            (d["degraded_s"].as_f64().unwrap() - parts).abs() < 1e-6,
+            "{d}"
+        );
+    }
+    // The normal load's window counts requests (calls per request come
+    // from it); no client runs in the attack's.
+    assert!(zoom["discovery"]["requests"].as_u64().unwrap() > 0);
+    assert!(zoom["attack_discovery"]["requests_per_s"].is_null());
     // The report shows the chain and the costs.
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
         md.contains("## Zoom: the chain below the most affected function")
             && md.contains("`ap_run_process_connection` → ")
-            && md.contains("Discovery window: "),
+            && md.contains("Discovery window under the normal load: ")
+            && md.contains("Discovery window under the attack: "),
         "{md}"
     );
     assert!(stdout.contains("Zoom ("), "{stdout}");

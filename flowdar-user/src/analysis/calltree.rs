@@ -28,6 +28,9 @@ pub struct CallTree {
     pub edges: BTreeMap<String, BTreeMap<String, u64>>,
     /// The file each function lives in, as the target sees it.
     pub objects: BTreeMap<String, PathBuf>,
+    /// Calls entered in the trace and still running at its end, per
+    /// function: under an attack, where the workers are held.
+    pub open_at_end: BTreeMap<String, u64>,
 }
 
 impl CallTree {
@@ -69,7 +72,30 @@ impl CallTree {
                 }
             }
         })?;
+        for stack in stacks.values() {
+            for &(id, _) in stack {
+                *tree
+                    .open_at_end
+                    .entry(names[id as usize].clone())
+                    .or_default() += 1;
+            }
+        }
         Ok(tree)
+    }
+
+    /// Adds `other`'s caller -> callee edges (not its counts or times).
+    pub fn add_edges(&mut self, other: &CallTree) {
+        for (caller, callees) in &other.edges {
+            let mine = self.edges.entry(caller.clone()).or_default();
+            for (callee, n) in callees {
+                *mine.entry(callee.clone()).or_default() += n;
+            }
+        }
+        for (f, path) in &other.objects {
+            self.objects
+                .entry(f.clone())
+                .or_insert_with(|| path.clone());
+        }
     }
 
     /// The mean duration of `f`'s returned calls, callees included.
@@ -185,5 +211,7 @@ mod tests {
         assert_eq!(t.distance("c", "a"), None);
         // a: 3..10; b: 4..7 (thread 2's b never returned); c: 5..6, 8..9.
         assert_eq!((t.mean_ns("a"), t.mean_ns("b"), t.mean_ns("c")), (7, 3, 1));
+        // Thread 2's b never returned.
+        assert_eq!(t.open_at_end, BTreeMap::from([("b".to_string(), 1)]));
     }
 }

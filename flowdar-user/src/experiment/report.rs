@@ -310,11 +310,23 @@ fn zoom_section(md: &mut String, z: &super::Zoom, variant: &str) {
             );
         }
     }
-    let d = &z.discovery;
+    for d in [&z.discovery, &z.attack_discovery] {
+        let _ = writeln!(
+            md,
+            "\nDiscovery window under {}: {} functions for {:.1} s, {:.2} s of degraded service in all (attach {:.2} s, detach {:.2} s){}.",
+            d.under,
+            d.functions,
+            d.window_s,
+            d.degraded_s,
+            d.attach_s,
+            d.detach_s,
+            d.requests_per_s
+                .map_or(String::new(), |r| format!(", {r:.0} requests/s meanwhile"))
+        );
+    }
     let _ = writeln!(
         md,
-        "\nDiscovery window: {} functions for {:.1} s under the normal load, {:.2} s of degraded service in all (attach {:.2} s, detach {:.2} s), {:.0} requests/s meanwhile.\n\n| level | functions | left out for the budget | est. probed calls/request (budget) | normal-phase throughput vs untraced |\n|---:|---:|---:|---:|---:|",
-        d.functions, d.window_s, d.degraded_s, d.attach_s, d.detach_s, d.requests_per_s.unwrap_or(0.0)
+        "\n| level | functions | left out for the budget | est. probed calls/request (budget) | normal-phase throughput vs untraced |\n|---:|---:|---:|---:|---:|"
     );
     for l in &z.levels {
         let _ = writeln!(

@@ -141,6 +141,7 @@ pub enum Progress<'a> {
     Discovery {
         functions: usize,
         window: Duration,
+        under: &'a str,
     },
     DiscoveryDone(&'a super::zoom::Discovery),
     /// A zoom level probes `functions` at and below `tail`.
@@ -199,16 +200,21 @@ impl std::fmt::Display for Progress<'_> {
                 "[{variant} untraced] the load of phase {phase} again, {:.0} s, nothing attached (the observer effect's baseline)",
                 duration.as_secs_f64()
             ),
-            Self::Discovery { functions, window } => write!(
+            Self::Discovery {
+                functions,
+                window,
+                under,
+            } => write!(
                 f,
-                "[zoom] discovery: {functions} functions ({}) for {:.1} s under the normal load",
+                "[zoom] discovery: {functions} functions ({}) for {:.1} s under {under}",
                 super::zoom::DISCOVERY_PROFILE,
                 window.as_secs_f64()
             ),
             Self::DiscoveryDone(d) => write!(
                 f,
-                "      {:.0} req/s in the window; {:.2} s of degraded service (attach {:.2} s, detach {:.2} s)",
-                d.requests_per_s.unwrap_or(0.0),
+                "      {}{:.2} s of degraded service (attach {:.2} s, detach {:.2} s)",
+                d.requests_per_s
+                    .map_or(String::new(), |r| format!("{r:.0} req/s in the window; ")),
                 d.degraded_s,
                 d.attach_s,
                 d.detach_s
@@ -507,6 +513,33 @@ pub(super) struct Target<'a> {
     pub targets: &'a Targets,
 }
 
+/// Starts the attack `a` on the target for `duration` (from the attacker's
+/// host when there is a lab).
+pub(super) fn start_attack(
+    target: &Target<'_>,
+    a: &super::spec::AttackSpec,
+    duration: Duration,
+) -> anyhow::Result<Attack> {
+    let plan = AttackPlan {
+        mode: a.mode,
+        connections: a.connections,
+        rate: a.rate,
+        interval: a.interval,
+        duration,
+    };
+    let path = a.path.as_deref().unwrap_or(match target.large_path {
+        Some(large) if a.mode.wants_large_response() => large,
+        _ => target.path,
+    });
+    Ok(Attack::start(
+        target.addr,
+        path,
+        &plan,
+        target.lab.map(|l| &l.attacker),
+        target.targets,
+    )?)
+}
+
 pub(super) fn run_phase(
     target: &Target<'_>,
     phase: &Phase,
@@ -526,25 +559,7 @@ pub(super) fn run_phase(
     let mut load_time = duration;
     if let Some(a) = &phase.attack {
         let ramp = a.ramp.min(duration / 2);
-        let plan = AttackPlan {
-            mode: a.mode,
-            connections: a.connections,
-            rate: a.rate,
-            interval: a.interval,
-            duration,
-        };
-        let path = a.path.as_deref().unwrap_or(match target.large_path {
-            Some(large) if a.mode.wants_large_response() => large,
-            _ => target.path,
-        });
-        let running = Attack::start(
-            target.addr,
-            path,
-            &plan,
-            target.lab.map(|l| &l.attacker),
-            target.targets,
-        )?;
-        attack = Some(running);
+        attack = Some(start_attack(target, a, duration)?);
         std::thread::sleep(ramp);
         load_time = duration - ramp;
     }

@@ -35,7 +35,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::{
-    run::{drive_client, run_phase, PhaseResult, Progress, Target},
+    run::{drive_client, run_phase, start_attack, PhaseResult, Progress, Target},
     spec::Phase,
 };
 use crate::{
@@ -53,8 +53,10 @@ pub const PRIOR_COST_PER_CALL: f64 = 0.05;
 /// Level 0 calibrates the cost only with at least this many calls per
 /// request: fewer move throughput less than run-to-run noise does.
 const CALIBRATION_CALLS: f64 = 3.0;
-/// The wide set of the discovery window.
+/// The wide set of the discovery windows.
 pub const DISCOVERY_PROFILE: &str = "apache:full";
+/// The attack's head start before its discovery window opens, at most.
+const MAX_RAMP: Duration = Duration::from_secs(5);
 
 /// What `--zoom` asks for.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +90,7 @@ pub struct Zoom {
     /// Outermost first; every link significant in the level that probed it.
     pub chain: Vec<String>,
     pub discovery: Discovery,
+    pub attack_discovery: Discovery,
     /// Why the zoom stopped.
     pub stopped: String,
 }
@@ -127,16 +130,19 @@ pub struct Dropped {
     pub mean_ns: u64,
 }
 
-/// The discovery window and what it cost.
+/// A discovery window and what it cost.
 #[derive(Debug, Clone, Serialize)]
 pub struct Discovery {
+    /// `the normal load` or `the attack`.
+    pub under: String,
     pub functions: usize,
     pub window_s: f64,
     pub attach_s: f64,
     pub detach_s: f64,
     /// Attach + window + detach: the time the server ran probed this widely.
     pub degraded_s: f64,
-    /// The legitimate client's throughput during the window.
+    /// The legitimate client's throughput during the window (none runs
+    /// during the attack's window).
     pub requests_per_s: Option<f64>,
     pub requests: u64,
     pub trace: PathBuf,
@@ -175,8 +181,15 @@ pub(super) fn run(
         dropped: Vec::new(),
         traces: [normal.trace.clone(), attack.trace.clone()],
     }];
-    let discovery = discover(ground, dir, opts.window, progress)?;
+    let discovery = discover(ground, dir, opts.window, false, progress)?;
+    let attack_discovery = discover(ground, dir, opts.window, true, progress)?;
     let tree = CallTree::of(&discovery.trace)?;
+    let held = CallTree::of(&attack_discovery.trace)?;
+    // Who calls whom: both windows' edges (the attack's connections take
+    // paths the normal load may not); rates and times: the normal load's.
+    let mut shape = tree.clone();
+    shape.add_edges(&held);
+    let held_now = |f: &str| held.open_at_end.get(f).copied().unwrap_or(0);
     let per_request =
         |f: &str| tree.calls.get(f).copied().unwrap_or(0) as f64 / discovery.requests.max(1) as f64;
     // The chain starts at the most affected function of level 0 that the
@@ -185,13 +198,14 @@ pub(super) fn run(
     significant.sort_by(|a, b| b.impact_ns_per_s.total_cmp(&a.impact_ns_per_s));
     let Some(start) = significant
         .iter()
-        .find(|r| !tree.callees(&r.function).is_empty())
+        .find(|r| !shape.callees(&r.function).is_empty())
         .or(significant.first())
     else {
         return Ok(Zoom {
             levels,
             chain: Vec::new(),
             discovery,
+            attack_discovery,
             stopped: "nothing in the spec's profile changed significantly under attack".into(),
         });
     };
@@ -202,10 +216,11 @@ pub(super) fn run(
     let mut tried: BTreeSet<String> = BTreeSet::new();
     for level in 1..=opts.levels {
         let tail = chain.last().expect("chain starts non-empty").clone();
-        let below: Vec<(String, usize)> = tree
-            .below(&tail, MAX_DEPTH)
+        // Near the tail, and at any depth what the attack held workers in.
+        let below: Vec<(String, usize)> = shape
+            .below(&tail, usize::MAX)
             .into_iter()
-            .filter(|(f, _)| !tried.contains(f))
+            .filter(|(f, d)| (*d <= MAX_DEPTH || held_now(f) > 0) && !tried.contains(f))
             .collect();
         if below.is_empty() {
             stopped = if tried.is_empty() {
@@ -215,8 +230,13 @@ pub(super) fn run(
             };
             break;
         }
-        let (set, dropped, estimate) =
-            within_budget(&below, budget, &per_request, &|f| tree.mean_ns(f));
+        let (set, dropped, estimate) = within_budget(
+            &below,
+            budget,
+            &per_request,
+            &|f| tree.mean_ns(f),
+            &held_now,
+        );
         if set.is_empty() {
             stopped = format!(
                 "what lies below `{tail}` costs more than the budget ({budget:.1} probed calls per request)"
@@ -240,7 +260,7 @@ pub(super) fn run(
         let requests: Vec<ProbeRequest> = set
             .iter()
             .filter_map(|f| {
-                let object = tree.objects.get(f)?;
+                let object = shape.objects.get(f)?;
                 Some(ProbeRequest {
                     target: object.to_string_lossy().into_owned(),
                     function: f.clone(),
@@ -286,7 +306,7 @@ pub(super) fn run(
         }
         let rows = diff(&results[0].trace, &results[1].trace)?;
         let before = chain.len();
-        extend(&mut chain, &rows, &tree);
+        extend(&mut chain, &rows, &shape);
         levels.push(Level {
             level,
             functions: set.clone(),
@@ -302,7 +322,7 @@ pub(super) fn run(
             let tail = chain.last().expect("non-empty chain");
             tried = set
                 .iter()
-                .filter(|f| tree.distance(tail, f).is_some())
+                .filter(|f| shape.distance(tail, f).is_some())
                 .cloned()
                 .collect();
         }
@@ -311,17 +331,22 @@ pub(super) fn run(
         levels,
         chain,
         discovery,
+        attack_discovery,
         stopped,
     };
     std::fs::write(dir.join("zoom.json"), serde_json::to_string_pretty(&zoom)?)?;
     Ok(zoom)
 }
 
-/// The discovery window: the wide set for `window` under the normal load.
+/// The discovery window: the wide set for `window`, under the normal load
+/// (`attack` false: who calls whom, how often per request, how long) or
+/// under the attack alone (where the attack's connections hold workers:
+/// the calls still running when the window closes).
 fn discover(
     ground: &Ground<'_>,
     dir: &Path,
     window: Duration,
+    attack: bool,
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> anyhow::Result<Discovery> {
     let t = &ground.target;
@@ -336,9 +361,15 @@ fn discover(
             resolved.len()
         )
     })?;
+    let under = if attack {
+        "the attack"
+    } else {
+        "the normal load"
+    };
     progress(&Progress::Discovery {
         functions: resolved.len(),
         window,
+        under,
     });
     let load = ground
         .normal
@@ -346,7 +377,27 @@ fn discover(
         .load
         .as_ref()
         .context("the zoom needs a normal phase with a load")?;
-    let trace = dir.join("discovery.flowdar");
+    // Under attack: the attack first, alone through its ramp, so that the
+    // window sees its connections arrive and get stuck.
+    let running = if attack {
+        let spec = ground
+            .attack
+            .0
+            .attack
+            .as_ref()
+            .context("the zoom needs an attack in the spec's last phase")?;
+        let ramp = spec.ramp.min(MAX_RAMP);
+        let a = start_attack(t, spec, ramp + window + Duration::from_secs(2))?;
+        std::thread::sleep(ramp);
+        Some(a)
+    } else {
+        None
+    };
+    let trace = dir.join(if attack {
+        "discovery-attack.flowdar"
+    } else {
+        "discovery.flowdar"
+    });
     let functions = resolved.len();
     let recording = Recording::start(RecordOptions {
         pid: t.pid,
@@ -357,22 +408,33 @@ fn discover(
         ..Default::default()
     })?;
     let attach = recording.attach_time();
-    let (client, client_error) = drive_client(t, load, window)?;
+    let client = if attack {
+        std::thread::sleep(window);
+        None
+    } else {
+        let (client, client_error) = drive_client(t, load, window)?;
+        Some(client.with_context(|| {
+            format!(
+                "no client figures for the discovery window: {}",
+                client_error.unwrap_or_default()
+            )
+        })?)
+    };
     let summary = recording.stop("discovery window over")?;
-    let client = client.with_context(|| {
-        format!(
-            "no client figures for the discovery window: {}",
-            client_error.unwrap_or_default()
-        )
-    })?;
+    if let Some(mut a) = running {
+        a.stop();
+        // Let the server release the attack's connections before what follows.
+        std::thread::sleep(Duration::from_secs(2));
+    }
     let d = Discovery {
+        under: under.into(),
         functions,
         window_s: window.as_secs_f64(),
         attach_s: attach.as_secs_f64(),
         detach_s: summary.detach_time.as_secs_f64(),
         degraded_s: (attach + window + summary.detach_time).as_secs_f64(),
-        requests_per_s: Some(client.requests_per_s),
-        requests: client.requests,
+        requests_per_s: client.as_ref().map(|c| c.requests_per_s),
+        requests: client.as_ref().map_or(0, |c| c.requests),
         trace,
     };
     progress(&Progress::DiscoveryDone(&d));
@@ -380,24 +442,31 @@ fn discover(
 }
 
 /// The functions below a tail that fit the budget (the tail itself was
-/// measured by the level that found it): nearest first
-/// (callers before their callees), and within a depth the longest calls
-/// first; one that does not fit is skipped for the cheaper ones after it.
+/// measured by the level that found it). First those the attack held
+/// workers in (nearest first), then the others nearest first, the longest
+/// calls first within a depth; one that does not fit is skipped for the
+/// cheaper ones after it.
 fn within_budget(
     below: &[(String, usize)],
     budget: f64,
     per_request: &dyn Fn(&str) -> f64,
     mean_ns: &dyn Fn(&str) -> u64,
+    held: &dyn Fn(&str) -> u64,
 ) -> (Vec<String>, Vec<Dropped>, f64) {
     let mut set = Vec::new();
     let mut spent = 0.0;
     let mut dropped = Vec::new();
-    let mut ranked: Vec<(&str, usize, f64, u64)> = below
+    let mut ranked: Vec<(&str, bool, usize, f64, u64)> = below
         .iter()
-        .map(|(f, d)| (f.as_str(), *d, per_request(f), mean_ns(f)))
+        .map(|(f, d)| (f.as_str(), held(f) == 0, *d, per_request(f), mean_ns(f)))
         .collect();
-    ranked.sort_by(|a, b| a.1.cmp(&b.1).then(b.3.cmp(&a.3)).then(a.0.cmp(b.0)));
-    for (f, _, calls, mean) in ranked {
+    ranked.sort_by(|a, b| {
+        (a.1, a.2)
+            .cmp(&(b.1, b.2))
+            .then(b.4.cmp(&a.4))
+            .then(a.0.cmp(b.0))
+    });
+    for (f, _, _, calls, mean) in ranked {
         if spent + calls <= budget {
             spent += calls;
             set.push(f.to_string());
@@ -504,7 +573,7 @@ mod tests {
             "apr_socket_recv" => 1_500,
             _ => 0,
         };
-        let (set, dropped, spent) = within_budget(&below, 5.0, &calls, &mean);
+        let (set, dropped, spent) = within_budget(&below, 5.0, &calls, &mean, &|_| 0);
         // Depth 1 first (the long call before the short one), then what
         // still fits deeper down: the 2.5 calls of ap_rgetline_core do not.
         assert_eq!(
@@ -518,6 +587,18 @@ mod tests {
         let names: Vec<&str> = dropped.iter().map(|d| d.function.as_str()).collect();
         assert_eq!(names, ["ap_rgetline_core"]);
         assert_eq!(spent, 5.0);
+        // Where the attack held workers goes first, however deep.
+        let held = |f: &str| u64::from(f == "apr_socket_recv" || f == "ap_rgetline_core") * 150;
+        let (set, _, spent) = within_budget(&below, 5.0, &calls, &mean, &held);
+        assert_eq!(
+            set,
+            [
+                "ap_rgetline_core",
+                "apr_socket_recv",
+                "ap_get_mime_headers_core"
+            ]
+        );
+        assert_eq!(spent, 4.5);
     }
 
     #[test]

@@ -80,13 +80,15 @@ pub fn measure(out_dir: &Path) -> String {
         ratios.extend(v["phases"][0]["throughput_vs_untraced"].as_f64());
     }
     let d = &zoom["discovery"];
+    let a = &zoom["attack_discovery"];
     let degraded = d["degraded_s"].as_f64().unwrap();
+    let degraded_attack = a["degraded_s"].as_f64().unwrap();
     let reached = chain.iter().any(|f| f == LEAF);
     let all_significant = chain.iter().skip(1).all(|f| significant(f));
     let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let _ = writeln!(
         md,
-        "\nDiscovery window: {} functions, {degraded:.2} s of degraded service (attach {:.2} s, window {:.1} s, detach {:.2} s) at {:.0} requests/s.\n\nThe chain reaches `{LEAF}`, every link significant (target): {}; lowest traced/untraced throughput of a measured normal phase: {lowest:.2}x (target >= {MIN_RATIO}: {}); discovery {degraded:.2} s (target <= {MAX_DISCOVERY_S} s: {}); whole run {wall:.0} s (target <= {MAX_RUN_S:.0} s: {}).\n",
+        "\nDiscovery windows ({} functions): under the normal load {degraded:.2} s of degraded service (attach {:.2} s, window {:.1} s, detach {:.2} s) at {:.0} requests/s; under the attack {degraded_attack:.2} s.\n\nThe chain reaches `{LEAF}`, every link significant (target): {}; lowest traced/untraced throughput of a measured normal phase: {lowest:.2}x (target >= {MIN_RATIO}: {}); each discovery window <= {MAX_DISCOVERY_S} s of degraded service (target): {}; whole run {wall:.0} s (target <= {MAX_RUN_S:.0} s: {}).\n",
         d["functions"],
         d["attach_s"].as_f64().unwrap_or(0.0),
         d["window_s"].as_f64().unwrap_or(0.0),
@@ -94,7 +96,7 @@ pub fn measure(out_dir: &Path) -> String {
         d["requests_per_s"].as_f64().unwrap_or(0.0),
         verdict(reached && all_significant),
         verdict(lowest >= MIN_RATIO),
-        verdict(degraded <= MAX_DISCOVERY_S),
+        verdict(degraded.max(degraded_attack) <= MAX_DISCOVERY_S),
         verdict(wall <= MAX_RUN_S),
     );
     md
