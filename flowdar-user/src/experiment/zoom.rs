@@ -55,8 +55,6 @@ pub const PRIOR_COST_PER_CALL: f64 = 0.05;
 const CALIBRATION_CALLS: f64 = 3.0;
 /// The wide set of the discovery windows.
 pub const DISCOVERY_PROFILE: &str = "apache:full";
-/// The attack's head start before its discovery window opens, at most.
-const MAX_RAMP: Duration = Duration::from_secs(5);
 
 /// What `--zoom` asks for.
 #[derive(Debug, Clone, Copy)]
@@ -377,19 +375,9 @@ fn discover(
         .load
         .as_ref()
         .context("the zoom needs a normal phase with a load")?;
-    // Under attack: the attack first, alone through its ramp, so that the
-    // window sees its connections arrive and get stuck.
-    let running = if attack {
-        let spec = ground
-            .attack
-            .0
-            .attack
-            .as_ref()
-            .context("the zoom needs an attack in the spec's last phase")?;
-        let ramp = spec.ramp.min(MAX_RAMP);
-        let a = start_attack(t, spec, ramp + window + Duration::from_secs(2))?;
-        std::thread::sleep(ramp);
-        Some(a)
+    let attack_spec = if attack {
+        let spec = ground.attack.0.attack.as_ref();
+        Some(spec.context("the zoom needs an attack in the spec's last phase")?)
     } else {
         None
     };
@@ -408,7 +396,12 @@ fn discover(
         ..Default::default()
     })?;
     let attach = recording.attach_time();
-    let client = if attack {
+    // Under attack, the attack starts once the probes are in place: the
+    // window sees its connections take the workers, from the first call
+    // of each to where it is stuck when the window closes.
+    let mut running = None;
+    let client = if let Some(spec) = attack_spec {
+        running = Some(start_attack(t, spec, window + Duration::from_secs(2))?);
         std::thread::sleep(window);
         None
     } else {
