@@ -178,8 +178,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     }
     if let Some(z) = &outcome.zoom {
         println!(
-            "\nZoom ({} levels; stopped: {}):\n  {}\n  discovery window: {:.2} s of degraded service; per level, normal-phase throughput vs untraced: {}",
+            "\nZoom ({} level{}; stopped: {}):\n  {}\n  discovery windows: {:.2} s of degraded service under the normal load, {:.2} s under the attack; per level, normal-phase throughput vs untraced: {}",
             z.levels.len() - 1,
+            if z.levels.len() == 2 { "" } else { "s" },
             z.stopped,
             if z.chain.is_empty() {
                 "no chain".to_string()
@@ -187,6 +188,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
                 z.chain.join(" -> ")
             },
             z.discovery.degraded_s,
+            z.attack_discovery.degraded_s,
             z.levels
                 .iter()
                 .map(|l| l.throughput_ratio.map_or("-".into(), |r| format!("{r:.2}x")))

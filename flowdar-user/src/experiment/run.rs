@@ -246,6 +246,17 @@ pub fn run(
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> anyhow::Result<Outcome> {
     capture::check_privileges(("experiment", spec.server.pid, opts.plan.mode))?;
+    if opts.zoom.is_some() {
+        // Refused now rather than after the phases: the discovery windows
+        // attach thousands of functions.
+        let mechanism = capture::kernel_features().mechanism(opts.plan.mode)?;
+        if mechanism == capture::Mechanism::PerfEvent && !opts.plan.slow_detach_ok {
+            anyhow::bail!(
+                "--zoom needs uprobe_multi links (Linux 6.6+, and not --attach-mode perf): its discovery windows attach {} (~1400 functions), which perf-event uprobes take minutes to detach",
+                super::zoom::DISCOVERY_PROFILE
+            );
+        }
+    }
     let url = check_spec(spec)?;
     if let Some((addr, _)) = &url {
         Targets {

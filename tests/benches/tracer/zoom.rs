@@ -50,7 +50,9 @@ pub fn measure(out_dir: &Path) -> String {
     let significant = |f: &str| {
         levels.iter().any(|l| {
             l["rows"].as_array().unwrap().iter().any(|r| {
-                r["function"] == f && r["significant"] == true && r["ratio"].as_f64().unwrap() > 1.0
+                r["function"] == f
+                    && r["significant"] == true
+                    && r["ratio"].as_f64().is_none_or(|x| x > 1.0)
             })
         })
     };
