@@ -58,7 +58,7 @@ fn missing_function_and_library_are_named_with_candidates() {
     ]);
     assert_one_line_error(&o, "maps no file named `libssl`; it maps: ");
     assert!(!out.exists(), "no trace file for a failed start");
-    assert!(leftover_programs().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 #[test]
@@ -119,7 +119,7 @@ fn existing_output_is_kept_without_force() {
     );
     assert_one_line_error(&o, "already exists (pass --force to overwrite it)");
     assert_eq!(std::fs::read(&out).unwrap(), b"an earlier trace");
-    assert!(leftover_programs().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn a_pid_that_is_not_the_profiles_server_is_refused() {
         ),
     );
     assert!(!out.exists());
-    assert!(leftover_programs().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 #[test]
@@ -162,8 +162,7 @@ fn unwritable_output_is_refused_and_nothing_is_left_attached() {
         ],
     );
     assert_one_line_error(&o, "/proc/flowdar-cannot-write-here/t.flowdar");
-    assert!(leftover_programs().is_empty());
-    assert!(leftover_links().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 /// A failure after the probes are in place (the trace cannot be written:

@@ -85,7 +85,7 @@ fn busy(mode: Option<&str>, stop: Stop) {
     let (_, bt_out, bt_err) = witness.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
     assert!(requests > 1000, "the server was busy: {requests} requests");
-    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert_eq!(left_behind(), Vec::<String>::new());
     let want = match mode {
         Some("perf") => "perf".to_string(),
         Some(_) => "uprobe_multi".to_string(),

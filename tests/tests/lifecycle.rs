@@ -27,7 +27,7 @@ fn duration_stops_and_finalises() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("stopped: duration reached"));
     let t = Trace::read(&trace);
     assert!(t.footer.is_some());
-    assert!(leftover_programs().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn target_exit_stops_the_recording() {
     assert!(out.contains("stopped: target exited"), "{out}");
     let t = Trace::read(&trace);
     assert_eq!(t.count("ap_invoke_handler", Entry), 5);
-    assert!(leftover_programs().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 #[test]
@@ -85,8 +85,7 @@ fn sigkill_leaves_no_probe_and_a_readable_trace() {
     {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
-    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert_eq!(left_behind(), Vec::<String>::new());
     assert!(pinned_objects().is_empty(), "{:?}", pinned_objects());
     let t = Trace::read(&trace);
     assert!(t.footer.is_none());
@@ -125,7 +124,7 @@ fn sighup_stops_cleanly_like_sigint_and_sigterm() {
     let t = Trace::read(&trace);
     assert!(t.footer.is_some(), "finalised");
     assert_eq!(t.count("ap_invoke_handler", Entry), 3);
-    assert!(leftover_programs().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 /// A throwaway Apache dies with whoever started it, even a SIGKILLed one
@@ -165,5 +164,5 @@ fn a_killed_demo_leaves_no_apache_behind() {
     while !leftover_programs().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }

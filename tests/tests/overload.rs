@@ -118,8 +118,7 @@ fn full_profile_under_max_load_counts_every_loss_and_stays_in_bounds() {
         peak >> 20,
         bound >> 20
     );
-    assert!(leftover_programs().is_empty());
-    assert!(leftover_links().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 
     // Per probe, what an independent tracer saw happen while every probe
     // was in place is kept or counted lost: bpftrace, attached before and

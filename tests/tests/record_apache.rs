@@ -47,12 +47,7 @@ fn exact_counts_on_fresh_connections_match_bpftrace() {
         out.contains("stopped: SIGINT"),
         "summary names the stop reason:\n{out}"
     );
-    assert!(
-        leftover_programs().is_empty(),
-        "probes left attached: {:?}",
-        leftover_programs()
-    );
-    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert_eq!(left_behind(), Vec::<String>::new(), "probes left attached");
     assert!(
         leftover_tracefs_uprobes().is_empty(),
         "{:?}",
@@ -217,8 +212,7 @@ fn full_profile_attaches_through_uprobe_multi_links() {
         "{out}"
     );
     assert!(out.contains(", 0 lost,"), "{out}");
-    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
-    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+    assert_eq!(left_behind(), Vec::<String>::new());
     let t = Trace::read(&trace);
     // 20 requests + 20 closes (NULL) read; each request handled once.
     assert_eq!(t.count("ap_read_request", Entry), 40);
@@ -250,8 +244,7 @@ fn perf_event_attach_mode_records_the_same_counts() {
     std::thread::sleep(Duration::from_millis(500));
     let (code, out, err) = rec.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
-    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
-    assert!(leftover_programs().is_empty(), "{:?}", leftover_programs());
+    assert_eq!(left_behind(), Vec::<String>::new());
     let t = Trace::read(&trace);
     assert_eq!(t.count("ap_read_request", Entry), 40);
     assert_eq!(t.count("ap_read_request", Exit), 40);

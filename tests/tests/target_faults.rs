@@ -105,7 +105,7 @@ fn follow_records_the_server_restarted_after_a_crash() {
         .filter(|e| e.kind == Exit as u32 && new_tree.contains(&e.tgid))
         .count();
     assert_eq!(after, REQUESTS, "the restarted server's requests");
-    assert!(leftover_programs().is_empty());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 #[test]

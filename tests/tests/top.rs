@@ -142,7 +142,7 @@ fn json_intervals_raise_the_alert_and_add_up_to_the_trace() {
         let value = l.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "not a sample line: {l}");
     }
-    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
 
 fn tmux(args: &[&str]) -> String {
@@ -223,5 +223,5 @@ fn the_terminal_view_survives_resizes_and_the_target_exiting() {
     );
     assert!(err.contains("target exited"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(leftover_links().is_empty(), "{:?}", leftover_links());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
