@@ -56,10 +56,15 @@ fn module_of(path: &Path) -> String {
 /// Every top-level module named after `crate::`, including inside
 /// `crate::{a::x, b}` groups.
 fn crate_uses(text: &str) -> BTreeSet<String> {
+    uses_after(text, "crate::")
+}
+
+/// The first path segments named after `prefix` (`prefix{a::x, b}` too).
+fn uses_after(text: &str, prefix: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = text;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
+    while let Some(i) = rest.find(prefix) {
+        rest = &rest[i + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             // The first segment of each item at brace depth 0.
             let mut depth = 0;
@@ -164,4 +169,71 @@ fn the_use_scanner_sees_groups() {
         .map(String::from)
         .into();
     assert_eq!(uses, want);
+}
+
+/// The sibling modules a file of module `parent` names (`super::x`,
+/// `crate::parent::x`, `super::{x::a, y}`).
+fn sibling_uses(text: &str, parent: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = uses_after(text, "super::");
+    out.extend(uses_after(text, &format!("crate::{parent}::")));
+    out.retain(|m| siblings.contains(m));
+    out
+}
+
+/// No two submodules of a module use each other, directly or through
+/// others (`mod.rs`, the parent, may be used by all of them).
+#[test]
+fn no_cycle_among_submodules() {
+    let mut cycles = Vec::new();
+    for entry in std::fs::read_dir(src()).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let parent = dir.file_name().unwrap().to_string_lossy().to_string();
+        // Each submodule: a file `x.rs` or a directory `x/` (all its files).
+        let mut texts: std::collections::BTreeMap<String, String> = Default::default();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_stem().unwrap().to_string_lossy().to_string();
+            if name == "mod" {
+                continue;
+            }
+            let mut files = Vec::new();
+            if p.is_dir() {
+                rust_files(&p, &mut files);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p.clone());
+            }
+            let text: String = files
+                .iter()
+                .map(|f| std::fs::read_to_string(f).unwrap())
+                .collect();
+            texts.insert(name, text);
+        }
+        let siblings: BTreeSet<String> = texts.keys().cloned().collect();
+        let uses: std::collections::BTreeMap<&String, BTreeSet<String>> = texts
+            .iter()
+            .map(|(n, t)| {
+                let mut u = sibling_uses(t, &parent, &siblings);
+                u.remove(n);
+                (n, u)
+            })
+            .collect();
+        // A cycle: a module reachable from itself.
+        for start in uses.keys() {
+            let mut seen = BTreeSet::new();
+            let mut stack: Vec<&String> = uses[start].iter().collect();
+            while let Some(m) = stack.pop() {
+                if m == *start {
+                    cycles.push(format!("{parent}::{start}"));
+                    break;
+                }
+                if seen.insert(m.clone()) {
+                    stack.extend(uses.get(m).into_iter().flatten());
+                }
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "modules in a cycle: {cycles:?}");
 }

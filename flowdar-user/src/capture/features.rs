@@ -21,7 +21,21 @@ use aya::{
 };
 use aya_obj::generated::bpf_func_id::BPF_FUNC_get_attach_cookie;
 
-use super::{attach as multi, loader::AttachMode, tracefs};
+use super::{attach as multi, tracefs};
+
+/// How uprobes are to be attached (what the user asks for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// uprobe_multi links where the kernel creates them (6.6+, detected at
+    /// start), else perf events.
+    #[default]
+    Auto,
+    /// One uprobe_multi link per program and file (fast detach).
+    Multi,
+    /// One perf-event uprobe per probe and program (any kernel with uprobes;
+    /// each detach waits a grace period).
+    Perf,
+}
 
 /// The attach mechanism a run really used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

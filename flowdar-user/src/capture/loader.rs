@@ -11,7 +11,7 @@ use flowdar_common::MAX_PROBES;
 
 use super::{
     attach::{self, program, Closing, Links},
-    features::Mechanism,
+    features::{AttachMode, Mechanism},
     proctree, tracefs, CaptureError,
 };
 use crate::probes::ResolvedProbe;
@@ -29,20 +29,6 @@ const NOP_EXIT: &str = "flowdar_nop_out";
 const FORK: &str = "flowdar_fork";
 const TASK_EXIT: &str = "flowdar_exit_task";
 pub const PROGRAM_PREFIX: &str = "flowdar_";
-
-/// How uprobes are to be attached (what the user asks for).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AttachMode {
-    /// uprobe_multi links where the kernel creates them (6.6+, detected at
-    /// start), else perf events.
-    #[default]
-    Auto,
-    /// One uprobe_multi link per program and file (fast detach).
-    Multi,
-    /// One perf-event uprobe per probe and program (any kernel with uprobes;
-    /// each detach waits a grace period).
-    Perf,
-}
 
 /// What the attach uses: which programs and how.
 #[derive(Debug, Clone, Copy, Default)]
@@ -231,8 +217,11 @@ pub fn attach(
     };
     // The mechanism was chosen by probing the kernel (features.rs): a
     // failure here is about the functions, not about the kernel.
-    let (attachment, result) =
-        attach::strategy(mechanism, EBPF_OBJECT).attach(&mut ebpf, probes, programs);
+    let strategy = match mechanism {
+        Mechanism::PerfEvent => attach::perf(),
+        Mechanism::UprobeMulti => attach::multi(EBPF_OBJECT),
+    };
+    let (attachment, result) = strategy.attach(&mut ebpf, probes, programs);
     let mut attached = Attached {
         ebpf,
         mechanism,

@@ -21,11 +21,11 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flowdar_common::Event;
 
 pub use drain::{DrainCounts, BATCH_EVENTS};
-pub use features::{detect as kernel_features, FeatureError, KernelFeatures, Mechanism};
-pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
-pub use loader::{
-    AttachMode, AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PROGRAM_PREFIX,
+pub use features::{
+    detect as kernel_features, AttachMode, FeatureError, KernelFeatures, Mechanism,
 };
+pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
+pub use loader::{AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PROGRAM_PREFIX};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
     comm, descendants, find_restarted, is_alive, ns_pid, Restarted, ServerIdentity, TreeChange,

@@ -26,7 +26,7 @@
 //! change nothing is never demanded.
 use std::{io::ErrorKind, path::Path};
 
-use super::{attach as multi, features, loader::AttachMode};
+use super::{attach as multi, features, features::AttachMode};
 
 const CAP_DAC_OVERRIDE: u32 = 1;
 const CAP_DAC_READ_SEARCH: u32 = 2;

@@ -30,7 +30,9 @@ use crate::{
 /// With --zoom, DIR/VARIANT/zoom/zoom.json: {"levels": [{"level",
 /// "functions", "throughput_ratio", "rows": [{"function", "ratio",
 /// "significant", ...}], "dropped", ...}], "chain": [outermost, ...,
-/// deepest significant], "discovery": {...}, "stopped"}.
+/// deepest significant], "discovery": {...}, "attack_discovery": {...},
+/// "stopped"}; a ratio of null is infinite (never called in the normal
+/// phase).
 #[derive(Debug, Args)]
 #[command(after_help = "Experiment spec (TOML):\n\
 ```\n\
@@ -87,13 +89,15 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "CIDR")]
     pub allow_target: Vec<ipnet::IpNet>,
     /// Zoom in below the most affected function of the first variant, up
-    /// to LEVELS levels (default 6): a one-second discovery window with
-    /// apache:full under the normal load finds who calls whom; each level
-    /// then probes the chain's tail and what lies below it, within
-    /// --budget, reruns the first and last phases and keeps the callees
-    /// that changed significantly. Needs uprobe_multi links (Linux 6.6+).
-    #[arg(long, value_name = "LEVELS", num_args = 0..=1, default_missing_value = "6")]
-    pub zoom: Option<usize>,
+    /// to LEVELS levels (--zoom=LEVELS; default 6): two one-second
+    /// discovery windows with apache:full, under the normal load (who calls
+    /// whom) and under the attack (where it holds workers); each level then
+    /// probes what lies below the chain's tail within --budget, reruns the
+    /// first and last phases and extends the chain with the callees that
+    /// got significantly slower. Needs uprobe_multi links (Linux 6.6+).
+    #[arg(long, value_name = "LEVELS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "6", value_parser = clap::value_parser!(u16).range(1..))]
+    pub zoom: Option<u16>,
     /// The observer cost each zoom level may have: at most PCT percent less
     /// throughput than untraced (estimated from hits per request).
     #[arg(long, value_name = "PCT", default_value_t = 20.0, requires = "zoom", value_parser = parse_budget)]
@@ -140,7 +144,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             plan: args.attach.plan(false),
             allow_targets: args.allow_target,
             zoom: args.zoom.map(|levels| experiment::ZoomOptions {
-                levels,
+                levels: levels.into(),
                 budget_pct: args.budget,
                 ..Default::default()
             }),
@@ -176,9 +180,12 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(e) = &outcome.zoom_error {
+        println!("\nZoom failed (the phases above are complete): {e}");
+    }
     if let Some(z) = &outcome.zoom {
         println!(
-            "\nZoom ({} level{}; stopped: {}):\n  {}\n  discovery windows: {:.2} s of degraded service under the normal load, {:.2} s under the attack; per level, normal-phase throughput vs untraced: {}",
+            "\nZoom ({} level{}; stopped: {}):\n  {}\n  discovery windows: {}; per level, normal-phase throughput vs untraced: {}",
             z.levels.len() - 1,
             if z.levels.len() == 2 { "" } else { "s" },
             z.stopped,
@@ -187,8 +194,12 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             } else {
                 z.chain.join(" -> ")
             },
-            z.discovery.degraded_s,
-            z.attack_discovery.degraded_s,
+            [&z.discovery, &z.attack_discovery]
+                .into_iter()
+                .flatten()
+                .map(|d| format!("{:.2} s of degraded service under {}", d.degraded_s, d.under))
+                .collect::<Vec<_>>()
+                .join(", "),
             z.levels
                 .iter()
                 .map(|l| l.throughput_ratio.map_or("-".into(), |r| format!("{r:.2}x")))

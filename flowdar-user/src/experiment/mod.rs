@@ -4,15 +4,22 @@
 //! trace, then the attack phase diffed against the first and reported.
 mod held;
 mod markdown;
+mod phase;
+mod progress;
 mod report;
+mod results;
 mod run;
 mod setup;
 mod spec;
 mod zoom;
 
+pub use progress::Progress;
 pub use report::{write as write_report, Report};
-pub use run::{run, Hosts, Outcome, PhaseResult, Progress, RunOptions, Untraced, VariantResult};
+pub use results::{
+    Discovery, Dropped, Hosts, Level, Outcome, PhaseResult, Row, Untraced, VariantResult, Zoom,
+};
+pub use run::{run, RunOptions};
 pub use spec::{
     AttackSpec, LabSpec, Load, Phase, ServerSpec, Spec, Variant, DEFAULT_SPEC, SPEC_VERSION,
 };
-pub use zoom::{Zoom, ZoomOptions};
+pub use zoom::ZoomOptions;

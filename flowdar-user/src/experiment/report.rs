@@ -310,7 +310,7 @@ fn zoom_section(md: &mut String, z: &super::Zoom, variant: &str) {
             );
         }
     }
-    for d in [&z.discovery, &z.attack_discovery] {
+    for d in [&z.discovery, &z.attack_discovery].into_iter().flatten() {
         let _ = writeln!(
             md,
             "\nDiscovery window under {}: {} functions for {:.1} s, {:.2} s of degraded service in all (attach {:.2} s, detach {:.2} s){}.",
@@ -539,6 +539,9 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> anyhow::Result<Repor
     }
     if let Some(z) = &outcome.zoom {
         zoom_section(&mut md, z, &first.name);
+    }
+    if let Some(e) = &outcome.zoom_error {
+        let _ = writeln!(md, "\n## Zoom\n\nThe zoom failed after the phases: {e}");
     }
     let (base, test) = (&first.phases[0], first.phases.last().context("no phases")?);
     let (normal, attacked) = pick_sessions(&base.trace, &test.trace)?;

@@ -25,17 +25,14 @@
 //! cheaper ones deeper down (the nearest probed caller stands in for it in
 //! the tree), and every drop is reported. When nothing probed below a tail
 //! changed, the next level probes the tail's functions not tried yet.
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use anyhow::Context as _;
-use serde::Serialize;
 
 use super::{
-    run::{drive_client, run_phase, start_attack, PhaseResult, Progress, Target},
+    phase::{drive_client, run_phase, start_attack, Target},
+    progress::Progress,
+    results::{Discovery, Dropped, Level, PhaseResult, Row, Zoom},
     spec::Phase,
 };
 use crate::{
@@ -81,71 +78,6 @@ impl Default for ZoomOptions {
     }
 }
 
-/// `zoom.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Zoom {
-    pub levels: Vec<Level>,
-    /// Outermost first; every link significant in the level that probed it.
-    pub chain: Vec<String>,
-    pub discovery: Discovery,
-    pub attack_discovery: Discovery,
-    /// Why the zoom stopped.
-    pub stopped: String,
-}
-
-/// One level's set and what its diff said.
-#[derive(Debug, Clone, Serialize)]
-pub struct Level {
-    pub level: usize,
-    pub functions: Vec<String>,
-    /// Traced normal-phase throughput over the untraced run's.
-    pub throughput_ratio: Option<f64>,
-    /// The set's estimated probed calls per request, and the budget's.
-    pub estimated_calls_per_request: f64,
-    pub budget_calls_per_request: f64,
-    pub rows: Vec<Row>,
-    /// Left out for the budget, hottest first.
-    pub dropped: Vec<Dropped>,
-    pub traces: [PathBuf; 2],
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub function: String,
-    pub ratio: f64,
-    pub significant: bool,
-    pub base_mean_ns: u64,
-    pub test_mean_ns: u64,
-    pub in_flight: u64,
-    pub p_value: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Dropped {
-    pub function: String,
-    pub calls_per_request: f64,
-    /// Its mean duration in the discovery window (the value it was ranked by).
-    pub mean_ns: u64,
-}
-
-/// A discovery window and what it cost.
-#[derive(Debug, Clone, Serialize)]
-pub struct Discovery {
-    /// `the normal load` or `the attack`.
-    pub under: String,
-    pub functions: usize,
-    pub window_s: f64,
-    pub attach_s: f64,
-    pub detach_s: f64,
-    /// Attach + window + detach: the time the server ran probed this widely.
-    pub degraded_s: f64,
-    /// The legitimate client's throughput during the window (none runs
-    /// during the attack's window).
-    pub requests_per_s: Option<f64>,
-    pub requests: u64,
-    pub trace: PathBuf,
-}
-
 /// Where the zoom runs: the variant's server, its first (normal) and last
 /// (attack) phases and their level-0 results.
 pub(super) struct Ground<'a> {
@@ -179,6 +111,26 @@ pub(super) fn run(
         dropped: Vec::new(),
         traces: [normal.trace.clone(), attack.trace.clone()],
     }];
+    // The chain starts at the most affected function of level 0 that got
+    // slower (preferring one the discovery sees calling something).
+    let mut significant: Vec<&DiffRow> = rows0
+        .iter()
+        .filter(|r| r.significant && r.ratio > 1.0)
+        .collect();
+    significant.sort_by(|a, b| b.impact_ns_per_s.total_cmp(&a.impact_ns_per_s));
+    if significant.is_empty() {
+        return finish(
+            dir,
+            Zoom {
+                levels,
+                chain: Vec::new(),
+                discovery: None,
+                attack_discovery: None,
+                stopped: "nothing in the spec's profile got significantly slower under attack"
+                    .into(),
+            },
+        );
+    }
     let discovery = discover(ground, dir, opts.window, false, progress)?;
     let attack_discovery = discover(ground, dir, opts.window, true, progress)?;
     let tree = CallTree::of(&discovery.trace)?;
@@ -190,23 +142,10 @@ pub(super) fn run(
     let held_now = |f: &str| held.open_at_end.get(f).copied().unwrap_or(0);
     let per_request =
         |f: &str| tree.calls.get(f).copied().unwrap_or(0) as f64 / discovery.requests.max(1) as f64;
-    // The chain starts at the most affected function of level 0 that the
-    // discovery saw calling something.
-    let mut significant: Vec<&DiffRow> = rows0.iter().filter(|r| r.significant).collect();
-    significant.sort_by(|a, b| b.impact_ns_per_s.total_cmp(&a.impact_ns_per_s));
-    let Some(start) = significant
+    let start = significant
         .iter()
         .find(|r| !shape.callees(&r.function).is_empty())
-        .or(significant.first())
-    else {
-        return Ok(Zoom {
-            levels,
-            chain: Vec::new(),
-            discovery,
-            attack_discovery,
-            stopped: "nothing in the spec's profile changed significantly under attack".into(),
-        });
-    };
+        .unwrap_or(&significant[0]);
     let mut chain = vec![start.function.clone()];
     let mut stopped = format!("{} levels done", opts.levels);
     // Functions below the current tail already probed (or over the budget
@@ -224,7 +163,9 @@ pub(super) fn run(
             stopped = if tried.is_empty() {
                 format!("`{tail}` called no probed function in the discovery window (a leaf)")
             } else {
-                format!("nothing below `{tail}` changed significantly under attack")
+                format!(
+                    "nothing below `{tail}` (up to {MAX_DEPTH} calls down, or where the attack held workers) got significantly slower under attack"
+                )
             };
             break;
         }
@@ -282,7 +223,7 @@ pub(super) fn run(
             ..ground.target
         };
         let ldir = dir.join(format!("level-{level}"));
-        std::fs::create_dir_all(&ldir)?;
+        std::fs::create_dir_all(&ldir).with_context(|| format!("creating {}", ldir.display()))?;
         let label = format!("zoom {level}");
         let mut results = Vec::new();
         for ((phase, _), duration) in [
@@ -316,23 +257,28 @@ pub(super) fn run(
             traces: [results[0].trace.clone(), results[1].trace.clone()],
         });
         if chain.len() > before {
-            // A new tail: what this level probed below it needs no rerun.
+            // A new tail: what was probed below it already needs no rerun.
             let tail = chain.last().expect("non-empty chain");
-            tried = set
-                .iter()
-                .filter(|f| shape.distance(tail, f).is_some())
-                .cloned()
-                .collect();
+            tried.retain(|f| shape.distance(tail, f).is_some());
         }
     }
-    let zoom = Zoom {
-        levels,
-        chain,
-        discovery,
-        attack_discovery,
-        stopped,
-    };
-    std::fs::write(dir.join("zoom.json"), serde_json::to_string_pretty(&zoom)?)?;
+    finish(
+        dir,
+        Zoom {
+            levels,
+            chain,
+            discovery: Some(discovery),
+            attack_discovery: Some(attack_discovery),
+            stopped,
+        },
+    )
+}
+
+/// Writes `DIR/zoom.json`.
+fn finish(dir: &Path, zoom: Zoom) -> anyhow::Result<Zoom> {
+    let path = dir.join("zoom.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&zoom)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(zoom)
 }
 
@@ -365,6 +311,7 @@ fn discover(
         "the normal load"
     };
     progress(&Progress::Discovery {
+        profile: DISCOVERY_PROFILE,
         functions: resolved.len(),
         window,
         under,
@@ -401,19 +348,25 @@ fn discover(
     // of each to where it is stuck when the window closes.
     let mut running = None;
     let client = if let Some(spec) = attack_spec {
-        running = Some(start_attack(t, spec, window + Duration::from_secs(2))?);
-        std::thread::sleep(window);
-        None
+        start_attack(t, spec, window + Duration::from_secs(2)).map(|a| {
+            running = Some(a);
+            std::thread::sleep(window);
+            None
+        })
     } else {
-        let (client, client_error) = drive_client(t, load, window)?;
-        Some(client.with_context(|| {
-            format!(
-                "no client figures for the discovery window: {}",
-                client_error.unwrap_or_default()
-            )
-        })?)
+        drive_client(t, load, window).and_then(|(client, client_error)| {
+            client.map(Some).with_context(|| {
+                format!(
+                    "no client figures for the discovery window: {}",
+                    client_error.unwrap_or_default()
+                )
+            })
+        })
     };
-    let summary = recording.stop("discovery window over")?;
+    // Stopped whatever happened: detached in order, the trace finished.
+    let summary = recording.stop("discovery window over");
+    let client = client?;
+    let summary = summary?;
     if let Some(mut a) = running {
         a.stop();
         // Let the server release the attack's connections before what follows.
@@ -526,20 +479,6 @@ fn normal_functions(rows: &[DiffRow]) -> Vec<String> {
     rows.iter().map(|r| r.function.clone()).collect()
 }
 
-impl From<&DiffRow> for Row {
-    fn from(r: &DiffRow) -> Self {
-        Self {
-            function: r.function.clone(),
-            ratio: r.ratio,
-            significant: r.significant,
-            base_mean_ns: r.base_mean_ns,
-            test_mean_ns: r.test_mean_ns,
-            in_flight: r.in_flight,
-            p_value: r.p_value,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,7 +544,7 @@ mod tests {
     fn cost_per_call_of(h0: f64, ratio: f64) -> f64 {
         let p = PhaseResult {
             name: "normal".into(),
-            trace: PathBuf::new(),
+            trace: std::path::PathBuf::new(),
             duration_s: 1.0,
             client: Some(crate::server::ClientReport {
                 requests: 1000,

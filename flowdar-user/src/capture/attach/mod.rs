@@ -22,7 +22,7 @@ use aya::{programs::uprobe::UProbeLinkId, Ebpf};
 
 pub use multi::{probe_support, MultiError};
 
-use super::{features::Mechanism, CaptureError};
+use super::CaptureError;
 use crate::probes::ResolvedProbe;
 
 /// The entry side or the return side of a probed function.
@@ -115,16 +115,15 @@ pub(in crate::capture) trait Strategy {
     ) -> (Attachment, Result<(), CaptureError>);
 }
 
-/// The strategy of `mechanism`; `object` is the eBPF object file, which the
-/// uprobe_multi shim loads its programs from itself.
-pub(in crate::capture) fn strategy(
-    mechanism: Mechanism,
-    object: &'static [u8],
-) -> Box<dyn Strategy> {
-    match mechanism {
-        Mechanism::PerfEvent => Box::new(perf::Perf),
-        Mechanism::UprobeMulti => Box::new(multi::Multi { object }),
-    }
+/// Perf-event uprobes.
+pub(in crate::capture) fn perf() -> Box<dyn Strategy> {
+    Box::new(perf::Perf)
+}
+
+/// uprobe_multi links; `object` is the eBPF object file, which the shim
+/// loads its programs from itself.
+pub(in crate::capture) fn multi(object: &'static [u8]) -> Box<dyn Strategy> {
+    Box::new(multi::Multi { object })
 }
 
 /// Program `name` of `ebpf` as its kind `T`.
