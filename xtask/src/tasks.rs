@@ -38,10 +38,10 @@ pub fn build() -> Result<()> {
     Ok(())
 }
 
-/// A fresh run of the tests fills about 7 GB of `target/` (debug 2.2, release
-/// 3, the kernel matrix's images and pyspark the rest): say up front when the
-/// disk is short, so that a failure for space reads as one.
-const DISK_NEEDED_GB: u64 = 8;
+/// A fresh run of the tests takes about 8.5 GB of the checkout (measured
+/// 2026-11-26: `target/` 5.6, the two fuzz targets' 2.9): say up front when
+/// the disk is short, so that a failure for space reads as one.
+const DISK_NEEDED_GB: u64 = 10;
 
 fn report_disk() {
     let root = workspace_root();
