@@ -158,6 +158,41 @@ pub struct ExitLayout {
 }
 const _: () = assert!(core::mem::size_of::<ExitLayout>() == 8);
 
+/// Open calls a thread's shadow stack holds (`record --min-duration`).
+/// Deeper calls are sent as they happen, as without a minimum duration.
+pub const MAX_SHADOW_DEPTH: usize = 32;
+/// Threads with a shadow stack at once (an LRU map, allocated only when a
+/// minimum duration is set: ~1.3 KiB each).
+pub const MAX_SHADOW_THREADS: u32 = 4096;
+
+/// A call whose entry is held back until it is known to last long enough.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ShadowFrame {
+    pub ts_ns: u64,
+    pub probe_id: u32,
+    pub _pad: u32,
+    /// The entry event's arguments, as the entry program read them.
+    pub args: [u64; MAX_ARGS],
+}
+const _: () = assert!(core::mem::size_of::<ShadowFrame>() == 40);
+
+/// One thread's open calls with `record --min-duration`. A call's entry
+/// is sent when the call or one of its descendants is found to last at
+/// least the minimum: frames below `emitted` have had their entries sent.
+/// So every thread's events still reach user space in time order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowStack {
+    pub tgid: u32,
+    pub depth: u32,
+    pub emitted: u32,
+    /// Calls above [`MAX_SHADOW_DEPTH`], sent as they happen.
+    pub overflow: u32,
+    pub frames: [ShadowFrame; MAX_SHADOW_DEPTH],
+}
+const _: () = assert!(core::mem::size_of::<ShadowStack>() == 16 + 40 * MAX_SHADOW_DEPTH);
+
 /// "No argument" in [`ProbeConfig`]'s argument-index fields.
 pub const NO_ARG: u8 = 0xff;
 /// An out-parameter's value at exit when it is not known: the pointer saved
@@ -249,4 +284,8 @@ mod pod {
     unsafe impl aya::Pod for super::ForkLayout {}
     // SAFETY: as for `ProbeConfig` (`_pad` makes the padding explicit).
     unsafe impl aya::Pod for super::ExitLayout {}
+    // SAFETY: as for `ExitLayout`.
+    unsafe impl aya::Pod for super::ShadowFrame {}
+    // SAFETY: as for `ExitLayout` (frames are 8-aligned after 16 header bytes).
+    unsafe impl aya::Pod for super::ShadowStack {}
 }

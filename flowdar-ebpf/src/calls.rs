@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use flowdar_common::{Event, EventKind, ProbeConfig, DEREF_UNKNOWN, MAX_ARGS, MAX_DEREFS, NO_ARG};
 
-use crate::maps::{
-    count_one, is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG, WAKEUP_BYTES,
+use crate::{
+    maps::{count_one, is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG, WAKEUP_BYTES},
+    shadow,
 };
 
 #[uprobe]
@@ -44,6 +45,9 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
         if cfg.client_arg != NO_ARG {
             crate::client::send_if_new(pid_tgid, probe_id, pick(&regs, cfg.client_arg));
         }
+    }
+    if shadow::min_duration() != 0 && shadow::hold_entry(pid_tgid, probe_id, args) {
+        return 0;
     }
     emit(pid_tgid, probe_id, EventKind::Entry, args);
     0
@@ -78,6 +82,9 @@ pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
                 }
             }
         }
+    }
+    if shadow::min_duration() != 0 && shadow::complete(pid_tgid, probe_id, args) {
+        return 0;
     }
     emit(pid_tgid, probe_id, EventKind::Exit, args);
     0
@@ -144,9 +151,23 @@ fn save_out_pointers(regs: &[u64; 6], cfg: &ProbeConfig, pid_tgid: u64, probe_id
     let _ = PENDING_DEREFS.insert(pending_key(pid_tgid, probe_id), ptrs, 0);
 }
 
-/// Sends one event; false when the ring buffer was full (counted).
+/// Sends one event stamped now; false when the ring buffer was full (counted).
 #[inline(always)]
 pub(crate) fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) -> bool {
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    emit_at(pid_tgid, now, probe_id, kind, args)
+}
+
+/// Sends one event stamped `ts_ns`; false when the ring buffer was full (counted).
+#[inline(always)]
+pub(crate) fn emit_at(
+    pid_tgid: u64,
+    ts_ns: u64,
+    probe_id: u32,
+    kind: EventKind,
+    args: [u64; MAX_ARGS],
+) -> bool {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
         BPF_RB_FORCE_WAKEUP
     } else {
@@ -157,8 +178,7 @@ pub(crate) fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MA
             slot.write(Event {
                 tgid: (pid_tgid >> 32) as u32,
                 tid: pid_tgid as u32,
-                // SAFETY: plain helper call without arguments.
-                ts_ns: unsafe { bpf_ktime_get_ns() },
+                ts_ns,
                 probe_id,
                 kind: kind as u32,
                 args,

@@ -1,7 +1,8 @@
 //! Flowdar's kernel programs. This file only wires the modules together:
 //! `calls` (uprobe/uretprobe event emitters), `client` (connection
 //! clients), `tree` (process-tree filter),
-//! `maps` (maps and load-time settings).
+//! `maps` (maps and load-time settings), `shadow` (held entries for
+//! `record --min-duration`).
 #![no_std]
 #![no_main]
 // `atomic_xadd` for counters: the BPF target has no `AtomicU64::fetch_add`,
@@ -12,6 +13,7 @@
 mod calls;
 mod client;
 mod maps;
+mod shadow;
 mod tree;
 
 #[cfg(not(test))]

@@ -5,7 +5,7 @@ use aya_ebpf::{
     Global,
 };
 use flowdar_common::{
-    ExitLayout, ForkLayout, ProbeConfig, DEFAULT_RING_BYTES, MAX_DEREFS, MAX_PROBES,
+    ExitLayout, ForkLayout, ProbeConfig, ShadowStack, DEFAULT_RING_BYTES, MAX_DEREFS, MAX_PROBES,
     MAX_TRACED_TASKS,
 };
 
@@ -50,6 +50,25 @@ pub static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_TASK
 /// per event would add a wakeup of the drain thread to every probe hit.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: Global<u64> = Global::new((DEFAULT_RING_BYTES / 4) as u64);
+
+/// `record --min-duration` in ns; 0: every call is sent as it happens.
+#[unsafe(no_mangle)]
+pub static MIN_DURATION_NS: Global<u64> = Global::new(0);
+
+/// Per thread (tid): its open calls while a minimum duration is set.
+/// Sized at load time: one entry when no minimum is set.
+#[map]
+pub static SHADOW: LruHashMap<u32, ShadowStack> = LruHashMap::with_max_entries(1, 0);
+
+/// A zeroed [`ShadowStack`] to create a thread's entry from: a value too big
+/// for the BPF stack.
+#[map]
+pub static SHADOW_ZERO: PerCpuArray<ShadowStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// Calls that returned sooner than [`MIN_DURATION_NS`] and were not sent,
+/// per CPU and per probe id.
+#[map]
+pub static SHORT: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
 
 /// Where the pids sit in `sched/sched_process_fork` on this kernel.
 #[unsafe(no_mangle)]

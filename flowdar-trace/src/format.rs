@@ -129,6 +129,49 @@ pub struct TraceFooter {
     /// process filter full: their calls are not in the trace.
     #[serde(default)]
     pub untraced_tasks: Option<u64>,
+    /// `record --min-duration`: what the kernel dropped for being short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_duration: Option<MinDuration>,
+    /// What the probes are estimated to have cost the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<OverheadEstimate>,
+}
+
+/// Calls shorter than `ns` were not recorded: the kernel timed each call
+/// and dropped it at its return. Their time stays in their callers'.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinDuration {
+    pub ns: u64,
+    /// Per probe id: calls dropped for being shorter than `ns`.
+    pub short_calls: Vec<u64>,
+}
+
+/// The probes' estimated cost to the traced server over the recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverheadEstimate {
+    /// Probed calls (entry and return probe both hit), recorded or dropped.
+    pub calls: u64,
+    /// Measured at start on this machine: what one probed call costs the
+    /// thread that makes it (both traps and both programs), in ns.
+    pub ns_per_call: u64,
+    /// CPU time the server's processes used while recorded (utime + stime
+    /// of the processes alive at the end; the probes' cost is part of it).
+    pub server_cpu_ns: u64,
+}
+
+impl OverheadEstimate {
+    /// Time the server spent in the probes, in ns.
+    pub fn probe_ns(&self) -> u64 {
+        self.calls.saturating_mul(self.ns_per_call)
+    }
+
+    /// The probes' time over the server's own work (its CPU time without
+    /// the probes): how much slower CPU-bound work ran. `None` when the
+    /// server did too little for a ratio to mean anything (< 1 ms of CPU).
+    pub fn ratio(&self) -> Option<f64> {
+        let own = self.server_cpu_ns.saturating_sub(self.probe_ns());
+        (own >= 1_000_000).then(|| self.probe_ns() as f64 / own as f64)
+    }
 }
 
 /// One event chunk's place in the file.

@@ -28,7 +28,8 @@ mod writer;
 pub use capture::{Capture, ClientRead, Deref, ErrorRule, FieldRead};
 pub use codec::{decode as decode_chunk, ChunkEncoder};
 pub use format::{
-    ChunkIndex, StoreError, TraceFooter, TraceHeader, CHUNK_EVENTS, FORMAT_VERSION, MAGIC,
+    ChunkIndex, MinDuration, OverheadEstimate, StoreError, TraceFooter, TraceHeader, CHUNK_EVENTS,
+    FORMAT_VERSION, MAGIC,
 };
 pub use names::demangle;
 pub use probe::TraceProbe;

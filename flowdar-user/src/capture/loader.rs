@@ -42,6 +42,9 @@ pub struct AttachPlan {
     /// Entries of the in-kernel process filter (tests shrink it to see it
     /// fill); `None`: flowdar_common::MAX_TRACED_TASKS.
     pub filter_capacity: Option<u32>,
+    /// `record --min-duration` in ns: calls shorter than this are dropped
+    /// in the kernel (counted per probe). 0: every call is sent.
+    pub min_duration_ns: u64,
 }
 
 /// Perf-event uprobes beyond which the detach time is worth a refusal:
@@ -172,10 +175,14 @@ pub fn attach(
     if let Some(n) = plan.filter_capacity {
         loader.map_max_entries("TARGETS", n);
     }
+    if plan.min_duration_ns > 0 {
+        loader.map_max_entries("SHADOW", flowdar_common::MAX_SHADOW_THREADS);
+    }
     let mut ebpf = loader
         .override_global("FORK_LAYOUT", &fork, true)
         .override_global("EXIT_LAYOUT", &exit, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .override_global("MIN_DURATION_NS", &plan.min_duration_ns, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| CaptureError::Load(Box::new(e)))?;

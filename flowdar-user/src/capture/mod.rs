@@ -6,8 +6,10 @@ mod drain;
 mod features;
 mod introspect;
 mod loader;
+mod overhead;
 mod privileges;
 mod proctree;
+mod shadow;
 mod sys;
 mod tracefs;
 
@@ -26,6 +28,7 @@ pub use features::{
 };
 pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
 pub use loader::{AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PROGRAM_PREFIX};
+pub use overhead::{ns_per_call, tree_cpu_ns};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
     comm, descendants, find_restarted, is_alive, ns_pid, Restarted, ServerIdentity, TreeChange,
@@ -34,7 +37,7 @@ pub use proctree::{
 
 use crate::{
     probes::ResolvedProbe,
-    store::{StoreError, TraceFooter, TraceHeader, TraceWriter},
+    store::{MinDuration, OverheadEstimate, StoreError, TraceFooter, TraceHeader, TraceWriter},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,8 @@ pub enum CaptureError {
     },
     #[error("cannot turn on the kernel's BPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+)")]
     BpfStats(#[source] std::io::Error),
+    #[error("cannot place the probe that measures a probed call's cost")]
+    Calibrate(#[source] std::io::Error),
 }
 
 impl CaptureError {
@@ -198,6 +203,14 @@ pub struct RecordSummary {
     pub output: PathBuf,
     /// With `bpf_stats`: (program, runs, total ns in the program).
     pub program_times: Vec<(String, u64, u64)>,
+    /// With a minimum duration: what the kernel dropped for being short.
+    pub min_duration: Option<MinDuration>,
+    /// Calls still open at the end whose entries the kernel held back
+    /// (minimum duration), written to the trace at the end.
+    pub held_open: u64,
+    /// What the probes are estimated to have cost the server (`None` when
+    /// a probed call's cost could not be measured).
+    pub overhead: Option<OverheadEstimate>,
 }
 
 impl RecordSummary {
@@ -213,6 +226,13 @@ impl RecordSummary {
 pub struct Recording {
     attached: loader::Attached,
     drops: PerCpuArray<MapData, u64>,
+    short: PerCpuArray<MapData, u64>,
+    /// For events the recording adds after the drain: entries the kernel
+    /// held back for calls still open at the end (minimum duration).
+    late_tx: mpsc::SyncSender<Vec<Event>>,
+    /// One probed call's measured cost, and the server's CPU time at start.
+    ns_per_call: Option<u64>,
+    cpu_at_start: u64,
     filter_full: aya::maps::Array<MapData, u64>,
     stop: Arc<AtomicBool>,
     drain: std::thread::JoinHandle<DrainCounts>,
@@ -245,6 +265,8 @@ impl Recording {
         if !proctree::is_alive(opts.pid) {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
+        // Measured before our probes go in, so the server's don't count.
+        let ns_per_call = overhead::ns_per_call(mechanism).ok();
         let started_mono = monotonic_ns();
         let mut header = TraceHeader {
             tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -297,9 +319,15 @@ impl Recording {
                 .ok_or(CaptureError::MissingMap("FILTER_FULL"))?,
         )
         .map_err(CaptureError::map)?;
+        let short = PerCpuArray::try_from(
+            ebpf.take_map("SHORT")
+                .ok_or(CaptureError::MissingMap("SHORT"))?,
+        )
+        .map_err(CaptureError::map)?;
 
         let capacity = (opts.buffer_bytes / (BATCH_EVENTS * flowdar_common::EVENT_SIZE)).max(2);
         let (tx, rx) = mpsc::sync_channel::<Vec<Event>>(capacity);
+        let late_tx = tx.clone();
         let flush_after = if tap.is_some() {
             drain::LIVE_FLUSH_AFTER
         } else {
@@ -330,8 +358,12 @@ impl Recording {
             },
         )?;
         Ok(Self {
+            cpu_at_start: overhead::tree_cpu_ns(opts.pid),
             attached,
             drops,
+            short,
+            late_tx,
+            ns_per_call,
             filter_full,
             stop,
             drain,
@@ -378,6 +410,10 @@ impl Recording {
         let Self {
             attached,
             drops,
+            short,
+            late_tx,
+            ns_per_call,
+            cpu_at_start,
             filter_full,
             stop,
             drain,
@@ -397,17 +433,48 @@ impl Recording {
         let skipped = attached.skipped.clone();
         let mechanism = attached.mechanism;
         let skipped_task_events = attached.skipped_task_events();
+        let server_cpu_ns = overhead::tree_cpu_ns(opts.pid).saturating_sub(cpu_at_start);
         // Dropping the programs closes their perf links: no probe stays.
         let end_mono = monotonic_ns();
+        let min_ns = opts.plan.min_duration_ns;
+        let mut attached = attached;
+        let stacks = attached.ebpf.take_map("SHADOW");
         let detached = attached.detach();
+        // The calls still open whose entries the kernel held back: after
+        // the detach, the shadow stacks no longer change.
+        let held = match stacks {
+            Some(map) if min_ns > 0 => {
+                shadow::held_entries(map, end_mono, min_ns, opts.probes.len())
+            }
+            _ => Vec::new(),
+        };
+        let held_open = held.len() as u64;
         let untraced_tasks = filter_full.get(&0, 0).unwrap_or(0);
         stop.store(true, std::sync::atomic::Ordering::Release);
         let counts = drain
             .join()
             .map_err(|_| CaptureError::ThreadPanicked("drain"))?;
-        let kernel_drops: Vec<u64> = (0..opts.probes.len() as u32)
-            .map(|i| drops.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
-            .collect();
+        // After the drain's last batch: these entries are the newest
+        // events of their threads.
+        if !held.is_empty() {
+            let _ = late_tx.send(held);
+        }
+        drop(late_tx);
+        let per_probe = |map: &PerCpuArray<MapData, u64>| -> Vec<u64> {
+            (0..opts.probes.len() as u32)
+                .map(|i| map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
+                .collect()
+        };
+        let kernel_drops = per_probe(&drops);
+        let min_duration = (min_ns > 0).then(|| MinDuration {
+            ns: min_ns,
+            short_calls: per_probe(&short),
+        });
+        let overhead = ns_per_call.map(|ns_per_call| OverheadEstimate {
+            calls: probed_calls(&counts, min_duration.as_ref()),
+            ns_per_call,
+            server_cpu_ns,
+        });
         let footer = TraceFooter {
             end_monotonic_ns: end_mono,
             events: 0,
@@ -420,6 +487,8 @@ impl Recording {
             malformed: Some(counts.malformed),
             unknown_probe: Some(counts.unknown_probe),
             untraced_tasks: Some(untraced_tasks),
+            min_duration: min_duration.clone(),
+            overhead: overhead.clone(),
         };
         let _ = footer_tx.send(footer);
         let bytes_written = writer
@@ -441,8 +510,24 @@ impl Recording {
             stop_reason: reason.into(),
             output: opts.output,
             program_times,
+            min_duration,
+            held_open,
+            overhead,
         })
     }
+}
+
+/// Calls that hit both probes: those recorded (the more of entries and
+/// returns: one side may be cut by attach or detach) and those dropped
+/// in the kernel for being short.
+fn probed_calls(counts: &DrainCounts, min: Option<&MinDuration>) -> u64 {
+    let recorded: u64 = counts
+        .entries
+        .iter()
+        .zip(&counts.exits)
+        .map(|(e, x)| *e.max(x))
+        .sum();
+    recorded + min.map_or(0, |m| m.short_calls.iter().sum::<u64>())
 }
 
 /// The mechanism `plan` resolves to on this kernel (probed once per run),

@@ -64,3 +64,30 @@ pub(super) fn io_reason(e: &std::io::Error) -> String {
         e.to_string()
     }
 }
+
+/// The file offset of our executable's code at `addr`, read from
+/// /proc/self/maps (`addr - start + offset`).
+pub(crate) fn own_code_offset(addr: usize) -> io::Result<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(off)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let Some((lo, hi)) = range.split_once('-') else {
+            continue;
+        };
+        let parse = |s: &str| u64::from_str_radix(s, 16).ok();
+        let (Some(lo), Some(hi), Some(off)) = (parse(lo), parse(hi), parse(off)) else {
+            continue;
+        };
+        let a = addr as u64;
+        if (lo..hi).contains(&a) {
+            return Ok(a - lo + off);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "own code not found in /proc/self/maps",
+    ))
+}

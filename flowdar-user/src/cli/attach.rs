@@ -43,6 +43,7 @@ impl AttachArgs {
             floor,
             slow_detach_ok: self.slow_detach,
             filter_capacity: None,
+            min_duration_ns: 0,
         }
     }
 }

@@ -31,6 +31,9 @@ struct ProbeInfo {
     exits: u64,
     kernel_drops: Option<u64>,
     user_drops: Option<u64>,
+    /// With `record --min-duration`: calls dropped in the kernel for being short.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    short_calls: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,8 +68,22 @@ struct Info {
     unknown_probe: Option<u64>,
     /// Tasks forked by the server that found the process filter full.
     untraced_tasks: Option<u64>,
+    /// `record --min-duration` in ns (absent: every call was recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min_duration_ns: Option<u64>,
+    /// What the probes were estimated to cost the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overhead: Option<OverheadInfo>,
     warnings: Vec<String>,
     probes: Vec<ProbeInfo>,
+}
+
+#[derive(Debug, Serialize)]
+struct OverheadInfo {
+    #[serde(flatten)]
+    estimate: crate::store::OverheadEstimate,
+    /// Probe time over the server's own CPU time (`null`: too little work).
+    ratio: Option<f64>,
 }
 
 pub fn run(args: InfoArgs) -> anyhow::Result<()> {
@@ -131,6 +148,17 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         malformed: footer.as_ref().and_then(|f| f.malformed),
         unknown_probe: footer.as_ref().and_then(|f| f.unknown_probe),
         untraced_tasks: footer.as_ref().and_then(|f| f.untraced_tasks),
+        min_duration_ns: footer
+            .as_ref()
+            .and_then(|f| f.min_duration.as_ref())
+            .map(|m| m.ns),
+        overhead: footer
+            .as_ref()
+            .and_then(|f| f.overhead.clone())
+            .map(|estimate| OverheadInfo {
+                ratio: estimate.ratio(),
+                estimate,
+            }),
         warnings: reader.warnings().iter().map(ToString::to_string).collect(),
         probes: h
             .probes
@@ -146,6 +174,10 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
                     exits: exits.get(i).copied().unwrap_or(0),
                     kernel_drops: footer.as_ref().and_then(|f| f.kernel_drops.get(i).copied()),
                     user_drops: footer.as_ref().and_then(|f| f.user_drops.get(i).copied()),
+                    short_calls: footer
+                        .as_ref()
+                        .and_then(|f| f.min_duration.as_ref())
+                        .and_then(|m| m.short_calls.get(i).copied()),
                 }
             })
             .collect(),
@@ -206,17 +238,40 @@ fn print_text(i: &Info) {
         "NOT finalised: the tracer did not finish".into()
     };
     println!("integrity    {} intact chunks; {state}", i.chunks_intact);
+    if let Some(ns) = i.min_duration_ns {
+        let short: u64 = i.probes.iter().filter_map(|p| p.short_calls).sum();
+        println!(
+            "min duration {}: {short} shorter calls dropped in the kernel (per function: short)",
+            format::ns(ns)
+        );
+    }
+    if let Some(o) = &i.overhead {
+        println!("overhead     {}", super::record::overhead_line(&o.estimate));
+    }
     for w in &i.warnings {
         println!("             warning: {w}");
     }
     println!();
+    let short_col = i.min_duration_ns.is_some();
     println!(
-        "{:>4} {:<32} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8}",
-        "id", "function", "object", "offset", "entries", "exits", "lost-k", "lost-u"
+        "{:>4} {:<32} {:<18} {:>10} {:>10} {:>10} {:>8} {:>8}{}",
+        "id",
+        "function",
+        "object",
+        "offset",
+        "entries",
+        "exits",
+        "lost-k",
+        "lost-u",
+        if short_col {
+            format!(" {:>10}", "short")
+        } else {
+            String::new()
+        }
     );
     for p in &i.probes {
         println!(
-            "{:>4} {:<32} {:<18} {:>#10x} {:>10} {:>10} {:>8} {:>8}",
+            "{:>4} {:<32} {:<18} {:>#10x} {:>10} {:>10} {:>8} {:>8}{}",
             p.id,
             p.function,
             format::short_object(std::path::Path::new(&p.object)),
@@ -224,7 +279,12 @@ fn print_text(i: &Info) {
             p.entries,
             p.exits,
             opt(p.kernel_drops),
-            opt(p.user_drops)
+            opt(p.user_drops),
+            if short_col {
+                format!(" {:>10}", opt(p.short_calls))
+            } else {
+                String::new()
+            }
         );
     }
 }

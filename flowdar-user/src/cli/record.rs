@@ -66,6 +66,13 @@ pub struct RecordArgs {
     /// mean time each of Flowdar's kernel programs took per run.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Drop calls shorter than this in the kernel, before they cost a
+    /// ring-buffer slot, the drain or the disk (e.g. 100us, 1ms). Each
+    /// drop is counted per function; the time stays in the caller's self
+    /// time. Calls still open at the end are kept if they have lasted this
+    /// long. Tracing the short calls still costs their traps.
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub min_duration: Option<Duration>,
     /// When the server exits (crash, stop), keep recording and wait for it
     /// to be restarted (same binary and command line, e.g. by systemd), then
     /// follow the new server. Without it, recording stops when the server
@@ -101,6 +108,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         buffer_bytes: args.buffer_mib << 20,
         plan: capture::AttachPlan {
             filter_capacity: args.filter_capacity,
+            min_duration_ns: args.min_duration.map_or(0, |d| d.as_nanos() as u64),
             ..args.attach.plan(args.floor)
         },
         bpf_stats: args.bpf_stats,
@@ -309,6 +317,28 @@ fn distinct_files(probes: &[ResolvedProbe]) -> usize {
     files.len()
 }
 
+/// "Estimated overhead: ...", as record, demo and `info` print it.
+pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
+    let spent = format::duration(std::time::Duration::from_nanos(o.probe_ns()));
+    let cost = format!(
+        "{} probed calls x {} measured here = {spent} of the server's CPU",
+        o.calls,
+        format::duration(std::time::Duration::from_nanos(o.ns_per_call))
+    );
+    match o.ratio() {
+        Some(r) => format!(
+            "Estimated overhead: {:.1}% ({cost}, against {} of its own work).",
+            100.0 * r,
+            format::duration(std::time::Duration::from_nanos(
+                o.server_cpu_ns.saturating_sub(o.probe_ns())
+            ))
+        ),
+        None => {
+            format!("Estimated overhead: {cost} (the server did too little work for a percentage).")
+        }
+    }
+}
+
 /// The end-of-recording report.
 pub(super) fn print_summary(s: &RecordSummary) {
     let events = s.counts.events();
@@ -334,6 +364,12 @@ pub(super) fn print_summary(s: &RecordSummary) {
         format::duration(s.detach_time),
         s.processes_at_start
     );
+    match &s.overhead {
+        Some(o) => println!("{}", overhead_line(o)),
+        None => {
+            println!("Estimated overhead: unknown (a probed call's cost could not be measured).")
+        }
+    }
     for (name, runs, ns) in &s.program_times {
         println!(
             "Kernel program {name}: {runs} runs, {:.0} ns per run",
@@ -354,21 +390,44 @@ pub(super) fn print_summary(s: &RecordSummary) {
             if s.skipped.len() > 5 { ", ..." } else { "" }
         );
     }
+    if let Some(m) = &s.min_duration {
+        println!(
+            "Minimum duration {}: {} shorter calls dropped in the kernel{}.",
+            format::duration(std::time::Duration::from_nanos(m.ns)),
+            m.short_calls.iter().sum::<u64>(),
+            match s.held_open {
+                0 => String::new(),
+                n => format!("; {n} calls still open at the end kept"),
+            }
+        );
+    }
     println!();
+    let short = |i: usize| s.min_duration.as_ref().map(|m| m.short_calls[i]);
     println!(
-        "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}",
-        "function", "object", "calls", "returns", "lost kernel", "lost user"
+        "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}{}",
+        "function",
+        "object",
+        "calls",
+        "returns",
+        "lost kernel",
+        "lost user",
+        if s.min_duration.is_some() {
+            format!(" {:>10}", "short")
+        } else {
+            String::new()
+        }
     );
     for p in &s.probes {
         let i = p.id as usize;
         println!(
-            "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}",
+            "{:<32} {:<16} {:>10} {:>10} {:>12} {:>12}{}",
             p.function,
             format::short_object(&p.path),
             s.counts.entries[i],
             s.counts.exits[i],
             s.kernel_drops[i],
             s.counts.user_drops[i],
+            short(i).map_or(String::new(), |n| format!(" {n:>10}")),
         );
     }
     if s.counts.malformed + s.counts.unknown_probe > 0 {

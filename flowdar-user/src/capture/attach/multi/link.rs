@@ -28,7 +28,7 @@ use aya_obj::generated::{
     BPF_F_UPROBE_MULTI_RETURN,
 };
 
-use crate::capture::sys::{sys_bpf, zeroed_attr};
+use crate::capture::sys::{own_code_offset, sys_bpf, zeroed_attr};
 
 use crate::capture::sys::ENOTSUPP;
 
@@ -222,33 +222,6 @@ fn bpf_insn_new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> bpf_insn {
     insn.set_dst_reg(dst);
     insn.set_src_reg(src);
     insn
-}
-
-/// The file offset of our executable's code at `addr`, read from
-/// /proc/self/maps (`addr - start + offset`).
-fn own_code_offset(addr: usize) -> io::Result<u64> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(off)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        let Some((lo, hi)) = range.split_once('-') else {
-            continue;
-        };
-        let parse = |s: &str| u64::from_str_radix(s, 16).ok();
-        let (Some(lo), Some(hi), Some(off)) = (parse(lo), parse(hi), parse(off)) else {
-            continue;
-        };
-        let a = addr as u64;
-        if (lo..hi).contains(&a) {
-            return Ok(a - lo + off);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        "own code not found in /proc/self/maps",
-    ))
 }
 
 /// What attaching one program to one file's offsets did.
