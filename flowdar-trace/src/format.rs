@@ -165,12 +165,13 @@ impl OverheadEstimate {
         self.calls.saturating_mul(self.ns_per_call)
     }
 
-    /// The probes' time over the server's own work (its CPU time without
-    /// the probes): how much slower CPU-bound work ran. `None` when the
-    /// server did too little for a ratio to mean anything (< 1 ms of CPU).
+    /// The share of the server's CPU time spent in the probes (at most 1):
+    /// the probes' estimated time over the CPU time measured, which
+    /// includes it. `None` when the server did too little for a share to
+    /// mean anything (< 1 ms of CPU).
     pub fn ratio(&self) -> Option<f64> {
-        let own = self.server_cpu_ns.saturating_sub(self.probe_ns());
-        (own >= 1_000_000).then(|| self.probe_ns() as f64 / own as f64)
+        (self.server_cpu_ns >= 1_000_000)
+            .then(|| (self.probe_ns() as f64 / self.server_cpu_ns as f64).min(1.0))
     }
 }
 

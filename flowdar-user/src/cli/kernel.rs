@@ -18,7 +18,22 @@ pub fn run(_: KernelArgs) -> anyhow::Result<()> {
         println!("{what:<20} {value}");
     }
     match k.mechanism(capture::AttachMode::Auto) {
-        Ok(m) => println!("{:<20} {m}", "attach mode (auto)"),
+        Ok(m) => {
+            println!("{:<20} {m}", "attach mode (auto)");
+            // What every capture's overhead estimate starts from.
+            match capture::ns_per_call(m) {
+                Ok(ns) => println!(
+                    "{:<20} {} (both probes of one call, measured now on flowdar's own code)",
+                    "probed call cost",
+                    super::format::duration(std::time::Duration::from_nanos(ns))
+                ),
+                Err(e) => println!(
+                    "{:<20} not measured: {}",
+                    "probed call cost",
+                    crate::errors::chain(&e)
+                ),
+            }
+        }
         Err(e) => println!("{:<20} none: {e}", "attach mode (auto)"),
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; this file only parses and
 //! dispatches.
 mod attach;
+mod budget;
 mod clients;
 mod demo;
 mod diff;

@@ -73,6 +73,15 @@ pub struct RecordArgs {
     /// long. Tracing the short calls still costs their traps.
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
     pub min_duration: Option<Duration>,
+    /// Keep the deepest set of the selected functions whose estimated cost
+    /// fits PCT percent of the server's own CPU time: a short window with
+    /// every probe measures each function's calls, the hottest are dropped
+    /// first (their callers kept), and what was dropped is printed.
+    #[arg(long, value_name = "PCT", value_parser = parse_budget)]
+    pub budget: Option<f64>,
+    /// Length of --budget's estimate window (under the server's usual load).
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = crate::units::parse_wall_duration, requires = "budget")]
+    pub budget_window: Duration,
     /// When the server exits (crash, stop), keep recording and wait for it
     /// to be restarted (same binary and command line, e.g. by systemd), then
     /// follow the new server. Without it, recording stops when the server
@@ -99,7 +108,7 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     {
         eprintln!("Target {target} is {} (it {why}).", path.display());
     }
-    let opts = RecordOptions {
+    let mut opts = RecordOptions {
         pid: args.pid,
         probes,
         output: args.output,
@@ -114,6 +123,9 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
         bpf_stats: args.bpf_stats,
         ..Default::default()
     };
+    if let Some(pct) = args.budget {
+        opts.probes = super::budget::fit(&opts, pct, args.budget_window)?;
+    }
     let summary = record_until_stopped(opts, args.duration, args.follow)?;
     print_summary(&summary);
     Ok(())
@@ -154,6 +166,13 @@ pub(crate) fn check_output(path: &std::path::Path, force: bool) -> anyhow::Resul
         }
         .into()),
         None => Ok(()),
+    }
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a percentage above 0 (e.g. 5 or 2.5)")),
     }
 }
 
@@ -319,23 +338,23 @@ fn distinct_files(probes: &[ResolvedProbe]) -> usize {
 
 /// "Estimated overhead: ...", as record, demo and `info` print it.
 pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
-    let spent = format::duration(std::time::Duration::from_nanos(o.probe_ns()));
+    let d = |ns: u64| format::duration(std::time::Duration::from_nanos(ns));
     let cost = format!(
-        "{} probed calls x {} measured here = {spent} of the server's CPU",
+        "{} probed calls x {} (an isolated probed call, measured here) = {} of CPU",
         o.calls,
-        format::duration(std::time::Duration::from_nanos(o.ns_per_call))
+        d(o.ns_per_call),
+        d(o.probe_ns())
     );
     match o.ratio() {
         Some(r) => format!(
-            "Estimated overhead: {:.1}% ({cost}, against {} of its own work).",
+            "Estimated overhead: {:.1}% of the server's CPU time ({cost}; the server used {}).",
             100.0 * r,
-            format::duration(std::time::Duration::from_nanos(
-                o.server_cpu_ns.saturating_sub(o.probe_ns())
-            ))
+            d(o.server_cpu_ns)
         ),
-        None => {
-            format!("Estimated overhead: {cost} (the server did too little work for a percentage).")
-        }
+        None => format!(
+            "Estimated overhead: {cost} (the server used {} of CPU, too little for a percentage).",
+            d(o.server_cpu_ns)
+        ),
     }
 }
 

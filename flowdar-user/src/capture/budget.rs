@@ -1,0 +1,114 @@
+//! `record --budget PCT`: keep the deepest set of probes whose estimated
+//! cost fits the budget. A probe's cost is its calls times one probed
+//! call's measured cost, as a share of the server's CPU time, both from a
+//! short estimate window with every probe in place. The hottest functions are dropped first; a caller is never
+//! hotter than its callee's share of it, so callers stay, and between two
+//! functions with as many calls the shorter (usually the callee) goes first.
+
+/// One probe as the estimate window saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeLoad {
+    pub function: String,
+    /// Calls in the window (recorded, or dropped as short).
+    pub calls: u64,
+    /// Mean duration of its calls in the window (ns).
+    pub mean_ns: u64,
+}
+
+/// What the budget kept and dropped, with the estimates behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetChoice {
+    /// Indexes into the loads, in their order.
+    pub kept: Vec<usize>,
+    /// Indexes into the loads, hottest first, with the overhead (a
+    /// fraction) each would have added on its own.
+    pub dropped: Vec<(usize, f64)>,
+    /// Estimated overhead (a fraction) of every probe, and of the kept set.
+    pub all: f64,
+    pub kept_overhead: f64,
+}
+
+/// Chooses the probes that fit `budget` (a fraction: 0.05 for 5%).
+/// `own_work_ns` is the server's CPU time in the window without the
+/// probes' share; it must be positive.
+pub fn choose(
+    loads: &[ProbeLoad],
+    ns_per_call: u64,
+    own_work_ns: u64,
+    budget: f64,
+) -> BudgetChoice {
+    let cost = |l: &ProbeLoad| (l.calls * ns_per_call) as f64 / own_work_ns.max(1) as f64;
+    let all: f64 = loads.iter().map(cost).sum();
+    let mut order: Vec<usize> = (0..loads.len()).collect();
+    order.sort_by(|&a, &b| {
+        loads[b]
+            .calls
+            .cmp(&loads[a].calls)
+            .then(loads[a].mean_ns.cmp(&loads[b].mean_ns))
+            .then(a.cmp(&b))
+    });
+    let mut total = all;
+    let mut dropped = Vec::new();
+    for i in order {
+        if total <= budget {
+            break;
+        }
+        let c = cost(&loads[i]);
+        total -= c;
+        dropped.push((i, c));
+    }
+    let gone: std::collections::HashSet<usize> = dropped.iter().map(|(i, _)| *i).collect();
+    BudgetChoice {
+        kept: (0..loads.len()).filter(|i| !gone.contains(i)).collect(),
+        dropped,
+        all,
+        kept_overhead: total.max(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(function: &str, calls: u64, mean_ns: u64) -> ProbeLoad {
+        ProbeLoad {
+            function: function.into(),
+            calls,
+            mean_ns,
+        }
+    }
+
+    #[test]
+    fn the_hottest_go_first_until_the_rest_fits() {
+        // 10 µs a call against 1 s of the server's CPU: 1000 calls cost 1%.
+        let loads = [
+            load("ap_process_request", 1000, 500_000),
+            load("apr_bucket_alloc", 40_000, 300),
+            load("ap_read_request", 1000, 80_000),
+            load("apr_socket_recv", 3000, 20_000),
+        ];
+        let c = choose(&loads, 10_000, 1_000_000_000, 0.05);
+        assert_eq!(c.dropped.iter().map(|d| d.0).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(c.kept, vec![0, 2, 3]);
+        assert!((c.all - 0.45).abs() < 1e-9);
+        assert!((c.kept_overhead - 0.05).abs() < 1e-9);
+        let tight = choose(&loads, 10_000, 1_000_000_000, 0.015);
+        // Then apr_socket_recv (3%), then of the two with 1000 calls the
+        // shorter one, ap_read_request (the callee).
+        assert_eq!(
+            tight.dropped.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![1, 3, 2]
+        );
+        assert_eq!(tight.kept, vec![0]);
+    }
+
+    #[test]
+    fn everything_is_kept_within_budget_and_nothing_fits_a_zero_budget() {
+        let loads = [load("a", 10, 1), load("b", 20, 1)];
+        let c = choose(&loads, 1000, 1_000_000_000, 0.05);
+        assert_eq!((c.kept.len(), c.dropped.len()), (2, 0));
+        let none = choose(&loads, 1000, 1_000_000_000, 0.0);
+        assert!(none.kept.is_empty());
+        assert_eq!(none.dropped.len(), 2);
+    }
+}
