@@ -50,7 +50,7 @@ pub fn choose(
     let mut total = all;
     let mut dropped = Vec::new();
     for i in order {
-        if total <= budget {
+        if total <= budget + 1e-9 {
             break;
         }
         let c = cost(&loads[i]);
