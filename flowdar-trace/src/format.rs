@@ -165,13 +165,14 @@ impl OverheadEstimate {
         self.calls.saturating_mul(self.ns_per_call)
     }
 
-    /// The share of the server's CPU time spent in the probes (at most 1):
-    /// the probes' estimated time over the CPU time measured, which
-    /// includes it. `None` when the server did too little for a share to
-    /// mean anything (< 1 ms of CPU).
+    /// The share of the server's CPU time spent in the probes, as
+    /// estimated: the probes' estimated time over the CPU time measured,
+    /// which includes it. Above 1 when the per-call cost overstates this
+    /// server's (it is an isolated call's). `None` when the server did too
+    /// little for a share to mean anything (< 1 ms of CPU).
     pub fn ratio(&self) -> Option<f64> {
         (self.server_cpu_ns >= 1_000_000)
-            .then(|| (self.probe_ns() as f64 / self.server_cpu_ns as f64).min(1.0))
+            .then(|| self.probe_ns() as f64 / self.server_cpu_ns as f64)
     }
 }
 

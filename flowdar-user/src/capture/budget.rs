@@ -1,7 +1,9 @@
 //! `record --budget PCT`: keep the deepest set of probes whose estimated
 //! cost fits the budget. A probe's cost is its calls times one probed
 //! call's measured cost, as a share of the server's CPU time, both from a
-//! short estimate window with every probe in place. The hottest functions are dropped first; a caller is never
+//! short estimate window with every probe in place. The cost is an
+//! isolated call's, an upper bound inside servers, so the set kept is
+//! smaller than the budget would allow, never larger. The hottest functions are dropped first; a caller is never
 //! hotter than its callee's share of it, so callers stay, and between two
 //! functions with as many calls the shorter (usually the callee) goes first.
 

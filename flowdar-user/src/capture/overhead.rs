@@ -4,11 +4,11 @@
 //! function of Flowdar's own with the same programs; times the calls
 //! recorded, against the CPU time the server's processes used.
 //!
-//! The isolated call is the dear case: back-to-back probed calls in a loop
-//! cost ~10.7 µs each in the development VM, where Apache under load
-//! spent ~4.7 µs a probed call (BENCHMARKS.md, "what cost what"). So the
-//! estimate is high for servers, and a budget built on it errs on the side
-//! of fewer probes.
+//! The isolated call is the dear case: a probed call in a loop costs about
+//! what the tracer bench's row a measures per call, where Apache's probed
+//! calls cost a third of that (rows b and h; BENCHMARKS.md, "the estimated
+//! overhead"). So the estimate is an upper bound for servers, and a budget
+//! built on it errs on the side of fewer probes.
 use std::{hint::black_box, sync::Mutex, time::Duration};
 
 use super::{loader, proctree, sys::own_code_offset, AttachPlan, CaptureError, Mechanism};

@@ -70,13 +70,13 @@ pub(super) fn fit(
     let choice = capture::choose_within_budget(&loads, o.ns_per_call, o.server_cpu_ns, pct / 100.0);
     let secs = summary.duration.as_secs_f64().max(1e-3);
     let pc = |f: f64| format!("{:.1}%", 100.0 * f);
+    let all = if choice.all > 1.0 {
+        "more than the server's whole CPU time".to_string()
+    } else {
+        format!("at most {} of the server's CPU time", pc(choice.all))
+    };
     eprintln!(
-        "Budget {pct}%: all {n} functions would cost an estimated {} of the server's CPU time ({} calls/s x {} an isolated probed call, against {} of CPU a second).",
-        if choice.all > 1.0 {
-            "over 100%".to_string()
-        } else {
-            pc(choice.all)
-        },
+        "Budget {pct}%: all {n} functions would cost {all} ({} calls/s x {} an isolated probed call, against {} of CPU a second).",
         (o.calls as f64 / secs).round(),
         format::duration(Duration::from_nanos(o.ns_per_call)),
         format::duration(Duration::from_nanos((o.server_cpu_ns as f64 / secs) as u64)),
@@ -95,7 +95,7 @@ pub(super) fn fit(
         }
     }
     if !choice.dropped.is_empty() {
-        eprintln!("Dropped, hottest first (their callers are kept):");
+        eprintln!("Dropped, hottest first:");
         for (i, c) in &choice.dropped {
             eprintln!(
                 "  {:<32} {:>10.0} calls/s   est. {}",
@@ -106,7 +106,7 @@ pub(super) fn fit(
         }
     }
     eprintln!(
-        "Keeping {} of {n} functions: estimated overhead {}.",
+        "Keeping {} of {n} functions: estimated overhead at most {} (an isolated probed call's cost: an upper bound inside servers).",
         choice.kept.len(),
         pc(choice.kept_overhead)
     );

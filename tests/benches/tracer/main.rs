@@ -4,9 +4,9 @@
 //! `cargo xtask bench tracer [ROWS]` (root) builds the release binary and
 //! runs this with FLOWDAR_BIN set. Rows: a (per call), b+c (server
 //! throughput, trace bytes/event), d (analysis), e (attach/detach, launch to
-//! first event), h (probe hits per request of each profile set), z (the
-//! zoom on the built-in experiment).
-//! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e] [h] [z]` runs
+//! first event), h (probe hits per request of each profile set), m (what
+//! `record --min-duration` saves), z (the zoom on the built-in experiment).
+//! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e] [h] [m] [z]` runs
 //! some. Environment: BENCH_ROUNDS (default 3), BENCH_CALLS (default
 //! 1000000), BENCH_WRK_SECS (default 5).
 //!
@@ -17,6 +17,7 @@ mod analysis;
 mod attach;
 mod common;
 mod hits;
+mod mindur;
 mod percall;
 mod server;
 mod zoom;
@@ -246,6 +247,12 @@ fn main() {
         eprintln!("h. probe hits per request of each profile set");
         let rows = hits::measure(rounds, &out_dir);
         md.push_str(&hits::render(&rows, rounds));
+        save(&md);
+    }
+    if want("m") {
+        eprintln!("m. record --min-duration: what it saves");
+        let rows = mindur::measure(secs, rounds, &out_dir);
+        md.push_str(&mindur::render(&rows, rounds, secs));
         save(&md);
     }
     if want("z") {
