@@ -11,6 +11,15 @@ pub fn loaded_flowdar_programs() -> Vec<String> {
         .collect()
 }
 
+/// IDs of loaded kernel programs that are ours.
+pub fn loaded_flowdar_program_ids() -> std::collections::HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with(PROGRAM_PREFIX)))
+        .map(|p| p.id())
+        .collect()
+}
+
 /// BPF links whose program is ours (uprobe_multi and perf links alike), as
 /// "link ID -> program": the kernel's own view of what is still attached.
 pub fn loaded_flowdar_links() -> Vec<String> {

@@ -11,7 +11,7 @@
 //! built on it errs on the side of fewer probes.
 use std::{hint::black_box, sync::Mutex, time::Duration};
 
-use super::{loader, proctree, sys::own_code_offset, AttachPlan, CaptureError, Mechanism};
+use super::{introspect, loader, proctree, sys::own_code_offset, AttachPlan, CaptureError, Mechanism};
 use crate::probes::ResolvedProbe;
 
 // The function the calibration probes. Its first instruction is a `push`,
@@ -82,6 +82,7 @@ fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
         params: Vec::new(),
     };
     let plain = median_round();
+    let before = introspect::loaded_flowdar_program_ids();
     let attached = loader::attach(
         std::process::id(),
         &[probe],
@@ -91,6 +92,14 @@ fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
     )?;
     let probed = median_round();
     attached.detach();
+    // The kernel frees closed links and their programs after a grace
+    // period: wait, so that the recording that follows shows only its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !introspect::loaded_flowdar_program_ids().is_subset(&before)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     Ok((probed.saturating_sub(plain).as_nanos() as u64 / CALLS).max(1))
 }
 
