@@ -15,7 +15,10 @@ pub fn loaded_flowdar_programs() -> Vec<String> {
 pub fn loaded_flowdar_program_ids() -> std::collections::HashSet<u32> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with(PROGRAM_PREFIX)))
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| n.starts_with(PROGRAM_PREFIX))
+        })
         .map(|p| p.id())
         .collect()
 }

@@ -11,7 +11,9 @@
 //! built on it errs on the side of fewer probes.
 use std::{hint::black_box, sync::Mutex, time::Duration};
 
-use super::{introspect, loader, proctree, sys::own_code_offset, AttachPlan, CaptureError, Mechanism};
+use super::{
+    introspect, loader, proctree, sys::own_code_offset, AttachPlan, CaptureError, Mechanism,
+};
 use crate::probes::ResolvedProbe;
 
 // The function the calibration probes. Its first instruction is a `push`,
