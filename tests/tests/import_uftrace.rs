@@ -109,6 +109,7 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
     let t = trace.to_str().unwrap();
     let flame = dir.path().join("f.svg");
     let parquet = dir.path().join("pq");
+    let dataset = dir.path().join("lab");
     for args in [
         vec!["diff", "--json", t, t],
         vec!["render", t, "--flame", "-o", flame.to_str().unwrap()],
@@ -126,6 +127,18 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
             "-o",
             parquet.to_str().unwrap(),
         ],
+        vec![
+            "export",
+            t,
+            "--format",
+            "parquet",
+            "--dataset",
+            dataset.to_str().unwrap(),
+            "--host",
+            "builder",
+            "--run",
+            "uftrace",
+        ],
         vec!["info", t],
     ] {
         let out = flowdar(&args);
@@ -137,6 +150,12 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
     }
     assert!(std::fs::read_to_string(&flame).unwrap().contains("fib"));
     assert!(parquet.join("calls.parquet").exists());
+    let calls = dataset.join("calls/host=builder/run=uftrace");
+    assert!(
+        std::fs::read_dir(&calls).is_ok_and(|mut d| d.next().is_some()),
+        "{} holds the trace's partition",
+        calls.display()
+    );
 }
 
 #[test]
