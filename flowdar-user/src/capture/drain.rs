@@ -23,8 +23,9 @@ pub const BATCH_EVENTS: usize = crate::store::CHUNK_EVENTS;
 /// The longest the drain sleeps between looks at the ring buffer.
 const POLL_MS: i32 = 10;
 /// A partial batch is handed over after this long, so a killed tracer loses
-/// at most this much of a quiet trace (or one batch of a busy one). At 250 ms, the `io` profile under wrk wrote ~34k-event chunks (4.04
-/// B/event live against 3.79 in full chunks).
+/// at most this much of a quiet trace (or one batch of a busy one). Longer
+/// than it was (250 ms) because bigger chunks compress better
+/// (BENCHMARKS.md, "What cost what").
 pub const FLUSH_AFTER: Duration = Duration::from_secs(1);
 /// The same for a live view (`flowdar top`): it shows what was written, so
 /// batches go out often enough for a 1 s refresh to be current.

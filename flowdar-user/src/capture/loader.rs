@@ -52,9 +52,9 @@ pub struct AttachPlan {
 /// `event_mutex` (kernel/trace/trace_event_perf.c, `perf_trace_event_unreg`
 /// calls `tracepoint_synchronize_unregister`), so they cannot overlap.
 pub const MAX_QUICK_PERF_UPROBES: usize = 400;
-/// Seconds one perf-event uprobe's detach takes, for the estimates printed
-/// (BENCHMARKS.md, attach/detach: `full`'s 2876 uprobes took 324 s on the
-/// development VM; it varies with the machine).
+/// Seconds one perf-event uprobe's detach takes, for the estimates printed:
+/// `full`'s detach over its uprobes on the development VM (BENCHMARKS.md,
+/// "Perf-event uprobes"); it varies with the machine.
 pub const PERF_DETACH_SECS_EACH: f64 = 0.113;
 
 /// Programs loaded and attached to a live target.

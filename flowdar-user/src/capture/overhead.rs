@@ -47,8 +47,8 @@ extern "C" fn flowdar_calibration_target(x: u64) -> u64 {
     black_box(x).wrapping_add(1)
 }
 
-/// Calls per timed round, and rounds (the median is kept). ~10 µs a probed
-/// call in a VM makes the probed rounds ~60 ms in all.
+/// Calls per timed round, and rounds (the median is kept): a fraction of a
+/// second in all at the per-call cost `flowdar kernel` prints.
 const CALLS: u64 = 2000;
 const ROUNDS: usize = 3;
 

@@ -115,12 +115,14 @@ impl std::fmt::Display for Progress<'_> {
                 under,
             } => write!(
                 f,
-                "[zoom] discovery: {functions} functions ({profile}) for {:.1} s under {under}",
+                "[zoom] discovery: {functions} functions selected ({profile}) for {:.1} s under {under}",
                 window.as_secs_f64()
             ),
             Self::DiscoveryDone(d) => write!(
                 f,
-                "      {}{:.2} s of degraded service (attach {:.2} s, detach {:.2} s)",
+                "      {} attached ({} refused by the kernel); {}{:.2} s of degraded service (attach {:.2} s, detach {:.2} s)",
+                d.functions,
+                d.refused,
                 d.requests_per_s
                     .map_or(String::new(), |r| format!("{r:.0} req/s in the window; ")),
                 d.degraded_s,

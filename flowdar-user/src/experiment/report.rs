@@ -313,9 +313,10 @@ fn zoom_section(md: &mut String, z: &super::Zoom, variant: &str) {
     for d in [&z.discovery, &z.attack_discovery].into_iter().flatten() {
         let _ = writeln!(
             md,
-            "\nDiscovery window under {}: {} functions for {:.1} s, {:.2} s of degraded service in all (attach {:.2} s, detach {:.2} s){}.",
+            "\nDiscovery window under {}: {} functions attached ({} refused by the kernel) for {:.1} s, {:.2} s of degraded service in all (attach {:.2} s, detach {:.2} s){}.",
             d.under,
             d.functions,
+            d.refused,
             d.window_s,
             d.degraded_s,
             d.attach_s,

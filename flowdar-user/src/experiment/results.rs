@@ -134,7 +134,9 @@ pub struct Dropped {
 pub struct Discovery {
     /// `the normal load` or `the attack`.
     pub under: String,
+    /// Functions attached (the kernel refused `refused` more, skipped).
     pub functions: usize,
+    pub refused: usize,
     pub window_s: f64,
     pub attach_s: f64,
     pub detach_s: f64,

@@ -43,9 +43,9 @@ use crate::{
 
 /// How far below the tail one level looks.
 pub const MAX_DEPTH: usize = 3;
-/// The smallest share of a request's work assumed per probed call. From
-/// BENCHMARKS.md row b (2-core VM): `request` (7.1 calls per request) kept
-/// 0.67x of untraced throughput, 0.069 a call; `io` (3.4) 0.87x, 0.045.
+/// The smallest share of a request's work assumed per probed call: what
+/// BENCHMARKS.md row b's `request` and `io` profiles lost per probed call
+/// on the development VM (row h gives their calls per request).
 pub const PRIOR_COST_PER_CALL: f64 = 0.05;
 /// Level 0 calibrates the cost only with at least this many calls per
 /// request: fewer move throughput less than run-to-run noise does.
@@ -374,7 +374,8 @@ fn discover(
     }
     let d = Discovery {
         under: under.into(),
-        functions,
+        functions: functions - summary.skipped.len(),
+        refused: summary.skipped.len(),
         window_s: window.as_secs_f64(),
         attach_s: attach.as_secs_f64(),
         detach_s: summary.detach_time.as_secs_f64(),

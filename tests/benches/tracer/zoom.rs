@@ -90,8 +90,9 @@ pub fn measure(out_dir: &Path) -> String {
     let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let _ = writeln!(
         md,
-        "\nDiscovery windows ({} functions): under the normal load {degraded:.2} s of degraded service (attach {:.2} s, window {:.1} s, detach {:.2} s) at {:.0} requests/s; under the attack {degraded_attack:.2} s.\n\nThe chain reaches `{LEAF}`, every link significant (target): {}; lowest traced/untraced throughput of a measured normal phase: {lowest:.2}x (target >= {MIN_RATIO}: {}); each discovery window <= {MAX_DISCOVERY_S} s of degraded service (target): {}; whole run {wall:.0} s (target <= {MAX_RUN_S:.0} s: {}).\n",
+        "\nDiscovery windows ({} functions attached, {} refused by the kernel): under the normal load {degraded:.2} s of degraded service (attach {:.2} s, window {:.1} s, detach {:.2} s) at {:.0} requests/s; under the attack {degraded_attack:.2} s.\n\nThe chain reaches `{LEAF}`, every link significant (target): {}; lowest traced/untraced throughput of a measured normal phase: {lowest:.2}x (target >= {MIN_RATIO}: {}); each discovery window <= {MAX_DISCOVERY_S} s of degraded service (target): {}; whole run {wall:.0} s (target <= {MAX_RUN_S:.0} s: {}).\n",
         d["functions"],
+        d["refused"],
         d["attach_s"].as_f64().unwrap_or(0.0),
         d["window_s"].as_f64().unwrap_or(0.0),
         d["detach_s"].as_f64().unwrap_or(0.0),
