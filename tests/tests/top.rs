@@ -225,3 +225,68 @@ fn the_terminal_view_survives_resizes_and_the_target_exiting() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(left_behind(), Vec::<String>::new());
 }
+
+/// `top` started while an attack already holds the workers (the issue's
+/// "during an attack"): their `ap_read_request` calls began before attach,
+/// so no probe sees them; the view finds them blocked on the attacker's
+/// sockets through /proc and raises the alert naming the attacker.
+#[test]
+fn top_started_during_an_attack_sees_the_workers_it_already_holds() {
+    require_root();
+    let lab = Lab::create().expect("lab hosts");
+    let apache = ThrowawayApache::start(&ApacheOptions {
+        listen: vec![lab.server.into()],
+        ..Default::default()
+    })
+    .expect("start apache");
+    let mut attack = slowloris(&lab, apache.port(), 50);
+    // The attack's connections open within its first second and each holds
+    // a worker reading headers from then on.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut cmd = Command::new(flowdar_bin());
+    cmd.args(["top", "--pid", &apache.pid().to_string()])
+        .args(["--profile", "apache:request", "--json"])
+        .args(["--alert-workers", "20", "--alert-after", "2s"])
+        .args(["--duration", "5s"]);
+    let top = Background::start(cmd, "\"functions\"", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while top.stdout().lines().count() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, out, err) = top.stop(libc::SIGINT);
+    let _ = attack.kill();
+    let _ = attack.wait();
+    assert_eq!(code, Some(0), "top failed:\n{err}");
+    let intervals: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let attacker = lab.attacker.addr.to_string();
+    // From the first interval: the held workers, each on an attacker's
+    // connection.
+    let first = &intervals[0];
+    let held: Vec<&serde_json::Value> = first["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["function"] == flowdar::analysis::BLOCKED_BEFORE_ATTACH)
+        .collect();
+    assert!(
+        held.len() >= 20,
+        "{} held workers found: {first}",
+        held.len()
+    );
+    for w in &held {
+        let client: std::net::SocketAddr = w["client"].as_str().unwrap().parse().unwrap();
+        assert_eq!(client.ip().to_string(), attacker, "{w}");
+    }
+    assert_eq!(first["clients"][0]["address"], attacker, "{first}");
+    // Past the alert's 2 s, the alert names the attacker alone.
+    let alert = intervals
+        .iter()
+        .flat_map(|i| i["alerts"].as_array().unwrap().iter())
+        .next()
+        .unwrap_or_else(|| panic!("no slow-http alert:\n{out}\n{err}"));
+    assert_eq!(alert["clients"], serde_json::json!([attacker]), "{alert}");
+    assert!(alert["workers"].as_u64().unwrap() >= 20, "{alert}");
+}

@@ -13,7 +13,10 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::sessions::{CONNECTION, READ, REQUEST};
-use crate::store::TraceProbe;
+use crate::{capture::BlockedThread, store::TraceProbe};
+
+/// How a worker blocked on a client's socket from before attach shows.
+pub const BLOCKED_BEFORE_ATTACH: &str = "(blocked on a client socket since before attach)";
 
 /// When to raise the slow-HTTP alert: at least `workers` workers blocked
 /// reading a request for longer than `after_ns` (defaults: `flowdar top`'s
@@ -117,6 +120,11 @@ pub struct LiveView {
     client_conns: HashMap<IpAddr, HashSet<SocketAddr>>,
     started_ns: u64,
     last_snapshot_ns: u64,
+    /// Workers found blocked on a client's socket when the view started,
+    /// by tid, while they stay so and send no event: their calls began
+    /// before attach, so no probe will tell when they end.
+    blocked: HashMap<u32, BlockedThread>,
+    blocked_seeded: bool,
 }
 
 const AGES: [(&str, u64); 4] = [
@@ -151,7 +159,27 @@ impl LiveView {
             client_conns: HashMap::new(),
             started_ns: now_ns,
             last_snapshot_ns: now_ns,
+            blocked: HashMap::new(),
+            blocked_seeded: false,
         }
+    }
+
+    /// The threads blocked on a client's socket now (`capture::
+    /// blocked_on_sockets`). The first call takes those with no traced call
+    /// open: blocked since before attach. Later calls keep those still
+    /// blocked on the same peer; a thread that sends an event has moved on.
+    pub fn set_blocked(&mut self, now: Vec<BlockedThread>) {
+        if !self.blocked_seeded {
+            self.blocked_seeded = true;
+            self.blocked = now
+                .into_iter()
+                .filter(|b| self.threads.get(&b.tid).is_none_or(|(_, s)| s.is_empty()))
+                .map(|b| (b.tid, b))
+                .collect();
+            return;
+        }
+        self.blocked
+            .retain(|tid, b| now.iter().any(|n| n.tid == *tid && n.peer == b.peer));
     }
 
     pub fn push(&mut self, e: &Event) {
@@ -164,6 +192,7 @@ impl LiveView {
         if id >= self.names.len() {
             return;
         }
+        self.blocked.remove(&e.tid);
         let role = self.roles[id];
         let (tgid, stack) = self
             .threads
@@ -275,6 +304,27 @@ impl LiveView {
                 client: client.map(|a| a.to_string()),
             });
         }
+        // Blocked since before attach: for at least as long as the view.
+        let since_attach = now_ns.saturating_sub(self.started_ns);
+        for b in self.blocked.values() {
+            let h = held_now.entry(b.peer.ip()).or_default();
+            h.0 += since_attach;
+            h.1 += 1;
+            if b.reading && since_attach > self.rule.after_ns {
+                *reading.entry(b.peer.ip().to_string()).or_default() += 1;
+            }
+            workers.push(Worker {
+                pid: b.pid,
+                tid: b.tid,
+                function: BLOCKED_BEFORE_ATTACH.into(),
+                for_ns: since_attach,
+                client: Some(b.peer.to_string()),
+            });
+            self.client_conns
+                .entry(b.peer.ip())
+                .or_default()
+                .insert(b.peer);
+        }
         workers.sort_by(|a, b| b.for_ns.cmp(&a.for_ns).then(a.tid.cmp(&b.tid)));
 
         let mut addrs: HashSet<IpAddr> = self.client_ns.keys().copied().collect();
@@ -305,8 +355,8 @@ impl LiveView {
             alerts.push(Alert {
                 kind: "slow-http",
                 message: format!(
-                    "slow HTTP: {held} workers held > {} s in {READ} by {} client address{} ({})",
-                    self.rule.after_ns / 1_000_000_000,
+                    "slow HTTP: {held} workers held > {} reading requests ({READ}, or blocked reading since before attach) by {} client address{} ({})",
+                    crate::units::ns(self.rule.after_ns),
                     by.len(),
                     if by.len() == 1 { "" } else { "es" },
                     by.iter()

@@ -18,7 +18,7 @@ pub use calltree::CallTree;
 pub use clients::{by_client, ClientBook, ClientRow};
 pub use diff::{diff, mann_whitney_p, DiffRow};
 pub use flows::{Flow, FlowTracker, ThreadPair};
-pub use live::{AlertRule, Interval, LiveView};
+pub use live::{AlertRule, Interval, LiveView, BLOCKED_BEFORE_ATTACH};
 pub use scan::{scan, Scanned};
 pub use sessions::{sessions_of, Session, SessionTracker, SessionsError};
 pub use simplify::{simplify, SimplifyOptions, SimplifyReport};

@@ -2,6 +2,7 @@
 //! server, and the pipeline ring buffer -> drain thread -> writer thread ->
 //! trace file.
 mod attach;
+mod blocked;
 mod budget;
 mod drain;
 mod features;
@@ -23,6 +24,7 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flowdar_common::Event;
 
+pub use blocked::{blocked_on_sockets, BlockedThread};
 pub use budget::{choose as choose_within_budget, BudgetChoice, ProbeLoad};
 pub use drain::{DrainCounts, BATCH_EVENTS};
 pub use features::{

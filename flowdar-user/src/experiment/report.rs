@@ -67,7 +67,14 @@ fn doing(stack: &[String]) -> &'static str {
         ": the read path, reading request headers that the attacker sends slowly or never"
     } else if has("apr_socket_recv") {
         ": the read path inside the handler, reading a request body that comes a few bytes at a time"
-    } else if has("ap_pass_brigade") || has("apr_socket_sendv") || has("ap_core_output_filter") {
+    } else if has("ap_pass_brigade")
+        || has("apr_socket_sendv")
+        || has("ap_core_output_filter")
+        // The output filter's blocking write waits in apr_poll (APR reads
+        // wait inside apr_socket_recv instead): the write path, even with
+        // only the default profile's probes.
+        || (has("ap_run_handler") && has("apr_poll"))
+    {
         ": the write path, sending a response to a client that reads it a few bytes at a time"
     } else {
         ""
@@ -585,4 +592,25 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> anyhow::Result<Repor
         summary,
         markdown: md,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::doing;
+
+    fn stack(fs: &[&str]) -> Vec<String> {
+        fs.iter().map(|f| format!("{f} (12.0 s)")).collect()
+    }
+
+    #[test]
+    fn held_stacks_name_the_path_they_wait_in() {
+        assert!(doing(&stack(&["ap_read_request", "apr_socket_recv"])).contains("request headers"));
+        assert!(doing(&stack(&["ap_invoke_handler", "apr_socket_recv"])).contains("request body"));
+        // A slow read with only apache:request,io probed.
+        assert!(
+            doing(&stack(&["ap_invoke_handler", "ap_run_handler", "apr_poll"]))
+                .contains("the write path")
+        );
+        assert_eq!(doing(&stack(&["apr_pollset_poll"])), "");
+    }
 }

@@ -274,6 +274,21 @@ impl Spec {
 mod tests {
     use super::*;
 
+    /// The fuzz target starts from these: a seed that no longer parses
+    /// would leave the fuzzer exploring only the parser's error paths.
+    #[test]
+    fn every_fuzz_seed_is_a_valid_spec() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/experiment_spec");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            Spec::parse(&e.path(), &text)
+                .unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+            n += 1;
+        }
+        assert!(n >= 4, "{n} seeds in {}", dir.display());
+    }
+
     #[test]
     fn the_default_spec_parses() {
         let s = Spec::default_spec();

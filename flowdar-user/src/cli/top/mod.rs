@@ -126,6 +126,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || Recording::start_with_tap(opts, Some(tap)))
                 .await??;
         let mut view = LiveView::new(&table, rule, monotonic_ns());
+        // Workers an attack already holds: their calls began before
+        // attach, so only the kernel's socket view shows them.
+        view.set_blocked(capture::blocked_on_sockets(args.pid));
         let mut screen = if args.json {
             None
         } else {
@@ -160,6 +163,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             if Instant::now() >= next {
                 next += args.interval;
                 view.forget_dead(capture::is_alive);
+                view.set_blocked(capture::blocked_on_sockets(args.pid));
                 out.show(&view.snapshot(monotonic_ns()), screen.as_mut())?;
             }
         };
