@@ -385,3 +385,50 @@ fn malformed_experiment_spec_names_line_and_column() {
     ]);
     assert!(err.contains("spec.toml:6:12"), "{err}");
 }
+
+/// Experiments send traffic only to loopback or their own lab hosts; an
+/// existing server takes no configuration variants. Both refused in one
+/// line before anything runs.
+#[test]
+fn experiments_refuse_foreign_targets_and_config_variants_for_existing_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let far = spec(
+        "far.toml",
+        "version = 1\nprofile = [\"apache:request\"]\n[server]\npid = 1\nurl = \"http://10.1.2.3:80/index.html\"\n\
+         [[phase]]\nname = \"attack\"\nduration = \"5s\"\n\
+         attack = { mode = \"headers\", connections = 10, rate = 10, interval = \"2s\", ramp = \"1s\" }\n",
+    );
+    let out = dir.path().join("exp");
+    let err = one_line_error(&[
+        "experiment",
+        far.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("refusing to send traffic to 10.1.2.3") && err.contains("--allow-target"),
+        "{err}"
+    );
+    let variant = spec(
+        "variant.toml",
+        "version = 1\nprofile = [\"apache:request\"]\n[server]\npid = 1\nurl = \"http://127.0.0.1:80/index.html\"\n\
+         [[variant]]\nname = \"rt\"\nconfig = \"Timeout 3\\n\"\n\
+         [[phase]]\nname = \"normal\"\nduration = \"5s\"\nload = { connections = 2 }\n",
+    );
+    let err = one_line_error(&[
+        "experiment",
+        variant.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("variant `rt` changes the server's configuration"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+}
