@@ -127,6 +127,11 @@ impl Exporter {
     pub fn update(&self, i: &Interval) {
         let _held = self.registry.lock().expect("registry");
         let m = &self.metrics;
+        // Gauges of this interval only: a function with no call in it, or a
+        // client holding no worker now, has no current value.
+        m.mean.clear();
+        m.p99.clear();
+        m.client_workers.clear();
         for f in &i.functions {
             let l = label("function", &f.function);
             m.calls.get_or_create(&l).inc_by(f.calls);
