@@ -24,12 +24,15 @@ pub(super) enum What {
 /// the in-kernel process filter, fork following, the perf-event fallback,
 /// teardown after SIGKILL), plus the two user-facing runs with defaults.
 pub(super) const CHECKS: &[Check] = &[
-    // The lighter tour with its defaults (attach mode: auto); prints the
-    // attach mode it used.
+    // The lighter tour with its defaults (attach mode: auto): every one of
+    // its 1000 requests in the trace, the attach mode it used printed.
     Check {
-        name: "flowdar_demo",
+        name: "the_demo_records_every_request_exactly",
         limit: 180,
-        what: What::Flowdar(&["demo"]),
+        what: What::Test {
+            file: "demo",
+            test: "the_demo_records_every_request_exactly",
+        },
     },
     // Exact counts against bpftrace (event MPM), default attach mode.
     Check {
