@@ -136,6 +136,8 @@ fn min_duration_drops_short_calls_exactly(mode: &[&str]) {
     );
     assert_eq!(stats["pairing"]["unmatched_exits"], 0);
     assert_eq!(stats["pairing"]["lost_exits"], 0);
+    // hang() and wait_line() were still running when the probes went.
+    assert_eq!(stats["cut_by_detach"], 2);
     // The overhead estimate counts every call that hit both probes:
     // recorded or dropped as short.
     let o = footer.overhead.as_ref().expect("overhead estimate");

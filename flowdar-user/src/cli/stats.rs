@@ -11,7 +11,9 @@ use crate::analysis::{scan, FunctionStats, Scanned, Stats};
 /// time column), failures by the probe's error rule, total, self (outside
 /// probed callees), mean, p50/p90/p99 (HDR histograms) and maximum time.
 ///
-/// JSON (stable): {"functions": [...], "pairing": {...}}. Function fields:
+/// JSON (stable): {"functions": [...], "pairing": {...}, "cut_by_detach":
+/// calls in flight when the probes were removed (recordings that detached)}.
+/// Function fields:
 /// function, object, calls, in_flight, errors, total_ns, self_ns, mean_ns,
 /// p50_ns, p90_ns, p99_ns, max_ns, zero_returns. Pairing anomalies:
 /// unmatched_exits (returns of calls begun before capture), lost_exits
@@ -76,8 +78,18 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         SortKey::Errors => rows.sort_by_key(|r| Reverse(r.errors)),
         SortKey::Name => rows.sort_by(|a, b| a.function.cmp(&b.function)),
     }
+    // Open at the end of a recording that detached: each was still running
+    // when its return probe went (entries go first, returns ~100 ms later).
+    let cut_by_detach = scanned
+        .footer
+        .as_ref()
+        .filter(|f| f.entries_removed_ns > 0)
+        .map(|_| rows.iter().map(|r| r.in_flight).sum::<u64>());
     if args.json {
-        let out = serde_json::json!({ "functions": rows, "pairing": scanned.pairing });
+        let mut out = serde_json::json!({ "functions": rows, "pairing": scanned.pairing });
+        if let Some(n) = cut_by_detach {
+            out["cut_by_detach"] = n.into();
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_table(&rows);
@@ -85,6 +97,11 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
             println!(
                 "\n{} exits had no entry in the capture (calls begun while only return probes were in place: they go in first on attach and come out last on detach); {} entries lost their exit (longjmp, uretprobe depth limit)",
                 scanned.pairing.unmatched_exits, scanned.pairing.lost_exits
+            );
+        }
+        if let Some(n) = cut_by_detach.filter(|n| *n > 0) {
+            println!(
+                "\n{n} calls in flight were cut by detach: still running when their return probes were removed (after the entry probes), so their durations are their time so far"
             );
         }
     }
