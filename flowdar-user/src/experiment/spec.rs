@@ -289,6 +289,16 @@ mod tests {
         assert!(n >= 4, "{n} seeds in {}", dir.display());
     }
 
+    /// The specs the README's attack table points to.
+    #[test]
+    fn the_shipped_attack_specs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        for mode in ["body", "read", "range"] {
+            let path = dir.join(format!("attack-{mode}.toml"));
+            Spec::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+
     #[test]
     fn the_default_spec_parses() {
         let s = Spec::default_spec();
