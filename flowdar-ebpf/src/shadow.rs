@@ -22,9 +22,18 @@ pub fn min_duration() -> u64 {
 #[inline(always)]
 fn stack(pid_tgid: u64) -> Option<&'static mut ShadowStack> {
     let tid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
     if let Some(p) = SHADOW.get_ptr_mut(tid) {
         // SAFETY: a live map value, touched only by this thread's programs.
-        return Some(unsafe { &mut *p });
+        let s = unsafe { &mut *p };
+        if s.tgid != tgid {
+            // A recycled tid: the old thread's frames died with it.
+            s.tgid = tgid;
+            s.depth = 0;
+            s.emitted = 0;
+            s.overflow = 0;
+        }
+        return Some(s);
     }
     let zero = SHADOW_ZERO.get_ptr(0)?;
     // A reference, not a copy: 1.3 KiB does not fit the 512-byte BPF stack.
@@ -34,7 +43,7 @@ fn stack(pid_tgid: u64) -> Option<&'static mut ShadowStack> {
     let p = SHADOW.get_ptr_mut(tid)?;
     // SAFETY: as above.
     let s = unsafe { &mut *p };
-    s.tgid = (pid_tgid >> 32) as u32;
+    s.tgid = tgid;
     Some(s)
 }
 
@@ -85,11 +94,16 @@ pub fn complete(pid_tgid: u64, probe_id: u32, exit_args: [u64; MAX_ARGS]) -> boo
         return false;
     }
     // The innermost open call must be this probe's. If it is not, a
-    // longjmp left calls whose return probes never fire: the exit is sent
-    // as it is (analysis counts it unmatched). One level only: a search
-    // down the stack multiplies the verifier's paths past its limit.
+    // longjmp (or the kernel's return-probe depth limit) left calls whose
+    // return probes never fire: the stack no longer says what is open, so
+    // it is dropped (held entries unsent; sent ones stay open calls) and
+    // the exit is sent as it is (analysis counts it unmatched). Frames are
+    // not searched: a search down the stack multiplies the verifier's
+    // paths past its limit.
     let found = depth - 1;
     if s.frames.get(found).is_none_or(|f| f.probe_id != probe_id) {
+        s.depth = 0;
+        s.emitted = 0;
         return false;
     }
     let Some(frame) = s.frames.get(found).copied() else {

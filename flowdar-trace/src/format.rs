@@ -169,9 +169,10 @@ impl OverheadEstimate {
     /// estimated: the probes' estimated time over the CPU time measured,
     /// which includes it. Above 1 when the per-call cost overstates this
     /// server's (it is an isolated call's). `None` when the server did too
-    /// little for a share to mean anything (< 1 ms of CPU).
+    /// little for a share to mean anything (< 20 ms of CPU: the kernel
+    /// counts a process's CPU time in 10 ms ticks).
     pub fn ratio(&self) -> Option<f64> {
-        (self.server_cpu_ns >= 1_000_000)
+        (self.server_cpu_ns >= 20_000_000)
             .then(|| self.probe_ns() as f64 / self.server_cpu_ns as f64)
     }
 }

@@ -12,7 +12,7 @@ use flowdar_common::EventKind::{Entry, Exit};
 use flowdar_tests::*;
 
 const ROUNDS: usize = 20;
-const MIN_NS: u64 = 1_000_000;
+const MIN_NS: u64 = 10_000_000;
 const FUNCTIONS: [&str; 5] = ["outer", "quick", "slow", "hang", "wait_line"];
 
 fn min_duration_drops_short_calls_exactly(mode: &[&str]) {
@@ -52,7 +52,7 @@ fn min_duration_drops_short_calls_exactly(mode: &[&str]) {
         .iter()
         .flat_map(|p| ["--probe", p.as_str()])
         .collect();
-    args.extend_from_slice(&["--min-duration", "1ms"]);
+    args.extend_from_slice(&["--min-duration", "10ms"]);
     args.extend_from_slice(mode);
     let (rec, trace) = record(child.id(), &args);
     writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
@@ -66,7 +66,7 @@ fn min_duration_drops_short_calls_exactly(mode: &[&str]) {
     assert!(child.wait().unwrap().success());
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
     assert!(
-        out.contains("Minimum duration 1.0 ms: 50 shorter calls dropped in the kernel; 2 calls still open at the end kept."),
+        out.contains("Minimum duration 10.0 ms: 50 shorter calls dropped in the kernel; 2 calls still open at the end kept."),
         "{out}"
     );
 

@@ -164,6 +164,12 @@ impl LiveView {
         }
     }
 
+    /// Whether [`LiveView::set_blocked`] still has a use: before its first
+    /// call, and while threads blocked from before attach remain.
+    pub fn wants_blocked(&self) -> bool {
+        !self.blocked_seeded || !self.blocked.is_empty()
+    }
+
     /// The threads blocked on a client's socket now (`capture::
     /// blocked_on_sockets`). The first call takes those with no traced call
     /// open: blocked since before attach. Later calls keep those still

@@ -29,8 +29,12 @@ const SYS_RECVFROM: u64 = 45;
 const SYS_PPOLL: u64 = 271;
 const POLLIN: u16 = 1;
 
-/// The threads of `root`'s tree blocked on a connected TCP socket now.
+/// The threads of `root`'s tree blocked on a connected TCP socket now
+/// (x86-64: the system call numbers are that architecture's).
 pub fn blocked_on_sockets(root: u32) -> Vec<BlockedThread> {
+    if !cfg!(target_arch = "x86_64") {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     for pid in proctree::descendants(root) {
         let sockets = tcp_peers(pid);

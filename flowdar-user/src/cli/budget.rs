@@ -38,7 +38,7 @@ pub(super) fn fit(
     let Some(o) = summary.overhead.clone() else {
         bail!("--budget: a probed call's cost could not be measured on this machine");
     };
-    if o.ratio().is_none() {
+    if o.ratio().is_none() || o.calls == 0 {
         eprintln!(
             "Budget {pct}%: the server did almost no work in the window ({} of CPU): with no load to measure, every function is kept.",
             format::duration(Duration::from_nanos(o.server_cpu_ns))

@@ -163,7 +163,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             if Instant::now() >= next {
                 next += args.interval;
                 view.forget_dead(capture::is_alive);
-                view.set_blocked(capture::blocked_on_sockets(args.pid));
+                if view.wants_blocked() {
+                    view.set_blocked(capture::blocked_on_sockets(args.pid));
+                }
                 out.show(&view.snapshot(monotonic_ns()), screen.as_mut())?;
             }
         };
