@@ -597,3 +597,88 @@ pub fn small_event_apache() -> flowdar::server::ThrowawayApache {
     };
     flowdar::server::ThrowawayApache::start(&opts).expect("start apache")
 }
+
+/// A C fixture from `tests/fixtures`, compiled into a temp dir.
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+/// Compiles `source` (a fixture's text) with `-g` and `flags`.
+pub fn compile_fixture(source: &str, name: &str, flags: &[&str]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let bin = dir.path().join(format!("flowdar-{name}"));
+    let ok = Command::new("gcc")
+        .arg("-g")
+        .args(flags)
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("gcc")
+        .success();
+    assert!(ok, "compiling {name}.c");
+    Fixture { _dir: dir, bin }
+}
+
+/// Starts a fixture that prints "ready" and then waits for a line on
+/// stdin; returns it with its stdout, once ready.
+pub fn start_fixture(
+    bin: &Path,
+    arg: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = Command::new(bin)
+        .arg(arg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    (child, stdout)
+}
+
+/// Back-to-back 1 s wrk runs (1 thread, 8 connections) against `addr`
+/// until [`SteadyLoad::stop`]: a server busy from before a recorder
+/// starts, however long attaching takes.
+pub struct SteadyLoad {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl SteadyLoad {
+    pub fn start(addr: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = running.clone();
+        let thread = std::thread::spawn(move || {
+            let mut requests = 0;
+            while flag.load(Ordering::Relaxed) {
+                let plan = flowdar::server::WrkPlan {
+                    threads: 1,
+                    connections: 8,
+                    duration: Duration::from_secs(1),
+                    ..Default::default()
+                };
+                requests += flowdar::server::run_wrk(addr, &plan).expect("wrk").requests;
+            }
+            requests
+        });
+        Self { running, thread }
+    }
+
+    /// Ends the load after its current run; returns the requests wrk sent.
+    pub fn stop(self) -> u64 {
+        self.running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("load thread")
+    }
+}

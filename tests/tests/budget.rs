@@ -3,15 +3,9 @@
 //! fits, the trace holds exactly the kept functions and the capture's
 //! summary states its estimated overhead. On an idle server nothing can be
 //! measured and every function is kept.
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use flowdar::server::{run_wrk, ThrowawayApache, WrkPlan};
+use flowdar::server::ThrowawayApache;
 use flowdar_tests::*;
 
 const PROFILE: &str = "apache:request,io";
@@ -51,21 +45,7 @@ fn percent(text: &str, prefix: &str, marker: &str) -> f64 {
 fn a_budget_drops_the_hottest_functions_under_load_and_keeps_the_rest() {
     require_root();
     let apache = ThrowawayApache::start(&Default::default()).expect("start apache");
-    let running = Arc::new(AtomicBool::new(true));
-    let load = {
-        let (addr, running) = (apache.addr(), running.clone());
-        std::thread::spawn(move || {
-            while running.load(Ordering::Relaxed) {
-                let plan = WrkPlan {
-                    threads: 1,
-                    connections: 8,
-                    duration: Duration::from_secs(1),
-                    ..Default::default()
-                };
-                run_wrk(addr, &plan).expect("wrk");
-            }
-        })
-    };
+    let load = SteadyLoad::start(apache.addr());
     std::thread::sleep(Duration::from_millis(1000));
     let trace = TraceFile::new();
     let out = record_now(
@@ -83,8 +63,7 @@ fn a_budget_drops_the_hottest_functions_under_load_and_keeps_the_rest() {
             trace.to_str().unwrap(),
         ],
     );
-    running.store(false, Ordering::Relaxed);
-    load.join().expect("load thread");
+    load.stop();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

@@ -3,15 +3,9 @@
 //! recorded call is left "in flight" because its return probe was missing,
 //! and every call entered while all probes were in place is recorded,
 //! exactly as bpftrace (attached before, detached after) saw it.
-use std::{
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use flowdar::server::{run_wrk, ThrowawayApache, WrkPlan};
+use flowdar::server::ThrowawayApache;
 use flowdar_tests::*;
 
 /// The request path: short calls, none of which may be left open once the
@@ -44,23 +38,7 @@ fn busy(mode: Option<&str>, stop: Stop) {
     // Load in back-to-back 1 s wrk runs until told to stop: the server is
     // busy from before the recorder starts (however long attaching takes on
     // a slow machine) until after it is attached or stopped.
-    let running = Arc::new(AtomicBool::new(true));
-    let load = {
-        let (addr, running) = (apache.addr(), running.clone());
-        std::thread::spawn(move || {
-            let mut requests = 0;
-            while running.load(Ordering::Relaxed) {
-                let plan = WrkPlan {
-                    threads: 1,
-                    connections: 8,
-                    duration: Duration::from_secs(1),
-                    ..Default::default()
-                };
-                requests += run_wrk(addr, &plan).expect("wrk").requests;
-            }
-            requests
-        })
-    };
+    let load = SteadyLoad::start(apache.addr());
     std::thread::sleep(Duration::from_millis(1500));
     let mut args = vec!["--profile", "apache:request"];
     if let Some(m) = mode {
@@ -71,12 +49,10 @@ fn busy(mode: Option<&str>, stop: Stop) {
     let (requests, (code, out, err)) = match stop {
         Stop::MidLoad => {
             let stopped = rec.stop(libc::SIGINT);
-            running.store(false, Ordering::Relaxed);
-            (load.join().expect("load thread"), stopped)
+            (load.stop(), stopped)
         }
         Stop::AfterLoad => {
-            running.store(false, Ordering::Relaxed);
-            let requests = load.join().expect("load thread");
+            let requests = load.stop();
             std::thread::sleep(Duration::from_millis(500));
             (requests, rec.stop(libc::SIGINT))
         }

@@ -4,8 +4,8 @@
 //! time order. Checked exactly on a program whose calls' durations are
 //! known (tests/fixtures/durations.c), on both attach mechanisms.
 use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Command, Stdio},
+    io::{BufRead, Write},
+    process::Command,
 };
 
 use flowdar_common::EventKind::{Entry, Exit};
@@ -17,33 +17,14 @@ const FUNCTIONS: [&str; 5] = ["outer", "quick", "slow", "hang", "wait_line"];
 
 fn min_duration_drops_short_calls_exactly(mode: &[&str]) {
     require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("durations.c");
-    std::fs::write(&src, include_str!("../fixtures/durations.c")).unwrap();
-    let bin = dir.path().join("flowdar-durations");
-    assert!(Command::new("gcc")
-        .args([
-            "-O1",
-            "-g",
-            "-fno-inline",
-            "-fno-optimize-sibling-calls",
-            "-o"
-        ])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("gcc")
-        .success());
-    let mut child = Command::new(&bin)
-        .arg(ROUNDS.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let fixture = compile_fixture(
+        include_str!("../fixtures/durations.c"),
+        "durations",
+        &["-O1", "-fno-inline", "-fno-optimize-sibling-calls"],
+    );
+    let bin = &fixture.bin;
+    let (mut child, mut stdout) = start_fixture(bin, &ROUNDS.to_string());
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
     let probes: Vec<String> = FUNCTIONS
         .iter()
         .map(|f| format!("{}:{f}", bin.display()))

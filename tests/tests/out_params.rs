@@ -2,10 +2,7 @@
 //! pointer saved at entry is gone, "unknown", never 0. A recursive call of
 //! the same function on the same thread replaces the outer call's saved
 //! pointer (one slot per thread and probe), so the outer exit has none.
-use std::{
-    io::{BufRead, BufReader, Write},
-    process::{Command, Stdio},
-};
+use std::io::{BufRead, Write};
 
 use flowdar_common::{
     EventKind::{Entry, Exit},
@@ -19,17 +16,13 @@ const FUNCTION: &str = "flowdar_out";
 #[test]
 fn an_out_parameter_without_its_saved_pointer_is_unknown_not_zero() {
     require_root();
+    let fixture = compile_fixture(
+        include_str!("../fixtures/outparam.c"),
+        "outparam",
+        &["-O1", "-fno-optimize-sibling-calls"],
+    );
+    let bin = &fixture.bin;
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("outparam.c");
-    std::fs::write(&src, include_str!("../fixtures/outparam.c")).unwrap();
-    let bin = dir.path().join("flowdar-outparam");
-    assert!(Command::new("gcc")
-        .args(["-O1", "-g", "-fno-optimize-sibling-calls", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("gcc")
-        .success());
     let probes = dir.path().join("probes.toml");
     std::fs::write(
         &probes,
@@ -40,16 +33,8 @@ fn an_out_parameter_without_its_saved_pointer_is_unknown_not_zero() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(&bin)
-        .arg(CALLS.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut stdout) = start_fixture(bin, &CALLS.to_string());
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
     let (rec, trace) = record(child.id(), &["--probes", probes.to_str().unwrap()]);
     writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
     line.clear();

@@ -171,17 +171,14 @@ impl LiveView {
     }
 
     /// The threads blocked on a client's socket now (`capture::
-    /// blocked_on_sockets`). The first call takes those with no traced call
-    /// open: blocked since before attach. Later calls keep those still
-    /// blocked on the same peer; a thread that sends an event has moved on.
+    /// blocked_on_sockets`). The first call, made before any event is
+    /// pushed, takes them all: blocked since before attach (one whose call
+    /// began after attach leaves the set with its first event). Later calls
+    /// keep those still blocked on the same peer.
     pub fn set_blocked(&mut self, now: Vec<BlockedThread>) {
         if !self.blocked_seeded {
             self.blocked_seeded = true;
-            self.blocked = now
-                .into_iter()
-                .filter(|b| self.threads.get(&b.tid).is_none_or(|(_, s)| s.is_empty()))
-                .map(|b| (b.tid, b))
-                .collect();
+            self.blocked = now.into_iter().map(|b| (b.tid, b)).collect();
             return;
         }
         self.blocked
