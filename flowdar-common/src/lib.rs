@@ -10,11 +10,6 @@ pub const WIRE_VERSION: u32 = 1;
 /// they must stay below this bound (the size of the `DROPS` per-CPU array).
 pub const MAX_PROBES: u32 = 8192;
 
-/// Upper bound on processes and threads the in-kernel filter tracks
-/// (`TARGETS` hash map). Apache's event MPM with defaults runs ~4 children
-/// x ~27 threads; 65536 leaves room for huge prefork pools.
-pub const MAX_TRACED_TASKS: u32 = 65536;
-
 /// Default ring-buffer size in bytes (power of two, multiple of the page size).
 /// 16 MiB holds ~300k events (48 B each plus the ring's 8-byte record header).
 pub const DEFAULT_RING_BYTES: u32 = 16 << 20;

@@ -2,7 +2,7 @@
 //! kind serves every probe: the probe id arrives as the attach cookie. User
 //! memory is read only where the probe's `PROBE_CONFIG` entry asks for it.
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated::bpf_get_attach_cookie,
@@ -14,7 +14,7 @@ use aya_ebpf::{
 use flowdar_common::{Event, EventKind, ProbeConfig, DEREF_UNKNOWN, MAX_ARGS, MAX_DEREFS, NO_ARG};
 
 use crate::{
-    maps::{count_one, is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG, WAKEUP_BYTES},
+    maps::{count_one, is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG},
     shadow,
 };
 
@@ -168,11 +168,6 @@ pub(crate) fn emit_at(
     kind: EventKind,
     args: [u64; MAX_ARGS],
 ) -> bool {
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES.load() {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    } as u64;
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(Event {
@@ -183,7 +178,11 @@ pub(crate) fn emit_at(
                 kind: kind as u32,
                 args,
             });
-            slot.submit(flags);
+            // Never a wakeup: user space drains on a timer sized to the
+            // ring (capture/drain.rs), and asking how full the ring is
+            // costs each event a read of the consumer's cache line
+            // (BENCHMARKS.md, "What cost what").
+            slot.submit(BPF_RB_NO_WAKEUP as u64);
             true
         }
         None => {

@@ -89,8 +89,13 @@ pub fn complete(pid_tgid: u64, probe_id: u32, exit_args: [u64; MAX_ARGS]) -> boo
         s.overflow -= 1;
         return false;
     }
-    let depth = (s.depth as usize).min(MAX_SHADOW_DEPTH);
-    if depth == 0 {
+    // The innermost frame, by an unsigned compare after the subtraction:
+    // the verifier of Linux 6.1 learns nothing from `depth != 0`, so it
+    // saw `depth - 1` as possibly -1 and refused the frame's address
+    // ("R1 min value is outside of the allowed memory range"). An empty
+    // stack wraps to u32::MAX and leaves here.
+    let found = s.depth.wrapping_sub(1) as usize;
+    if found >= MAX_SHADOW_DEPTH {
         return false;
     }
     // The innermost open call must be this probe's. If it is not, a
@@ -100,7 +105,6 @@ pub fn complete(pid_tgid: u64, probe_id: u32, exit_args: [u64; MAX_ARGS]) -> boo
     // the exit is sent as it is (analysis counts it unmatched). Frames are
     // not searched: a search down the stack multiplies the verifier's
     // paths past its limit.
-    let found = depth - 1;
     if s.frames.get(found).is_none_or(|f| f.probe_id != probe_id) {
         s.depth = 0;
         s.emitted = 0;

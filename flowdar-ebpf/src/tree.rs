@@ -4,7 +4,9 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
-use crate::maps::{count_one, is_target, EXIT_LAYOUT, FILTER_FULL, FORK_LAYOUT, TARGETS};
+use crate::maps::{
+    add_target, count_one, is_target, remove_target, EXIT_LAYOUT, FILTER_FULL, FORK_LAYOUT,
+};
 
 /// `sched/sched_process_fork` runs in the forking task: if it is ours, so is
 /// the child (a new process, or a new thread whose tid we add harmlessly).
@@ -17,7 +19,7 @@ pub fn flowdar_fork(ctx: TracePointContext) -> u32 {
     let off = FORK_LAYOUT.load().child_pid_off as usize;
     // SAFETY: the offset comes from this kernel's tracefs format file.
     if let Ok(child) = unsafe { ctx.read_at::<i32>(off) } {
-        if TARGETS.insert(child as u32, 1u8, 0).is_err() {
+        if !add_target(child as u32) {
             if let Some(count) = FILTER_FULL.get_ptr_mut(0) {
                 count_one(count);
             }
@@ -32,7 +34,7 @@ pub fn flowdar_exit_task(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tid != tgid {
-        let _ = TARGETS.remove(tid);
+        remove_target(tid);
     }
     if !is_target(tgid) {
         return 0;
@@ -46,7 +48,7 @@ pub fn flowdar_exit_task(ctx: TracePointContext) -> u32 {
         unsafe { ctx.read_at::<u8>(off as usize) }.unwrap_or(0) != 0
     };
     if group_dead {
-        let _ = TARGETS.remove(tgid);
+        remove_target(tgid);
     }
     0
 }

@@ -125,8 +125,8 @@ pub struct TraceFooter {
     pub malformed: Option<u64>,
     #[serde(default)]
     pub unknown_probe: Option<u64>,
-    /// Processes and threads forked by the server that found the in-kernel
-    /// process filter full: their calls are not in the trace.
+    /// Processes and threads forked by the server whose pids the in-kernel
+    /// process filter could not hold: their calls are not in the trace.
     #[serde(default)]
     pub untraced_tasks: Option<u64>,
     /// `record --min-duration`: what the kernel dropped for being short.

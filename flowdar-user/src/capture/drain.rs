@@ -1,5 +1,5 @@
 //! The ring-buffer drain: a dedicated thread that empties the ring on a short
-//! timer (or when the kernel forces a wakeup at a fill threshold), batches
+//! timer (the kernel programs never wake it: see [`poll_interval`]), batches
 //! events, and hands batches to the writer without ever waiting on it. When
 //! the writer falls behind past the memory bound, whole batches are dropped
 //! and counted per probe.
@@ -15,13 +15,28 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use flowdar_common::{Event, EventKind};
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
 /// Events per batch handed to the writer (one trace chunk each: see
 /// `CHUNK_EVENTS`); a partial batch still goes out every second.
 pub const BATCH_EVENTS: usize = crate::store::CHUNK_EVENTS;
 /// The longest the drain sleeps between looks at the ring buffer.
-const POLL_MS: i32 = 10;
+const POLL_MS: u64 = 10;
+/// Events a second the ring must absorb between two looks: above any
+/// uprobe rate seen (a hit costs microseconds of a CPU; row a of
+/// BENCHMARKS.md: ~0.2 M events/s on one CPU here).
+const RING_RATE: u64 = 10_000_000;
+
+/// How long the drain sleeps between looks at a ring of `ring_bytes`: at
+/// most [`POLL_MS`], and short enough that [`RING_RATE`] events a second
+/// fill at most half the ring meanwhile. The kernel programs submit without
+/// waking the drain, because asking the ring how full it is costs every
+/// event a read of the consumer's cache line; a full ring's losses are
+/// still counted per probe.
+pub fn poll_interval(ring_bytes: u32) -> Duration {
+    let record = (flowdar_common::EVENT_SIZE + 8) as u64;
+    let half_ring_ns = u64::from(ring_bytes) / 2 / record * 1_000_000_000 / RING_RATE;
+    Duration::from_nanos(half_ring_ns.clamp(500_000, POLL_MS * 1_000_000))
+}
 /// A partial batch is handed over after this long, so a killed tracer loses
 /// at most this much of a quiet trace (or one batch of a busy one). Longer
 /// than it was (250 ms) because bigger chunks compress better
@@ -69,6 +84,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     nprobes: usize,
     flush_after: Duration,
+    poll_every: Duration,
 ) -> std::io::Result<JoinHandle<DrainCounts>> {
     std::thread::Builder::new()
         .name("flowdar-drain".into())
@@ -78,7 +94,11 @@ pub fn spawn(
             let mut last_flush = Instant::now();
             loop {
                 let stopping = stop.load(Ordering::Acquire);
-                wait_readable(&ring, POLL_MS);
+                // A sleep, not a poll of the ring: poll returns at once
+                // while any event waits, which under a steady load turns the
+                // drain into a busy loop of one-event reads, each moving the
+                // consumer position the producers read.
+                std::thread::sleep(poll_every);
                 while let Some(item) = ring.next() {
                     match Event::from_bytes(&item) {
                         Some(ev) => {
@@ -127,15 +147,6 @@ fn hand_over(tx: &SyncSender<Vec<Event>>, batch: &mut Vec<Event>, counts: &mut D
 }
 
 /// Sleeps until the ring buffer's fd is readable or `ms` pass.
-fn wait_readable(ring: &RingBuf<MapData>, ms: i32) {
-    let timeout = Timespec {
-        tv_sec: i64::from(ms / 1000),
-        tv_nsec: i64::from(ms % 1000) * 1_000_000,
-    };
-    // Woken early or interrupted: the caller drains and comes back.
-    let _ = poll(&mut [PollFd::new(ring, PollFlags::IN)], Some(&timeout));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

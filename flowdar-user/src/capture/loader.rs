@@ -3,7 +3,7 @@
 use std::{os::fd::AsFd, time::Instant};
 
 use aya::{
-    maps::{Array as BpfArray, HashMap as BpfHashMap, MapData},
+    maps::{Array as BpfArray, MapData},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
@@ -12,6 +12,7 @@ use flowdar_common::MAX_PROBES;
 use super::{
     attach::{self, program, Closing, Links},
     features::{AttachMode, Mechanism},
+    filter::{self, PidFilter},
     proctree, tracefs, CaptureError,
 };
 use crate::probes::ResolvedProbe;
@@ -39,8 +40,8 @@ pub struct AttachPlan {
     /// Attach thousands of perf-event uprobes even though detaching them
     /// takes minutes (kernels without uprobe_multi).
     pub slow_detach_ok: bool,
-    /// Entries of the in-kernel process filter (tests shrink it to see it
-    /// fill); `None`: flowdar_common::MAX_TRACED_TASKS.
+    /// Pids the in-kernel process filter covers (tests
+    /// shrink it to see a fork refused); `None`: `kernel.pid_max`.
     pub filter_capacity: Option<u32>,
     /// `record --min-duration` in ns: calls shorter than this are dropped
     /// in the kernel (counted per probe). 0: every call is sent.
@@ -69,6 +70,8 @@ pub struct Attached {
     pub skipped: Vec<(String, String)>,
     /// Processes in the filter when capture began.
     pub seeded: usize,
+    /// Pids the process filter covers.
+    pub pid_limit: u32,
     pub attach_time: std::time::Duration,
 }
 
@@ -169,19 +172,17 @@ pub fn attach(
     let root = tracefs::ensure_mounted()?;
     let fork = tracefs::fork_layout(&root)?;
     let exit = tracefs::exit_layout(&root)?;
-    let wakeup_bytes = u64::from(ring_bytes / 4);
     raise_fd_limit();
     let mut loader = EbpfLoader::new();
-    if let Some(n) = plan.filter_capacity {
-        loader.map_max_entries("TARGETS", n);
-    }
+    let pid_limit = filter::pid_limit(plan.filter_capacity);
+    loader.map_max_entries("TARGETS", filter::words_for(pid_limit));
     if plan.min_duration_ns > 0 {
         loader.map_max_entries("SHADOW", flowdar_common::MAX_SHADOW_THREADS);
     }
     let mut ebpf = loader
         .override_global("FORK_LAYOUT", &fork, true)
         .override_global("EXIT_LAYOUT", &exit, true)
-        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .override_global("PID_LIMIT", &pid_limit, true)
         .override_global("MIN_DURATION_NS", &plan.min_duration_ns, true)
         .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJECT)
@@ -197,7 +198,7 @@ pub fn attach(
         tp.attach("sched", event)
             .map_err(|e| CaptureError::program(prog, e))?;
     }
-    let tree = seed_filter(&mut ebpf, pid)?;
+    let tree = seed_filter(&mut ebpf, pid, pid_limit)?;
     if !proctree::is_alive(pid) {
         return Err(CaptureError::NoSuchProcess { pid });
     }
@@ -236,6 +237,7 @@ pub fn attach(
         uprobes: attachment.uprobes,
         skipped: attachment.skipped,
         seeded: tree.len(),
+        pid_limit,
         attach_time: Default::default(),
     };
     if let Err(e) = result {
@@ -248,18 +250,21 @@ pub fn attach(
 
 /// Puts `root`'s process tree in the in-kernel filter so that no process
 /// slips through: see [`proctree::seed`].
-pub(super) fn seed_filter(ebpf: &mut Ebpf, root: u32) -> Result<Vec<u32>, CaptureError> {
-    let mut targets: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
-        ebpf.map_mut("TARGETS")
-            .ok_or(CaptureError::MissingMap("TARGETS"))?,
-    )
-    .map_err(CaptureError::map)?;
-    let mut insert = |p: u32| targets.insert(p, 1, 0).map_err(CaptureError::map);
-    let tree = proctree::seed(root, &mut insert)?;
+pub(super) fn seed_filter(
+    ebpf: &mut Ebpf,
+    root: u32,
+    pid_limit: u32,
+) -> Result<Vec<u32>, CaptureError> {
+    let map = match ebpf.map("TARGETS") {
+        Some(aya::maps::Map::Array(data)) => data,
+        _ => return Err(CaptureError::MissingMap("TARGETS")),
+    };
+    let targets = PidFilter::map(map, pid_limit).map_err(CaptureError::FilterMap)?;
+    let tree = proctree::seed(root, &mut |p| targets.add(p))?;
     // A process that exited before it was added never met the exit
     // tracepoint: take it out, or its PID, once reused, would be traced.
     for p in tree.iter().filter(|p| !proctree::is_alive(**p)) {
-        let _ = targets.remove(p);
+        targets.remove(*p);
     }
     Ok(tree)
 }

@@ -6,6 +6,7 @@ mod blocked;
 mod budget;
 mod drain;
 mod features;
+mod filter;
 mod introspect;
 mod loader;
 mod overhead;
@@ -108,6 +109,10 @@ pub enum CaptureError {
     },
     #[error("cannot turn on the kernel's BPF run-time statistics (BPF_ENABLE_STATS, Linux 5.8+)")]
     BpfStats(#[source] std::io::Error),
+    #[error(transparent)]
+    BeyondFilter(#[from] filter::BeyondFilter),
+    #[error("cannot map the in-kernel process filter")]
+    FilterMap(#[source] std::io::Error),
     #[error("cannot place the probe that measures a probed call's cost")]
     Calibrate(#[source] std::io::Error),
 }
@@ -197,7 +202,7 @@ pub struct RecordSummary {
     pub mechanism: Mechanism,
     /// Fork/exit tracepoint runs the kernel skipped (recursion guard).
     pub skipped_task_events: u64,
-    /// Tasks forked by the server that found the process filter full.
+    /// Tasks forked by the server whose pids the process filter could not hold.
     pub untraced_tasks: u64,
     pub processes_at_start: usize,
     /// Functions from patterns the kernel would not probe, and why.
@@ -355,12 +360,18 @@ impl Recording {
                 source,
             })?;
         let stop = Arc::new(AtomicBool::new(false));
-        let drain = drain::spawn(ring, tx, stop.clone(), opts.probes.len(), flush_after).map_err(
-            |source| CaptureError::Spawn {
-                thread: "drain",
-                source,
-            },
-        )?;
+        let drain = drain::spawn(
+            ring,
+            tx,
+            stop.clone(),
+            opts.probes.len(),
+            flush_after,
+            drain::poll_interval(opts.ring_bytes),
+        )
+        .map_err(|source| CaptureError::Spawn {
+            thread: "drain",
+            source,
+        })?;
         Ok(Self {
             cpu_at_start: overhead::tree_cpu_ns(opts.pid),
             attached,
@@ -383,7 +394,8 @@ impl Recording {
     /// server being followed); forks from it are then followed in the
     /// kernel. The probes are on the files, so nothing is re-attached.
     pub fn follow(&mut self, pid: u32) -> Result<usize, CaptureError> {
-        Ok(loader::seed_filter(&mut self.attached.ebpf, pid)?.len())
+        let limit = self.attached.pid_limit;
+        Ok(loader::seed_filter(&mut self.attached.ebpf, pid, limit)?.len())
     }
 
     pub fn processes_at_start(&self) -> usize {

@@ -66,7 +66,7 @@ struct Info {
     /// Records the drain could not decode, and events of unknown probes.
     malformed: Option<u64>,
     unknown_probe: Option<u64>,
-    /// Tasks forked by the server that found the process filter full.
+    /// Tasks forked by the server whose pids the process filter could not hold.
     untraced_tasks: Option<u64>,
     /// `record --min-duration` in ns (absent: every call was recorded).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,7 +227,7 @@ fn print_text(i: &Info) {
         opt(i.unknown_probe)
     );
     if let Some(n) = i.untraced_tasks.filter(|n| *n > 0) {
-        println!("untraced     {n} processes or threads forked by the server (the process filter was full)");
+        println!("untraced     {n} processes or threads forked by the server (pids beyond the process filter)");
     }
     let state = if i.finalised {
         format!(

@@ -43,6 +43,16 @@ pub(super) const CHECKS: &[Check] = &[
             test: "exact_counts_on_fresh_connections_match_bpftrace",
         },
     },
+    // record --min-duration: the shadow-stack programs, verified and run
+    // on this kernel (the default attach mode).
+    Check {
+        name: "min_duration_drops_short_calls_exactly_by_default",
+        limit: 180,
+        what: What::Test {
+            file: "min_duration",
+            test: "min_duration_drops_short_calls_exactly_by_default",
+        },
+    },
     // Fork following in the kernel (prefork children born after attach).
     Check {
         name: "prefork_children_forked_after_attach_are_traced_and_strangers_are_not",
