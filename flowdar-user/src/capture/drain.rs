@@ -163,6 +163,17 @@ mod tests {
     }
 
     #[test]
+    fn the_drain_looks_before_half_the_ring_could_fill() {
+        // The default 16 MiB ring: the 10 ms cap.
+        assert_eq!(poll_interval(16 << 20), Duration::from_millis(10));
+        // 1 MiB holds 18724 records of 56 bytes; half of them at 10 M
+        // events/s take 936.2 us.
+        assert_eq!(poll_interval(1 << 20), Duration::from_nanos(936_200));
+        // Never a busy loop.
+        assert_eq!(poll_interval(4096), Duration::from_micros(500));
+    }
+
+    #[test]
     fn a_full_pipeline_drops_whole_batches_and_counts_them_per_probe() {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let mut counts = DrainCounts::new(3);

@@ -111,6 +111,11 @@ fn main() {
             2 * calls,
             verdict(lost == 0 && fd.events == Some(2 * calls)),
         );
+        let _ = writeln!(
+            md,
+            "Issue #15's target: Flowdar/floor = {vs_floor:.3} (target <= 1.02: {}).\n",
+            verdict(vs_floor <= 1.02),
+        );
         let mode = fd.attach_mode.as_deref().unwrap_or("?");
         let _ = writeln!(md, "Flowdar's and the floor's attach mode: {mode}.\n");
         let programs = percall::kernel_programs(calls, &out_dir);
@@ -161,6 +166,13 @@ fn main() {
             verdict(vs_bt >= 1.7),
             verdict(lost == 0),
             verdict(bpe <= 4.0),
+        );
+        let _ = writeln!(
+            md,
+            "Issue #15's targets: `request` {vs_floor:.2}x the floor's requests/s (target >= 0.97: {}), {vs_bt:.2}x bpftrace's (target >= 2.5: {}); lost {lost} (target 0: {}).\n",
+            verdict(vs_floor >= 0.97),
+            verdict(vs_bt >= 2.5),
+            verdict(lost == 0),
         );
     }
 

@@ -79,7 +79,14 @@ pub fn measure(out_dir: &Path) -> String {
     }
     // The other variants' normal phases are measured phases too.
     for v in exp["variants"].as_array().unwrap().iter().skip(1) {
-        ratios.extend(v["phases"][0]["throughput_vs_untraced"].as_f64());
+        let r = v["phases"][0]["throughput_vs_untraced"].as_f64();
+        ratios.extend(r);
+        let _ = writeln!(
+            md,
+            "\nVariant `{}` (level 0's profile): normal phase vs its untraced run {}.",
+            v["name"].as_str().unwrap_or("?"),
+            r.map_or("-".into(), |r| format!("{r:.2}x"))
+        );
     }
     let d = &zoom["discovery"];
     let a = &zoom["attack_discovery"];
