@@ -4,11 +4,13 @@
 //! function of Flowdar's own with the same programs; times the calls
 //! recorded, against the CPU time the server's processes used.
 //!
-//! The isolated call is the dear case: a probed call in a loop costs about
-//! what the tracer bench's row a measures per call, where Apache's probed
-//! calls cost a third of that (rows b and h; BENCHMARKS.md, "the estimated
-//! overhead"). So the estimate is an upper bound for servers, and a budget
-//! built on it errs on the side of fewer probes.
+//! The call measured is the dear kind: its first instruction is one that
+//! x86 uprobes single-step out of line (a second trap), not one they
+//! emulate (`push`, `call`, `jmp`). On the development VM the two cost
+//! ~10 µs and ~1.1 µs a call (BENCHMARKS.md, "the estimated overhead").
+//! Most of Apache's and APR's functions begin with a `push`, some (the
+//! `ap_run_*` hooks) with a `mov`, so the estimate is an upper bound for
+//! servers, and a budget built on it errs on the side of fewer probes.
 use std::{hint::black_box, sync::Mutex, time::Duration};
 
 use super::{
@@ -16,20 +18,18 @@ use super::{
 };
 use crate::probes::ResolvedProbe;
 
-// The function the calibration probes. Its first instruction is a `push`,
-// as in most compiled C functions (Apache's and APR's): x86 uprobes
-// emulate it, where many other first instructions are single-stepped out
-// of line at the cost of a second trap. Written in assembly so that no
-// compiler setting changes that.
+// The function the calibration probes. Its first instruction, a `lea`,
+// is single-stepped out of line by x86 uprobes (a second trap), the dear
+// case; the `push` most compiled functions begin with is emulated and
+// costs about a tenth. Written in assembly so that no compiler setting
+// changes that.
 #[cfg(target_arch = "x86_64")]
 std::arch::global_asm!(
     ".pushsection .text.flowdar_calibration_target,\"ax\",@progbits",
     ".globl flowdar_calibration_target",
     ".type flowdar_calibration_target,@function",
     "flowdar_calibration_target:",
-    "push rbx",
     "lea rax, [rdi + 1]",
-    "pop rbx",
     "ret",
     ".size flowdar_calibration_target, .-flowdar_calibration_target",
     ".popsection",
