@@ -33,9 +33,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROBES, 0);
 
-/// Tasks forked by the server that could not join [`TARGETS`] (a pid
-/// beyond the bitmap: `kernel.pid_max` was raised after attach): they go
-/// untraced, and this says how many.
+/// Tasks forked by the server that could not join [`TARGETS`] (a pid at or
+/// past [`PID_LIMIT`], which only tests lower): the processes among them go
+/// untraced, and this says how many tasks.
 #[map]
 pub static FILTER_FULL: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -46,12 +46,12 @@ pub static FILTER_FULL: Array<u64> = Array::with_max_entries(1, 0);
 /// (`BPF_F_MMAPABLE`), grown on fork, shrunk on exit, all with atomic bit
 /// operations, so a recycled pid never points at a stranger. An array
 /// lookup is inlined by the verifier: the check costs no hash (BENCHMARKS
-/// "What cost what"). Sized at load time from `kernel.pid_max`.
+/// "What cost what"). Sized at load time for every pid the kernel can give.
 #[map]
 pub static TARGETS: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Pids [`TARGETS`] may hold: `kernel.pid_max` at load time, or less for
-/// tests that see a fork refused.
+/// Pids [`TARGETS`] may hold: all (`PID_MAX_LIMIT`), or fewer for tests
+/// that see a fork refused.
 #[unsafe(no_mangle)]
 pub static PID_LIMIT: Global<u32> = Global::new(0);
 

@@ -33,7 +33,9 @@ pub fn flowdar_fork(ctx: TracePointContext) -> u32 {
 pub fn flowdar_exit_task(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    if tid != tgid {
+    // Only ours clear a bit: every thread exit on the machine passes here,
+    // and an atomic on a shared word would dirty its cache line for all.
+    if tid != tgid && is_target(tid) {
         remove_target(tid);
     }
     if !is_target(tgid) {

@@ -144,7 +144,7 @@ fn a_full_process_filter_counts_every_untraced_child() {
     assert!(forked > 0, "the parent forked spares under load");
     assert!(
         out.contains(&format!(
-            "warning: {forked} processes or threads forked by the server went untraced"
+            "warning: {forked} processes or threads forked by the server could not join the in-kernel process filter"
         )),
         "{forked} forked:\n{out}"
     );
@@ -155,6 +155,7 @@ fn a_full_process_filter_counts_every_untraced_child() {
         "only the processes in the filter are traced"
     );
     let info = flowdar(&["info", trace.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&info.stdout)
-        .contains(&format!("untraced     {forked} processes or threads")));
+    assert!(String::from_utf8_lossy(&info.stdout).contains(&format!(
+        "untraced     {forked} processes or threads forked by the server could not join"
+    )));
 }

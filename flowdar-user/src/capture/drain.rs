@@ -21,10 +21,15 @@ use flowdar_common::{Event, EventKind};
 pub const BATCH_EVENTS: usize = crate::store::CHUNK_EVENTS;
 /// The longest the drain sleeps between looks at the ring buffer.
 const POLL_MS: u64 = 10;
-/// Events a second the ring must absorb between two looks: above any
-/// uprobe rate seen (a hit costs microseconds of a CPU; row a of
-/// BENCHMARKS.md: ~0.2 M events/s on one CPU here).
+/// Events a second the ring must absorb between two looks without the
+/// drain's help. A probed call whose first instruction uprobes emulate
+/// costs ~1.1 µs of a CPU on the development VM (BENCHMARKS.md, "the
+/// estimated overhead"): ~1.8 M events/s from each CPU doing nothing else,
+/// so this covers five such CPUs; past that, see [`busy_records`].
 const RING_RATE: u64 = 10_000_000;
+
+/// Bytes a record takes in the ring: the event and the ring's header.
+const RECORD_BYTES: u64 = (flowdar_common::EVENT_SIZE + 8) as u64;
 
 /// How long the drain sleeps between looks at a ring of `ring_bytes`: at
 /// most [`POLL_MS`], and short enough that [`RING_RATE`] events a second
@@ -33,10 +38,18 @@ const RING_RATE: u64 = 10_000_000;
 /// event a read of the consumer's cache line; a full ring's losses are
 /// still counted per probe.
 pub fn poll_interval(ring_bytes: u32) -> Duration {
-    let record = (flowdar_common::EVENT_SIZE + 8) as u64;
-    let half_ring_ns = u64::from(ring_bytes) / 2 / record * 1_000_000_000 / RING_RATE;
+    let half_ring_ns = u64::from(ring_bytes) / 2 / RECORD_BYTES * 1_000_000_000 / RING_RATE;
     Duration::from_nanos(half_ring_ns.clamp(500_000, POLL_MS * 1_000_000))
 }
+
+/// Records read in one pass past which the drain looks again at once
+/// instead of sleeping: an eighth of the ring. On a machine whose CPUs
+/// fill the ring faster than [`RING_RATE`], the drain then keeps reading
+/// as long as the load lasts, as the kernel's wakeups made it do before.
+pub fn busy_records(ring_bytes: u32) -> u64 {
+    (u64::from(ring_bytes) / RECORD_BYTES / 8).max(1)
+}
+
 /// A partial batch is handed over after this long, so a killed tracer loses
 /// at most this much of a quiet trace (or one batch of a busy one). Longer
 /// than it was (250 ms) because bigger chunks compress better
@@ -84,22 +97,27 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
     nprobes: usize,
     flush_after: Duration,
-    poll_every: Duration,
+    ring_bytes: u32,
 ) -> std::io::Result<JoinHandle<DrainCounts>> {
+    let (poll_every, busy_after) = (poll_interval(ring_bytes), busy_records(ring_bytes));
     std::thread::Builder::new()
         .name("flowdar-drain".into())
         .spawn(move || {
             let mut counts = DrainCounts::new(nprobes);
             let mut batch = Vec::with_capacity(BATCH_EVENTS);
             let mut last_flush = Instant::now();
+            let mut busy = false;
             loop {
                 let stopping = stop.load(Ordering::Acquire);
-                // A sleep, not a poll of the ring: poll returns at once
-                // while any event waits, which under a steady load turns the
-                // drain into a busy loop of one-event reads, each moving the
-                // consumer position the producers read.
-                std::thread::sleep(poll_every);
+                // A plain sleep: the kernel programs never wake the drain
+                // (see `poll_interval`), unless the last pass found the
+                // ring busy.
+                if !busy {
+                    std::thread::sleep(poll_every);
+                }
+                let mut read = 0u64;
                 while let Some(item) = ring.next() {
+                    read += 1;
                     match Event::from_bytes(&item) {
                         Some(ev) => {
                             let id = ev.probe_id as usize;
@@ -123,6 +141,7 @@ pub fn spawn(
                         None => counts.malformed += 1,
                     }
                 }
+                busy = read >= busy_after;
                 if !batch.is_empty() && (stopping || last_flush.elapsed() >= flush_after) {
                     hand_over(&tx, &mut batch, &mut counts);
                     last_flush = Instant::now();
@@ -146,7 +165,6 @@ fn hand_over(tx: &SyncSender<Vec<Event>>, batch: &mut Vec<Event>, counts: &mut D
     }
 }
 
-/// Sleeps until the ring buffer's fd is readable or `ms` pass.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +189,8 @@ mod tests {
         assert_eq!(poll_interval(1 << 20), Duration::from_nanos(936_200));
         // Never a busy loop.
         assert_eq!(poll_interval(4096), Duration::from_micros(500));
+        // An eighth of the default ring: 299593 records / 8.
+        assert_eq!(busy_records(16 << 20), 37449);
     }
 
     #[test]

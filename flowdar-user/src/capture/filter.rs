@@ -11,24 +11,20 @@ use std::{
 use aya::maps::MapData;
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
-/// Pids the filter covers: those below `kernel.pid_max`, or below
-/// `capacity`, which tests use to see the filter refuse a pid.
+/// The most pids a 64-bit kernel hands out (`PID_MAX_LIMIT`, 4 Mi):
+/// `kernel.pid_max` can be raised to it at any time, and from Linux 6.14
+/// differs per PID namespace, so the bitmap covers them all (512 KiB).
+pub const PID_MAX_LIMIT: u32 = 1 << 22;
+
+/// Pids the filter covers: every pid, or those below `capacity`, which
+/// tests use to see the filter refuse a fork.
 pub fn pid_limit(capacity: Option<u32>) -> u32 {
-    capacity.unwrap_or_else(pid_max)
+    capacity.map_or(PID_MAX_LIMIT, |c| c.min(PID_MAX_LIMIT))
 }
 
 /// The bitmap's words for pids below `limit`.
 pub fn words_for(limit: u32) -> u32 {
     limit.div_ceil(64).max(1)
-}
-
-/// `kernel.pid_max`, or the largest it can be (`PID_MAX_LIMIT` on 64-bit)
-/// when it cannot be read.
-fn pid_max() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1 << 22)
 }
 
 /// `TARGETS`, mapped.
@@ -40,9 +36,7 @@ pub struct PidFilter {
 
 /// A pid past the filter's bitmap.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "PID {pid} is beyond the process filter's {limit} pids (kernel.pid_max raised after attach?)"
-)]
+#[error("PID {pid} is beyond the process filter's {limit} pids (--filter-capacity)")]
 pub struct BeyondFilter {
     pub pid: u32,
     pub limit: u32,

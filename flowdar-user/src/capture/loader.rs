@@ -41,7 +41,7 @@ pub struct AttachPlan {
     /// takes minutes (kernels without uprobe_multi).
     pub slow_detach_ok: bool,
     /// Pids the in-kernel process filter covers (tests
-    /// shrink it to see a fork refused); `None`: `kernel.pid_max`.
+    /// shrink it to see a fork refused); `None`: every pid.
     pub filter_capacity: Option<u32>,
     /// `record --min-duration` in ns: calls shorter than this are dropped
     /// in the kernel (counted per probe). 0: every call is sent.

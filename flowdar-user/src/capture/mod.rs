@@ -366,7 +366,7 @@ impl Recording {
             stop.clone(),
             opts.probes.len(),
             flush_after,
-            drain::poll_interval(opts.ring_bytes),
+            opts.ring_bytes,
         )
         .map_err(|source| CaptureError::Spawn {
             thread: "drain",

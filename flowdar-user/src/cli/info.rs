@@ -227,7 +227,7 @@ fn print_text(i: &Info) {
         opt(i.unknown_probe)
     );
     if let Some(n) = i.untraced_tasks.filter(|n| *n > 0) {
-        println!("untraced     {n} processes or threads forked by the server (pids beyond the process filter)");
+        println!("untraced     {n} processes or threads forked by the server could not join the process filter (the processes among them went untraced)");
     }
     let state = if i.finalised {
         format!(

@@ -54,8 +54,8 @@ pub struct RecordArgs {
     pub buffer_mib: usize,
     #[command(flatten)]
     pub attach: AttachArgs,
-    /// Pids the in-kernel process filter covers (default: kernel.pid_max),
-    /// for tests that see a fork refused.
+    /// Pids the in-kernel process filter covers (default: all the kernel
+    /// can give), for tests that see a fork refused.
     #[arg(long, hide = true)]
     pub filter_capacity: Option<u32>,
     /// Benchmark floor: attach do-nothing programs at the same places and
@@ -470,7 +470,7 @@ pub(super) fn print_summary(s: &RecordSummary) {
     }
     if s.untraced_tasks > 0 {
         println!(
-            "\nwarning: {} processes or threads forked by the server went untraced: their pids are beyond the in-kernel process filter (kernel.pid_max raised after attach)",
+            "\nwarning: {} processes or threads forked by the server could not join the in-kernel process filter (pids past its limit): the processes among them went untraced",
             s.untraced_tasks
         );
     }
