@@ -3,7 +3,7 @@
 //! the argument-capture test's fixture.
 use std::{
     io::{BufRead, BufReader, Write},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
 };
 
@@ -13,26 +13,12 @@ pub const FUNCTION: &str = "flowdar_bench_probed";
 
 const SOURCE: &str = include_str!("../fixtures/loop.c");
 
-/// The compiled loop program.
-pub struct Target {
-    _dir: tempfile::TempDir,
-    pub path: PathBuf,
-}
+/// The compiled loop program (`-O2`: its function's first instruction is
+/// an `add`, which uprobes single-step).
+pub type Target = crate::Fixture;
 
 pub fn build() -> Target {
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("loop.c");
-    std::fs::write(&src, SOURCE).unwrap();
-    let path = dir.path().join("flowdar-bench-loop");
-    let ok = Command::new("gcc")
-        .args(["-O2", "-g", "-o"])
-        .arg(&path)
-        .arg(&src)
-        .status()
-        .expect("gcc")
-        .success();
-    assert!(ok, "compiling the loop program");
-    Target { _dir: dir, path }
+    crate::compile_fixture(SOURCE, "bench-loop", &["-O2"])
 }
 
 /// A started loop program, waiting for "go".

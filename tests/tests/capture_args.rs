@@ -11,10 +11,10 @@ const CALLS: u64 = 5000;
 fn registers_are_recorded_exactly_and_no_memory_is_read() {
     require_root();
     let target = looper::build();
-    let run = looper::Running::start(&target.path, CALLS);
+    let run = looper::Running::start(&target.bin, CALLS);
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.flowdar");
-    let probe = format!("{}:{}", target.path.display(), looper::FUNCTION);
+    let probe = format!("{}:{}", target.bin.display(), looper::FUNCTION);
     let rec = start_recorder(&[
         "--pid",
         &run.pid().to_string(),

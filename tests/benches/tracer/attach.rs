@@ -77,9 +77,9 @@ pub fn measure(rounds: usize, out_dir: &Path) -> AttachRow {
     let mut first = Vec::new();
     for round in 0..rounds {
         eprintln!("  e. launch to first event, round {}/{rounds}", round + 1);
-        let mut run = Running::start(&target.path, 0);
+        let mut run = Running::start(&target.bin, 0);
         run.pace();
-        let probe = format!("{}:{FUNCTION}", target.path.display());
+        let probe = format!("{}:{FUNCTION}", target.bin.display());
         let launched = monotonic_ns();
         record(&[
             "--pid",

@@ -77,9 +77,9 @@ pub fn measure_one(
     out: &Path,
     bpf_stats: bool,
 ) -> (PerCall, Summary) {
-    let run = Running::start(&target.path, calls);
+    let run = Running::start(&target.bin, calls);
     let pid = run.pid().to_string();
-    let probe = format!("{}:{FUNCTION}", target.path.display());
+    let probe = format!("{}:{FUNCTION}", target.bin.display());
     let record = |extra: &[&str]| {
         let mut args = vec!["--pid", &pid, "--probe", &probe, "--force", "-o"];
         args.push(out.to_str().unwrap());
@@ -112,7 +112,7 @@ pub fn measure_one(
             }
         }
         Tracer::BpftracePrint => {
-            let bt = Bpftrace::start(&bpftrace_print_script(&target.path, run.pid()));
+            let bt = Bpftrace::start(&bpftrace_print_script(&target.bin, run.pid()));
             let ns = run.go();
             let (lines, lost) = bt.stop();
             (
@@ -122,7 +122,7 @@ pub fn measure_one(
             )
         }
         Tracer::BpftraceCount => {
-            let bt = Bpftrace::start(&bpftrace_count_script(&target.path, run.pid()));
+            let bt = Bpftrace::start(&bpftrace_count_script(&target.bin, run.pid()));
             let ns = run.go();
             bt.stop();
             (ns, None, None)
