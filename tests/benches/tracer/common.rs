@@ -190,3 +190,47 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
+
+/// The configurations in the order round `round` (from 0) runs them: as
+/// listed on even rounds, reversed on odd ones. A slow drift of the machine
+/// then weighs on every configuration alike, and neighbours (the floor and
+/// Flowdar) are measured in both orders.
+pub fn round_order<T: Copy>(all: &[T], round: usize) -> Vec<(usize, T)> {
+    let mut order: Vec<(usize, T)> = all.iter().copied().enumerate().collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// Ratios of two configurations measured side by side, one per round, and
+/// their median. Two runs of the same round share the machine's state of
+/// that minute, which a ratio of medians taken across rounds does not: on
+/// this shared machine the drift between rounds is larger than the effects
+/// measured.
+#[derive(Debug, Clone)]
+pub struct Paired {
+    pub median: f64,
+    pub rounds: Vec<f64>,
+}
+
+impl Paired {
+    /// `a[i] / b[i]` for each round `i`.
+    pub fn of(a: &[f64], b: &[f64]) -> Self {
+        let rounds: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+        Paired {
+            median: median(rounds.clone()),
+            rounds,
+        }
+    }
+
+    /// "0.97 (rounds: 0.96, 0.97, 0.99)", with `digits` decimals.
+    pub fn show(&self, digits: usize) -> String {
+        let each: Vec<String> = self
+            .rounds
+            .iter()
+            .map(|r| format!("{r:.digits$}"))
+            .collect();
+        format!("{:.digits$} (rounds: {})", self.median, each.join(", "))
+    }
+}

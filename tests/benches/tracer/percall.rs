@@ -7,7 +7,7 @@ use std::path::Path;
 pub use flowdar_tests::looper::{build, Running, Target, FUNCTION};
 use flowdar_tests::{flowdar_bin, start_recorder};
 
-use crate::common::{median, parse_summary, Bpftrace, Summary};
+use crate::common::{median, parse_summary, round_order, Bpftrace, Summary};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Tracer {
@@ -48,6 +48,8 @@ pub struct PerCall {
     pub lost: Option<u64>,
     /// Flowdar's attach mode as record printed it (Flowdar and the floor).
     pub attach_mode: Option<String>,
+    /// ns/call of each round, in round order (the median's inputs).
+    pub rounds: Vec<f64>,
 }
 
 /// Entry and exit printing what a Flowdar event holds: pid, tid, time,
@@ -134,20 +136,22 @@ pub fn measure_one(
         events,
         lost,
         attach_mode: (!summary.attach_mode.is_empty()).then(|| summary.attach_mode.clone()),
+        rounds: Vec::new(),
     };
     (row, summary)
 }
 
-/// Every configuration, `rounds` times interleaved; the median per config.
+/// Every configuration, `rounds` times interleaved (every other round in
+/// reverse order); the median per config, each round's figure kept.
 pub fn measure(calls: u64, rounds: usize, out_dir: &Path) -> Vec<PerCall> {
     let _ = flowdar_bin();
     let target = build();
     let out = out_dir.join("percall.flowdar");
     let mut all: Vec<Vec<PerCall>> = vec![Vec::new(); Tracer::ALL.len()];
     for round in 0..rounds {
-        for (i, t) in Tracer::ALL.iter().enumerate() {
+        for (i, t) in round_order(&Tracer::ALL, round) {
             eprintln!("  a. per call, round {}/{rounds}: {}", round + 1, t.label());
-            all[i].push(measure_one(&target, *t, calls, &out, false).0);
+            all[i].push(measure_one(&target, t, calls, &out, false).0);
         }
     }
     all.into_iter()
@@ -157,6 +161,7 @@ pub fn measure(calls: u64, rounds: usize, out_dir: &Path) -> Vec<PerCall> {
                 ns_per_call: median(runs.iter().map(|r| r.ns_per_call).collect()),
                 events: runs.iter().filter_map(|r| r.events).min(),
                 lost: runs.iter().filter_map(|r| r.lost).max(),
+                rounds: runs.iter().map(|r| r.ns_per_call).collect(),
                 ..last
             }
         })

@@ -11,7 +11,7 @@ use flowdar::{
 };
 use flowdar_tests::start_recorder;
 
-use crate::common::{file_size, median, parse_summary, Bpftrace};
+use crate::common::{file_size, median, parse_summary, round_order, Bpftrace};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Config {
@@ -63,6 +63,8 @@ pub struct Throughput {
     pub bytes_per_event: Option<f64>,
     /// Flowdar's attach mode as record printed it (Flowdar and the floor).
     pub attach_mode: Option<String>,
+    /// Requests/s of each round, in round order (the median's inputs).
+    pub rounds: Vec<f64>,
 }
 
 /// bpftrace printing every entry and exit of the `request` functions, with
@@ -138,11 +140,17 @@ fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) 
         lost,
         bytes_per_event: bpe,
         attach_mode,
+        rounds: Vec::new(),
     }
 }
 
-/// Every configuration, `rounds` times interleaved, against one Apache.
-pub fn measure(secs: u64, rounds: usize, out_dir: &Path) -> Vec<Throughput> {
+/// Every configuration, `rounds` times interleaved (every other round in
+/// reverse order), against one Apache; then `pairs` more rounds of the
+/// floor and `request` alone, side by side in alternating order: their
+/// ratio is issue #15's target, and this machine's drift from minute to
+/// minute (+-10% and more) needs more than three pairs to see a few
+/// percent.
+pub fn measure(secs: u64, rounds: usize, pairs: usize, out_dir: &Path) -> Vec<Throughput> {
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     // Warm Apache up (children, caches) before the first measured run.
     let _ = run_wrk(
@@ -154,14 +162,27 @@ pub fn measure(secs: u64, rounds: usize, out_dir: &Path) -> Vec<Throughput> {
     );
     let mut all: Vec<Vec<Throughput>> = vec![Vec::new(); Config::ALL.len()];
     for round in 0..rounds {
-        for (i, c) in Config::ALL.iter().enumerate() {
+        for (i, c) in round_order(&Config::ALL, round) {
             eprintln!(
                 "  b. server, round {}/{rounds}: {} (wrk {secs} s)",
                 round + 1,
                 c.label()
             );
             let out = out_dir.join(format!("server-{i}.flowdar"));
-            all[i].push(measure_one(&apache, *c, secs, &out));
+            all[i].push(measure_one(&apache, c, secs, &out));
+        }
+    }
+    let pair = [Config::Floor, Config::Request];
+    for p in 0..pairs {
+        for (_, c) in round_order(&pair, p) {
+            eprintln!(
+                "  b. server, floor/request pair {}/{pairs}: {} (wrk {secs} s)",
+                p + 1,
+                c.label()
+            );
+            let i = Config::ALL.iter().position(|x| *x == c).unwrap();
+            let out = out_dir.join(format!("server-{i}.flowdar"));
+            all[i].push(measure_one(&apache, c, secs, &out));
         }
     }
     all.into_iter()
@@ -171,6 +192,7 @@ pub fn measure(secs: u64, rounds: usize, out_dir: &Path) -> Vec<Throughput> {
                 requests_per_sec: median(runs.iter().map(|r| r.requests_per_sec).collect()),
                 p99_us: median(runs.iter().map(|r| r.p99_us).collect()),
                 lost: runs.iter().filter_map(|r| r.lost).max(),
+                rounds: runs.iter().map(|r| r.requests_per_sec).collect(),
                 ..last
             }
         })
