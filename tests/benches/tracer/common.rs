@@ -215,7 +215,9 @@ pub struct Paired {
 }
 
 impl Paired {
-    /// `a[i] / b[i]` for each round `i`.
+    /// `a[i] / b[i]` for each round `i` that both have: a configuration
+    /// measured in extra rounds (row b's floor/`request` pairs) is paired
+    /// with a shorter one over their common first rounds only.
     pub fn of(a: &[f64], b: &[f64]) -> Self {
         let rounds: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
         Paired {

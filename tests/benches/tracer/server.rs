@@ -149,7 +149,8 @@ fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) 
 /// floor and `request` alone, side by side in alternating order: their
 /// ratio is issue #15's target, and this machine's drift from minute to
 /// minute (+-10% and more) needs more than three pairs to see a few
-/// percent.
+/// percent. Each row's figures are the medians of the `rounds` rounds;
+/// `rounds` holds every run's requests/s, the pairs' included.
 pub fn measure(secs: u64, rounds: usize, pairs: usize, out_dir: &Path) -> Vec<Throughput> {
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     // Warm Apache up (children, caches) before the first measured run.
@@ -174,7 +175,9 @@ pub fn measure(secs: u64, rounds: usize, pairs: usize, out_dir: &Path) -> Vec<Th
     }
     let pair = [Config::Floor, Config::Request];
     for p in 0..pairs {
-        for (_, c) in round_order(&pair, p) {
+        // Continue the alternation of the rounds before: with an odd
+        // number of them, a restart would run the floor first twice in a row.
+        for (_, c) in round_order(&pair, rounds + p) {
             eprintln!(
                 "  b. server, floor/request pair {}/{pairs}: {} (wrk {secs} s)",
                 p + 1,
@@ -185,12 +188,16 @@ pub fn measure(secs: u64, rounds: usize, pairs: usize, out_dir: &Path) -> Vec<Th
             all[i].push(measure_one(&apache, c, secs, &out));
         }
     }
+    // The table compares the rows over the same rounds (the pairs ran
+    // later, in another minute of this machine's drift); the pairs only
+    // add to the paired ratio, kept in `rounds`, and to the losses.
     all.into_iter()
         .map(|runs| {
-            let last = runs.last().unwrap().clone();
+            let table = &runs[..rounds.min(runs.len())];
+            let last = table.last().unwrap().clone();
             Throughput {
-                requests_per_sec: median(runs.iter().map(|r| r.requests_per_sec).collect()),
-                p99_us: median(runs.iter().map(|r| r.p99_us).collect()),
+                requests_per_sec: median(table.iter().map(|r| r.requests_per_sec).collect()),
+                p99_us: median(table.iter().map(|r| r.p99_us).collect()),
                 lost: runs.iter().filter_map(|r| r.lost).max(),
                 rounds: runs.iter().map(|r| r.requests_per_sec).collect(),
                 ..last
