@@ -206,6 +206,13 @@ pub const MAX_DEREFS: usize = 2;
 pub const CONN_CLIENT_ADDR_OFF: u64 = 32;
 /// See [`CONN_CLIENT_ADDR_OFF`].
 pub const SOCKADDR_SA_OFF: u64 = 64;
+/// `request_rec.connection` (after `pool`): the connection a request runs on.
+pub const REQUEST_CONNECTION_OFF: u64 = 8;
+/// `conn_rec.master`: on a secondary connection (an HTTP/2 stream's, made
+/// by mod_http2 as a copy of the client's), the primary connection; NULL on
+/// a primary one. httpd 2.4's `httpd.h`, checked against its DWARF by
+/// `flowdar-user/tests/offsets.rs`.
+pub const CONN_MASTER_OFF: u64 = 192;
 /// `AF_INET` and `AF_INET6` on Linux.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -240,8 +247,19 @@ pub struct ProbeConfig {
     pub client_arg: u8,
     /// Byte offset added to the `read_arg` pointer.
     pub read_offset: u64,
+    /// A second hop: when [`ProbeConfig::read_hops`] is 2, the value read
+    /// is itself a pointer, and the u64 at this offset from it is what
+    /// lands in the slot (0 when the first value is NULL).
+    pub read_offset2: u64,
+    /// 1 or 2: pointers followed by the field read.
+    pub read_hops: u8,
+    /// 1 when the client comes from the connection the field read names
+    /// (an HTTP/2 stream's primary connection) instead of `client_arg`;
+    /// nothing is sent when the read yields 0.
+    pub client_from_read: u8,
+    pub _pad: [u8; 6],
 }
-const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 32);
 
 impl Default for ProbeConfig {
     fn default() -> Self {
@@ -253,6 +271,10 @@ impl Default for ProbeConfig {
             valid: 1,
             client_arg: NO_ARG,
             read_offset: 0,
+            read_offset2: 0,
+            read_hops: 1,
+            client_from_read: 0,
+            _pad: [0; 6],
         }
     }
 }
@@ -263,6 +285,7 @@ impl ProbeConfig {
         self.valid == 1
             && (self.read_arg != NO_ARG
                 || self.client_arg != NO_ARG
+                || self.client_from_read == 1
                 || self.deref.iter().any(|&d| d != NO_ARG))
     }
 }

@@ -2,19 +2,16 @@
 //! kind serves every probe: the probe id arrives as the attach cookie. User
 //! memory is read only where the probe's `PROBE_CONFIG` entry asks for it.
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated::bpf_get_attach_cookie,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_attach_cookie},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use flowdar_common::{Event, EventKind, ProbeConfig, DEREF_UNKNOWN, MAX_ARGS, MAX_DEREFS, NO_ARG};
+use flowdar_common::{EventKind, ProbeConfig, DEREF_UNKNOWN, MAX_DEREFS, NO_ARG};
 
 use crate::{
-    maps::{count_one, is_target, DROPS, EVENTS, PENDING_DEREFS, PROBE_CONFIG},
+    emit::emit,
+    maps::{is_target, PENDING_DEREFS, PROBE_CONFIG},
     shadow,
 };
 
@@ -28,21 +25,24 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
     let regs = arg_regs(&ctx);
     let mut args = [regs[0], regs[1], regs[2]];
     if let Some(cfg) = PROBE_CONFIG.get(probe_id).filter(|c| c.valid == 1) {
+        let mut read = 0;
         if cfg.read_arg != NO_ARG {
-            let base = pick(&regs, cfg.read_arg);
-            let v = if base == 0 {
-                0
-            } else {
-                read_user(base.wrapping_add(cfg.read_offset), 8)
-            };
+            read = field(pick(&regs, cfg.read_arg), cfg.read_offset);
+            if cfg.read_hops == 2 && read != DEREF_UNKNOWN {
+                read = field(read, cfg.read_offset2);
+            }
             match cfg.read_slot {
-                0 => args[0] = v,
-                1 => args[1] = v,
-                _ => args[2] = v,
+                0 => args[0] = read,
+                1 => args[1] = read,
+                _ => args[2] = read,
             }
         }
         save_out_pointers(&regs, cfg, pid_tgid, probe_id);
-        if cfg.client_arg != NO_ARG {
+        if cfg.client_from_read == 1 {
+            if read != DEREF_UNKNOWN {
+                crate::client::send_if_new(pid_tgid, probe_id, read);
+            }
+        } else if cfg.client_arg != NO_ARG {
             crate::client::send_if_new(pid_tgid, probe_id, pick(&regs, cfg.client_arg));
         }
     }
@@ -94,6 +94,17 @@ pub fn flowdar_exit(ctx: RetProbeContext) -> u32 {
 fn cookie<C: EbpfContext>(ctx: &C) -> u32 {
     // SAFETY: `ctx` is the live probe context handed to the program.
     unsafe { bpf_get_attach_cookie(ctx.as_ptr()) as u32 }
+}
+
+/// The u64 at `offset` bytes from user pointer `base`: 0 for a NULL base,
+/// [`DEREF_UNKNOWN`] when the read faults.
+#[inline(always)]
+fn field(base: u64, offset: u64) -> u64 {
+    if base == 0 {
+        0
+    } else {
+        read_user(base.wrapping_add(offset), 8)
+    }
 }
 
 /// A 4- or 8-byte value at a user address: 0 for a null pointer (no
@@ -149,49 +160,6 @@ fn save_out_pointers(regs: &[u64; 6], cfg: &ProbeConfig, pid_tgid: u64, probe_id
         ptrs[1] = pick(regs, cfg.deref[1]);
     }
     let _ = PENDING_DEREFS.insert(pending_key(pid_tgid, probe_id), ptrs, 0);
-}
-
-/// Sends one event stamped now; false when the ring buffer was full (counted).
-#[inline(always)]
-pub(crate) fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]) -> bool {
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    emit_at(pid_tgid, now, probe_id, kind, args)
-}
-
-/// Sends one event stamped `ts_ns`; false when the ring buffer was full (counted).
-#[inline(always)]
-pub(crate) fn emit_at(
-    pid_tgid: u64,
-    ts_ns: u64,
-    probe_id: u32,
-    kind: EventKind,
-    args: [u64; MAX_ARGS],
-) -> bool {
-    match EVENTS.reserve::<Event>(0) {
-        Some(mut slot) => {
-            slot.write(Event {
-                tgid: (pid_tgid >> 32) as u32,
-                tid: pid_tgid as u32,
-                ts_ns,
-                probe_id,
-                kind: kind as u32,
-                args,
-            });
-            // Never a wakeup: user space drains on a timer sized to the
-            // ring (capture/drain.rs), and asking how full the ring is
-            // costs each event a read of the consumer's cache line
-            // (BENCHMARKS.md, "What cost what").
-            slot.submit(BPF_RB_NO_WAKEUP as u64);
-            true
-        }
-        None => {
-            if let Some(count) = DROPS.get_ptr_mut(probe_id) {
-                count_one(count);
-            }
-            false
-        }
-    }
 }
 
 /// The benchmark floor: an entry program that does nothing, attached where

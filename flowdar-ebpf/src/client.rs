@@ -8,7 +8,7 @@ use flowdar_common::{
     EventKind, AF_INET, AF_INET6, CONN_CLIENT_ADDR_OFF, MAX_CLIENT_CONNS, SOCKADDR_SA_OFF,
 };
 
-use crate::calls::emit;
+use crate::emit::emit;
 
 /// Key `[tgid, conn]`, value the client event's arguments last sent for it.
 #[map]

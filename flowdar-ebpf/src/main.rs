@@ -1,17 +1,18 @@
 //! Flowdar's kernel programs. This file only wires the modules together:
-//! `calls` (uprobe/uretprobe event emitters), `client` (connection
-//! clients), `tree` (process-tree filter),
-//! `maps` (maps and load-time settings), `shadow` (held entries for
-//! `record --min-duration`).
+//! `calls` (uprobe/uretprobe programs), `client` (connection clients),
+//! `shadow` (held entries for `record --min-duration`), `tree`
+//! (process-tree filter); below them `emit` (ring-buffer records) and
+//! `maps` (maps and load-time settings), which import none of them.
 #![no_std]
 #![no_main]
 // `atomic_xadd` for counters: the BPF target has no `AtomicU64::fetch_add`,
 // but LLVM lowers the intrinsic to the BPF atomic add instruction.
-#![allow(internal_features)]
+#![expect(internal_features, reason = "core_intrinsics: atomic_xadd, as above")]
 #![feature(core_intrinsics)]
 
 mod calls;
 mod client;
+mod emit;
 mod maps;
 mod shadow;
 mod tree;

@@ -8,7 +8,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use flowdar_common::{EventKind, ShadowFrame, ShadowStack, MAX_ARGS, MAX_SHADOW_DEPTH};
 
 use crate::{
-    calls::emit_at,
+    emit::emit_at,
     maps::{count_one, MIN_DURATION_NS, SHADOW, SHADOW_ZERO, SHORT},
 };
 
@@ -37,7 +37,10 @@ fn stack(pid_tgid: u64) -> Option<&'static mut ShadowStack> {
     }
     let zero = SHADOW_ZERO.get_ptr(0)?;
     // A reference, not a copy: 1.3 KiB does not fit the 512-byte BPF stack.
-    #[allow(clippy::needless_borrows_for_generic_args)]
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "the borrow is the point: a copy would not fit the stack"
+    )]
     // SAFETY: a live per-CPU map value, used as the source of the copy.
     SHADOW.insert(tid, unsafe { &*zero }, 0).ok()?;
     let p = SHADOW.get_ptr_mut(tid)?;

@@ -8,6 +8,7 @@
 //! for_each_event` does it (a reader thread and up to 4 decoder threads
 //! handing chunks back to the caller), measured side by side in this run.
 //! `cargo xtask bench store` records a real Apache trace and runs this.
+#![expect(clippy::print_stdout, reason = "a benchmark prints its figures")]
 use std::{
     path::{Path, PathBuf},
     time::Instant,

@@ -16,22 +16,30 @@ fn eight() -> u8 {
     8
 }
 
-/// A u64 read at entry at `offset` bytes from pointer argument `arg`.
+/// A u64 read at entry at `offset` bytes from pointer argument `arg`; with
+/// `then`, that u64 is a pointer too, and the u64 at `then` bytes from it
+/// is the value (`r->connection->master`: two hops, NULL-safe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldRead {
     pub arg: u8,
     #[serde(default)]
     pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<u64>,
 }
 
-/// The client of the connection named by argument `arg`, an Apache
-/// `conn_rec *`: read at entry, sent once per connection (see
-/// `flowdar_common::EventKind::Client`).
+/// The client of an Apache connection (`conn_rec *`): the one argument
+/// `arg` names, or (`read = true`) the one the field read yields, an
+/// HTTP/2 stream's primary connection. Read at entry, sent once per
+/// connection (see `flowdar_common::EventKind::Client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientRead {
-    pub arg: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<u8>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
 }
 
 /// Capture settings of one function. Where values land in events: entry
@@ -121,11 +129,22 @@ impl Capture {
             }
         }
         if let Some(c) = &self.client {
-            if c.arg > MAX_ARG_INDEX {
-                return Err(format!(
-                    "client of argument {}: only arguments 0..={MAX_ARG_INDEX} are in registers",
-                    c.arg
-                ));
+            match (c.arg, c.read) {
+                (Some(arg), false) if arg > MAX_ARG_INDEX => {
+                    return Err(format!(
+                        "client of argument {arg}: only arguments 0..={MAX_ARG_INDEX} are in registers"
+                    ));
+                }
+                (Some(_), false) => {}
+                (None, true) if self.read.is_none() => {
+                    return Err("client = { read = true } needs a field read (`read = ...`)".into());
+                }
+                (None, true) => {}
+                _ => {
+                    return Err(
+                        "client takes either `arg` (a conn_rec * argument) or `read = true`".into(),
+                    )
+                }
             }
         }
         if let Some(r) = &self.read {
@@ -167,9 +186,16 @@ impl Capture {
             k.read_arg = r.arg;
             k.read_slot = self.args;
             k.read_offset = r.offset;
+            if let Some(then) = r.then {
+                k.read_offset2 = then;
+                k.read_hops = 2;
+            }
         }
         if let Some(c) = self.client {
-            k.client_arg = c.arg;
+            if let Some(arg) = c.arg {
+                k.client_arg = arg;
+            }
+            k.client_from_read = u8::from(c.read);
         }
         debug_assert!(k.deref[0] != NO_ARG || k.deref[1] == NO_ARG);
         k
@@ -189,6 +215,7 @@ mod tests {
             read: Some(FieldRead {
                 arg: 0,
                 offset: 0x10,
+                then: None,
             }),
             errors: None,
             client: None,
@@ -203,6 +230,42 @@ mod tests {
             !Capture::default().to_kernel().reads_memory(),
             "nothing read unless asked"
         );
+    }
+
+    #[test]
+    fn a_stream_reads_its_primary_connection_and_that_connections_client() {
+        // ap_process_request(r): r->connection->master, and its client.
+        let c = Capture {
+            args: 1,
+            read: Some(FieldRead {
+                arg: 0,
+                offset: 8,
+                then: Some(192),
+            }),
+            client: Some(ClientRead {
+                arg: None,
+                read: true,
+            }),
+            ..Default::default()
+        };
+        c.check().unwrap();
+        let k = c.to_kernel();
+        assert_eq!(
+            (k.read_offset, k.read_offset2, k.read_hops, k.read_slot),
+            (8, 192, 2, 1)
+        );
+        assert_eq!((k.client_arg, k.client_from_read), (NO_ARG, 1));
+        assert_eq!(Capture::default().to_kernel().read_hops, 1);
+        let both = Capture {
+            client: Some(ClientRead {
+                arg: Some(0),
+                read: true,
+            }),
+            ..c.clone()
+        };
+        assert!(both.check().unwrap_err().contains("either"));
+        let no_read = Capture { read: None, ..c };
+        assert!(no_read.check().unwrap_err().contains("needs a field read"));
     }
 
     #[test]
@@ -229,7 +292,11 @@ mod tests {
             ..Default::default()
         })
         .contains("4 or 8"));
-        let read = Some(FieldRead { arg: 0, offset: 8 });
+        let read = Some(FieldRead {
+            arg: 0,
+            offset: 8,
+            then: None,
+        });
         assert!(bad(Capture {
             args: 3,
             read,

@@ -194,7 +194,10 @@ pub fn decode(bytes: &[u8], out: &mut Vec<Event>) -> Result<(), String> {
         slots[prev].next_slot = slot;
         last_slot[t] = slot;
         debug_assert_eq!(slots[slot as usize].code, code);
-        let lo = u64::from(*time_lo.take(1)?.first().expect("one byte"));
+        let &[lo] = time_lo.take(1)? else {
+            return Err("time column: short read".into());
+        };
+        let lo = u64::from(lo);
         let ts = last_ts[t].wrapping_add(unzigzag(time_col.varint()? << 8 | lo) as u64);
         last_ts[t] = ts;
         let prev_args = &mut slots[slot as usize].args;
@@ -269,9 +272,11 @@ impl<'a> Cursor<'a> {
     }
 
     fn u64le(&mut self) -> Result<u64, String> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
+        let bytes: [u8; 8] = self
+            .take(8)?
+            .try_into()
+            .map_err(|_| "short read".to_string())?;
+        Ok(u64::from_le_bytes(bytes))
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], String> {

@@ -54,6 +54,12 @@ pub enum StoreError {
     Version { path: PathBuf, found: u32 },
     #[error("{path}: trace header is damaged ({reason}); nothing can be read")]
     BadHeader { path: PathBuf, reason: String },
+    #[error("{path}: trace header is damaged; nothing can be read")]
+    HeaderJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("cannot start a thread to read trace {path}")]
     Thread {
         path: PathBuf,

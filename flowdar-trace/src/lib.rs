@@ -14,15 +14,22 @@
 //! This crate is the bottom floor of Flowdar's user space: it knows events
 //! and files, not the kernel, the command line or Apache. The tracer writes
 //! it; the reader, analysis, exporters, benches and fuzz targets read it.
+//! [`private`] creates every file that holds what a trace holds (the
+//! trace, and the exports and reports derived from it) with the trace's
+//! mode.
+//!
 //! The types serialised into a file (header, footer, [`TraceProbe`],
 //! [`Capture`]) are owned here, so a change to them is a change of the
 //! format, caught by `tests::header_shape_is_format_version_2`.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 mod capture;
 mod codec;
 mod format;
 mod names;
+pub mod private;
 mod probe;
 mod reader;
+pub mod text;
 mod writer;
 
 pub use capture::{Capture, ClientRead, Deref, ErrorRule, FieldRead};

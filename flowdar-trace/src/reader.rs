@@ -111,7 +111,7 @@ impl TraceReader {
                 reason: "file ends inside the preamble".into(),
             });
         }
-        let version = u32::from_le_bytes(prefix[8..12].try_into().unwrap());
+        let version = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
         if !(super::format::OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(StoreError::Version {
                 path: path.into(),
@@ -139,7 +139,11 @@ impl TraceReader {
                 payload,
                 crc_ok: true,
             } => {
-                r.header = serde_json::from_slice(&payload).map_err(|e| bad(&e.to_string()))?;
+                r.header =
+                    serde_json::from_slice(&payload).map_err(|source| StoreError::HeaderJson {
+                        path: path.into(),
+                        source,
+                    })?;
             }
             Frame::Complete { crc_ok: false, .. } => return Err(bad("checksum mismatch")),
             Frame::Complete { .. } => return Err(bad("first frame is not a header")),
@@ -347,7 +351,10 @@ impl TraceReader {
                 }
             }
             drop(from_decoders);
-            let mut reader = reader.join().expect("reader thread panicked")?;
+            // A panic of the reader thread is this thread's panic.
+            let mut reader = reader
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
             reader.chunks += chunks;
             // Keep the warnings in file order, as the sequential path does.
             reader.warnings.extend(damaged);
@@ -371,8 +378,8 @@ impl TraceReader {
             return Ok(Frame::Truncated);
         }
         let kind = prefix[0];
-        let len = u32::from_le_bytes(prefix[1..5].try_into().unwrap());
-        let crc = u32::from_le_bytes(prefix[5..9].try_into().unwrap());
+        let len = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+        let crc = u32::from_le_bytes([prefix[5], prefix[6], prefix[7], prefix[8]]);
         if len > MAX_FRAME_LEN || !(FRAME_HEADER..=FRAME_FOOTER).contains(&kind) {
             return Ok(Frame::Unframed);
         }
@@ -408,8 +415,8 @@ impl Decoder {
     fn decode(&mut self, payload: &[u8], events: &mut Vec<Event>) -> Result<(), String> {
         events.clear();
         let len = payload
-            .get(..4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .first_chunk::<4>()
+            .map(|b| u32::from_le_bytes(*b) as usize)
             .ok_or("payload shorter than its length")?;
         if len > MAX_ENCODED_LEN {
             return Err(format!("impossible encoded length {len}"));

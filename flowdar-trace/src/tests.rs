@@ -341,9 +341,16 @@ fn header_shape_is_format_version_2() {
         args: 2,
         ret: true,
         deref: vec![Deref { arg: 1, bytes: 4 }],
-        read: Some(FieldRead { arg: 0, offset: 8 }),
+        read: Some(FieldRead {
+            arg: 0,
+            offset: 8,
+            then: None,
+        }),
         errors: Some(ErrorRule::Nonzero),
-        client: Some(ClientRead { arg: 0 }),
+        client: Some(ClientRead {
+            arg: Some(0),
+            read: false,
+        }),
     };
     h.probes[0].optional = true;
     h.probes[0].source = Some("x.c:1".into());

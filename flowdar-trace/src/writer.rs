@@ -2,9 +2,8 @@
 //! each handed to the OS as soon as it is complete (a killed tracer loses at
 //! most the batch in flight), then the footer.
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::Write,
-    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
 
@@ -28,45 +27,12 @@ pub struct TraceWriter {
     masked: Vec<Event>,
 }
 
-/// Opens the trace output. A new file is created 0600 (traces hold pointers
-/// and timings of a production server), never through a symbolic link.
-/// With `force`, an existing regular file is replaced by a new one (so it
-/// does not keep a wider mode), a symbolic link is refused (writing through
-/// it would truncate its target), and anything else, a device such as
-/// `/dev/null`, is written as it is.
-fn open_output(path: &Path, force: bool) -> std::io::Result<std::fs::File> {
-    let create = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-    };
-    if !force {
-        return create();
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "it is a symbolic link, which flowdar does not write through",
-        )),
-        Ok(m) if m.is_file() => {
-            std::fs::remove_file(path)?;
-            create()
-        }
-        Ok(_) => OpenOptions::new().write(true).open(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(),
-        Err(e) => Err(e),
-    }
-}
-
 impl TraceWriter {
     /// Creates `path` with mode 0600 (traces hold pointers and timings of a
-    /// production server) and writes the header. Refuses an existing file
-    /// unless `force`.
+    /// production server; see [`crate::private::open`]) and writes the
+    /// header. Refuses an existing file unless `force`.
     pub fn create(path: &Path, header: &TraceHeader, force: bool) -> Result<Self, StoreError> {
-        let file = open_output(path, force).map_err(|source| {
+        let file = crate::private::open(path, force).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 StoreError::Exists { path: path.into() }
             } else {
@@ -101,7 +67,7 @@ impl TraceWriter {
         prefix.extend_from_slice(MAGIC);
         prefix.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         w.write_all(&prefix)?;
-        let json = serde_json::to_vec(header).expect("header serialises");
+        let json = serde_json::to_vec(header).map_err(|e| w.write_error(e.into()))?;
         w.write_frame(FRAME_HEADER, &json)?;
         Ok(w)
     }
@@ -166,7 +132,7 @@ impl TraceWriter {
     pub fn finish(mut self, mut footer: TraceFooter) -> Result<u64, StoreError> {
         footer.events = self.events;
         footer.index = std::mem::take(&mut self.index);
-        let json = serde_json::to_vec(&footer).expect("footer serialises");
+        let json = serde_json::to_vec(&footer).map_err(|e| self.write_error(e.into()))?;
         self.write_frame(FRAME_FOOTER, &json)?;
         self.file.sync_all().map_err(|source| StoreError::Write {
             path: self.path.clone(),
@@ -195,11 +161,15 @@ impl TraceWriter {
     fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         self.file
             .write_all(bytes)
-            .map_err(|source| StoreError::Write {
-                path: self.path.clone(),
-                source,
-            })?;
+            .map_err(|source| self.write_error(source))?;
         self.bytes += bytes.len() as u64;
         Ok(())
+    }
+
+    fn write_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::Write {
+            path: self.path.clone(),
+            source,
+        }
     }
 }

@@ -2,7 +2,13 @@
 //! load with the `request` profile for a long time; its RSS and CPU are
 //! sampled every 5 s, and at the end the events lost and the trace's
 //! integrity are checked. `cargo xtask soak [--duration 10m]` runs it.
-//! Prints a Markdown report (also written to $BENCH_OUT/soak.md).
+//! Prints a Markdown report (also written to $BENCH_OUT/soak.md), and exits
+//! 1 when integrity is not held.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark prints its figures and progress"
+)]
 use std::{
     fmt::Write as _,
     time::{Duration, Instant},
@@ -195,4 +201,13 @@ fn main() {
     );
     println!("{md}");
     std::fs::write(out_dir.join("soak.md"), &md).unwrap();
+    // The report is written either way; a broken integrity fails the run
+    // (and `cargo xtask soak`).
+    if !verdict {
+        eprintln!(
+            "soak: integrity NOT held: {read_events} of {} events read back, {warnings} warnings, {lost} lost",
+            footer.events
+        );
+        std::process::exit(1);
+    }
 }

@@ -44,6 +44,17 @@ pub fn flowdar(args: &[&str]) -> Output {
         .expect("run flowdar")
 }
 
+/// `flowdar ARGS...` (a `--json` command), which must succeed: its output.
+pub fn flowdar_json(args: &[&str]) -> serde_json::Value {
+    let out = flowdar(args);
+    assert!(
+        out.status.success(),
+        "flowdar {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 /// `flowdar record --pid PID ARGS...` run to completion.
 pub fn record_now(pid: u32, args: &[&str]) -> Output {
     let pid = pid.to_string();
@@ -152,7 +163,15 @@ impl Background {
     /// Sends `sig` (0: none, as kill(2)) and waits (up to 60 s) for the
     /// exit; returns the status code (None if killed by a signal), stdout
     /// and stderr.
-    pub fn stop(mut self, sig: i32) -> (Option<i32>, String, String) {
+    pub fn stop(self, sig: i32) -> (Option<i32>, String, String) {
+        let (code, out, err, _) = self.stop_measured(sig);
+        (code, out, err)
+    }
+
+    /// [`Background::stop`], and the process's peak resident set size in
+    /// bytes over its whole life (`ru_maxrss` from wait4(2), so what it
+    /// did after the signal, such as draining at stop, counts too).
+    pub fn stop_measured(mut self, sig: i32) -> (Option<i32>, String, String, u64) {
         let mut child = self.child.take().unwrap();
         let sig = (sig != 0).then(|| Signal::from_named_raw(sig).expect("a signal number"));
         let send = |child: &Child| {
@@ -161,18 +180,19 @@ impl Background {
             }
         };
         send(&child);
+        let mut reaped = None;
         if let Some(every) = self.resend {
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline
-            {
-                if wait_timeout(&mut child, every).is_err() {
-                    send(&child);
+            while reaped.is_none() && std::time::Instant::now() < deadline {
+                match wait_timeout(&child, every) {
+                    Ok(r) => reaped = Some(r),
+                    Err(_) => send(&child),
                 }
             }
         }
-        let status = match wait_timeout(&mut child, Duration::from_secs(60)) {
-            Ok(s) => s,
-            Err(stuck) => {
+        let reaped = match reaped {
+            Some(r) => r,
+            None => wait_timeout(&child, Duration::from_secs(60)).unwrap_or_else(|stuck| {
                 let _ = child.kill();
                 let _ = child.wait();
                 std::thread::sleep(Duration::from_millis(100));
@@ -181,11 +201,16 @@ impl Background {
                     self.stdout(),
                     self.stderr()
                 );
-            }
+            }),
         };
         // Give the pumps a moment to collect the last lines.
         std::thread::sleep(Duration::from_millis(100));
-        (status.code(), self.stdout(), self.stderr())
+        (
+            reaped.status.code(),
+            self.stdout(),
+            self.stderr(),
+            reaped.peak_rss,
+        )
     }
 }
 
@@ -198,11 +223,11 @@ impl Drop for Background {
     }
 }
 
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+fn wait_timeout(child: &Child, timeout: Duration) -> Result<Reaped, String> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Ok(s);
+        if let Some(r) = reap(child.id(), false) {
+            return Ok(r);
         }
         if std::time::Instant::now() > deadline {
             return Err(format!(
@@ -212,6 +237,48 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<std::process::Ex
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child reaped by [`reap`]: how it ended, and its peak resident set size
+/// in bytes (`ru_maxrss`: its whole life, up to the exit).
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    pub status: std::process::ExitStatus,
+    pub peak_rss: u64,
+}
+
+/// Reaps our child `pid` with wait4(2), which also gives its resource
+/// usage (`/proc/PID/status` is gone by then). `block`: wait for the
+/// exit; otherwise None while the child still runs. The `Child` handle
+/// must not be waited for afterwards: the process is gone.
+pub fn reap(pid: u32, block: bool) -> Option<Reaped> {
+    let pid = i32::try_from(pid).expect("a pid fits in pid_t");
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data (integers and timevals): all zeroes is valid.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own child, with valid pointers to our locals.
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
+        if r == 0 {
+            return None;
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::Interrupted,
+                "wait4({pid}): {e}"
+            );
+            continue;
+        }
+        // ru_maxrss is in KiB on Linux (getrusage(2)).
+        let peak_rss = u64::try_from(usage.ru_maxrss).expect("ru_maxrss >= 0") * 1024;
+        return Some(Reaped {
+            status: std::os::unix::process::ExitStatusExt::from_raw(status),
+            peak_rss,
+        });
     }
 }
 
@@ -542,7 +609,79 @@ pub fn call_links() -> Vec<String> {
         .collect()
 }
 
-/// Anything of ours pinned in bpffs (Flowdar never pins).
+/// Where bpf filesystems are conventionally mounted (systemd mounts one there).
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Where tracefs is mounted (Flowdar mounts it there when it is not).
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo")
+}
+
+/// Mount points of the `fstype` filesystems in a `/proc/self/mountinfo`
+/// text (proc_pid_mountinfo(5): the mount point is the fifth field, the
+/// type the first after the ` - ` separator).
+fn mounts_of(mountinfo: &str, fstype: &str) -> Vec<String> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            if fs.split(' ').next() != Some(fstype) {
+                return None;
+            }
+            mount.split(' ').nth(4).map(str::to_string)
+        })
+        .collect()
+}
+
+/// Panics unless a `fstype` filesystem is mounted at `path`: a check that
+/// lists what is left in it would otherwise read an empty directory (or
+/// none) and pass whatever was left.
+fn assert_mounted(mountinfo: &str, fstype: &str, path: &str) {
+    assert!(
+        mounts_of(mountinfo, fstype).iter().any(|m| m == path),
+        "no {fstype} filesystem is mounted at {path}: nothing left there could be seen (mount -t {fstype} none {path})"
+    );
+}
+
+/// A bpf filesystem at [`BPFFS`] while it lives, mounted if the system has
+/// none there (this machine's init mounts none), unmounted on drop if it
+/// was ours. Start it before the tracer under test: a pin needs a bpf
+/// filesystem, and each mount is a filesystem of its own (the kernel's
+/// `bpf_fill_super` per mount), so one mounted after the tracer ran could
+/// not hold what it pinned.
+pub struct BpffsMount {
+    ours: bool,
+}
+
+impl BpffsMount {
+    pub fn ensure() -> Self {
+        if mounts_of(&mountinfo(), "bpf").iter().any(|m| m == BPFFS) {
+            return Self { ours: false };
+        }
+        rustix::mount::mount(
+            "bpf",
+            BPFFS,
+            "bpf",
+            rustix::mount::MountFlags::empty(),
+            None::<&std::ffi::CStr>,
+        )
+        .unwrap_or_else(|e| panic!("mount -t bpf bpf {BPFFS}: {e}"));
+        Self { ours: true }
+    }
+}
+
+impl Drop for BpffsMount {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = rustix::mount::unmount(BPFFS, rustix::mount::UnmountFlags::empty());
+        }
+    }
+}
+
+/// Anything of ours pinned in a bpf filesystem (Flowdar never pins): every
+/// one mounted is searched, and one must be mounted at [`BPFFS`] (see
+/// [`BpffsMount`]).
 pub fn pinned_objects() -> Vec<String> {
     fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -558,16 +697,22 @@ pub fn pinned_objects() -> Vec<String> {
             }
         }
     }
+    let info = mountinfo();
+    assert_mounted(&info, "bpf", BPFFS);
     let mut out = Vec::new();
-    walk(std::path::Path::new("/sys/fs/bpf"), &mut out);
+    for mount in mounts_of(&info, "bpf") {
+        walk(Path::new(&mount), &mut out);
+    }
     out
 }
 
 /// uprobe events in tracefs that mention flowdar (aya attaches through
-/// perf_event_open, so there should never be any).
+/// perf_event_open, so there should never be any). tracefs must be
+/// mounted at [`TRACEFS`].
 pub fn leftover_tracefs_uprobes() -> Vec<String> {
-    std::fs::read_to_string("/sys/kernel/tracing/uprobe_events")
-        .unwrap_or_default()
+    assert_mounted(&mountinfo(), "tracefs", TRACEFS);
+    std::fs::read_to_string(Path::new(TRACEFS).join("uprobe_events"))
+        .unwrap_or_else(|e| panic!("{TRACEFS}/uprobe_events: {e}"))
         .lines()
         .filter(|l| l.contains("flowdar") || l.contains("aya"))
         .map(str::to_string)
@@ -680,5 +825,52 @@ impl SteadyLoad {
         self.running
             .store(false, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().expect("load thread")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two lines of this machine's /proc/self/mountinfo (no bpf filesystem).
+    const NO_BPFFS: &str = "21 45 0:13 / /sys/kernel/tracing rw,relatime - tracefs nodev rw\n\
+        24 45 0:22 / /sys rw,nosuid,nodev,noexec,relatime - sysfs sysfs rw\n";
+
+    #[test]
+    fn mounts_are_read_by_type_and_mount_point() {
+        assert_eq!(mounts_of(NO_BPFFS, "tracefs"), [TRACEFS]);
+        assert_eq!(mounts_of(NO_BPFFS, "sysfs"), ["/sys"]);
+        assert!(mounts_of(NO_BPFFS, "bpf").is_empty());
+        assert_mounted(NO_BPFFS, "tracefs", TRACEFS);
+    }
+
+    #[test]
+    #[should_panic(expected = "no bpf filesystem is mounted at /sys/fs/bpf")]
+    fn a_missing_bpf_filesystem_fails_the_check() {
+        assert_mounted(NO_BPFFS, "bpf", BPFFS);
+    }
+
+    #[test]
+    #[should_panic(expected = "no tracefs filesystem is mounted at /sys/kernel/tracing")]
+    fn tracefs_elsewhere_fails_the_check() {
+        let debugfs = NO_BPFFS.replace(TRACEFS, "/sys/kernel/debug/tracing");
+        assert_mounted(&debugfs, "tracefs", TRACEFS);
+    }
+
+    #[test]
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reap (wait4) reaps the child, which clippy cannot see"
+    )]
+    fn a_reaped_child_reports_its_status_and_peak_memory() {
+        // The shell keeps 64 MiB in a variable (tr makes the zeroes bytes a
+        // variable can hold), then exits: the peak still counts them.
+        let child = Command::new("sh")
+            .args(["-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' a); exit 3"])
+            .spawn()
+            .unwrap();
+        let done = reap(child.id(), true).unwrap();
+        assert_eq!(done.status.code(), Some(3));
+        assert!(done.peak_rss >= 64 << 20, "{done:?}");
     }
 }

@@ -39,10 +39,18 @@ fn sessions_and_handoffs_follow_every_keep_alive_connection() {
         .unwrap()
         .header()
         .clone();
-    let mut sessions = SessionTracker::new(&header.probes);
+    let sessions = std::cell::RefCell::new(SessionTracker::new(&header.probes));
     let mut flows = FlowTracker::new(&header.probes);
-    scan(&trace, |e| flows.push(e), |c| sessions.add(c)).unwrap();
-    let sessions = sessions.finish(&Default::default());
+    scan(
+        &trace,
+        |e| {
+            flows.push(e);
+            sessions.borrow_mut().add_event(e);
+        },
+        |c| sessions.borrow_mut().add(c),
+    )
+    .unwrap();
+    let sessions = sessions.into_inner().finish(&Default::default());
     assert_eq!(
         sessions.len(),
         connections,
@@ -170,14 +178,16 @@ fn diff_ranks_the_slowed_read_path_first_and_a_run_against_itself_shows_nothing(
         (20, 20),
         "one read per request (Connection: close: none at the close)"
     );
+    // The handler does the same work either way. After waiting 45 ms for
+    // its headers a worker can take twice as long over it (cold caches,
+    // most likely), significant with 20 calls a side (BENCHMARKS.md,
+    // "Tolerances of the root tests"); none of the read path's time (100x
+    // and more) is counted in it.
     let unaffected = rows
         .iter()
         .find(|r| r.function == "ap_invoke_handler")
         .unwrap();
-    assert!(
-        !unaffected.significant || unaffected.ratio < 10.0,
-        "{unaffected:#?}"
-    );
+    assert!(unaffected.ratio < 3.0, "{unaffected:#?}");
 
     let same = diff(&normal, &normal).unwrap();
     assert!(

@@ -3,6 +3,10 @@
 //! fits, the trace holds exactly the kept functions and the capture's
 //! summary states its estimated overhead. On an idle server nothing can be
 //! measured and every function is kept.
+#![expect(
+    clippy::print_stderr,
+    reason = "the test shows what it measured next to its assertion"
+)]
 use std::time::Duration;
 
 use flowdar::server::ThrowawayApache;

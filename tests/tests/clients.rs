@@ -46,16 +46,6 @@ fn logged(apache: &ThrowawayApache, skip: usize) -> HashMap<SocketAddr, u64> {
     out
 }
 
-fn json(args: &[&str]) -> serde_json::Value {
-    let out = flowdar(args);
-    assert!(
-        out.status.success(),
-        "flowdar {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
-}
-
 #[test]
 fn clients_are_exact_against_the_access_log_and_the_attacker_holds_the_reads() {
     require_root();
@@ -119,7 +109,7 @@ fn clients_are_exact_against_the_access_log_and_the_attacker_holds_the_reads() {
     log.retain(|a, _| a.ip() != attacker);
     // Every connection that made a request has its client, and each
     // client's requests are exactly those the server logged for it.
-    let sessions = json(&["sessions", path, "--json"]);
+    let sessions = flowdar_json(&["sessions", path, "--json"]);
     let mut traced: HashMap<SocketAddr, u64> = HashMap::new();
     for s in sessions.as_array().unwrap() {
         let requests = s["requests"].as_u64().unwrap();
@@ -163,7 +153,7 @@ fn clients_are_exact_against_the_access_log_and_the_attacker_holds_the_reads() {
     );
     assert_eq!(by_ip("::1"), 15);
 
-    let rows = json(&["clients", path, "--json"]);
+    let rows = flowdar_json(&["clients", path, "--json"]);
     let rows = rows.as_array().unwrap();
     let row = |ip: &str| {
         rows.iter()
@@ -190,9 +180,13 @@ fn clients_are_exact_against_the_access_log_and_the_attacker_holds_the_reads() {
     );
     let read: u64 = rows.iter().map(|r| r["read_ns"].as_u64().unwrap()).sum();
     let theirs = them["read_ns"].as_u64().unwrap();
+    // README: "over 99%". The attacker's connections read for the whole
+    // capture, each legitimate request's reads take microseconds: together
+    // a small part of the 1% left (BENCHMARKS.md, "Tolerances of the root
+    // tests"), so a machine serving wrk several times more still passes.
     assert!(
-        theirs as f64 >= 0.9 * read as f64,
-        "the attacker holds >= 90% of the reading time: {theirs} of {read} ns"
+        theirs as f64 >= 0.99 * read as f64,
+        "the attacker holds >= 99% of the reading time: {theirs} of {read} ns"
     );
     assert!(
         rows.iter().all(|r| r["address"] != "unknown"),

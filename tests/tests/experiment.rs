@@ -58,7 +58,8 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("exp");
     // Phases of up to 20 s (the default's attack is 40 s): the attack's
-    // 5 s ramp, then 15 s of client load.
+    // 5 s ramp, then 15 s of client load. (30 s phases outran the debug
+    // build's buffer in the reqtimeout attack phase: 982 k events lost.)
     let o = flowdar(&[
         "experiment",
         "--default",
@@ -119,10 +120,17 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
             "{v}"
         );
     }
+    // README: with mod_reqtimeout the client kept 86% of its normal
+    // throughput under the 40 s attack (release build). The test's attack
+    // phase is 20 s on the debug build, and the first seconds (the queued
+    // attack connections draining) weigh twice as much: measured 0.50-0.65
+    // of its normal phase, so the bound is 0.4, against none without it
+    // (BENCHMARKS.md, "Tolerances of the root tests").
     let mitigated = rps(&exp, "reqtimeout", "attack");
+    let its_normal = rps(&exp, "reqtimeout", "normal");
     assert!(
-        mitigated >= 5.0 * attack && mitigated >= 0.05 * normal,
-        "mod_reqtimeout recovers: {mitigated} req/s against {attack} without it ({normal} normal)\n{stdout}"
+        mitigated >= 5.0 * attack && mitigated >= 0.4 * its_normal,
+        "mod_reqtimeout recovers: {mitigated} req/s against {attack} without it ({its_normal} in its normal phase)\n{stdout}"
     );
     // The first paragraph explains the denial from the trace.
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();

@@ -1,7 +1,9 @@
 //! `flowdar import uftrace`: a C program built with `gcc -pg`, recorded by
 //! uftrace itself, imported; calls per function equal `uftrace report`'s
 //! and what the program's arithmetic says (threads, recursion, a forked
-//! child), and the other commands read the imported trace. No root needed (uftrace traces through -pg's mcount).
+//! child), and the other commands read the imported trace: diff, render
+//! and info show those same calls. No root needed (uftrace traces through
+//! -pg's mcount).
 use std::{collections::BTreeMap, path::Path, process::Command};
 
 use flowdar_tests::*;
@@ -105,20 +107,56 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
     assert_eq!(json["pairing"]["lost_exits"], 0);
     assert_eq!(json["pairing"]["time_reversals"], 0);
 
-    // The rest of Flowdar reads it unchanged.
+    // The rest of Flowdar reads it unchanged: what each command says holds
+    // the calls counted above.
     let t = trace.to_str().unwrap();
+    let out_of = |args: &[&str]| run(Command::new(flowdar_bin()).args(args));
+    // A diff against itself: every function, as many calls on both sides,
+    // nothing changed.
+    let diff: serde_json::Value = serde_json::from_str(&out_of(&["diff", "--json", t, t])).unwrap();
+    let mut diffed = BTreeMap::new();
+    for r in diff.as_array().unwrap() {
+        assert_eq!(r["base_calls"], r["test_calls"], "{r}");
+        assert!(r["significant"] == false && r["ratio"] == 1.0, "{r}");
+        let f = r["function"].as_str().unwrap().to_string();
+        diffed.insert(f, r["base_calls"].as_u64().unwrap());
+    }
+    assert_eq!(diffed, ours, "flowdar diff vs stats");
+    // The sequence diagram draws every call, titled with its function.
+    let seq = dir.path().join("s.svg");
+    out_of(&["render", t, "-o", seq.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&seq).unwrap();
+    for (f, n) in &ours {
+        let drawn = svg.matches(&format!("<title>{f} [thread ")).count() as u64;
+        assert_eq!(drawn, *n, "{f}: calls drawn in the sequence diagram");
+    }
     let flame = dir.path().join("f.svg");
+    out_of(&["render", t, "--flame", "-o", flame.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&flame).unwrap().contains("fib"));
+    // info: every event, entries and exits per function, intact, from uftrace.
+    let info: serde_json::Value = serde_json::from_str(&out_of(&["info", "--json", t])).unwrap();
+    assert_eq!(info["events"], 2 * ours.values().sum::<u64>(), "{info}");
+    assert!(
+        info["finalised"] == true && info["warnings"] == serde_json::json!([]),
+        "{info}"
+    );
+    assert_eq!(info["attach_mode"], "uftrace", "{info}");
+    let mut probes = BTreeMap::new();
+    for p in info["probes"].as_array().unwrap() {
+        assert_eq!(p["entries"], p["exits"], "{p}");
+        let f = p["function"].as_str().unwrap().to_string();
+        *probes.entry(f).or_insert(0) += p["entries"].as_u64().unwrap();
+    }
+    assert_eq!(probes, ours, "flowdar info vs stats");
+    let text = out_of(&["info", t]);
+    assert!(
+        text.contains("complete (stopped: imported from uftrace (exit status 0))"),
+        "{text}"
+    );
+
     let parquet = dir.path().join("pq");
     let dataset = dir.path().join("lab");
     for args in [
-        vec!["diff", "--json", t, t],
-        vec!["render", t, "--flame", "-o", flame.to_str().unwrap()],
-        vec![
-            "render",
-            t,
-            "-o",
-            dir.path().join("s.svg").to_str().unwrap(),
-        ],
         vec![
             "export",
             t,
@@ -139,16 +177,9 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
             "--run",
             "uftrace",
         ],
-        vec!["info", t],
     ] {
-        let out = flowdar(&args);
-        assert!(
-            out.status.success(),
-            "flowdar {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        out_of(&args);
     }
-    assert!(std::fs::read_to_string(&flame).unwrap().contains("fib"));
     assert!(parquet.join("calls.parquet").exists());
     let calls = dataset.join("calls/host=builder/run=uftrace");
     assert!(

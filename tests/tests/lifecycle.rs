@@ -57,6 +57,8 @@ fn target_exit_stops_the_recording() {
 #[test]
 fn sigkill_leaves_no_probe_and_a_readable_trace() {
     require_root();
+    // Before the recorder: where it could pin, the check below looks.
+    let _bpffs = BpffsMount::ensure();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     let (rec, trace) = record(apache.pid(), &["--probe", "apache2:ap_invoke_handler"]);
     assert!(

@@ -126,7 +126,14 @@ fn min_duration_drops_short_calls_exactly(mode: &[&str]) {
         o.calls,
         (ROUNDS / 2 + ROUNDS / 2) as u64 + 5 * ROUNDS as u64 / 2
     );
-    assert!(o.ns_per_call > 0);
+    // A probed call of the calibration's `lea` function costs ~10 µs on
+    // the development VM (BENCHMARKS.md, "the estimated overhead"); the
+    // kernel matrix runs this test under TCG too, several times slower.
+    assert!(
+        (100..=100_000).contains(&o.ns_per_call),
+        "a probed call's cost between 100 ns and 100 µs: {} ns",
+        o.ns_per_call
+    );
     let info = run_ok(
         Command::new(flowdar_bin())
             .args(["info", "--json"])

@@ -6,6 +6,10 @@
 //! throwaway Apache: a normal phase (requests on fresh connections) and an
 //! attack phase (the same plus slow clients holding half-sent headers, so
 //! calls are still in flight when capture ends).
+#![expect(
+    clippy::print_stderr,
+    reason = "the test shows what it measured next to its assertion"
+)]
 use std::{
     collections::BTreeMap,
     io::Write as _,

@@ -2,6 +2,11 @@
 //!
 //! Every command that needs tools runs `setup` first, so the README's two
 //! commands work on a fresh machine.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a developer tool: it reports progress and results on the terminal"
+)]
 mod install;
 mod kernels;
 mod setup;

@@ -32,6 +32,17 @@ const APT_PACKAGES: &[&str] = &[
     "gdb",
     // Issue #16: `flowdar top`'s terminal view is tested in tmux.
     "tmux",
+    // Issue #31: the client-address offsets in flowdar-common are checked
+    // against the DWARF of a program built on Debian's own httpd and APR
+    // headers (flowdar-user/tests/offsets.rs, no root).
+    "apache2-dev",
+    "libapr1-dev",
+    // Issue #26: Apache over TLS and HTTP/2 (the tests' certificates come
+    // from openssl; h2load is the HTTP/2 and HTTP/1.1-over-TLS client) and
+    // PHP-FPM behind mod_proxy_fcgi.
+    "openssl",
+    "nghttp2-client",
+    "php8.2-fpm",
 ];
 /// PyPI packages the tests use (DuckDB reads the Parquet exports back).
 const PIP_PACKAGES: &[(&str, &str)] = &[("duckdb", "duckdb")];

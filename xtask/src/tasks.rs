@@ -198,12 +198,13 @@ impl Tally {
 
 /// Fuzzing time per target inside `cargo xtask test`.
 const FUZZ_SECONDS_IN_TEST: u64 = 20;
-/// (crate directory, target): the trace reader is fuzzed from the trace
-/// crate alone, the parsers from flowdar-user.
+/// (crate directory, target): each parser is fuzzed from the crate that
+/// owns it (the trace reader and the experiment spec without the eBPF
+/// build).
 const FUZZ_TARGETS: &[(&str, &str)] = &[
     ("flowdar-trace", "trace_reader"),
     ("flowdar-user", "probe_config"),
-    ("flowdar-user", "experiment_spec"),
+    ("flowdar-lab", "experiment_spec"),
 ];
 
 /// Runs every fuzz target for `seconds`, starting from the committed seeds;

@@ -29,7 +29,7 @@ const POLL_MS: u64 = 10;
 const RING_RATE: u64 = 10_000_000;
 
 /// Bytes a record takes in the ring: the event and the ring's header.
-const RECORD_BYTES: u64 = (flowdar_common::EVENT_SIZE + 8) as u64;
+pub(super) const RECORD_BYTES: u64 = (flowdar_common::EVENT_SIZE + 8) as u64;
 
 /// How long the drain sleeps between looks at a ring of `ring_bytes`: at
 /// most [`POLL_MS`], and short enough that [`RING_RATE`] events a second

@@ -12,7 +12,7 @@
 //! | uprobe_multi links | 6.6 | perf-event uprobes (slow detach) |
 //! | `sched_process_fork` pid fields in tracefs | any | refused |
 //! | BPF run-time statistics (`BPF_ENABLE_STATS`) | 5.8 | `--bpf-stats` refused |
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use aya::{
     maps::MapType,
@@ -21,7 +21,12 @@ use aya::{
 };
 use aya_obj::generated::bpf_func_id::BPF_FUNC_get_attach_cookie;
 
-use super::{attach as multi, tracefs};
+use crate::errors::chain;
+
+use super::{
+    attach::{self as multi, Mechanism, Unavailable},
+    tracefs::{self, TracefsError},
+};
 
 /// How uprobes are to be attached (what the user asks for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,33 +42,8 @@ pub enum AttachMode {
     Perf,
 }
 
-/// The attach mechanism a run really used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    /// One uprobe_multi link per program and file (Linux 6.6+).
-    UprobeMulti,
-    /// One perf-event uprobe per probe and program.
-    PerfEvent,
-}
-
-impl Mechanism {
-    /// The name written into traces and printed (`uprobe_multi`, `perf`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::UprobeMulti => "uprobe_multi",
-            Self::PerfEvent => "perf",
-        }
-    }
-}
-
-impl std::fmt::Display for Mechanism {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// What this kernel was found to have.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct KernelFeatures {
     pub release: String,
     /// The perf `uprobe` event source, with its `retprobe` bit.
@@ -72,12 +52,12 @@ pub struct KernelFeatures {
     pub ring_buffer: bool,
     pub attach_cookie: bool,
     /// `Err` holds why uprobe_multi links could not be created.
-    pub uprobe_multi: Result<(), String>,
+    pub uprobe_multi: Result<(), Arc<Unavailable>>,
     /// The fork tracepoint's pid offsets, or why they could not be read.
-    pub fork_layout: Result<(u32, u32), String>,
+    pub fork_layout: Result<(u32, u32), Arc<TracefsError>>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
     #[error("this kernel ({release}) lacks {what}, which flowdar needs ({why})")]
     Missing {
@@ -85,10 +65,18 @@ pub enum FeatureError {
         what: &'static str,
         why: &'static str,
     },
-    #[error("this kernel ({release}) has no uprobe_multi links ({reason}; they came in Linux 6.6): use --attach-mode auto or perf")]
-    NoUprobeMulti { release: String, reason: String },
-    #[error("this kernel ({release}): {reason}")]
-    Tracepoint { release: String, reason: String },
+    #[error("this kernel ({release}) has no uprobe_multi links (they came in Linux 6.6; use --attach-mode auto or perf)")]
+    NoUprobeMulti {
+        release: String,
+        #[source]
+        reason: Arc<Unavailable>,
+    },
+    #[error("this kernel ({release}): the process-tree filter cannot follow forks through the sched_process_fork tracepoint")]
+    Tracepoint {
+        release: String,
+        #[source]
+        reason: Arc<TracefsError>,
+    },
 }
 
 /// Probes the kernel once per process; later calls return the same answer.
@@ -100,9 +88,9 @@ pub fn detect() -> &'static KernelFeatures {
 fn probe_kernel() -> KernelFeatures {
     let pmu = std::path::Path::new("/sys/bus/event_source/devices/uprobe");
     let fork_layout = tracefs::ensure_mounted()
-        .map_err(|e| crate::errors::chain(&e))
-        .and_then(|root| tracefs::fork_layout(&root).map_err(|e| crate::errors::chain(&e)))
-        .map(|l| (l.parent_pid_off, l.child_pid_off));
+        .and_then(|root| tracefs::fork_layout(&root))
+        .map(|l| (l.parent_pid_off, l.child_pid_off))
+        .map_err(Arc::new);
     KernelFeatures {
         release: release(),
         uprobes: pmu.join("type").exists(),
@@ -110,7 +98,7 @@ fn probe_kernel() -> KernelFeatures {
         ring_buffer: is_map_supported(MapType::RingBuf).unwrap_or(false),
         attach_cookie: is_helper_supported(ProgramType::KProbe, BPF_FUNC_get_attach_cookie)
             .unwrap_or(false),
-        uprobe_multi: multi::probe_support(),
+        uprobe_multi: multi::probe_support().map_err(Arc::new),
         fork_layout,
     }
 }
@@ -156,7 +144,7 @@ impl KernelFeatures {
         if let Err(reason) = &self.fork_layout {
             return Err(FeatureError::Tracepoint {
                 release: self.release.clone(),
-                reason: format!("{reason} (the process-tree filter follows forks through it)"),
+                reason: reason.clone(),
             });
         }
         Ok(())
@@ -196,14 +184,14 @@ impl KernelFeatures {
                 "uprobe_multi links",
                 match &self.uprobe_multi {
                     Ok(()) => "yes".into(),
-                    Err(e) => format!("no ({e}): perf-event uprobes are used"),
+                    Err(e) => format!("no ({}): perf-event uprobes are used", chain(&**e)),
                 },
             ),
             (
                 "fork tracepoint",
                 match &self.fork_layout {
                     Ok((p, c)) => format!("parent_pid at {p}, child_pid at {c}"),
-                    Err(e) => format!("MISSING ({e})"),
+                    Err(e) => format!("MISSING ({})", chain(&**e)),
                 },
             ),
         ]
@@ -212,7 +200,19 @@ impl KernelFeatures {
 
 #[cfg(test)]
 mod tests {
+    use aya_obj::generated::bpf_cmd;
+
     use super::*;
+    use crate::capture::sys::{fake, Syscall, SyscallError};
+
+    /// Why a 6.1 kernel has no uprobe_multi: it loads the program but
+    /// refuses the link.
+    fn refused_link() -> Arc<Unavailable> {
+        Arc::new(Unavailable::Link(SyscallError {
+            call: "bpf(BPF_LINK_CREATE)",
+            io_error: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }))
+    }
 
     /// Feature sets as the kernels of the matrix have them (see README,
     /// "Kernels"): 6.12 and 6.18 have everything, Debian 12's 6.1 and
@@ -224,14 +224,7 @@ mod tests {
             uretprobes: true,
             ring_buffer: true,
             attach_cookie: cookie,
-            uprobe_multi: if multi {
-                Ok(())
-            } else {
-                Err(
-                    "BPF_LINK_CREATE of a uprobe_multi link fails: Invalid argument (os error 22)"
-                        .into(),
-                )
-            },
+            uprobe_multi: if multi { Ok(()) } else { Err(refused_link()) },
             fork_layout: Ok((24, 44)),
         }
     }
@@ -239,23 +232,73 @@ mod tests {
     #[test]
     fn auto_takes_uprobe_multi_where_the_kernel_creates_the_links() {
         let k = kernel("6.12.100+deb12-amd64", true, true);
-        assert_eq!(k.mechanism(AttachMode::Auto), Ok(Mechanism::UprobeMulti));
-        assert_eq!(k.mechanism(AttachMode::Multi), Ok(Mechanism::UprobeMulti));
-        assert_eq!(k.mechanism(AttachMode::Perf), Ok(Mechanism::PerfEvent));
+        assert_eq!(
+            k.mechanism(AttachMode::Auto).unwrap(),
+            Mechanism::UprobeMulti
+        );
+        assert_eq!(
+            k.mechanism(AttachMode::Multi).unwrap(),
+            Mechanism::UprobeMulti
+        );
+        assert_eq!(k.mechanism(AttachMode::Perf).unwrap(), Mechanism::PerfEvent);
     }
 
     #[test]
     fn auto_falls_back_to_perf_events_on_6_1_and_5_15() {
         for release in ["6.1.0-50-amd64", "5.15.0-91-generic"] {
             let k = kernel(release, false, true);
-            assert_eq!(k.mechanism(AttachMode::Auto), Ok(Mechanism::PerfEvent));
-            assert_eq!(k.mechanism(AttachMode::Perf), Ok(Mechanism::PerfEvent));
-            let err = k.mechanism(AttachMode::Multi).unwrap_err().to_string();
+            assert_eq!(k.mechanism(AttachMode::Auto).unwrap(), Mechanism::PerfEvent);
+            assert_eq!(k.mechanism(AttachMode::Perf).unwrap(), Mechanism::PerfEvent);
+            let err = k.mechanism(AttachMode::Multi).unwrap_err();
             assert_eq!(
-                err,
-                format!("this kernel ({release}) has no uprobe_multi links (BPF_LINK_CREATE of a uprobe_multi link fails: Invalid argument (os error 22); they came in Linux 6.6): use --attach-mode auto or perf")
+                crate::errors::chain(&err),
+                format!("this kernel ({release}) has no uprobe_multi links (they came in Linux 6.6; use --attach-mode auto or perf): a uprobe_multi link is refused: bpf(BPF_LINK_CREATE): Invalid argument (os error 22)")
             );
         }
+    }
+
+    /// The probe itself, against a fake kernel that loads the program and
+    /// answers the link with `link_errno` (0: creates it).
+    fn probed(link_errno: i32) -> Result<(), Arc<Unavailable>> {
+        let _kernel = fake::install(move |call| {
+            let Syscall::Bpf { cmd, .. } = call;
+            match cmd {
+                bpf_cmd::BPF_LINK_CREATE if link_errno != 0 => fake::errno(link_errno),
+                _ => fake::fd(),
+            }
+        });
+        multi::probe_support().map_err(Arc::new)
+    }
+
+    #[test]
+    fn a_kernel_refusing_the_probe_link_with_einval_is_run_with_perf_events() {
+        let mut k = kernel("6.1.0-50-amd64", true, true);
+        k.uprobe_multi = probed(libc::EINVAL);
+        assert_eq!(k.mechanism(AttachMode::Auto).unwrap(), Mechanism::PerfEvent);
+        let err = k.mechanism(AttachMode::Multi).unwrap_err();
+        assert!(
+            matches!(&err, FeatureError::NoUprobeMulti { reason, .. } if matches!(**reason, Unavailable::Link(ref e) if e.raw_os_error() == Some(libc::EINVAL))),
+            "{err:?}"
+        );
+        let report = k.report();
+        let (_, multi) = report
+            .iter()
+            .find(|(what, _)| *what == "uprobe_multi links")
+            .unwrap();
+        assert_eq!(
+            multi,
+            "no (a uprobe_multi link is refused: bpf(BPF_LINK_CREATE): Invalid argument (os error 22)): perf-event uprobes are used"
+        );
+    }
+
+    #[test]
+    fn a_kernel_creating_the_probe_links_is_run_with_uprobe_multi() {
+        let mut k = kernel("6.12.100+deb12-amd64", false, true);
+        k.uprobe_multi = probed(0);
+        assert_eq!(
+            k.mechanism(AttachMode::Auto).unwrap(),
+            Mechanism::UprobeMulti
+        );
     }
 
     #[test]
@@ -284,30 +327,13 @@ mod tests {
             .to_string()
             .contains("lacks return uprobes"));
         k.uretprobes = true;
-        k.fork_layout = Err("tracepoint format X has no field `child_pid`".into());
+        k.fork_layout = Err(Arc::new(TracefsError::Field {
+            path: "X".into(),
+            field: "child_pid".into(),
+        }));
         assert_eq!(
-            k.check_required().unwrap_err().to_string(),
-            "this kernel (5.4.0): tracepoint format X has no field `child_pid` (the process-tree filter follows forks through it)"
+            crate::errors::chain(&k.check_required().unwrap_err()),
+            "this kernel (5.4.0): the process-tree filter cannot follow forks through the sched_process_fork tracepoint: tracepoint format X has no field `child_pid`"
         );
-    }
-
-    /// Root: the probes run against the real kernel, whichever it is: it
-    /// can trace, and `auto` picks what it found.
-    #[test]
-    fn this_machine_can_trace_and_auto_follows_what_it_has() {
-        if !nix_is_root() {
-            return;
-        }
-        let k = detect();
-        assert_eq!(k.check_required(), Ok(()), "{k:?}");
-        let want = match k.uprobe_multi {
-            Ok(()) => Mechanism::UprobeMulti,
-            Err(_) => Mechanism::PerfEvent,
-        };
-        assert_eq!(k.mechanism(AttachMode::Auto), Ok(want));
-    }
-
-    fn nix_is_root() -> bool {
-        rustix::process::geteuid().is_root()
     }
 }

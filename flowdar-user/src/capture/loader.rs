@@ -10,8 +10,9 @@ use aya::{
 use flowdar_common::MAX_PROBES;
 
 use super::{
-    attach::{self, program, Closing, Links},
-    features::{AttachMode, Mechanism},
+    attach::Mechanism,
+    attach::{self, program, Closing, Detaching, Links},
+    features::AttachMode,
     filter::{self, PidFilter},
     proctree, tracefs, CaptureError,
 };
@@ -55,17 +56,21 @@ pub struct AttachPlan {
 pub const MAX_QUICK_PERF_UPROBES: usize = 400;
 /// Seconds one perf-event uprobe's detach takes, for the estimates printed:
 /// `full`'s detach over its uprobes on the development VM (BENCHMARKS.md,
-/// "Perf-event uprobes"); it varies with the machine.
+/// "Perf-event uprobes"). It varies with the machine and is not measured
+/// where Flowdar runs (that would take a grace period per uprobe), so every
+/// message that uses it names its source, [`PERF_DETACH_SOURCE`].
 pub const PERF_DETACH_SECS_EACH: f64 = 0.113;
+/// Where [`PERF_DETACH_SECS_EACH`] comes from, as messages say it.
+pub const PERF_DETACH_SOURCE: &str =
+    "measured on a 2-core VM: BENCHMARKS.md, \"Perf-event uprobes\"";
 
 /// Programs loaded and attached to a live target.
 pub struct Attached {
     pub ebpf: Ebpf,
     /// How the uprobes were attached.
     pub mechanism: Mechanism,
-    links: Links,
-    /// Uprobes attached (entry + exit per function).
-    pub(super) uprobes: usize,
+    /// The uprobes, held the way their strategy attached them.
+    links: Box<dyn Links>,
     /// Functions from patterns that the kernel would not probe, and why.
     pub skipped: Vec<(String, String)>,
     /// Processes in the filter when capture began.
@@ -86,7 +91,7 @@ const DETACH_THREADS: usize = 64;
 impl Attached {
     /// Uprobes attached (two per probed function).
     pub fn uprobe_count(&self) -> usize {
-        self.uprobes
+        self.links.uprobes()
     }
 
     /// Runs of the fork/exit tracepoint programs that the kernel skipped
@@ -104,16 +109,16 @@ impl Attached {
 
     /// Whether detaching waits a grace period per uprobe (perf events).
     pub fn slow_detach(&self) -> bool {
-        matches!(self.links, Links::Perf(_))
+        self.links.slow_detach()
     }
 
     /// Detaches every probe and unloads the programs. Entry probes go
     /// first, then return probes: a call entered before the entries went
     /// can still return into the trace while the returns are in place.
-    pub fn detach(mut self) -> Detached {
+    pub fn detach(self) -> Detached {
         let started = Instant::now();
-        let links = std::mem::replace(&mut self.links, Links::Perf(Vec::new()));
-        let (entries, exits) = links.into_closing(&mut self.ebpf);
+        let mut ebpf = self.ebpf;
+        let Detaching { entries, returns } = self.links.detach(&mut ebpf);
         close_all(entries);
         let entries_removed_ns = super::monotonic_ns();
         // Calls that entered just before their entry probe went can still
@@ -121,8 +126,8 @@ impl Attached {
         // probes go (before 6.12 closing a uprobe_multi link does not even
         // wait for handlers in progress: `uprobe_unregister_sync` came then).
         std::thread::sleep(RETURN_SETTLE);
-        close_all(exits);
-        drop(self.ebpf);
+        close_all(returns);
+        drop(ebpf);
         Detached {
             entries_removed_ns,
             took: started.elapsed(),
@@ -225,16 +230,12 @@ pub fn attach(
     };
     // The mechanism was chosen by probing the kernel (features.rs): a
     // failure here is about the functions, not about the kernel.
-    let strategy = match mechanism {
-        Mechanism::PerfEvent => attach::perf(),
-        Mechanism::UprobeMulti => attach::multi(EBPF_OBJECT),
-    };
+    let strategy = attach::strategy(mechanism, EBPF_OBJECT);
     let (attachment, result) = strategy.attach(&mut ebpf, probes, programs);
     let mut attached = Attached {
         ebpf,
         mechanism,
         links: attachment.links,
-        uprobes: attachment.uprobes,
         skipped: attachment.skipped,
         seeded: tree.len(),
         pid_limit,
@@ -269,17 +270,22 @@ pub(super) fn seed_filter(
     Ok(tree)
 }
 
-/// Two perf-event fds per probe: the `full` profile needs thousands.
+/// Two perf-event fds per probe: the `full` profile needs thousands. The
+/// soft limit goes up to the hard one (`None`: unlimited), if it can.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let below_hard = match (lim.current, lim.maximum) {
+        (Some(soft), Some(hard)) => soft < hard,
+        (Some(_), None) => true,
+        (None, _) => false,
     };
-    // SAFETY: plain syscalls on a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
+    if below_hard {
+        let raised = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        // Best effort, as before: on failure the soft limit stays.
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }

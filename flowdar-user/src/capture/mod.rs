@@ -25,15 +25,16 @@ use std::{
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flowdar_common::Event;
 
+pub use attach::Mechanism;
 pub use blocked::{blocked_on_sockets, BlockedThread};
 pub use budget::{choose as choose_within_budget, BudgetChoice, ProbeLoad};
 pub use drain::{DrainCounts, BATCH_EVENTS};
-pub use features::{
-    detect as kernel_features, AttachMode, FeatureError, KernelFeatures, Mechanism,
-};
+pub use features::{detect as kernel_features, AttachMode, FeatureError, KernelFeatures};
 pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
-pub use loader::{AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PROGRAM_PREFIX};
-pub use overhead::{ns_per_call, tree_cpu_ns};
+pub use loader::{
+    AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PERF_DETACH_SOURCE, PROGRAM_PREFIX,
+};
+pub use overhead::{ns_per_call, tree_cpu_ns, CalibrationError};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
     comm, descendants, find_restarted, is_alive, ns_pid, Restarted, ServerIdentity, TreeChange,
@@ -84,7 +85,7 @@ pub enum CaptureError {
     AttachFile {
         function: String,
         path: PathBuf,
-        source: std::io::Error,
+        source: attach::LinkError,
     },
     #[error("uprobe_multi")]
     Multi(#[from] attach::MultiError),
@@ -100,7 +101,7 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{why}: detaching {uprobes} perf-event uprobes would take about {minutes:.0} min (one kernel grace period each, ~{each} s); select fewer functions, or pass --slow-detach to proceed anyway")]
+    #[error("{why}: detaching {uprobes} perf-event uprobes would take about {minutes:.0} min (one kernel grace period each, ~{each} s {}); select fewer functions, or pass --slow-detach to proceed anyway", loader::PERF_DETACH_SOURCE)]
     SlowDetach {
         why: String,
         uprobes: usize,
@@ -113,8 +114,8 @@ pub enum CaptureError {
     BeyondFilter(#[from] filter::BeyondFilter),
     #[error("cannot map the in-kernel process filter")]
     FilterMap(#[source] std::io::Error),
-    #[error("cannot place the probe that measures a probed call's cost")]
-    Calibrate(#[source] std::io::Error),
+    #[error(transparent)]
+    Calibration(#[from] CalibrationError),
 }
 
 impl CaptureError {
@@ -217,9 +218,10 @@ pub struct RecordSummary {
     /// Calls still open at the end whose entries the kernel held back
     /// (minimum duration), written to the trace at the end.
     pub held_open: u64,
-    /// What the probes are estimated to have cost the server (`None` when
-    /// a probed call's cost could not be measured).
-    pub overhead: Option<OverheadEstimate>,
+    /// What the probes are estimated to have cost the server, or why a
+    /// probed call's cost could not be measured (the trace is complete
+    /// all the same; its footer then has no estimate).
+    pub overhead: Result<OverheadEstimate, Arc<CaptureError>>,
 }
 
 impl RecordSummary {
@@ -239,8 +241,9 @@ pub struct Recording {
     /// For events the recording adds after the drain: entries the kernel
     /// held back for calls still open at the end (minimum duration).
     late_tx: mpsc::SyncSender<Vec<Event>>,
-    /// One probed call's measured cost, and the server's CPU time at start.
-    ns_per_call: Option<u64>,
+    /// One probed call's measured cost (or why not), and the server's CPU
+    /// time at start.
+    ns_per_call: Result<u64, Arc<CaptureError>>,
     cpu_at_start: u64,
     filter_full: aya::maps::Array<MapData, u64>,
     stop: Arc<AtomicBool>,
@@ -275,7 +278,8 @@ impl Recording {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
         // Measured before our probes go in, so the server's don't count.
-        let ns_per_call = overhead::ns_per_call(mechanism).ok();
+        // A failed measurement costs the recording its estimate only.
+        let ns_per_call = overhead::ns_per_call(mechanism).map_err(Arc::new);
         let started_mono = monotonic_ns();
         let mut header = TraceHeader {
             tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -287,7 +291,11 @@ impl Recording {
                 .map_or(0, |d| d.as_nanos() as u64),
             start_monotonic_ns: started_mono,
             target_pid: opts.pid,
-            probes: opts.probes.iter().map(Into::into).collect(),
+            probes: opts
+                .probes
+                .iter()
+                .map(|p| p.trace_probe().clone())
+                .collect(),
             attach_mode: mechanism.name().into(),
             attached_monotonic_ns: 0,
             target_ns_pid: proctree::ns_pid(opts.pid),
@@ -504,7 +512,7 @@ impl Recording {
             unknown_probe: Some(counts.unknown_probe),
             untraced_tasks: Some(untraced_tasks),
             min_duration: min_duration.clone(),
-            overhead: overhead.clone(),
+            overhead: overhead.clone().ok(),
         };
         let _ = footer_tx.send(footer);
         let bytes_written = writer

@@ -13,10 +13,30 @@
 //! servers, and a budget built on it errs on the side of fewer probes.
 use std::{hint::black_box, sync::Mutex, time::Duration};
 
+use aya::maps::{MapData, RingBuf};
+use flowdar_common::{Event, EventKind};
+
 use super::{
-    introspect, loader, proctree, sys::own_code_offset, AttachPlan, CaptureError, Mechanism,
+    drain::RECORD_BYTES, introspect, loader, proctree, sys::own_code_offset, AttachPlan,
+    CaptureError, Mechanism,
 };
 use crate::probes::ResolvedProbe;
+
+/// Why a probed call's cost was not measured. A recording goes on without
+/// its overhead estimate (`RecordSummary::overhead` holds this instead).
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error("cannot place the probe that measures a probed call's cost")]
+    Place(#[source] std::io::Error),
+    #[error("the calibration probe fired on {entries} entries and {returns} returns of {calls} calls, so a probed call's cost was not measured")]
+    Missed {
+        calls: u64,
+        entries: u64,
+        returns: u64,
+    },
+    #[error("probed calls took {probed_ns} ns of CPU each and unprobed ones {plain_ns} ns, so the probes' cost did not show")]
+    NoCost { plain_ns: u64, probed_ns: u64 },
+}
 
 // The function the calibration probes. Its first instruction, a `lea`,
 // is single-stepped out of line by x86 uprobes (a second trap), the dear
@@ -51,6 +71,43 @@ extern "C" fn flowdar_calibration_target(x: u64) -> u64 {
 /// second in all at the per-call cost `flowdar kernel` prints.
 const CALLS: u64 = 2000;
 const ROUNDS: usize = 3;
+/// A ring that holds the probed rounds' every entry and return, read once
+/// they are done: nothing drains it meanwhile, and a full ring would lose
+/// events the check counts.
+const RING_BYTES: u32 = (CALLS * ROUNDS as u64 * 2 * RECORD_BYTES).next_power_of_two() as u32;
+
+/// What a calibration saw: the median CPU time of [`CALLS`] calls without
+/// and with the probes, and the events the probed rounds sent.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    plain: Duration,
+    probed: Duration,
+    entries: u64,
+    returns: u64,
+}
+
+impl Sample {
+    /// One probed call's cost in ns, once the sample shows that the probes
+    /// fired on every call and cost something.
+    fn ns_per_call(&self) -> Result<u64, CalibrationError> {
+        let calls = CALLS * ROUNDS as u64;
+        if self.entries < calls || self.returns < calls {
+            return Err(CalibrationError::Missed {
+                calls,
+                entries: self.entries,
+                returns: self.returns,
+            });
+        }
+        let each = |d: Duration| (d.as_nanos() / u128::from(CALLS)) as u64;
+        match each(self.probed.saturating_sub(self.plain)) {
+            0 => Err(CalibrationError::NoCost {
+                plain_ns: each(self.plain),
+                probed_ns: each(self.probed),
+            }),
+            ns => Ok(ns),
+        }
+    }
+}
 
 /// Per mechanism, what one probed call was measured to cost (ns).
 static MEASURED: Mutex<Vec<(Mechanism, u64)>> = Mutex::new(Vec::new());
@@ -68,10 +125,10 @@ pub fn ns_per_call(mechanism: Mechanism) -> Result<u64, CaptureError> {
 }
 
 fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
-    let exe = std::fs::read_link("/proc/self/exe").map_err(CaptureError::Calibrate)?;
+    let exe = std::fs::read_link("/proc/self/exe").map_err(CalibrationError::Place)?;
     let offset = own_code_offset(flowdar_calibration_target as *const () as usize)
-        .map_err(CaptureError::Calibrate)?;
-    let probe = ResolvedProbe {
+        .map_err(CalibrationError::Place)?;
+    let probe = ResolvedProbe::new(flowdar_trace::TraceProbe {
         id: 0,
         function: "flowdar_calibration_target".into(),
         path: exe.clone(),
@@ -82,17 +139,23 @@ fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
         optional: false,
         source: None,
         params: Vec::new(),
-    };
+    });
     let plain = median_round();
     let before = introspect::loaded_flowdar_program_ids();
-    let attached = loader::attach(
+    let mut attached = loader::attach(
         std::process::id(),
         &[probe],
-        1 << 20,
+        RING_BYTES,
         mechanism,
         &AttachPlan::default(),
     )?;
+    let ring = attached
+        .ebpf
+        .take_map("EVENTS")
+        .ok_or(CaptureError::MissingMap("EVENTS"))
+        .and_then(|m| RingBuf::try_from(m).map_err(CaptureError::map));
     let probed = median_round();
+    let seen = ring.map(|mut r| count_calls(&mut r));
     attached.detach();
     // The kernel frees closed links and their programs after a grace
     // period: wait, so that the recording that follows shows only its own.
@@ -102,30 +165,52 @@ fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok((probed.saturating_sub(plain).as_nanos() as u64 / CALLS).max(1))
+    let (entries, returns) = seen?;
+    let sample = Sample {
+        plain,
+        probed,
+        entries,
+        returns,
+    };
+    Ok(sample.ns_per_call()?)
+}
+
+/// Entries and returns of the calibration probe (id 0) in `ring`.
+fn count_calls(ring: &mut RingBuf<MapData>) -> (u64, u64) {
+    let (mut entries, mut returns) = (0, 0);
+    while let Some(item) = ring.next() {
+        match Event::from_bytes(&item) {
+            Some(ev) if ev.probe_id == 0 && ev.kind == EventKind::Entry as u32 => entries += 1,
+            Some(ev) if ev.probe_id == 0 && ev.kind == EventKind::Exit as u32 => returns += 1,
+            _ => {}
+        }
+    }
+    (entries, returns)
 }
 
 /// The median time of [`ROUNDS`] rounds of [`CALLS`] calls, in this
 /// thread's CPU time (user + system, where the traps are accounted): on a
 /// busy machine, time spent preempted is not the probes' cost.
 fn median_round() -> Duration {
-    let cpu = || {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-    };
     let mut rounds: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
-            let t = cpu();
+            let t = thread_cpu();
             let mut x = 0;
             for i in 0..CALLS {
                 x = flowdar_calibration_target(x ^ i);
             }
             black_box(x);
-            cpu().saturating_sub(t)
+            thread_cpu().saturating_sub(t)
         })
         .collect();
     rounds.sort();
     rounds[ROUNDS / 2]
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// CPU time (user + system) the live processes of `root`'s tree have used
@@ -161,10 +246,83 @@ mod tests {
         assert_eq!(cpu_ticks("garbage"), None);
     }
 
+    /// A calibration like the development VM's (BENCHMARKS.md, "the
+    /// estimated overhead": ~10 µs a probed call of this `lea` function).
+    fn sample() -> Sample {
+        Sample {
+            plain: Duration::from_micros(2),
+            probed: Duration::from_micros(20_002),
+            entries: CALLS * ROUNDS as u64,
+            returns: CALLS * ROUNDS as u64,
+        }
+    }
+
+    #[test]
+    fn a_calibration_that_saw_every_call_gives_its_cost() {
+        assert_eq!(sample().ns_per_call().unwrap(), 10_000);
+    }
+
+    #[test]
+    fn a_probe_that_missed_calls_measures_nothing() {
+        let s = Sample {
+            entries: 0,
+            returns: 0,
+            ..sample()
+        };
+        assert_eq!(
+            s.ns_per_call().unwrap_err().to_string(),
+            "the calibration probe fired on 0 entries and 0 returns of 6000 calls, so a probed call's cost was not measured"
+        );
+        // One return lost (a full ring) is enough to refuse.
+        let s = Sample {
+            returns: CALLS * ROUNDS as u64 - 1,
+            ..sample()
+        };
+        assert!(matches!(
+            s.ns_per_call(),
+            Err(CalibrationError::Missed { returns: 5999, .. })
+        ));
+    }
+
+    #[test]
+    fn probed_calls_no_dearer_than_plain_ones_measure_nothing() {
+        // What the clamp to 1 ns used to turn into an estimate.
+        let s = Sample {
+            probed: Duration::from_micros(2),
+            ..sample()
+        };
+        assert_eq!(
+            s.ns_per_call().unwrap_err().to_string(),
+            "probed calls took 1 ns of CPU each and unprobed ones 1 ns, so the probes' cost did not show"
+        );
+        // Less than 1 ns a call more: below what the rounds resolve.
+        let s = Sample {
+            probed: Duration::from_nanos(2000 + CALLS - 1),
+            ..sample()
+        };
+        assert!(matches!(
+            s.ns_per_call(),
+            Err(CalibrationError::NoCost { .. })
+        ));
+        let s = Sample {
+            probed: Duration::ZERO,
+            ..sample()
+        };
+        assert!(s.ns_per_call().is_err());
+    }
+
+    #[test]
+    fn the_ring_holds_every_event_of_the_probed_rounds() {
+        assert!(u64::from(RING_BYTES) >= CALLS * ROUNDS as u64 * 2 * RECORD_BYTES);
+        assert!(RING_BYTES.is_power_of_two());
+    }
+
     #[test]
     fn this_process_has_used_some_cpu() {
-        let t = std::time::Instant::now();
-        while t.elapsed() < Duration::from_millis(30) {
+        // CPU time, not wall time: on a busy machine 30 ms of wall time
+        // can be less than the one clock tick /proc counts in.
+        let t = thread_cpu();
+        while thread_cpu().saturating_sub(t) < Duration::from_millis(30) {
             black_box(flowdar_calibration_target(1));
         }
         assert!(tree_cpu_ns(std::process::id()) > 0);

@@ -35,9 +35,10 @@ pub(super) fn fit(
     let summary = rec
         .stop("budget estimate window")
         .context("the budget's estimate window failed")?;
-    let Some(o) = summary.overhead.clone() else {
-        bail!("--budget: a probed call's cost could not be measured on this machine");
-    };
+    let o = summary
+        .overhead
+        .clone()
+        .context("--budget: a probed call's cost could not be measured on this machine")?;
     if o.ratio().is_none() || o.calls == 0 {
         eprintln!(
             "Budget {pct}%: the server did almost no work in the window ({} of CPU): with no load to measure, every function is kept.",
@@ -114,9 +115,6 @@ pub(super) fn fit(
         .kept
         .iter()
         .enumerate()
-        .map(|(id, &i)| ResolvedProbe {
-            id: id as u32,
-            ..opts.probes[i].clone()
-        })
+        .map(|(id, &i)| opts.probes[i].clone().with_id(id as u32))
         .collect())
 }

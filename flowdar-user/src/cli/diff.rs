@@ -1,6 +1,7 @@
 //! `flowdar diff BASE TEST`: what changed between two runs.
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Args;
 
 use super::format;
@@ -16,7 +17,10 @@ use crate::analysis::diff;
 /// JSON fields (stable): function, object, base_calls, test_calls,
 /// base_calls_per_request, test_calls_per_request, base_mean_ns,
 /// test_mean_ns, base_p99_ns, test_p99_ns, ratio, p_value, in_flight,
-/// base_in_flight, impact_ns_per_s, significant; most affected first.
+/// base_in_flight, impact_ns_per_s, significant, base_backend_mean_ns,
+/// test_backend_mean_ns (of the mean, time waiting on a backend: with
+/// `apache:backend`); most affected first. With backend probes, a last
+/// line says whether the backend or Apache itself got slower.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     /// The reference trace (a normal run).
@@ -39,7 +43,9 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let mut rows = diff(&args.base, &args.test)?;
     if let Some(out) = &args.flame {
         let title = format!("{} vs {}", args.test.display(), args.base.display());
-        crate::render::differential(&args.base, &args.test, &title, std::fs::File::create(out)?)?;
+        let file = crate::store::private::open(out, true)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        crate::render::differential(&args.base, &args.test, &title, file)?;
         eprintln!("wrote {}", out.display());
     }
     if args.top > 0 {
@@ -78,5 +84,8 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     }
     let n = rows.iter().filter(|r| r.significant).count();
     println!("\n{n} significant changes (*: p < 0.001 and the mean moved 1.5x or more); impact = server time per second of capture, test minus base.");
+    if let Some(v) = crate::analysis::backend_verdict(&rows) {
+        println!("{v}");
+    }
     Ok(())
 }

@@ -141,7 +141,6 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         &RunOptions {
             max_phase: args.max_phase,
             force: args.force,
-            plan: args.attach.plan(false),
             allow_targets: args.allow_target,
             zoom: args.zoom.map(|levels| experiment::ZoomOptions {
                 levels: levels.into(),
@@ -149,19 +148,28 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
                 ..Default::default()
             }),
         },
+        &super::tracer::CaptureTracer {
+            plan: args.attach.plan(false),
+        },
         &mut |p| eprintln!("{p}"),
     )?;
     let title = format!("Flowdar DoS experiment ({:?} MPM)", spec.server.mpm);
     let report = experiment::write_report(&dir, &outcome, &title)?;
     println!("\n{}", report.summary.replace("**", ""));
     for (name, rows) in &report.diffs {
+        let (base, test) = phase_names(&outcome, name);
         println!(
-            "\nVariant {name}: what the attack changed (top of {}/{name}/diff.json):",
+            "\nVariant {name}: what changed from phase {base} to {test} (top of {}/{name}/diff.json):",
             dir.display()
         );
         println!(
             "{:<34} {:>11} {:>11} {:>9} {:>9} {:>12}",
-            "function", "mean normal", "mean attack", "ratio", "in-flight", "impact"
+            "function",
+            format!("mean {base}"),
+            format!("mean {test}"),
+            "ratio",
+            "in-flight",
+            "impact"
         );
         for r in rows.iter().take(6) {
             println!(
@@ -185,7 +193,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     }
     if let Some(z) = &outcome.zoom {
         println!(
-            "\nZoom ({} level{}; stopped: {}):\n  {}\n  discovery windows: {}; per level, normal-phase throughput vs untraced: {}",
+            "\nZoom ({} level{}; stopped: {}):\n  {}\n  discovery windows: {}; per level, normal-phase throughput vs untraced: {}\n  budget: a probed call taken to cost {:.3} of a request's work ({})",
             z.levels.len() - 1,
             if z.levels.len() == 2 { "" } else { "s" },
             z.stopped,
@@ -204,7 +212,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
                 .iter()
                 .map(|l| l.throughput_ratio.map_or("-".into(), |r| format!("{r:.2}x")))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            z.call_cost.share,
+            z.call_cost.from
         );
     }
     println!(
@@ -227,4 +237,17 @@ fn parse_budget(s: &str) -> Result<f64, String> {
             "{v}% is not a budget: give a percentage between 0 and 100"
         ))
     }
+}
+
+/// The phases variant `name`'s diff compares: its first and its last.
+fn phase_names(outcome: &experiment::Outcome, name: &str) -> (String, String) {
+    let phases = outcome
+        .variants
+        .iter()
+        .find(|v| v.name == name)
+        .map(|v| v.phases.as_slice())
+        .unwrap_or_default();
+    let label =
+        |p: Option<&experiment::PhaseResult>| p.map_or_else(|| "?".into(), |p| p.name.clone());
+    (label(phases.first()), label(phases.last()))
 }

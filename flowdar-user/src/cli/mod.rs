@@ -22,6 +22,7 @@ mod signals;
 mod simplify;
 mod stats;
 mod top;
+mod tracer;
 mod values;
 
 use clap::{Parser, Subcommand};
@@ -101,33 +102,29 @@ pub fn run() -> anyhow::Result<()> {
 
 /// Warnings of a [`crate::analysis::scan`], to stderr after the output.
 fn report_warnings(path: &std::path::Path, s: &crate::analysis::Scanned) {
-    for w in &s.warnings {
+    print_warnings(path, s.warnings.iter(), s.footer.as_ref());
+}
+
+/// Damage found in a trace goes to stderr, one line each, after the output.
+fn report_read_warnings(reader: &crate::store::TraceReader) {
+    print_warnings(reader.path(), reader.warnings().iter(), reader.footer());
+}
+
+/// One line a warning, then one for events lost during capture.
+fn print_warnings<W: std::fmt::Display>(
+    path: &std::path::Path,
+    warnings: impl Iterator<Item = W>,
+    footer: Option<&crate::store::TraceFooter>,
+) {
+    for w in warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
-    if let Some(f) = &s.footer {
+    if let Some(f) = footer {
         let lost = f.total_kernel_drops() + f.total_user_drops();
         if lost > 0 {
             eprintln!(
                 "warning: {}: {lost} events were lost during capture ({} in the kernel, {} in user space)",
                 path.display(),
-                f.total_kernel_drops(),
-                f.total_user_drops()
-            );
-        }
-    }
-}
-
-/// Damage found in a trace goes to stderr, one line each, after the output.
-fn report_read_warnings(reader: &crate::store::TraceReader) {
-    for w in reader.warnings() {
-        eprintln!("warning: {}: {w}", reader.path().display());
-    }
-    if let Some(f) = reader.footer() {
-        let lost = f.total_kernel_drops() + f.total_user_drops();
-        if lost > 0 {
-            eprintln!(
-                "warning: {}: {lost} events were lost during capture ({} in the kernel, {} in user space)",
-                reader.path().display(),
                 f.total_kernel_drops(),
                 f.total_user_drops()
             );

@@ -301,9 +301,10 @@ pub(super) fn record_until_stopped(
         };
         if recording.slow_detach() && recording.uprobe_count() > 100 {
             eprintln!(
-                "Stopping ({reason}): detaching {} perf-event uprobes one at a time (~{} s each)...",
+                "Stopping ({reason}): detaching {} perf-event uprobes one at a time (~{} s each, {})...",
                 recording.uprobe_count(),
-                capture::PERF_DETACH_SECS_EACH
+                capture::PERF_DETACH_SECS_EACH,
+                capture::PERF_DETACH_SOURCE
             );
         }
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
@@ -384,10 +385,11 @@ pub(super) fn print_summary(s: &RecordSummary) {
         s.processes_at_start
     );
     match &s.overhead {
-        Some(o) => println!("{}", overhead_line(o)),
-        None => {
-            println!("Estimated overhead: unknown (a probed call's cost could not be measured).")
-        }
+        Ok(o) => println!("{}", overhead_line(o)),
+        Err(e) => println!(
+            "Estimated overhead: unknown (a probed call's cost could not be measured: {}).",
+            crate::errors::chain(e)
+        ),
     }
     for (name, runs, ns) in &s.program_times {
         println!(

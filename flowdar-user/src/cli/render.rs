@@ -115,7 +115,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
                 ..scene
             },
         )?;
-        std::fs::write(&args.output, render::page(&[&a, &b], opts.unit_ns))
+        crate::store::private::write(&args.output, render::page(&[&a, &b], opts.unit_ns))
             .with_context(|| format!("writing {}", args.output.display()))?;
     } else {
         match ext.as_str() {

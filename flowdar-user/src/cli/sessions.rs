@@ -13,9 +13,17 @@ use crate::analysis::{scan, Session};
 /// reading the client. `--show ID` prints one session's calls. Needs the
 /// `request` or `connection` profile.
 ///
+/// HTTP/2: a client connection is one session and its streams are its
+/// requests; the workers that ran them are among its threads (mod_http2's
+/// secondary connections are followed to the client's through
+/// conn_rec->master).
+///
 /// JSON fields (stable): id, connection, threads, requests, start_ns,
 /// duration_ns, read_ns, closed, client ("ip:port", null when not seen),
-/// worker_ns, in_flight.
+/// protocol ("h2", "http/1.1", or null when no request was seen), tls
+/// (true/false with `apache:tls`, else null), handshake_ns, tls_read_ns,
+/// tls_write_ns (OpenSSL's SSL_accept, SSL_read, SSL_write), worker_ns,
+/// in_flight.
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
     /// Trace file written by `flowdar record`.
@@ -40,24 +48,32 @@ pub fn run(args: SessionsArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&sessions)?);
     } else {
         println!(
-            "{:>6} {:>18} {:>22} {:>12} {:>9} {:>11} {:>11}  threads",
-            "id", "connection", "client", "start (ms)", "requests", "duration", "reading"
+            "{:>6} {:>18} {:>22} {:>12} {:>12} {:>9} {:>11} {:>11}  threads",
+            "id",
+            "connection",
+            "client",
+            "protocol",
+            "start (ms)",
+            "requests",
+            "duration",
+            "reading"
         );
         for s in &sessions {
             println!(
-                "{:>6} {:>#18x} {:>22} {:>12.3} {:>9} {:>11} {:>11}  {}{}",
+                "{:>6} {:>#18x} {:>22} {:>12} {:>12.3} {:>9} {:>11} {:>11}  {}{}",
                 s.id,
                 s.connection,
                 s.client.map_or_else(|| "?".to_string(), |a| a.to_string()),
+                format!(
+                    "{}{}",
+                    s.protocol.unwrap_or("?"),
+                    if s.tls == Some(true) { "+tls" } else { "" }
+                ),
                 s.start_ns.saturating_sub(scanned.start_ns) as f64 / 1e6,
                 s.requests,
                 format::ns(s.duration_ns),
                 format::ns(s.read_ns),
-                s.threads
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
+                threads(&s.threads),
                 if s.closed {
                     ""
                 } else {
@@ -74,6 +90,22 @@ pub fn run(args: SessionsArgs) -> anyhow::Result<()> {
     }
     super::report_warnings(&args.trace, &scanned);
     Ok(())
+}
+
+/// The first threads of a session, and how many more (an HTTP/2 session's
+/// streams run on many workers).
+fn threads(tids: &[u32]) -> String {
+    const SHOWN: usize = 6;
+    let mut t = tids
+        .iter()
+        .take(SHOWN)
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if tids.len() > SHOWN {
+        t.push_str(&format!(" +{} more", tids.len() - SHOWN));
+    }
+    t
 }
 
 /// The session's calls: those on its threads inside its windows.

@@ -17,6 +17,11 @@
 //! deref = [{ arg = 2 }]                 # out-parameter read at exit (bytes = 4 or 8)
 //! read = { arg = 0, offset = 16 }       # u64 at *(arg0 + 16), read at entry
 //! client = { arg = 0 }                  # arg0 is Apache's conn_rec *: its client
+//!
+//! [[probe.capture]]                     # two hops: *(*(arg0 + 8) + 192)
+//! function = "ap_process_request"
+//! read = { arg = 0, offset = 8, then = 192 }
+//! client = { read = true }              # the client of the conn_rec * read
 //! ```
 use std::{
     collections::BTreeMap,
@@ -277,17 +282,7 @@ pub fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut end = offset.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let before = &text[..end];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
+pub use flowdar_trace::text::line_col;
 
 #[cfg(test)]
 mod tests {
@@ -355,7 +350,14 @@ read = { arg = 0, offset = 16 }
             pop.deref,
             [Deref { arg: 1, bytes: 8 }, Deref { arg: 3, bytes: 4 }]
         );
-        assert_eq!(pop.read, Some(FieldRead { arg: 0, offset: 16 }));
+        assert_eq!(
+            pop.read,
+            Some(FieldRead {
+                arg: 0,
+                offset: 16,
+                then: None
+            })
+        );
         let err = f.requests(&["nope".into()]).unwrap_err().to_string();
         assert_eq!(err, "p.toml: no probe set named `nope` (sets: io, handoff)");
     }

@@ -64,8 +64,40 @@ mod tests {
         let apache = PROFILES[0].file();
         assert_eq!(
             apache.sets(),
-            ["connection", "request", "io", "handoff", "full"]
+            [
+                "connection",
+                "request",
+                "tls",
+                "backend",
+                "io",
+                "handoff",
+                "full"
+            ]
         );
+    }
+
+    /// A function listed in two sets is one probe, with the capture of the
+    /// first set selected: the built-in sets must agree on it, or what a
+    /// trace holds would depend on the order of `--profile`'s sets.
+    #[test]
+    fn a_function_in_two_sets_is_captured_alike_in_both() {
+        let all = ["connection", "request", "tls", "backend", "io", "handoff"];
+        let mut seen: std::collections::HashMap<String, (String, crate::probes::Capture)> =
+            Default::default();
+        for set in all {
+            for r in profile_requests(&format!("apache:{set}")).unwrap() {
+                if r.function.contains('*') {
+                    continue;
+                }
+                let c = r.capture_for(&r.function);
+                if let Some((first, before)) = seen.get(&r.function) {
+                    assert_eq!(before, &c, "{} in {first} and {set}", r.function);
+                } else {
+                    seen.insert(r.function.clone(), (set.to_string(), c));
+                }
+            }
+        }
+        assert!(seen.contains_key("ap_run_process_connection"));
     }
 
     #[test]
@@ -111,13 +143,24 @@ mod tests {
     /// dereferenced.
     #[test]
     fn builtin_profiles_never_read_payloads() {
-        let all = ["connection", "request", "io", "handoff", "full"].map(String::from);
+        let all = [
+            "connection",
+            "request",
+            "tls",
+            "backend",
+            "io",
+            "handoff",
+            "full",
+        ]
+        .map(String::from);
         // (function, argument that holds the data buffer)
         let buffers = [
             ("apr_socket_recv", 1u8),
             ("apr_socket_send", 1),
             ("apr_socket_sendv", 1),
             ("apr_socket_sendfile", 1),
+            ("SSL_read", 1),
+            ("SSL_write", 1),
         ];
         for r in PROFILES[0].file().requests(&all).unwrap() {
             for f in [
@@ -125,6 +168,8 @@ mod tests {
                 "apr_socket_send",
                 "apr_socket_sendv",
                 "apr_socket_sendfile",
+                "SSL_read",
+                "SSL_write",
                 &r.function,
             ] {
                 let c = r.capture_for(f);

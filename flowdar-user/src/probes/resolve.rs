@@ -6,9 +6,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::{Deserialize, Serialize};
+use flowdar_trace::TraceProbe;
 
-use super::{config::is_glob, locate, Capture, MappedFile, ProbeRequest, ProcMaps};
+use super::{config::is_glob, locate, MappedFile, ProbeRequest, ProcMaps};
 use crate::symbols::{ElfSymbols, SymbolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +47,15 @@ pub enum ResolveError {
         path: PathBuf,
         address: u64,
     },
-    #[error(transparent)]
-    Symbols(#[from] SymbolError),
+    /// A file's symbols could not be read; `path` is the file as the
+    /// target sees it (the error, kept once per file and shared by every
+    /// request for it, names the path it was read through).
+    #[error("{path}")]
+    Symbols {
+        path: PathBuf,
+        #[source]
+        source: std::sync::Arc<SymbolError>,
+    },
 }
 
 fn candidates_hint(c: &[String]) -> String {
@@ -67,63 +74,46 @@ fn nearest_hint(n: &[String]) -> String {
     }
 }
 
-/// A probe ready to attach: the trace's probe table is made of these.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolvedProbe {
-    /// Index in the probe table; the attach cookie.
-    pub id: u32,
-    pub function: String,
-    /// The file as the target process sees it.
-    pub path: PathBuf,
-    /// The file reached through `/proc/PID/root` (what we attach to).
-    pub attach_path: PathBuf,
-    /// Link-time virtual address of the function.
-    pub address: u64,
-    /// Offset of the function in the file: the uprobe attach point.
-    pub file_offset: u64,
-    /// What the probe captures.
-    #[serde(default)]
-    pub capture: Capture,
-    /// Matched by a pattern: skipped (and reported) if the kernel refuses it.
-    #[serde(default)]
-    pub optional: bool,
-    /// `file:line` of the definition, when DWARF was found.
-    #[serde(default)]
-    pub source: Option<String>,
-    /// Parameter names, when DWARF was found.
-    #[serde(default)]
-    pub params: Vec<String>,
-}
+/// A probe ready to attach: the row of the trace's probe table it will be
+/// (the format's own type, `flowdar_trace::TraceProbe`: the file format is
+/// defined there alone), as the resolver made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedProbe(TraceProbe);
 
 impl ResolvedProbe {
-    /// The function's name as people read it (demangled).
-    pub fn display_name(&self) -> String {
-        crate::symbols::demangle(&self.function)
+    pub fn new(probe: TraceProbe) -> Self {
+        Self(probe)
     }
 
-    /// The file name of the object it lives in (`apache2`, `libapr-1.so.0.7.2`).
-    pub fn object_name(&self) -> String {
-        self.path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    /// The probe table row a trace file stores for this probe.
+    pub fn trace_probe(&self) -> &TraceProbe {
+        &self.0
+    }
+
+    /// The same probe at another index of the probe table (its cookie).
+    pub fn with_id(mut self, id: u32) -> Self {
+        self.0.id = id;
+        self
     }
 }
 
-impl From<&ResolvedProbe> for flowdar_trace::TraceProbe {
-    /// The probe table row a trace file stores for this probe.
-    fn from(p: &ResolvedProbe) -> Self {
-        Self {
-            id: p.id,
-            function: p.function.clone(),
-            path: p.path.clone(),
-            attach_path: p.attach_path.clone(),
-            address: p.address,
-            file_offset: p.file_offset,
-            capture: p.capture.clone(),
-            optional: p.optional,
-            source: p.source.clone(),
-            params: p.params.clone(),
-        }
+impl std::ops::Deref for ResolvedProbe {
+    type Target = TraceProbe;
+
+    fn deref(&self) -> &TraceProbe {
+        &self.0
+    }
+}
+
+impl From<TraceProbe> for ResolvedProbe {
+    fn from(probe: TraceProbe) -> Self {
+        Self(probe)
+    }
+}
+
+impl From<ResolvedProbe> for TraceProbe {
+    fn from(p: ResolvedProbe) -> Self {
+        p.0
     }
 }
 
@@ -169,7 +159,8 @@ pub fn resolve_with_targets(
 /// Separate debug files are looked for under `debug_root` (normally
 /// `/usr/lib/debug`).
 pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path) -> Resolution {
-    let mut elves: HashMap<PathBuf, Result<ElfSymbols, String>> = HashMap::new();
+    let mut elves: HashMap<PathBuf, Result<ElfSymbols, std::sync::Arc<SymbolError>>> =
+        HashMap::new();
     let mut out = Resolution::default();
     for req in requests {
         // A target found once (maybe by reading symbols) is not looked for again.
@@ -227,21 +218,19 @@ fn resolve_in(
     file: &MappedFile,
     req: &ProbeRequest,
     debug_root: &Path,
-    elves: &mut HashMap<PathBuf, Result<ElfSymbols, String>>,
+    elves: &mut HashMap<PathBuf, Result<ElfSymbols, std::sync::Arc<SymbolError>>>,
     out: &mut Resolution,
 ) -> Result<(), ResolveError> {
     let syms = elves.entry(file.path.clone()).or_insert_with(|| {
-        ElfSymbols::read_with_debug_root(&file.host_path, debug_root)
-            .map_err(|e| crate::errors::chain(&e))
+        ElfSymbols::read_with_debug_root(&file.host_path, debug_root).map_err(std::sync::Arc::new)
     });
     let syms = match syms {
         Ok(s) => &*s,
         Err(e) => {
-            let err = ResolveError::Symbols(SymbolError::Unreadable {
+            return Err(ResolveError::Symbols {
                 path: file.path.clone(),
-                reason: e.clone(),
-            });
-            return Err(err);
+                source: e.clone(),
+            })
         }
     };
     let searched = || {
@@ -320,7 +309,7 @@ fn resolve_in(
         if sym.source.is_some() {
             capture.args = capture.args.min(sym.params.len().min(3) as u8);
         }
-        out.probes.push(ResolvedProbe {
+        out.probes.push(ResolvedProbe::new(TraceProbe {
             id: out.probes.len() as u32,
             function: name.into(),
             path: file.path.clone(),
@@ -331,7 +320,7 @@ fn resolve_in(
             optional: is_glob(&req.function),
             source: sym.source.clone(),
             params: sym.params.clone(),
-        });
+        }));
     }
     Ok(())
 }

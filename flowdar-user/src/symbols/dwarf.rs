@@ -21,7 +21,7 @@ pub struct DwarfFunction {
 pub type DwarfFunctions = HashMap<String, DwarfFunction>;
 
 /// Reads the DWARF of an ELF file; an empty map when it has none.
-pub fn read(file: &object::File<'_>) -> Result<DwarfFunctions, String> {
+pub fn read(file: &object::File<'_>) -> Result<DwarfFunctions, gimli::Error> {
     if file.section_by_name(".debug_info").is_none() {
         return Ok(HashMap::new());
     }
@@ -36,15 +36,15 @@ pub fn read(file: &object::File<'_>) -> Result<DwarfFunctions, String> {
             .and_then(|s| s.uncompressed_data().ok())
             .unwrap_or(Cow::Borrowed(&[])))
     };
-    let sections = gimli::DwarfSections::load(load).map_err(|e| e.to_string())?;
+    let sections = gimli::DwarfSections::load(load)?;
     let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
     let mut out: DwarfFunctions = HashMap::new();
     let mut units = dwarf.units();
-    while let Some(header) = units.next().map_err(|e| e.to_string())? {
-        let unit = dwarf.unit(header).map_err(|e| e.to_string())?;
-        let mut tree = unit.entries_tree(None).map_err(|e| e.to_string())?;
-        let root = tree.root().map_err(|e| e.to_string())?;
-        walk(&dwarf, &unit, root, &mut out).map_err(|e| e.to_string())?;
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut tree = unit.entries_tree(None)?;
+        let root = tree.root()?;
+        walk(&dwarf, &unit, root, &mut out)?;
     }
     Ok(out)
 }

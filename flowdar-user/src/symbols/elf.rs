@@ -22,8 +22,8 @@ pub enum SymbolError {
         path: PathBuf,
         source: object::Error,
     },
-    #[error("{path}: {reason}")]
-    Unreadable { path: PathBuf, reason: String },
+    #[error("{path}: bad DWARF")]
+    Dwarf { path: PathBuf, source: gimli::Error },
 }
 
 /// A defined function symbol.
@@ -98,9 +98,9 @@ impl ElfSymbols {
         } else {
             (Ok(Default::default()), None)
         };
-        let dwarf_fns = dwarf_fns.map_err(|reason| SymbolError::Unreadable {
+        let dwarf_fns = dwarf_fns.map_err(|source| SymbolError::Dwarf {
             path: debug_file.clone().unwrap_or_else(|| path.into()),
-            reason: format!("bad DWARF: {reason}"),
+            source,
         })?;
         syms.merge_dwarf(dwarf_fns);
         syms.debug_file = debug_file;

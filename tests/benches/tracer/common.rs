@@ -10,6 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use flowdar_tests::reap;
+
 /// What `flowdar record` printed when it stopped.
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
@@ -158,8 +160,11 @@ impl Drop for Bpftrace {
 }
 
 /// Wall time and peak RSS of a command run to completion (output discarded).
-/// The child is reaped by `wait4`, which also gives its resource usage.
-#[allow(clippy::zombie_processes)]
+/// The child is reaped by [`reap`] (wait4), which also gives its resource usage.
+#[expect(
+    clippy::zombie_processes,
+    reason = "reap (wait4) reaps the child, which clippy cannot see"
+)]
 pub fn run_measured(cmd: &mut Command) -> (Duration, u64) {
     let started = Instant::now();
     let child = cmd
@@ -167,18 +172,10 @@ pub fn run_measured(cmd: &mut Command) -> (Duration, u64) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let pid = child.id() as i32;
-    let mut status = 0;
-    // SAFETY: rusage is plain data (integers and timevals): all zeroes is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child, with valid pointers to our locals.
-    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let done = reap(child.id(), true).expect("a blocking wait4 returns the child");
     let wall = started.elapsed();
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed"
-    );
-    (wall, usage.ru_maxrss as u64 * 1024)
+    assert!(done.status.success(), "{cmd:?} failed: {}", done.status);
+    (wall, done.peak_rss)
 }
 
 pub fn file_size(path: &Path) -> u64 {

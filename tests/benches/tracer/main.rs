@@ -14,6 +14,11 @@
 //! Every row says in its heading how it was measured (rounds, median or
 //! not, attach mode); the table's first line names the machine, the date
 //! and the command.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark prints its figures and progress"
+)]
 mod analysis;
 mod attach;
 mod common;

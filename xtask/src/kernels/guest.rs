@@ -27,7 +27,7 @@ pub(super) fn build(env: &Env) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
         .iter()
         .filter_map(|c| match c.what {
             What::Test { file, .. } => Some(file),
-            What::Flowdar(_) => None,
+            What::Flowdar { .. } => None,
         })
         .collect();
     files.sort_unstable();
@@ -102,7 +102,7 @@ pub(super) fn boot(
                 test.into(),
                 "--test-threads=1".into(),
             ]),
-            What::Flowdar(args) => {
+            What::Flowdar { args, .. } => {
                 line.push(flowdar.display().to_string());
                 line.extend(args.iter().map(|a| a.to_string()));
             }
@@ -181,28 +181,11 @@ pub(super) fn boot(
             let row = results
                 .lines()
                 .map(|l| l.split('\t').collect::<Vec<_>>())
-                .find(|f| f.len() == 3 && f[0] == check.name);
+                .find(|f| f.len() == 3 && f[0] == check.name)
+                .map(|f| (f[1].parse().ok(), f[2].parse().unwrap_or(0.0)));
             let log = std::fs::read_to_string(out.join("logs").join(format!("{}.log", check.name)))
                 .unwrap_or_default();
-            match row {
-                Some(f) => {
-                    let status = f[1].parse().ok();
-                    Outcome {
-                        status,
-                        seconds: f[2].parse().unwrap_or(0.0),
-                        error: if status == Some(0) {
-                            String::new()
-                        } else {
-                            first_error(&log)
-                        },
-                    }
-                }
-                None => Outcome {
-                    status: None,
-                    seconds: 0.0,
-                    error: "not run (the guest stopped first)".into(),
-                },
-            }
+            judge(check, row, &log)
         })
         .collect();
     let attach_mode = attach_mode(&out.join("logs"));

@@ -113,7 +113,8 @@ pub(super) fn report(runs: &[Run]) -> String {
         for r in runs {
             let o = &r.outcomes[i];
             let verdict = match o.status {
-                Some(0) => "ok".to_string(),
+                _ if o.passed => "ok".to_string(),
+                Some(0) => "FAIL (exit 0)".to_string(),
                 Some(124) => "TIMEOUT".to_string(),
                 Some(n) => format!("FAIL ({n})"),
                 None => "not run".to_string(),
@@ -128,7 +129,7 @@ pub(super) fn report(runs: &[Run]) -> String {
             failures.push_str(&format!("- {}: {}\n", r.kernel.version, r.note));
         }
         for (check, o) in CHECKS.iter().zip(&r.outcomes) {
-            if o.status != Some(0) {
+            if !o.passed {
                 failures.push_str(&format!(
                     "- {} `{}`: {}\n",
                     r.kernel.version, check.name, o.error

@@ -1,5 +1,6 @@
 //! Attaching a probe table to the loaded call programs: one interface
-//! ([`Strategy`]), two strategies, each returning what it attached.
+//! ([`Strategy`]), one file (or folder) per strategy, each returning the
+//! links it made as its own type behind [`Links`].
 //!
 //! - [`perf`]: one perf-event uprobe per function and program, through aya
 //!   (any kernel with uprobes; each detach waits a grace period).
@@ -8,22 +9,47 @@
 //!   second). A shim until aya can be upgraded on this toolchain: aya 0.15+
 //!   has uprobe_multi itself (`programs/uprobe.rs`) but needs rustc 1.98.
 //!
-//! Both put a function's return probe in place before its entry probe, so
-//! every recorded entry can see its return, and both skip a function the
-//! kernel refuses when a pattern matched it (reported), but fail when it
+//! Each puts a function's return probe in place before its entry probe, so
+//! every recorded entry can see its return, and each skips a function the
+//! kernel refuses when a pattern matched it (reported), but fails when it
 //! was asked for by name. What they attached is returned even on failure,
-//! so that the caller detaches it.
+//! so that the caller detaches it. A new mechanism is a new module here,
+//! one line in [`strategy`] and a [`Mechanism`] variant (with its name, and
+//! when `features` picks it).
 mod multi;
 mod perf;
 
-use std::os::fd::OwnedFd;
+use aya::Ebpf;
 
-use aya::{programs::uprobe::UProbeLinkId, Ebpf};
-
-pub use multi::{probe_support, MultiError};
+pub use multi::{probe_support, LinkError, MultiError, Unavailable};
 
 use super::CaptureError;
 use crate::probes::ResolvedProbe;
+
+/// The attach mechanism a run really used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// One uprobe_multi link per program and file (Linux 6.6+).
+    UprobeMulti,
+    /// One perf-event uprobe per probe and program.
+    PerfEvent,
+}
+
+impl Mechanism {
+    /// The name written into traces and printed (`uprobe_multi`, `perf`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UprobeMulti => "uprobe_multi",
+            Self::PerfEvent => "perf",
+        }
+    }
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The entry side or the return side of a probed function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,75 +58,32 @@ pub(in crate::capture) enum Side {
     Exit,
 }
 
-/// The attached uprobes, by mechanism.
-pub(in crate::capture) enum Links {
-    /// aya perf-event links: the program each belongs to and its side.
-    Perf(Vec<(&'static str, Side, UProbeLinkId)>),
-    /// uprobe_multi link fds (entry and return links apart, so that
-    /// entries can go first on detach) and the programs they hold.
-    Multi {
-        entries: Vec<OwnedFd>,
-        exits: Vec<OwnedFd>,
-        programs: Vec<OwnedFd>,
-    },
-}
-
-/// What a strategy attached: the links, the uprobes they hold, and the
-/// functions skipped because the kernel refused them (with why).
-pub(in crate::capture) struct Attachment {
-    pub links: Links,
-    pub uprobes: usize,
-    pub skipped: Vec<(String, String)>,
-}
-
-impl Attachment {
-    fn empty(links: Links) -> Self {
-        Self {
-            links,
-            uprobes: 0,
-            skipped: Vec::new(),
-        }
-    }
-}
-
-/// Links to close, whatever their kind.
+/// Links to close, whatever their kind: dropping one closes it.
 pub(in crate::capture) type Closing = Vec<Box<dyn Send>>;
 
-impl Links {
-    /// The entry links and the return links, to be closed in that order.
-    pub fn into_closing(self, ebpf: &mut Ebpf) -> (Closing, Closing) {
-        match self {
-            Links::Multi {
-                entries,
-                exits,
-                programs,
-            } => {
-                let boxed = |v: Vec<OwnedFd>| -> Closing {
-                    v.into_iter()
-                        .map(|l| Box::new(l) as Box<dyn Send>)
-                        .collect()
-                };
-                let out = (boxed(entries), boxed(exits));
-                drop(programs);
-                out
-            }
-            Links::Perf(links) => {
-                let mut entries: Closing = Vec::new();
-                let mut exits: Closing = Vec::new();
-                for (name, side, id) in links {
-                    if let Ok(prog) = program::<aya::programs::UProbe>(ebpf, name) {
-                        if let Ok(link) = prog.take_link(id) {
-                            match side {
-                                Side::Entry => entries.push(Box::new(link)),
-                                Side::Exit => exits.push(Box::new(link)),
-                            }
-                        }
-                    }
-                }
-                (entries, exits)
-            }
-        }
-    }
+/// The links of a detach, apart so that the caller closes the entry links
+/// first, then (after in-flight calls have returned) the return links.
+pub(in crate::capture) struct Detaching {
+    pub entries: Closing,
+    pub returns: Closing,
+}
+
+/// The uprobes one strategy attached, in its own terms.
+pub(in crate::capture) trait Links: Send {
+    /// Uprobes attached (entry + exit per function).
+    fn uprobes(&self) -> usize;
+    /// Whether closing each link waits a kernel grace period of its own.
+    fn slow_detach(&self) -> bool;
+    /// Gives up the links, entry links and return links apart (some
+    /// strategies' links are held by aya's programs in `ebpf`).
+    fn detach(self: Box<Self>, ebpf: &mut Ebpf) -> Detaching;
+}
+
+/// What a strategy attached: its links, and the functions skipped because
+/// the kernel refused them (with why).
+pub(in crate::capture) struct Attachment {
+    pub links: Box<dyn Links>,
+    pub skipped: Vec<(String, String)>,
 }
 
 /// How a probe table gets attached to the `[entry, exit]` programs.
@@ -115,15 +98,16 @@ pub(in crate::capture) trait Strategy {
     ) -> (Attachment, Result<(), CaptureError>);
 }
 
-/// Perf-event uprobes.
-pub(in crate::capture) fn perf() -> Box<dyn Strategy> {
-    Box::new(perf::Perf)
-}
-
-/// uprobe_multi links; `object` is the eBPF object file, which the shim
-/// loads its programs from itself.
-pub(in crate::capture) fn multi(object: &'static [u8]) -> Box<dyn Strategy> {
-    Box::new(multi::Multi { object })
+/// The strategy of `mechanism`; `object` is the eBPF object file, for
+/// strategies that load their programs themselves.
+pub(in crate::capture) fn strategy(
+    mechanism: Mechanism,
+    object: &'static [u8],
+) -> Box<dyn Strategy> {
+    match mechanism {
+        Mechanism::PerfEvent => Box::new(perf::Perf),
+        Mechanism::UprobeMulti => Box::new(multi::Multi { object }),
+    }
 }
 
 /// Program `name` of `ebpf` as its kind `T`.

@@ -3,13 +3,13 @@
 //! `UProbe` link per function and program. Each detach waits a grace period.
 use aya::{
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         UProbe,
     },
     Ebpf,
 };
 
-use super::{program, Attachment, Links, Side, Strategy};
+use super::{program, Attachment, Closing, Detaching, Links, Side, Strategy};
 use crate::{
     capture::{
         sys::{io_reason, ENOTSUPP},
@@ -21,6 +21,37 @@ use crate::{
 /// One aya perf-event link per function and program.
 pub(super) struct Perf;
 
+/// aya perf-event links: the program each belongs to (which owns it until
+/// detach) and its side.
+struct PerfLinks(Vec<(&'static str, Side, UProbeLinkId)>);
+
+impl Links for PerfLinks {
+    fn uprobes(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Each perf-event uprobe's removal waits a grace period of its own.
+    fn slow_detach(&self) -> bool {
+        true
+    }
+
+    fn detach(self: Box<Self>, ebpf: &mut Ebpf) -> Detaching {
+        let mut entries: Closing = Vec::new();
+        let mut returns: Closing = Vec::new();
+        for (name, side, id) in self.0 {
+            if let Ok(prog) = program::<UProbe>(ebpf, name) {
+                if let Ok(link) = prog.take_link(id) {
+                    match side {
+                        Side::Entry => entries.push(Box::new(link)),
+                        Side::Exit => returns.push(Box::new(link)),
+                    }
+                }
+            }
+        }
+        Detaching { entries, returns }
+    }
+}
+
 impl Strategy for Perf {
     fn attach(
         &self,
@@ -28,12 +59,15 @@ impl Strategy for Perf {
         probes: &[ResolvedProbe],
         [entry, exit]: [&'static str; 2],
     ) -> (Attachment, Result<(), CaptureError>) {
-        let mut attachment = Attachment::empty(Links::Perf(Vec::new()));
         for name in [entry, exit] {
             let loaded = program::<UProbe>(ebpf, name)
                 .and_then(|prog| prog.load().map_err(|e| CaptureError::program(name, e)));
             if let Err(e) = loaded {
-                return (attachment, Err(e));
+                let nothing = Attachment {
+                    links: Box::new(PerfLinks(Vec::new())),
+                    skipped: Vec::new(),
+                };
+                return (nothing, Err(e));
             }
         }
         let name = |side| match side {
@@ -65,14 +99,14 @@ impl Strategy for Perf {
                 }
             },
         );
-        attachment.uprobes = links.len();
-        attachment.skipped = skipped;
-        attachment.links = Links::Perf(
-            links
-                .into_iter()
-                .map(|(side, id)| (name(side), side, id))
-                .collect(),
-        );
+        let links = links
+            .into_iter()
+            .map(|(side, id)| (name(side), side, id))
+            .collect();
+        let attachment = Attachment {
+            links: Box::new(PerfLinks(links)),
+            skipped,
+        };
         (attachment, result)
     }
 }
@@ -135,7 +169,7 @@ mod tests {
     use super::*;
 
     fn probe(id: u32, function: &str, optional: bool) -> ResolvedProbe {
-        ResolvedProbe {
+        ResolvedProbe::new(flowdar_trace::TraceProbe {
             id,
             function: function.into(),
             path: "/usr/sbin/apache2".into(),
@@ -146,14 +180,20 @@ mod tests {
             optional,
             source: None,
             params: Vec::new(),
-        }
+        })
     }
 
+    /// What aya returns when the kernel will not place a uprobe.
     fn refused(function: &str) -> CaptureError {
-        CaptureError::AttachFile {
+        CaptureError::Attach {
             function: function.into(),
             path: "/usr/sbin/apache2".into(),
-            source: std::io::Error::from_raw_os_error(ENOTSUPP),
+            source: Box::new(aya::programs::ProgramError::SyscallError(
+                aya::sys::SyscallError {
+                    call: "perf_event_open",
+                    io_error: std::io::Error::from_raw_os_error(ENOTSUPP),
+                },
+            )),
         }
     }
 
@@ -207,8 +247,13 @@ mod tests {
                 (Side::Entry, 5)
             ]
         );
-        assert_eq!(skipped.len(), 1);
-        assert_eq!(skipped[0].0, "b");
+        assert_eq!(
+            skipped,
+            [(
+                "b".to_string(),
+                "ENOTSUPP: the kernel cannot place a uprobe on its first instruction".to_string()
+            )]
+        );
         assert!(result.is_ok());
     }
 
@@ -228,7 +273,7 @@ mod tests {
         );
         assert!(skipped.is_empty());
         assert!(
-            matches!(result, Err(CaptureError::AttachFile { ref function, .. }) if function == "b")
+            matches!(result, Err(CaptureError::Attach { ref function, .. }) if function == "b")
         );
     }
 }

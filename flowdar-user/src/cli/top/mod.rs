@@ -95,7 +95,8 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         None => scratch.path().join("live.flowdar"),
     };
     let (probes, _) = probes::resolve_with_targets(args.pid, &requests, &args.select.debug_dir)?;
-    let table: Vec<crate::store::TraceProbe> = probes.iter().map(Into::into).collect();
+    let table: Vec<crate::store::TraceProbe> =
+        probes.iter().map(|p| p.trace_probe().clone()).collect();
     let metrics = match args.prometheus {
         Some(addr) => {
             let e = prometheus::Exporter::serve(addr, &table)?;
@@ -128,7 +129,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         let mut view = LiveView::new(&table, rule, monotonic_ns());
         // Workers an attack already holds: their calls began before
         // attach, so only the kernel's socket view shows them.
-        view.set_blocked(capture::blocked_on_sockets(args.pid));
+        view.set_blocked(blocked_workers(args.pid));
         let mut screen = if args.json {
             None
         } else {
@@ -164,7 +165,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
                 next += args.interval;
                 view.forget_dead(capture::is_alive);
                 if view.wants_blocked() {
-                    view.set_blocked(capture::blocked_on_sockets(args.pid));
+                    view.set_blocked(blocked_workers(args.pid));
                 }
                 out.show(&view.snapshot(monotonic_ns()), screen.as_mut())?;
             }
@@ -212,4 +213,18 @@ impl Output<'_> {
         }
         Ok(())
     }
+}
+
+/// The workers of `pid`'s tree blocked on a client's socket now, as the
+/// live view takes them.
+fn blocked_workers(pid: u32) -> Vec<crate::analysis::BlockedWorker> {
+    capture::blocked_on_sockets(pid)
+        .into_iter()
+        .map(|b| crate::analysis::BlockedWorker {
+            pid: b.pid,
+            tid: b.tid,
+            peer: b.peer,
+            reading: b.reading,
+        })
+        .collect()
 }

@@ -12,7 +12,6 @@
 use std::{
     collections::HashSet,
     ffi::{CStr, CString},
-    io,
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::Path,
 };
@@ -21,32 +20,59 @@ use aya::{
     maps::{Map, MapData},
     Ebpf,
 };
-use aya_obj::{generated::bpf_insn, Object};
-
-use aya_obj::generated::{
-    bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_cmd, bpf_prog_type::BPF_PROG_TYPE_KPROBE,
-    BPF_F_UPROBE_MULTI_RETURN,
+use aya_obj::{
+    generated::{
+        bpf_attach_type::BPF_TRACE_UPROBE_MULTI, bpf_cmd, bpf_insn,
+        bpf_prog_type::BPF_PROG_TYPE_KPROBE, BPF_F_UPROBE_MULTI_RETURN,
+    },
+    relocation::EbpfRelocationError,
+    Object, ParseError,
 };
 
-use crate::capture::sys::{own_code_offset, sys_bpf, zeroed_attr};
-
-use crate::capture::sys::ENOTSUPP;
+use crate::capture::sys::{bpf_fd, io_reason, zeroed_attr, SyscallError, ENOTSUPP};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MultiError {
-    #[error("parsing the eBPF object: {0}")]
-    Parse(String),
-    #[error("relocating the eBPF object: {0}")]
-    Relocate(String),
+    #[error("parsing the eBPF object")]
+    Parse(#[source] ParseError),
+    #[error("relocating the eBPF object")]
+    Relocate(#[source] EbpfRelocationError),
     #[error("the eBPF object has no program {0}")]
     MissingProgram(String),
     #[error("map {0} has a kind this loader does not relocate")]
     MapKind(String),
+    /// The last line of the verifier's log: its verdict.
     #[error("the kernel's verifier rejected {name}: {reason}")]
     Verifier { name: String, reason: String },
-    /// The kernel predates uprobe_multi (or lacks CONFIG_UPROBES for it).
-    #[error("this kernel has no uprobe_multi links")]
-    Unsupported(#[source] io::Error),
+    /// The kernel predates uprobe_multi (or lacks CONFIG_UPROBES for it):
+    /// the load failed and left no verifier log.
+    #[error("the kernel does not load a program of the uprobe_multi attach type")]
+    Unsupported(#[source] SyscallError),
+}
+
+/// Why a function's uprobe_multi link was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// Not tried: see [`predicted_refusals`].
+    #[error(
+        "its first instruction has a prefix x86 uprobes refuse (ENOTSUPP, predicted, so not tried)"
+    )]
+    Predicted,
+    #[error("the path holds a NUL byte")]
+    NulInPath,
+    #[error(transparent)]
+    Kernel(#[from] SyscallError),
+}
+
+impl LinkError {
+    /// Why, compactly, for the list of skipped functions.
+    pub fn reason(&self) -> String {
+        match self {
+            LinkError::Predicted => io_reason(&std::io::Error::from_raw_os_error(ENOTSUPP)),
+            LinkError::Kernel(e) => io_reason(&e.io_error),
+            LinkError::NulInPath => self.to_string(),
+        }
+    }
 }
 
 fn map_data(map: &Map) -> Option<&MapData> {
@@ -66,7 +92,7 @@ fn map_data(map: &Map) -> Option<&MapData> {
 /// Loads the named programs of `object` as uprobe_multi programs, using the
 /// maps `ebpf` (loaded from the same object) created. Returns one fd per name.
 pub fn load(object: &[u8], ebpf: &Ebpf, names: &[&str]) -> Result<Vec<OwnedFd>, MultiError> {
-    let mut obj = Object::parse(object).map_err(|e| MultiError::Parse(e.to_string()))?;
+    let mut obj = Object::parse(object).map_err(MultiError::Parse)?;
     let mut fds = Vec::new();
     for (name, map) in ebpf.maps() {
         let data = map_data(map).ok_or_else(|| MultiError::MapKind(name.into()))?;
@@ -79,9 +105,9 @@ pub fn load(object: &[u8], ebpf: &Ebpf, names: &[&str]) -> Result<Vec<OwnedFd>, 
             .filter_map(|(name, fd)| Some((name.as_str(), *fd, maps.get(name)?))),
         &text_sections,
     )
-    .map_err(|e| MultiError::Relocate(e.to_string()))?;
+    .map_err(MultiError::Relocate)?;
     obj.relocate_calls(&text_sections)
-        .map_err(|e| MultiError::Relocate(e.to_string()))?;
+        .map_err(MultiError::Relocate)?;
     names
         .iter()
         .map(|name| {
@@ -95,7 +121,11 @@ pub fn load(object: &[u8], ebpf: &Ebpf, names: &[&str]) -> Result<Vec<OwnedFd>, 
         .collect()
 }
 
-fn load_one(name: &str, insns: &[bpf_insn], license: &CStr) -> Result<OwnedFd, MultiError> {
+pub(super) fn load_one(
+    name: &str,
+    insns: &[bpf_insn],
+    license: &CStr,
+) -> Result<OwnedFd, MultiError> {
     let mut attr = zeroed_attr();
     // SAFETY: writing plain fields of the BPF_PROG_LOAD member of a zeroed union.
     let load = unsafe { &mut attr.__bindgen_anon_3 };
@@ -107,7 +137,7 @@ fn load_one(name: &str, insns: &[bpf_insn], license: &CStr) -> Result<OwnedFd, M
     for (dst, src) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
         *dst = src as _;
     }
-    match sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
+    match bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
         Ok(fd) => Ok(fd),
         // An unknown attach type is EINVAL with nothing in the log; a
         // verifier rejection leaves a log: load again to read it.
@@ -118,7 +148,7 @@ fn load_one(name: &str, insns: &[bpf_insn], license: &CStr) -> Result<OwnedFd, M
             load.log_level = 1;
             load.log_size = log.len() as u32;
             load.log_buf = log.as_mut_ptr() as u64;
-            match sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
+            match bpf_fd(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
                 Ok(fd) => Ok(fd),
                 Err(_) => {
                     let text = CStr::from_bytes_until_nul(&log)
@@ -138,13 +168,13 @@ fn load_one(name: &str, insns: &[bpf_insn], license: &CStr) -> Result<OwnedFd, M
 }
 
 /// One uprobe_multi link: `prog` on `offsets` of `path`, cookie per offset.
-fn link(
+pub(super) fn link(
     prog: BorrowedFd<'_>,
     path: &CStr,
     offsets: &[u64],
     cookies: &[u64],
     ret: bool,
-) -> io::Result<OwnedFd> {
+) -> Result<OwnedFd, SyscallError> {
     let mut attr = zeroed_attr();
     // SAFETY: writing plain fields of the BPF_LINK_CREATE member of a zeroed union.
     let create = unsafe { &mut attr.link_create };
@@ -157,78 +187,14 @@ fn link(
     multi.cookies = cookies.as_ptr() as u64;
     multi.cnt = offsets.len() as u32;
     multi.flags = if ret { BPF_F_UPROBE_MULTI_RETURN } else { 0 };
-    sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)
-}
-
-/// The feature probe's program name.
-const PROBE_PROGRAM: &str = "flowdar_probe";
-
-/// A known-good place to put a probe: a function of Flowdar's own binary.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn flowdar_feature_probe_target(x: u64) -> u64 {
-    std::hint::black_box(x).wrapping_mul(31)
-}
-
-/// Whether this kernel creates uprobe_multi links, asked the way libbpf
-/// does (`probe_uprobe_multi_link`): a do-nothing program loaded with the
-/// uprobe_multi attach type, then an entry and a return link on a function
-/// of our own executable. A kernel before 6.6 accepts the program but
-/// refuses the link (EINVAL): that is "no uprobe_multi", never a refusal of
-/// the functions the user asked for. The links are closed at once.
-pub fn probe_support() -> Result<(), String> {
-    // r0 = 0; exit
-    let insns = [
-        bpf_insn_new(0xb7, 0, 0, 0, 0),
-        bpf_insn_new(0x95, 0, 0, 0, 0),
-    ];
-    let prog = load_one(PROBE_PROGRAM, &insns, c"GPL").map_err(|e| match e {
-        MultiError::Unsupported(io) => format!("a uprobe_multi program does not load: {io}"),
-        other => other.to_string(),
-    })?;
-    let offset = own_code_offset(flowdar_feature_probe_target as *const () as usize)
-        .map_err(|e| format!("cannot place the test probe: {e}"))?;
-    // The kernel resolves the magic link to our executable's inode.
-    let path = c"/proc/self/exe";
-    let linked = [false, true].into_iter().try_for_each(|ret| {
-        link(prog.as_fd(), path, &[offset], &[0], ret)
-            .map(drop)
-            .map_err(|e| format!("BPF_LINK_CREATE of a uprobe_multi link fails: {e}"))
-    });
-    drop(prog);
-    // The kernel frees a closed link's program after a grace period: wait
-    // for it, so that the probe leaves nothing loaded behind it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while probe_program_loaded() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    linked
-}
-
-fn probe_program_loaded() -> bool {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .any(|p| p.name_as_str() == Some(PROBE_PROGRAM))
-}
-
-fn bpf_insn_new(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> bpf_insn {
-    let mut insn = bpf_insn {
-        code,
-        _bitfield_align_1: [],
-        _bitfield_1: Default::default(),
-        off,
-        imm,
-    };
-    insn.set_dst_reg(dst);
-    insn.set_src_reg(src);
-    insn
+    bpf_fd(bpf_cmd::BPF_LINK_CREATE, &mut attr)
 }
 
 /// What attaching one program to one file's offsets did.
 pub struct Linked<L = OwnedFd> {
     pub links: Vec<L>,
     /// Indexes into the offsets that the kernel refused, and why.
-    pub refused: Vec<(usize, io::Error)>,
+    pub refused: Vec<(usize, SyscallError)>,
 }
 
 /// Attaches `prog` to every `(offset, cookie)` of `path`. One link if the
@@ -241,10 +207,9 @@ pub fn attach(
     path: &Path,
     points: &[(u64, u64)],
     ret: bool,
-) -> io::Result<Linked> {
+) -> Result<Linked, LinkError> {
     use std::os::unix::ffi::OsStrExt;
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| LinkError::NulInPath)?;
     let mut out = Linked {
         links: Vec::new(),
         refused: Vec::new(),
@@ -261,7 +226,7 @@ fn split_attach(
     indexes: &[usize],
     ret: bool,
     out: &mut Linked,
-) -> io::Result<()> {
+) -> Result<(), SyscallError> {
     if indexes.is_empty() {
         return Ok(());
     }
@@ -285,7 +250,7 @@ fn split_attach(
     }
 }
 
-fn is_per_offset(e: &io::Error) -> bool {
+fn is_per_offset(e: &SyscallError) -> bool {
     matches!(e.raw_os_error(), Some(ENOTSUPP | libc::EINVAL))
 }
 
@@ -325,7 +290,36 @@ fn has_bad_prefix(insn: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::has_bad_prefix;
+    use super::{has_bad_prefix, load_one, MultiError};
+    use crate::capture::sys::{fake, Syscall};
+
+    #[test]
+    fn a_verifier_rejection_reports_the_last_line_of_its_log() {
+        let _kernel = fake::install(|call| {
+            let Syscall::Bpf { attr, .. } = call;
+            // SAFETY: the BPF_PROG_LOAD member, which load_one filled.
+            let load = unsafe { &attr.__bindgen_anon_3 };
+            if load.log_level > 0 {
+                let text = b"0: (95) exit\nR0 !read_ok\n\n\0";
+                assert!(load.log_size as usize >= text.len());
+                // SAFETY: `log_buf` points at load_one's live buffer of
+                // `log_size` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        text.as_ptr(),
+                        load.log_buf as *mut u8,
+                        text.len(),
+                    )
+                };
+            }
+            fake::errno(libc::EACCES)
+        });
+        let err = load_one("flowdar_test", &[], c"GPL").unwrap_err();
+        assert!(
+            matches!(&err, MultiError::Verifier { name, reason } if name == "flowdar_test" && reason == "R0 !read_ok"),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn lock_and_segment_prefixes_are_refused() {

@@ -1,0 +1,59 @@
+//! For whom: the time workers spent per client address, from the sessions
+//! (each knows its client through [`crate::ClientBook`]).
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::Session;
+
+/// One client address: what the server's workers did for it. Field names
+/// are a stable interface (`flowdar clients --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientRow {
+    /// The client's IP address ("unknown" for connections whose client was
+    /// never read: opened before capture and not read from since).
+    pub address: String,
+    pub connections: u64,
+    pub requests: u64,
+    /// Time workers spent on its connections (calls on worker threads,
+    /// overlaps counted once per thread).
+    pub worker_ns: u64,
+    /// Of which blocked reading from it (`ap_read_request`).
+    pub read_ns: u64,
+    /// Time its requests waited on a backend server (`apache:backend`).
+    pub backend_ns: u64,
+    /// Its calls still open when capture ended.
+    pub in_flight: u64,
+}
+
+/// Sessions grouped by client IP address, by worker time held (most first).
+pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
+    let mut rows: HashMap<String, ClientRow> = HashMap::new();
+    for s in sessions {
+        let address = s
+            .client
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let r = rows.entry(address.clone()).or_insert_with(|| ClientRow {
+            address,
+            connections: 0,
+            requests: 0,
+            worker_ns: 0,
+            read_ns: 0,
+            backend_ns: 0,
+            in_flight: 0,
+        });
+        r.connections += 1;
+        r.requests += s.requests;
+        r.worker_ns += s.worker_ns;
+        r.read_ns += s.read_ns;
+        r.backend_ns += s.backend_ns;
+        r.in_flight += s.in_flight;
+    }
+    let mut rows: Vec<ClientRow> = rows.into_values().collect();
+    rows.sort_by(|a, b| {
+        b.worker_ns
+            .cmp(&a.worker_ns)
+            .then_with(|| a.address.cmp(&b.address))
+    });
+    rows
+}

@@ -1,0 +1,505 @@
+//! The live view behind `flowdar top`: events folded as they arrive into
+//! per-interval function figures, what each worker is in now, calls in
+//! flight by age, worker time per client, and the slow-HTTP alert. It sees
+//! exactly the events the trace gets, so the intervals' call counts add up
+//! to the trace's.
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use flowdar_common::{Event, EventKind};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::sessions::{pointer, SessionTracker, CONNECTION, READ, REQUEST};
+use flowdar_trace::TraceProbe;
+
+/// A worker thread found blocked on a client's TCP socket (the capture side
+/// finds them through /proc; `top` hands them over in this shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedWorker {
+    pub pid: u32,
+    pub tid: u32,
+    pub peer: SocketAddr,
+    /// Waiting to read (a read, or a poll for input); else to write.
+    pub reading: bool,
+}
+
+/// How a worker blocked on a client's socket from before attach shows.
+pub const BLOCKED_BEFORE_ATTACH: &str = "(blocked on a client socket since before attach)";
+
+/// When to raise the slow-HTTP alert: at least `workers` workers blocked
+/// reading a request for longer than `after_ns` (defaults: `flowdar top`'s
+/// flags).
+#[derive(Debug, Clone, Copy)]
+pub struct AlertRule {
+    pub workers: usize,
+    pub after_ns: u64,
+}
+
+/// One interval's figures. Field names are a stable interface (`top --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// Seconds since the view started.
+    pub t: f64,
+    pub functions: Vec<FunctionFigures>,
+    pub workers: Vec<Worker>,
+    pub in_flight: Vec<AgeBucket>,
+    pub clients: Vec<ClientFigures>,
+    pub alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionFigures {
+    pub function: String,
+    /// Calls entered in the events that arrived during this interval
+    /// (events arrive within ~100 ms of happening).
+    pub calls: u64,
+    pub calls_per_s: f64,
+    /// Of the calls that returned in this interval.
+    pub mean_ns: u64,
+    pub p99_ns: u64,
+}
+
+/// A worker thread inside a traced call now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Worker {
+    pub pid: u32,
+    pub tid: u32,
+    /// The innermost traced call it is in.
+    pub function: String,
+    pub for_ns: u64,
+    /// The client of the connection it works on, when known.
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgeBucket {
+    pub age: &'static str,
+    pub calls: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientFigures {
+    pub address: String,
+    /// Worker time spent on its connections since the view started,
+    /// counting the calls still open up to now.
+    pub worker_ns: u64,
+    pub connections: u64,
+    /// Workers on its connections now.
+    pub workers_now: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub kind: &'static str,
+    pub message: String,
+    /// Workers held past the rule's time in the request-read path.
+    pub workers: u64,
+    /// The client addresses holding them, most workers first.
+    pub clients: Vec<String>,
+}
+
+struct Frame {
+    probe_id: u32,
+    start_ns: u64,
+    conn: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    /// Takes the `conn_rec *` first.
+    Conn,
+    /// Takes the `request_rec *` first.
+    Request,
+    Other,
+}
+
+/// The fold of a live event stream.
+pub struct LiveView {
+    names: Vec<String>,
+    roles: Vec<Role>,
+    /// Per probe id, the entry slot holding an HTTP/2 stream's primary
+    /// connection (`c->master`, `r->connection->master`), when it reads one.
+    primary_slot: Vec<Option<usize>>,
+    read: Option<u32>,
+    rule: AlertRule,
+    threads: HashMap<u32, (u32, Vec<Frame>)>,
+    calls: Vec<u64>,
+    durations: Vec<Histogram<u64>>,
+    conn_client: HashMap<(u32, u64), SocketAddr>,
+    request_conn: HashMap<(u32, u64), u64>,
+    client_ns: HashMap<IpAddr, u64>,
+    client_conns: HashMap<IpAddr, HashSet<SocketAddr>>,
+    started_ns: u64,
+    last_snapshot_ns: u64,
+    /// Workers found blocked on a client's socket when the view started,
+    /// by tid, while they stay so and send no event: their calls began
+    /// before attach, so no probe will tell when they end.
+    blocked: HashMap<u32, BlockedWorker>,
+    blocked_seeded: bool,
+}
+
+const AGES: [(&str, u64); 4] = [
+    ("< 1 s", 1_000_000_000),
+    ("1-10 s", 10_000_000_000),
+    ("10-60 s", 60_000_000_000),
+    ("> 60 s", u64::MAX),
+];
+
+impl LiveView {
+    pub fn new(probes: &[TraceProbe], rule: AlertRule, now_ns: u64) -> Self {
+        let role = |f: &str| {
+            if f == READ || CONNECTION.contains(&f) {
+                Role::Conn
+            } else if REQUEST.contains(&f) {
+                Role::Request
+            } else {
+                Role::Other
+            }
+        };
+        Self {
+            names: probes.iter().map(|p| p.function.clone()).collect(),
+            roles: probes.iter().map(|p| role(&p.function)).collect(),
+            primary_slot: {
+                let roles = SessionTracker::roles_of(probes);
+                probes
+                    .iter()
+                    .map(|p| match roles.get(&p.id) {
+                        Some(super::sessions::Role::Request { stream: Some(k) })
+                        | Some(super::sessions::Role::Connection {
+                            master: Some(k), ..
+                        }) => Some(*k),
+                        _ => None,
+                    })
+                    .collect()
+            },
+            read: probes.iter().find(|p| p.function == READ).map(|p| p.id),
+            rule,
+            threads: HashMap::new(),
+            calls: vec![0; probes.len()],
+            durations: probes.iter().map(|_| histogram()).collect(),
+            conn_client: HashMap::new(),
+            request_conn: HashMap::new(),
+            client_ns: HashMap::new(),
+            client_conns: HashMap::new(),
+            started_ns: now_ns,
+            last_snapshot_ns: now_ns,
+            blocked: HashMap::new(),
+            blocked_seeded: false,
+        }
+    }
+
+    /// Whether [`LiveView::set_blocked`] still has a use: before its first
+    /// call, and while threads blocked from before attach remain.
+    pub fn wants_blocked(&self) -> bool {
+        !self.blocked_seeded || !self.blocked.is_empty()
+    }
+
+    /// The threads blocked on a client's socket now (`capture::
+    /// blocked_on_sockets`). The first call, made before any event is
+    /// pushed, takes them all: blocked since before attach (one whose call
+    /// began after attach leaves the set with its first event). Later calls
+    /// keep those still blocked on the same peer.
+    pub fn set_blocked(&mut self, now: Vec<BlockedWorker>) {
+        if !self.blocked_seeded {
+            self.blocked_seeded = true;
+            self.blocked = now.into_iter().map(|b| (b.tid, b)).collect();
+            return;
+        }
+        self.blocked
+            .retain(|tid, b| now.iter().any(|n| n.tid == *tid && n.peer == b.peer));
+    }
+
+    pub fn push(&mut self, e: &Event) {
+        if let Some((conn, addr)) = e.client() {
+            self.conn_client.insert((e.tgid, conn), addr);
+            self.client_conns.entry(addr.ip()).or_default().insert(addr);
+            return;
+        }
+        let id = e.probe_id as usize;
+        if id >= self.names.len() {
+            return;
+        }
+        self.blocked.remove(&e.tid);
+        let role = self.roles[id];
+        let (tgid, stack) = self
+            .threads
+            .entry(e.tid)
+            .or_insert_with(|| (e.tgid, Vec::new()));
+        if *tgid != e.tgid {
+            // A recycled tid: the old thread's frames are gone with it.
+            *tgid = e.tgid;
+            stack.clear();
+        }
+        if e.kind == EventKind::Entry as u32 {
+            self.calls[id] += 1;
+            // An HTTP/2 stream's calls count for the client's connection.
+            let primary = self.primary_slot[id].and_then(|k| pointer(e.args[k]));
+            let enclosing = || stack.iter().rev().find_map(|f| f.conn);
+            let conn = match role {
+                _ if primary.is_some() => primary,
+                Role::Conn => Some(e.args[0]),
+                Role::Request => self
+                    .request_conn
+                    .get(&(e.tgid, e.args[0]))
+                    .copied()
+                    .or_else(enclosing),
+                Role::Other => enclosing(),
+            };
+            stack.push(Frame {
+                probe_id: e.probe_id,
+                start_ns: e.ts_ns,
+                conn,
+            });
+        } else if e.kind == EventKind::Exit as u32 {
+            let Some(pos) = stack.iter().rposition(|f| f.probe_id == e.probe_id) else {
+                return; // entered before capture
+            };
+            // Frames above the match never returned: dropped with it.
+            let Some(f) = stack.drain(pos..).next() else {
+                return;
+            };
+            let took = e.ts_ns.saturating_sub(f.start_ns);
+            let _ = self.durations[id].record(took.max(1));
+            if Some(e.probe_id) == self.read && e.args[0] != 0 {
+                if let Some(conn) = f.conn {
+                    self.request_conn.insert((e.tgid, e.args[0]), conn);
+                }
+            }
+            // The outermost traced call: a stretch of this worker's time.
+            if stack.is_empty() {
+                if let Some(addr) = f.conn.and_then(|c| self.conn_client.get(&(e.tgid, c))) {
+                    *self.client_ns.entry(addr.ip()).or_default() += took;
+                }
+            }
+        }
+    }
+
+    /// Forgets the threads of processes that are gone (a child recycled,
+    /// or killed mid-call): their open frames would otherwise stay workers
+    /// forever.
+    pub fn forget_dead(&mut self, alive: impl Fn(u32) -> bool) {
+        self.threads.retain(|_, (tgid, _)| alive(*tgid));
+    }
+
+    /// The figures since the last snapshot (call counts and durations
+    /// restart at zero) and the state at `now_ns` (CLOCK_MONOTONIC).
+    pub fn snapshot(&mut self, now_ns: u64) -> Interval {
+        let secs = (now_ns.saturating_sub(self.last_snapshot_ns) as f64 / 1e9).max(1e-9);
+        self.last_snapshot_ns = now_ns;
+        let mut functions: Vec<FunctionFigures> = (0..self.names.len())
+            .filter(|&i| self.calls[i] > 0 || !self.durations[i].is_empty())
+            .map(|i| FunctionFigures {
+                function: self.names[i].clone(),
+                calls: self.calls[i],
+                calls_per_s: self.calls[i] as f64 / secs,
+                mean_ns: self.durations[i].mean() as u64,
+                p99_ns: self.durations[i].value_at_quantile(0.99),
+            })
+            .collect();
+        functions.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.function.cmp(&b.function)));
+        self.calls.iter_mut().for_each(|c| *c = 0);
+        self.durations.iter_mut().for_each(Histogram::reset);
+
+        let mut workers = Vec::new();
+        let mut ages = [0u64; AGES.len()];
+        let mut held_now: HashMap<IpAddr, (u64, u64)> = HashMap::new();
+        let mut reading: HashMap<String, u64> = HashMap::new();
+        for (&tid, (pid, stack)) in &self.threads {
+            for f in stack {
+                let age = now_ns.saturating_sub(f.start_ns);
+                ages[AGES.iter().position(|(_, lim)| age < *lim).unwrap_or(3)] += 1;
+            }
+            let (Some(bottom), Some(top)) = (stack.first(), stack.last()) else {
+                continue;
+            };
+            let client = top
+                .conn
+                .and_then(|c| self.conn_client.get(&(*pid, c)))
+                .copied();
+            if let Some(a) = client {
+                let h = held_now.entry(a.ip()).or_default();
+                h.0 += now_ns.saturating_sub(bottom.start_ns);
+                h.1 += 1;
+            }
+            let for_ns = now_ns.saturating_sub(top.start_ns);
+            // Blocked reading a request, whatever it calls meanwhile (with
+            // the io set, the innermost call is apr_socket_recv, restarted
+            // at every header line the client trickles in).
+            let reading_since = stack
+                .iter()
+                .find(|f| Some(f.probe_id) == self.read)
+                .map(|f| now_ns.saturating_sub(f.start_ns));
+            if reading_since.is_some_and(|t| t > self.rule.after_ns) {
+                let who = client.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+                *reading.entry(who).or_default() += 1;
+            }
+            workers.push(Worker {
+                pid: *pid,
+                tid,
+                function: self.names[top.probe_id as usize].clone(),
+                for_ns,
+                client: client.map(|a| a.to_string()),
+            });
+        }
+        // Blocked since before attach: for at least as long as the view.
+        let since_attach = now_ns.saturating_sub(self.started_ns);
+        for b in self.blocked.values() {
+            let h = held_now.entry(b.peer.ip()).or_default();
+            h.0 += since_attach;
+            h.1 += 1;
+            if b.reading && since_attach > self.rule.after_ns {
+                *reading.entry(b.peer.ip().to_string()).or_default() += 1;
+            }
+            workers.push(Worker {
+                pid: b.pid,
+                tid: b.tid,
+                function: BLOCKED_BEFORE_ATTACH.into(),
+                for_ns: since_attach,
+                client: Some(b.peer.to_string()),
+            });
+            self.client_conns
+                .entry(b.peer.ip())
+                .or_default()
+                .insert(b.peer);
+        }
+        workers.sort_by(|a, b| b.for_ns.cmp(&a.for_ns).then(a.tid.cmp(&b.tid)));
+
+        let mut addrs: HashSet<IpAddr> = self.client_ns.keys().copied().collect();
+        addrs.extend(held_now.keys());
+        let mut clients: Vec<ClientFigures> = addrs
+            .into_iter()
+            .map(|ip| {
+                let (open_ns, now) = held_now.get(&ip).copied().unwrap_or_default();
+                ClientFigures {
+                    address: ip.to_string(),
+                    worker_ns: self.client_ns.get(&ip).copied().unwrap_or(0) + open_ns,
+                    connections: self.client_conns.get(&ip).map_or(0, |c| c.len() as u64),
+                    workers_now: now,
+                }
+            })
+            .collect();
+        clients.sort_by(|a, b| {
+            b.worker_ns
+                .cmp(&a.worker_ns)
+                .then(a.address.cmp(&b.address))
+        });
+
+        let held: u64 = reading.values().sum();
+        let mut alerts = Vec::new();
+        if held as usize >= self.rule.workers {
+            let mut by: Vec<(String, u64)> = reading.into_iter().collect();
+            by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            alerts.push(Alert {
+                kind: "slow-http",
+                message: format!(
+                    "slow HTTP: {held} workers held > {} reading requests ({READ}, or blocked reading since before attach) by {} client address{} ({})",
+                    crate::units::ns(self.rule.after_ns),
+                    by.len(),
+                    if by.len() == 1 { "" } else { "es" },
+                    by.iter()
+                        .take(3)
+                        .map(|(a, n)| format!("{a}: {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                workers: held,
+                clients: by.into_iter().map(|(a, _)| a).collect(),
+            });
+        }
+        Interval {
+            t: now_ns.saturating_sub(self.started_ns) as f64 / 1e9,
+            functions,
+            workers,
+            in_flight: AGES
+                .iter()
+                .zip(ages)
+                .map(|((age, _), calls)| AgeBucket { age, calls })
+                .collect(),
+            clients,
+            alerts,
+        }
+    }
+}
+
+#[expect(
+    clippy::expect_used,
+    reason = "new() fails only for significant digits outside 0..=5"
+)]
+fn histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant digits is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::tests::{ev, probe};
+
+    #[test]
+    fn intervals_count_entries_and_the_alert_names_the_clients_holding_reads() {
+        let probes = [
+            probe(0, READ, None),
+            probe(1, "ap_invoke_handler", None),
+            probe(2, "apr_socket_recv", None),
+        ];
+        let rule = AlertRule {
+            workers: 2,
+            after_ns: 1_000,
+        };
+        let mut v = LiveView::new(&probes, rule, 0);
+        let attacker: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 6];
+        for (tid, conn, port) in [(11, 0xa0, 1000u64), (12, 0xb0, 1001)] {
+            v.push(&Event {
+                tgid: 1,
+                tid,
+                ts_ns: 10,
+                probe_id: 0,
+                kind: EventKind::Client as u32,
+                args: [
+                    port << 48 | conn,
+                    u64::from_ne_bytes(attacker[..8].try_into().unwrap()),
+                    u64::from_ne_bytes(attacker[8..].try_into().unwrap()),
+                ],
+            });
+            v.push(&ev(tid, 11, 0, EventKind::Entry, [conn, 0, 0]));
+        }
+        // One of them is in a socket read that began just now (a header line
+        // trickled in): still a worker held in the request read since 11.
+        v.push(&ev(11, 4_900, 2, EventKind::Entry, [0, 0, 0]));
+        // A request served on another thread: read, handler, done.
+        v.push(&ev(13, 20, 0, EventKind::Entry, [0xc0, 0, 0]));
+        v.push(&ev(13, 30, 0, EventKind::Exit, [0x77, 0, 0]));
+        v.push(&ev(13, 31, 1, EventKind::Entry, [0x77, 0, 0]));
+        v.push(&ev(13, 41, 1, EventKind::Exit, [0, 0, 0]));
+        let i = v.snapshot(5_000);
+        let calls: HashMap<&str, u64> = i
+            .functions
+            .iter()
+            .map(|f| (f.function.as_str(), f.calls))
+            .collect();
+        assert_eq!(calls[READ], 3);
+        assert_eq!(calls["ap_invoke_handler"], 1);
+        assert_eq!(i.workers.len(), 2, "two workers still reading");
+        let inner = i.workers.iter().find(|w| w.tid == 11).unwrap();
+        assert_eq!(
+            (inner.function.as_str(), inner.for_ns),
+            ("apr_socket_recv", 100)
+        );
+        assert_eq!(i.alerts.len(), 1);
+        assert_eq!(i.alerts[0].workers, 2);
+        assert_eq!(i.alerts[0].clients, ["198.18.0.6"]);
+        assert_eq!(i.clients[0].address, "198.18.0.6");
+        assert_eq!(i.clients[0].workers_now, 2);
+        assert_eq!(i.clients[0].connections, 2);
+        assert_eq!(i.clients[0].worker_ns, 2 * (5_000 - 11));
+        // The next interval starts from zero calls.
+        let j = v.snapshot(6_000);
+        assert!(j.functions.iter().all(|f| f.calls == 0));
+        // A process gone (killed mid-call) leaves no phantom workers.
+        v.forget_dead(|_| false);
+        let k = v.snapshot(7_000);
+        assert!(k.workers.is_empty() && k.alerts.is_empty());
+    }
+}

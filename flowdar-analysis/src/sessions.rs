@@ -1,0 +1,563 @@
+//! Apache sessions: the trace demultiplexed per client connection, keyed by
+//! the `conn_rec *` the request and connection functions take, following a
+//! connection across threads and keep-alive passes. A session ends when
+//! `ap_read_request` returns NULL (the client closed) or at lingering
+//! close; `ap_run_pre_connection` (a new connection) starts a new one, since
+//! `conn_rec` addresses are recycled. Sessions still open at the end of
+//! capture are in flight (under Slowloris, most of them).
+//!
+//! HTTP/2 (mod_http2): a client connection is one session and its streams
+//! are its requests. A stream runs on a worker, on a secondary connection
+//! whose `conn_rec->master` is the client's; the probes read it
+//! (`ap_process_request`: `r->connection->master`; the connection calls:
+//! `c->master`), and everything a stream does is attributed to the
+//! primary connection and its client.
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use std::{net::SocketAddr, path::Path};
+
+use super::{
+    addresses::{worker_time, ClientBook},
+    scan, Call, Scanned,
+};
+use flowdar_common::{Event, EventKind, CONN_MASTER_OFF, DEREF_UNKNOWN, REQUEST_CONNECTION_OFF};
+use flowdar_trace::{FieldRead, TraceProbe};
+
+pub(super) const READ: &str = "ap_read_request";
+/// Calls taking the `conn_rec *` first.
+pub(super) const CONNECTION: &[&str] = &[
+    "ap_run_process_connection",
+    "ap_process_connection",
+    "ap_run_pre_connection",
+    "ap_start_lingering_close",
+    "ap_prep_lingering_close",
+    "ap_lingering_close",
+];
+const NEW_CONNECTION: &str = "ap_run_pre_connection";
+const CLOSING: &[&str] = &["ap_start_lingering_close", "ap_lingering_close"];
+/// Calls taking the `request_rec *` first.
+pub(super) const REQUEST: &[&str] = &[
+    "ap_process_async_request",
+    "ap_process_request",
+    "ap_process_request_internal",
+    "ap_invoke_handler",
+    "ap_run_handler",
+    "ap_finalize_request_protocol",
+    "ap_run_log_transaction",
+    // mod_proxy's exchange with a backend (see `crate::calls::BACKEND`).
+    "proxy_run_scheme_handler",
+];
+
+/// One client connection. Field names are a stable interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Session {
+    pub id: u64,
+    /// The server process that handled it.
+    pub pid: u32,
+    /// The `conn_rec *` (an address in that process).
+    pub connection: u64,
+    /// Threads that worked on it, in order of first appearance.
+    pub threads: Vec<u32>,
+    /// Requests read (non-NULL `ap_read_request` returns).
+    pub requests: u64,
+    pub start_ns: u64,
+    /// To its end, or to the end of capture when still open.
+    pub duration_ns: u64,
+    /// Time spent in `ap_read_request` (waiting for the client).
+    pub read_ns: u64,
+    /// False when it was still open when capture ended.
+    pub closed: bool,
+    /// The client ("ip:port"), from the kernel's read of the connection;
+    /// null when it was not seen (a connection idle since before capture).
+    #[serde(serialize_with = "as_text")]
+    pub client: Option<std::net::SocketAddr>,
+    /// "h2" (HTTP/2 streams ran for it), "http/1.1" (requests were read
+    /// on it), or null (no request seen: a handshake that never finished,
+    /// or a trace without the probes that tell).
+    pub protocol: Option<&'static str>,
+    /// Over TLS: true when OpenSSL's calls ran for it, false when the trace
+    /// probed OpenSSL (`apache:tls`) and none did, null without those probes.
+    pub tls: Option<bool>,
+    /// Time in TLS handshakes (`SSL_accept`), reads (`SSL_read`, which
+    /// waits for the client) and writes (`SSL_write`); 0 without
+    /// `apache:tls`.
+    pub handshake_ns: u64,
+    pub tls_read_ns: u64,
+    pub tls_write_ns: u64,
+    /// Time its requests waited on a backend server (mod_proxy's scheme
+    /// handler: `apache:backend`); 0 without those probes.
+    pub backend_ns: u64,
+    /// Time workers spent on it (overlapping calls counted once per thread).
+    pub worker_ns: u64,
+    /// Its calls still open when capture ended.
+    pub in_flight: u64,
+    /// Start times of its requests' reads.
+    #[serde(skip)]
+    pub request_starts: Vec<u64>,
+    /// (thread, start, end) of the calls that worked on it, for showing it.
+    #[serde(skip)]
+    pub windows: Vec<(u32, u64, u64)>,
+    #[serde(skip)]
+    end_ns: u64,
+    /// Requests read with `ap_read_request`, and HTTP/2 streams.
+    #[serde(skip)]
+    reads: u64,
+    #[serde(skip)]
+    streams: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Read,
+    /// `master`: the entry slot holding `c->master`, when the probe reads it.
+    Connection {
+        new: bool,
+        closing: bool,
+        master: Option<usize>,
+    },
+    /// `stream`: the entry slot holding `r->connection->master`.
+    Request {
+        stream: Option<usize>,
+    },
+}
+
+/// The slot of a probe's field read when it reads `what`.
+fn slot_reading(p: &TraceProbe, what: FieldRead) -> Option<usize> {
+    let r = p.capture.read?;
+    (r.offset == what.offset && r.then == what.then).then(|| p.capture.read_slot())?
+}
+
+/// A user pointer read by a probe: not NULL, not a faulted read.
+pub(crate) fn pointer(v: u64) -> Option<u64> {
+    (v != 0 && v != DEREF_UNKNOWN && v < 1 << 48).then_some(v)
+}
+
+/// Feed calls (`scan`'s order: completion order, then in-flight ones);
+/// collect sessions at the end.
+pub struct SessionTracker {
+    roles: HashMap<u32, Role>,
+    /// The latest session of each (process, connection address), open or
+    /// closed: child processes forked from one parent reuse addresses.
+    latest: HashMap<(u32, u64, Option<SocketAddr>), usize>,
+    /// The latest session of each (process, connection address), whatever
+    /// its client.
+    by_conn: HashMap<(u32, u64), usize>,
+    request_conn: HashMap<(u32, u64), u64>,
+    sessions: Vec<Session>,
+    tls: crate::tls::TlsCalls,
+    /// Probe ids of `crate::calls::BACKEND` functions.
+    backend: Vec<u32>,
+}
+
+impl SessionTracker {
+    pub fn new(probes: &[TraceProbe]) -> Self {
+        Self {
+            roles: Self::roles_of(probes),
+            latest: HashMap::new(),
+            by_conn: HashMap::new(),
+            request_conn: HashMap::new(),
+            sessions: Vec::new(),
+            tls: crate::tls::TlsCalls::new(probes),
+            backend: probes
+                .iter()
+                .filter(|p| crate::calls::BACKEND.contains(&p.function.as_str()))
+                .map(|p| p.id)
+                .collect(),
+        }
+    }
+
+    /// What each probe tells about connections, by probe id.
+    pub(crate) fn roles_of(probes: &[TraceProbe]) -> HashMap<u32, Role> {
+        let mut roles = HashMap::new();
+        for p in probes {
+            let f = p.function.as_str();
+            let master = FieldRead {
+                arg: 0,
+                offset: CONN_MASTER_OFF,
+                then: None,
+            };
+            let stream = FieldRead {
+                arg: 0,
+                offset: REQUEST_CONNECTION_OFF,
+                then: Some(CONN_MASTER_OFF),
+            };
+            let role = if f == READ {
+                Role::Read
+            } else if CONNECTION.contains(&f) {
+                Role::Connection {
+                    new: f == NEW_CONNECTION,
+                    closing: CLOSING.contains(&f),
+                    master: slot_reading(p, master),
+                }
+            } else if REQUEST.contains(&f) {
+                Role::Request {
+                    stream: slot_reading(p, stream),
+                }
+            } else {
+                continue;
+            };
+            roles.insert(p.id, role);
+        }
+        roles
+    }
+
+    /// True when the trace has a function that names connections.
+    pub fn can_track(&self) -> bool {
+        self.roles
+            .values()
+            .any(|r| !matches!(r, Role::Request { stream: None }))
+    }
+
+    /// Sees an event in file order, before the calls it ends: an HTTP/2
+    /// stream's entry names its request's primary connection, so the
+    /// calls inside it (which complete first) find their session.
+    pub fn add_event(&mut self, e: &Event) {
+        if e.kind != EventKind::Entry as u32 {
+            return;
+        }
+        if let Some(Role::Request { stream: Some(k) }) = self.roles.get(&e.probe_id) {
+            if let (Some(r), Some(c1)) = (pointer(e.args[0]), pointer(e.args[*k])) {
+                self.request_conn.insert((e.tgid, r), c1);
+            }
+        }
+    }
+
+    /// Adds a call of a trace without client events.
+    pub fn add(&mut self, c: &Call) {
+        self.add_with(c, &ClientBook::default());
+    }
+
+    /// Adds a call; `clients` holds the trace's client events read so far
+    /// (every one before the call's completion). A connection's client
+    /// (address and port) tells connections on a recycled `conn_rec`
+    /// apart even when nothing marked the first one's end (Apache closes a
+    /// keep-alive connection after `MaxKeepAliveRequests` without another
+    /// read).
+    pub fn add_with(&mut self, c: &Call, clients: &ClientBook) {
+        if self.tls.add(c) {
+            return;
+        }
+        let Some(&role) = self.roles.get(&c.probe_id) else {
+            return;
+        };
+        // A stream's own call names its primary connection; the secondary
+        // connection's calls are passes of the primary one.
+        let primary = match role {
+            Role::Request { stream: Some(k) }
+            | Role::Connection {
+                master: Some(k), ..
+            } => pointer(c.args[k]),
+            _ => None,
+        };
+        let stream = primary.is_some() && matches!(role, Role::Request { .. });
+        let conn = match (role, primary) {
+            (_, Some(c1)) => c1,
+            (Role::Request { .. }, None) => match self.request_conn.get(&(c.tgid, c.args[0])) {
+                Some(&conn) => conn,
+                None => return,
+            },
+            _ => c.args[0],
+        };
+        if conn == 0 {
+            return;
+        }
+        let secondary = primary.is_some();
+        let starts_new = !secondary && matches!(role, Role::Connection { new: true, .. });
+        let closing = !secondary && matches!(role, Role::Connection { closing: true, .. });
+        let belongs = |s: &Session| {
+            if closing {
+                // Lingering close follows the read that saw the client go.
+                true
+            } else if starts_new {
+                c.start_ns <= s.start_ns
+            } else {
+                // Open, or closed by a call this one was still around for
+                // (calls arrive in completion order: the pass that read
+                // the client's close returns after the read).
+                !s.closed || c.start_ns <= s.end_ns
+            }
+        };
+        // A read (and a request after it) has its connection's client by
+        // its start: the kernel sends it at the read's entry. An outer
+        // connection call (a keep-alive pass) can start before the read
+        // inside it sends the client: over its span.
+        let client = match role {
+            Role::Connection { .. } => clients.client_of(c.tgid, conn, c.start_ns, c.end_ns),
+            _ => clients.client_at(c.tgid, conn, c.start_ns),
+        };
+        let key = (c.tgid, conn, client);
+        let idx = match self.latest.get(&key).copied() {
+            // The same client on the same connection: the same session.
+            Some(i) if client.is_some() || belongs(&self.sessions[i]) => i,
+            _ => {
+                // A recycled address: whatever was open for it is over.
+                if let Some(i) = self.latest.remove(&key) {
+                    self.sessions[i].closed = true;
+                }
+                if let Some(i) = self.by_conn.get(&(c.tgid, conn)).copied() {
+                    if self.sessions[i].client != client && self.sessions[i].start_ns < c.start_ns {
+                        self.sessions[i].closed = true;
+                    }
+                }
+                self.sessions.push(Session {
+                    id: 0,
+                    pid: c.tgid,
+                    connection: conn,
+                    threads: Vec::new(),
+                    requests: 0,
+                    start_ns: c.start_ns,
+                    duration_ns: 0,
+                    read_ns: 0,
+                    closed: false,
+                    client,
+                    protocol: None,
+                    tls: None,
+                    handshake_ns: 0,
+                    tls_read_ns: 0,
+                    tls_write_ns: 0,
+                    backend_ns: 0,
+                    worker_ns: 0,
+                    in_flight: 0,
+                    request_starts: Vec::new(),
+                    windows: Vec::new(),
+                    end_ns: c.end_ns,
+                    reads: 0,
+                    streams: 0,
+                });
+                self.latest.insert(key, self.sessions.len() - 1);
+                self.by_conn.insert((c.tgid, conn), self.sessions.len() - 1);
+                self.sessions.len() - 1
+            }
+        };
+        let s = &mut self.sessions[idx];
+        s.start_ns = s.start_ns.min(c.start_ns);
+        s.end_ns = s.end_ns.max(c.end_ns);
+        if !s.threads.contains(&c.tid) {
+            s.threads.push(c.tid);
+        }
+        s.windows.push((c.tid, c.start_ns, c.end_ns));
+        if !c.returned {
+            s.in_flight += 1;
+        }
+        let mut ends = false;
+        match role {
+            Role::Read => {
+                s.read_ns += c.duration_ns();
+                match c.ret {
+                    Some(0) => ends = true,
+                    Some(r) => {
+                        s.requests += 1;
+                        s.reads += 1;
+                        s.request_starts.push(c.start_ns);
+                        self.request_conn.insert((c.tgid, r), conn);
+                    }
+                    None => {}
+                }
+            }
+            Role::Connection { .. } if closing => ends = c.returned,
+            Role::Request { .. } if self.backend.contains(&c.probe_id) => {
+                s.backend_ns += c.duration_ns();
+            }
+            Role::Request { .. } if stream => {
+                s.requests += 1;
+                s.streams += 1;
+                s.request_starts.push(c.start_ns);
+            }
+            _ => {}
+        }
+        if ends {
+            s.closed = true;
+        }
+    }
+
+    /// Sessions by start time, numbered from 1; `clients` (the same trace's
+    /// client events) names those whose client was read after they began.
+    pub fn finish(mut self, clients: &ClientBook) -> Vec<Session> {
+        self.sessions
+            .sort_by_key(|s| (s.start_ns, s.pid, s.connection));
+        for (i, s) in self.sessions.iter_mut().enumerate() {
+            s.id = i as u64 + 1;
+            s.duration_ns = s.end_ns.saturating_sub(s.start_ns);
+            s.request_starts.sort_unstable();
+            s.worker_ns = worker_time(&s.windows);
+            s.protocol = if s.streams > 0 {
+                Some("h2")
+            } else if s.reads > 0 {
+                Some("http/1.1")
+            } else {
+                None
+            };
+            if s.client.is_none() {
+                s.client = clients.client_of(s.pid, s.connection, s.start_ns, s.end_ns);
+            }
+        }
+        self.tls.attribute(&mut self.sessions);
+        self.sessions
+    }
+}
+
+fn as_text<S: serde::Serializer>(
+    a: &Option<std::net::SocketAddr>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_none(),
+    }
+}
+
+/// The sessions of a trace, with their clients.
+pub fn sessions_of(path: &Path) -> Result<(Vec<Session>, Scanned), SessionsError> {
+    let header = flowdar_trace::TraceReader::open(path)?.header().clone();
+    let t = SessionTracker::new(&header.probes);
+    if !t.can_track() {
+        return Err(SessionsError::NoConnections { path: path.into() });
+    }
+    let clients = std::cell::RefCell::new(ClientBook::default());
+    let t = std::cell::RefCell::new(t);
+    let scanned = scan(
+        path,
+        |e| {
+            clients.borrow_mut().add(e);
+            t.borrow_mut().add_event(e);
+        },
+        |c| t.borrow_mut().add_with(c, &clients.borrow()),
+    )?;
+    let t = t.into_inner();
+    Ok((t.finish(&clients.into_inner()), scanned))
+}
+
+/// Why a trace has no sessions.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionsError {
+    #[error("{path}: no connection identity in this trace: record with --profile apache:request or apache:connection")]
+    NoConnections { path: std::path::PathBuf },
+    #[error(transparent)]
+    Store(#[from] flowdar_trace::StoreError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::tests::probe;
+
+    fn call(probe_id: u32, tid: u32, start: u64, end: u64, arg0: u64, ret: Option<u64>) -> Call {
+        Call {
+            probe_id,
+            tgid: 1,
+            tid,
+            start_ns: start,
+            end_ns: end,
+            returned: ret.is_some(),
+            depth: 0,
+            args: [arg0, 0, 0],
+            ret,
+            children_ns: 0,
+            backend_ns: 0,
+        }
+    }
+
+    #[test]
+    fn keep_alive_passes_on_several_threads_make_one_session() {
+        let probes = [
+            probe(0, "ap_run_process_connection", None),
+            probe(1, READ, None),
+            probe(2, "ap_process_async_request", None),
+        ];
+        let mut t = SessionTracker::new(&probes);
+        assert!(t.can_track());
+        let c = 0xc0;
+        // Completion order: read, process, pass; three passes, three threads.
+        for call in [
+            call(1, 11, 10, 20, c, Some(0x71)),
+            call(2, 11, 21, 40, 0x71, Some(0)),
+            call(0, 11, 5, 45, c, Some(0)),
+            call(1, 12, 100, 120, c, Some(0x72)),
+            call(2, 12, 121, 150, 0x72, Some(0)),
+            call(0, 12, 95, 155, c, Some(0)),
+            call(1, 13, 300, 310, c, Some(0)), // the client closed
+            call(0, 13, 295, 315, c, Some(0)),
+            // The address recycled for a second connection, still reading at the end.
+            call(1, 11, 900, 1000, c, None),
+        ] {
+            t.add(&call);
+        }
+        let s = t.finish(&ClientBook::default());
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[0].id, s[0].connection, s[0].requests, s[0].closed),
+            (1, c, 2, true)
+        );
+        assert_eq!(s[0].threads, [11, 12, 13]);
+        assert_eq!(
+            (s[0].start_ns, s[0].duration_ns, s[0].read_ns),
+            (5, 310, 40)
+        );
+        assert_eq!(s[0].request_starts, [10, 100]);
+        assert_eq!((s[1].requests, s[1].closed, s[1].read_ns), (0, false, 100));
+        assert_eq!((s[0].in_flight, s[1].in_flight), (0, 1));
+        assert_eq!(s[0].worker_ns, 40 + 60 + 20, "three passes");
+    }
+
+    #[test]
+    fn an_http2_connection_is_one_session_whose_streams_are_its_requests() {
+        use flowdar_trace::FieldRead;
+        let read = |p: &mut TraceProbe, offset, then| {
+            p.capture.args = 1;
+            p.capture.read = Some(FieldRead {
+                arg: 0,
+                offset,
+                then,
+            });
+        };
+        let mut pass = probe(0, "ap_run_process_connection", None);
+        read(&mut pass, CONN_MASTER_OFF, None);
+        let mut stream = probe(1, "ap_process_request", None);
+        read(&mut stream, REQUEST_CONNECTION_OFF, Some(CONN_MASTER_OFF));
+        let probes = [pass, stream, probe(2, "ap_invoke_handler", None)];
+        let mut t = SessionTracker::new(&probes);
+        assert!(t.can_track());
+        let (c1, c2, r) = (0xc1, 0xc2, 0x71);
+        // The stream's entry comes first in the file; its handler
+        // completes before it.
+        t.add_event(&Event {
+            tgid: 1,
+            tid: 21,
+            ts_ns: 110,
+            probe_id: 1,
+            kind: EventKind::Entry as u32,
+            args: [r, c1, 0],
+        });
+        for c in [
+            call(2, 21, 115, 140, r, Some(0)),
+            call(1, 21, 110, 150, r, Some(0)),
+            Call {
+                args: [c2, c1, 0],
+                ..call(0, 21, 105, 160, c2, Some(0))
+            },
+            Call {
+                args: [r, c1, 0],
+                ..call(1, 22, 170, 190, r, Some(0))
+            },
+            call(0, 30, 100, 200, c1, Some(0)),
+        ] {
+            let c = if c.probe_id == 1 && c.start_ns == 110 {
+                Call {
+                    args: [r, c1, 0],
+                    ..c
+                }
+            } else {
+                c
+            };
+            t.add(&c);
+        }
+        let s = t.finish(&ClientBook::default());
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].connection, s[0].requests), (c1, 2));
+        assert_eq!(s[0].protocol, Some("h2"));
+        assert_eq!(s[0].threads, [21, 22, 30]);
+        assert_eq!(s[0].request_starts, [110, 170]);
+    }
+}

@@ -1,0 +1,261 @@
+//! The report's first paragraphs, in plain words: the denial (or not), its
+//! cause in the trace (the held workers, where, how long), the clients that
+//! held them, the observer effect, and what each further variant changed.
+use std::{fmt::Write as _, path::Path};
+
+use flowdar_analysis::{units::ns, Session};
+
+use super::{super::held::Held, no_phases, rps};
+use crate::experiment::{error::Result, Hosts, Outcome, VariantResult};
+
+/// What the held workers were doing, from the functions they were in.
+fn doing(stack: &[String]) -> &'static str {
+    let has = |f: &str| stack.iter().any(|s| s.split(' ').next() == Some(f));
+    if has("ap_read_request") {
+        ": the read path, reading request headers that the attacker sends slowly or never"
+    } else if has("apr_socket_recv") {
+        ": the read path inside the handler, reading a request body that comes a few bytes at a time"
+    } else if has("ap_pass_brigade")
+        || has("apr_socket_sendv")
+        || has("ap_core_output_filter")
+        // The output filter's blocking write waits in apr_poll (APR reads
+        // wait inside apr_socket_recv instead): the write path, even with
+        // only the default profile's probes.
+        || (has("ap_run_handler") && has("apr_poll"))
+    {
+        ": the write path, sending a response to a client that reads it a few bytes at a time"
+    } else {
+        ""
+    }
+}
+
+/// Which clients held the workers, by address, from the trace's client
+/// events (issue #16): the connections still open at the end of capture
+/// with calls in flight, grouped by client address, the lab's hosts named.
+/// None when the trace has no client addresses (recorded without them).
+fn held_by_clients(test_trace: &Path, hosts: &Hosts) -> Result<Option<String>> {
+    let sessions = match flowdar_analysis::sessions_of(test_trace) {
+        Ok((s, _)) => s,
+        Err(flowdar_analysis::SessionsError::NoConnections { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let open: Vec<Session> = sessions
+        .into_iter()
+        .filter(|s| !s.closed && s.in_flight > 0)
+        .collect();
+    let rows = flowdar_analysis::by_client(&open);
+    if rows.is_empty() || rows.iter().all(|r| r.address == "unknown") {
+        return Ok(None);
+    }
+    let label = |a: &str| {
+        let is = |h: &Option<(std::net::IpAddr, String)>| {
+            h.as_ref().is_some_and(|(ip, _)| ip.to_string() == a)
+        };
+        if is(&hosts.attacker) {
+            " (the attacker's host)"
+        } else if is(&hosts.client) {
+            " (the legitimate client's host)"
+        } else {
+            ""
+        }
+    };
+    let parts: Vec<String> = rows
+        .iter()
+        .take(3)
+        .map(|r| {
+            format!(
+                "{}{}: {} connections, {} calls in flight, {} of worker time",
+                r.address,
+                label(&r.address),
+                r.connections,
+                r.in_flight,
+                ns(r.worker_ns)
+            )
+        })
+        .collect();
+    Ok(Some(format!(
+        "Held by client address (`flowdar clients`): {}{}.",
+        parts.join("; "),
+        if rows.len() > 3 {
+            format!("; {} more", rows.len() - 3)
+        } else {
+            String::new()
+        }
+    )))
+}
+
+/// The first paragraph: the denial, its cause and the attacker, then what
+/// each further variant changed.
+pub(super) fn summary(outcome: &Outcome, held: &[Held]) -> Result<String> {
+    let mut out = String::new();
+    let first = &outcome.variants[0];
+    let (base, test) = (&first.phases[0], first.phases.last().ok_or_else(no_phases)?);
+    let h = &outcome.hosts;
+    let attacker = h
+        .attacker
+        .as_ref()
+        .map_or("this host".into(), |(ip, ns)| format!("{ip} (host {ns})"));
+    let client = h
+        .client
+        .as_ref()
+        .map_or("this host".into(), |(ip, _)| ip.to_string());
+    let attack = test.attack.as_deref().unwrap_or("no attack");
+    let (b, t) = (rps(base), rps(test));
+    let pct = if b > 0.0 { 100.0 * t / b } else { 0.0 };
+    let failures = test.client.as_ref().map_or(0, |c| c.errors());
+    if first.phases.iter().all(|p| p.attack.is_none()) {
+        let _ = write!(
+            out,
+            "**No attack: phase `{}` against phase `{}`.** The client at {client} got {t:.0} requests/s in `{}` against {b:.0} in `{}` ({pct:.1}%, {failures} requests timed out or failed; counted over wall time).",
+            test.name, base.name, test.name, base.name
+        );
+    } else if test.client.is_none() {
+        let _ = write!(
+            out,
+            "**The attack alone.** Phase `{}` ran `{attack}` from {attacker} without legitimate load: \
+             the diff below compares the attack's requests with the legitimate ones of phase `{}` ({b:.0} requests/s from {client}).",
+            test.name, base.name
+        );
+    } else {
+        let verdict = if pct <= 10.0 {
+            "Denial of service"
+        } else if pct < 90.0 {
+            "Degraded service"
+        } else {
+            "No denial"
+        };
+        let _ = write!(
+            out,
+            "**{verdict}.** Without mitigation (variant `{}`), under `{attack}` from {attacker}, \
+             the legitimate client at {client} got {t:.0} requests/s against {b:.0} in phase `{}` \
+             ({pct:.1}% of normal, {failures} connects or requests timed out or failed; counted over wall time).",
+            first.name, base.name
+        );
+    }
+    let held_now = &held[0];
+    if held_now.workers > 0 {
+        let _ = write!(
+            out,
+            " The trace says why: when capture ended {} workers were held in {}{}, for up to {} (median {}; capture began with the attack){}.",
+            held_now.workers,
+            held_now
+                .stack
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(" > "),
+            if held_now.with_stack < held_now.workers {
+                format!(" ({} of them; the others elsewhere)", held_now.with_stack)
+            } else {
+                String::new()
+            },
+            ns(held_now.longest_ns),
+            ns(held_now.median_ns),
+            doing(&held_now.stack)
+        );
+    } else {
+        let _ = write!(out, " No worker was held when capture ended.");
+    }
+    match held_by_clients(&test.trace, h)? {
+        Some(line) => {
+            let _ = write!(out, " {line}");
+        }
+        None if test.attack.is_some() => {
+            let _ = write!(
+                out,
+                " The attack came from {attacker}, the client from {client}."
+            );
+        }
+        None => {}
+    }
+    if let Some(n) = &h.note {
+        let _ = write!(out, " Lab: {n}.");
+    }
+    if let Some(line) = observer_effect(first) {
+        let _ = write!(out, " {line}");
+    }
+    for (v, h) in outcome.variants.iter().zip(held).skip(1) {
+        let (vb, vt) = (
+            rps(&v.phases[0]),
+            rps(v.phases.last().ok_or_else(no_phases)?),
+        );
+        let gain = if t > 0.0 { vt / t } else { f64::INFINITY };
+        let settings = v
+            .config
+            .trim()
+            .lines()
+            .filter(|l| !l.starts_with("LoadModule"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = write!(
+            out,
+            "\n\nWith `{}` ({settings}): {vt:.0} requests/s under the same attack ({:.1}% of its normal {vb:.0}; {}). \
+             In the trace, {} workers were held when capture ended{} (without mitigation: {}){}.",
+            v.name,
+            if vb > 0.0 { 100.0 * vt / vb } else { 0.0 },
+            if gain.is_finite() {
+                format!("{gain:.1}x the unmitigated {t:.0}")
+            } else {
+                format!("against {t:.0} without mitigation")
+            },
+            h.workers,
+            if h.workers > 0 {
+                format!(
+                    ", in {}",
+                    h.stack
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(" > ")
+                )
+            } else {
+                String::new()
+            },
+            held_now.workers,
+            h.longest_returned_ns
+                .get("ap_read_request")
+                .map_or(String::new(), |l| format!(
+                    "; the longest `ap_read_request` that returned took {} (without mitigation, workers were held for up to {})",
+                    ns(*l),
+                    ns(held_now.longest_ns)
+                ))
+        );
+    }
+    Ok(out)
+}
+
+/// What tracing cost the normal load: its traced phase against the same load
+/// untraced.
+fn observer_effect(v: &VariantResult) -> Option<String> {
+    let u = v.untraced.as_ref()?;
+    let phase = v.phases.iter().find(|p| p.name == u.phase)?;
+    let ratio = v.throughput_ratio(phase)?;
+    Some(format!(
+        "Observer effect: traced, phase `{}` served {:.0} requests/s; the same load untraced served {:.0} ({:.2}x).",
+        phase.name,
+        rps(phase),
+        u.client.as_ref()?.requests_per_s,
+        ratio
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::doing;
+
+    fn stack(fs: &[&str]) -> Vec<String> {
+        fs.iter().map(|f| format!("{f} (12.0 s)")).collect()
+    }
+
+    #[test]
+    fn held_stacks_name_the_path_they_wait_in() {
+        assert!(doing(&stack(&["ap_read_request", "apr_socket_recv"])).contains("request headers"));
+        assert!(doing(&stack(&["ap_invoke_handler", "apr_socket_recv"])).contains("request body"));
+        // A slow read with only apache:request,io probed.
+        assert!(
+            doing(&stack(&["ap_invoke_handler", "ap_run_handler", "apr_poll"]))
+                .contains("the write path")
+        );
+        assert_eq!(doing(&stack(&["apr_pollset_poll"])), "");
+    }
+}

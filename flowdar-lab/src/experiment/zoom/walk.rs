@@ -1,0 +1,247 @@
+//! The walk down the discovered call tree: from the tail of the chain
+//! found so far, the next set of functions to probe within the budget, and
+//! the chain extended by what a level found significant.
+use std::collections::BTreeSet;
+
+use flowdar_analysis::{CallTree, DiffRow};
+
+use super::MAX_DEPTH;
+use crate::experiment::{
+    error::Result,
+    results::{Discovery, Dropped},
+};
+
+/// The walk down the discovered call tree: the chain found so far, and
+/// what was tried below its tail.
+pub(super) struct Walk {
+    /// Who calls whom: both windows' edges (the attack's connections take
+    /// paths the normal load may not).
+    pub(super) shape: CallTree,
+    /// Rates and times: the normal load's window.
+    tree: CallTree,
+    /// Where the attack held workers when its window closed.
+    held: CallTree,
+    requests: u64,
+    budget: f64,
+    pub(super) chain: Vec<String>,
+    /// Functions below the current tail already probed (or over the budget
+    /// on their own): a tail is searched in batches until none is left.
+    tried: BTreeSet<String>,
+}
+
+impl Walk {
+    /// The chain starts at the most affected function of level 0 that got
+    /// slower, preferring one the discovery sees calling something.
+    pub(super) fn new(
+        discovery: &Discovery,
+        attack_discovery: &Discovery,
+        significant: &[&DiffRow],
+        budget: f64,
+    ) -> Result<Self> {
+        let tree = CallTree::of(&discovery.trace)?;
+        let held = CallTree::of(&attack_discovery.trace)?;
+        let mut shape = tree.clone();
+        shape.add_edges(&held);
+        let start = significant
+            .iter()
+            .find(|r| !shape.callees(&r.function).is_empty())
+            .unwrap_or(&significant[0]);
+        Ok(Self {
+            chain: vec![start.function.clone()],
+            shape,
+            tree,
+            held,
+            requests: discovery.requests,
+            budget,
+            tried: BTreeSet::new(),
+        })
+    }
+
+    pub(super) fn tail(&self) -> &str {
+        self.chain.last().map_or("", String::as_str)
+    }
+
+    fn held_now(&self, f: &str) -> u64 {
+        self.held.open_at_end.get(f).copied().unwrap_or(0)
+    }
+
+    /// The next level's set below the tail, what the budget left out, and
+    /// its estimated calls per request; or why the walk stops.
+    pub(super) fn next_set(
+        &mut self,
+    ) -> std::result::Result<(Vec<String>, Vec<Dropped>, f64), String> {
+        let tail = self.tail().to_string();
+        // Near the tail, and at any depth what the attack held workers in.
+        let below: Vec<(String, usize)> = self
+            .shape
+            .below(&tail, usize::MAX)
+            .into_iter()
+            .filter(|(f, d)| (*d <= MAX_DEPTH || self.held_now(f) > 0) && !self.tried.contains(f))
+            .collect();
+        if below.is_empty() {
+            return Err(if self.tried.is_empty() {
+                format!("`{tail}` called no probed function in the discovery window (a leaf)")
+            } else {
+                format!(
+                    "nothing below `{tail}` (up to {MAX_DEPTH} calls down, or where the attack held workers) got significantly slower under attack"
+                )
+            });
+        }
+        let requests = self.requests.max(1) as f64;
+        let per_request = |f: &str| self.tree.calls.get(f).copied().unwrap_or(0) as f64 / requests;
+        let (set, dropped, estimate) = within_budget(
+            &below,
+            self.budget,
+            &per_request,
+            &|f| self.tree.mean_ns(f),
+            &|f| self.held_now(f),
+        );
+        if set.is_empty() {
+            return Err(format!(
+                "what lies below `{tail}` costs more than the budget ({:.1} probed calls per request)",
+                self.budget
+            ));
+        }
+        self.tried.extend(set.iter().cloned());
+        // What cannot fit even alone will never be probed.
+        let budget = self.budget;
+        self.tried.extend(
+            dropped
+                .iter()
+                .filter(|d| d.calls_per_request > budget)
+                .map(|d| d.function.clone()),
+        );
+        Ok((set, dropped, estimate))
+    }
+
+    /// Extends the chain with a level's significant rows; a new tail
+    /// forgets what was tried that does not lie below it.
+    pub(super) fn advance(&mut self, rows: &[DiffRow]) {
+        let before = self.chain.len();
+        extend(&mut self.chain, rows, &self.shape);
+        if self.chain.len() > before {
+            let shape = &self.shape;
+            let tail = self.chain.last().map_or("", String::as_str);
+            self.tried.retain(|f| shape.distance(tail, f).is_some());
+        }
+    }
+}
+
+/// The functions below a tail that fit the budget (the tail itself was
+/// measured by the level that found it). First those the attack held
+/// workers in (nearest first), then the others nearest first, the longest
+/// calls first within a depth; one that does not fit is skipped for the
+/// cheaper ones after it.
+fn within_budget(
+    below: &[(String, usize)],
+    budget: f64,
+    per_request: &dyn Fn(&str) -> f64,
+    mean_ns: &dyn Fn(&str) -> u64,
+    held: &dyn Fn(&str) -> u64,
+) -> (Vec<String>, Vec<Dropped>, f64) {
+    let mut set = Vec::new();
+    let mut spent = 0.0;
+    let mut dropped = Vec::new();
+    let mut ranked: Vec<(&str, bool, usize, f64, u64)> = below
+        .iter()
+        .map(|(f, d)| (f.as_str(), held(f) == 0, *d, per_request(f), mean_ns(f)))
+        .collect();
+    ranked.sort_by(|a, b| {
+        (a.1, a.2)
+            .cmp(&(b.1, b.2))
+            .then(b.4.cmp(&a.4))
+            .then(a.0.cmp(b.0))
+    });
+    for (f, _, _, calls, mean) in ranked {
+        if spent + calls <= budget {
+            spent += calls;
+            set.push(f.to_string());
+        } else {
+            dropped.push(Dropped {
+                function: f.to_string(),
+                calls_per_request: calls,
+                mean_ns: mean,
+            });
+        }
+    }
+    dropped.sort_by(|a, b| b.calls_per_request.total_cmp(&a.calls_per_request));
+    (set, dropped, spent)
+}
+
+/// Appends to `chain` the significant functions of `rows` below its tail,
+/// nearest first (by the discovered tree), the most affected among equals.
+fn extend(chain: &mut Vec<String>, rows: &[DiffRow], tree: &CallTree) {
+    loop {
+        let tail = chain.last().expect("non-empty chain").clone();
+        let taken: BTreeSet<&String> = chain.iter().collect();
+        let next = rows
+            .iter()
+            // Slower under attack: what got faster explains nothing here.
+            .filter(|r| r.significant && r.ratio > 1.0 && !taken.contains(&r.function))
+            .filter_map(|r| Some((tree.distance(&tail, &r.function)?, r)))
+            .min_by(|(da, a), (db, b)| {
+                da.cmp(db)
+                    .then(b.impact_ns_per_s.total_cmp(&a.impact_ns_per_s))
+            })
+            .map(|(_, r)| r.function.clone());
+        match next {
+            Some(f) => chain.push(f),
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_takes_callers_first_and_skips_what_does_not_fit() {
+        let below = vec![
+            ("ap_get_mime_headers_core".to_string(), 1),
+            ("apr_pool_create".to_string(), 1),
+            ("ap_rgetline_core".to_string(), 2),
+            ("apr_socket_recv".to_string(), 3),
+        ];
+        let calls = |f: &str| match f {
+            "ap_get_mime_headers_core" => 1.0,
+            "apr_pool_create" => 3.0,
+            "ap_rgetline_core" => 2.5,
+            "apr_socket_recv" => 1.0,
+            _ => 0.0,
+        };
+        let mean = |f: &str| match f {
+            "ap_get_mime_headers_core" => 9_000,
+            "apr_pool_create" => 300,
+            "ap_rgetline_core" => 2_000,
+            "apr_socket_recv" => 1_500,
+            _ => 0,
+        };
+        let (set, dropped, spent) = within_budget(&below, 5.0, &calls, &mean, &|_| 0);
+        // Depth 1 first (the long call before the short one), then what
+        // still fits deeper down: the 2.5 calls of ap_rgetline_core do not.
+        assert_eq!(
+            set,
+            [
+                "ap_get_mime_headers_core",
+                "apr_pool_create",
+                "apr_socket_recv"
+            ]
+        );
+        let names: Vec<&str> = dropped.iter().map(|d| d.function.as_str()).collect();
+        assert_eq!(names, ["ap_rgetline_core"]);
+        assert_eq!(spent, 5.0);
+        // Where the attack held workers goes first, however deep.
+        let held = |f: &str| u64::from(f == "apr_socket_recv" || f == "ap_rgetline_core") * 150;
+        let (set, _, spent) = within_budget(&below, 5.0, &calls, &mean, &held);
+        assert_eq!(
+            set,
+            [
+                "ap_rgetline_core",
+                "apr_socket_recv",
+                "ap_get_mime_headers_core"
+            ]
+        );
+        assert_eq!(spent, 4.5);
+    }
+}
