@@ -10,6 +10,7 @@ mod perfetto;
 mod scene;
 mod sequence;
 mod tables;
+mod windows;
 
 use std::path::Path;
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use flowdar_trace::{StoreError, TraceHeader};
 
 use crate::{scan, simplify, Call, FlowTracker, SessionTracker, SimplifyOptions, StreamTracker};
+use super::windows::Windows;
 
 /// Lifelines by component (Apache core, modules, APR) or by thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -163,7 +164,7 @@ pub fn build(path: &Path, title: &str, opts: &SceneOptions) -> Result<Scene, Sto
     }
     let t0 = scanned.start_ns;
     let mut session_conn = None;
-    let windows: Option<Vec<(u32, u64, u64)>> = match opts.session {
+    let windows: Option<Windows> = match opts.session {
         Some(id) => {
             let s = sessions
                 .finish(&clients.borrow())
@@ -172,12 +173,12 @@ pub fn build(path: &Path, title: &str, opts: &SceneOptions) -> Result<Scene, Sto
             session_conn = s
                 .as_ref()
                 .map(|s| (s.pid, s.connection, s.start_ns, s.start_ns + s.duration_ns));
-            Some(s.map(|s| s.windows).unwrap_or_default())
+            Some(Windows::new(s.map(|s| s.windows).unwrap_or_default()))
         }
         None => None,
     };
     let wanted_at = |tid: u32, ts: u64| match (&windows, opts.window) {
-        (Some(w), _) => w.iter().any(|&(t, a, b)| t == tid && a <= ts && ts <= b),
+        (Some(w), _) => w.contains(tid, ts),
         (None, Some((a, b))) => (t0 + a..=t0 + b).contains(&ts),
         (None, None) => true,
     };
@@ -190,9 +191,7 @@ pub fn build(path: &Path, title: &str, opts: &SceneOptions) -> Result<Scene, Sto
         .filter(|f| {
             let popped = f.queued_ns + f.delay_ns;
             match &windows {
-                Some(w) => w.iter().any(|&(t, a, b)| {
-                    t == f.to_tid && popped <= b && a.saturating_sub(popped) < 5_000_000
-                }),
+                Some(w) => w.open_within(f.to_tid, popped, 5_000_000),
                 None => wanted_at(f.to_tid, popped),
             }
         })

@@ -45,6 +45,7 @@ pub(super) fn drive_client(
                 timeout: load.timeout,
                 path,
                 h1: load.protocol == Protocol::Http11,
+                rate: load.rate,
             };
             server::run_h2load(target.addr, &plan, host).map_err(|e| crate::one_line(&e))
         }

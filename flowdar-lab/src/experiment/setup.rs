@@ -134,7 +134,7 @@ pub(super) fn check_spec(spec: &Spec) -> Result<Option<(SocketAddr, String)>> {
 /// Each phase's client speaks what the server does: h2load over TLS, the
 /// built-in client cleartext HTTP/1.1; attacks are cleartext HTTP/1.1.
 fn check_clients(spec: &Spec) -> Result<()> {
-    use super::spec::ClientKind;
+    use super::spec::{ClientKind, Protocol};
     for p in &spec.phases {
         match (&p.load, spec.server.tls) {
             (Some(l), false) if l.client == ClientKind::H2load => {
@@ -146,6 +146,20 @@ fn check_clients(spec: &Spec) -> Result<()> {
             (Some(l), true) if l.client == ClientKind::Builtin => {
                 return refused(format!(
                     "phase `{}`: the built-in client speaks cleartext HTTP/1.1; with server.tls use client = \"h2load\"",
+                    p.name
+                ));
+            }
+            (Some(l), _)
+                if l.client == ClientKind::Builtin && (l.streams != 1 || l.rate.is_some()) =>
+            {
+                return refused(format!(
+                    "phase `{}`: `streams` and `rate` are h2load's; the built-in client runs one request at a time on each connection, as fast as answered",
+                    p.name
+                ));
+            }
+            (Some(l), _) if l.protocol == Protocol::Http11 && l.rate.is_some() => {
+                return refused(format!(
+                    "phase `{}`: `rate` works with h2 only: h2load 1.52 aborts (a libev assertion) when it reconnects under --h1 --rps, as it does after Apache's MaxKeepAliveRequests",
                     p.name
                 ));
             }

@@ -158,6 +158,9 @@ pub struct Load {
     /// With h2load: `h2` (the default) or `http/1.1` over TLS.
     #[serde(default)]
     pub protocol: Protocol,
+    /// With h2load: requests per second on each connection (`--rps`);
+    /// default: as fast as the server answers.
+    pub rate: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

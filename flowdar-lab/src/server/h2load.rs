@@ -25,6 +25,9 @@ pub struct H2loadPlan {
     pub path: String,
     /// HTTP/1.1 over TLS instead of HTTP/2 (`--h1`).
     pub h1: bool,
+    /// Requests per second on each connection (`--rps`); `None`: as fast
+    /// as the server answers.
+    pub rate: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,9 @@ pub fn run(
         .arg(log.path());
     if plan.h1 {
         cmd.arg("--h1");
+    }
+    if let Some(rate) = plan.rate {
+        cmd.args(["--rps", &rate.max(1).to_string()]);
     }
     cmd.arg(format!("https://{addr}{}", plan.path))
         .stdin(Stdio::null())
