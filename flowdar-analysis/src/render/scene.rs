@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use flowdar_trace::{StoreError, TraceHeader};
 
-use crate::{scan, simplify, Call, FlowTracker, SessionTracker, SimplifyOptions, StreamTracker};
 use super::windows::Windows;
+use crate::{scan, simplify, Call, FlowTracker, SessionTracker, SimplifyOptions, StreamTracker};
 
 /// Lifelines by component (Apache core, modules, APR) or by thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

@@ -81,7 +81,11 @@ mod tests {
         let idx = Windows::new(w.iter().copied());
         for tid in 0..4 {
             for ts in 0..250 {
-                assert_eq!(idx.contains(tid, ts), contains_linear(&w, tid, ts), "{tid} {ts}");
+                assert_eq!(
+                    idx.contains(tid, ts),
+                    contains_linear(&w, tid, ts),
+                    "{tid} {ts}"
+                );
                 for lead in [1, 7, 30] {
                     assert_eq!(
                         idx.open_within(tid, ts, lead),

@@ -133,7 +133,11 @@ pub fn describe(c: &Capture) -> String {
         parts.push(format!("*arg{} at exit ({} B)", d.arg, d.bytes));
     }
     if let Some(r) = c.read {
-        parts.push(format!("*(arg{}+{:#x}) at entry", r.arg, r.offset));
+        let first = format!("*(arg{}+{:#x})", r.arg, r.offset);
+        parts.push(match r.then {
+            Some(then) => format!("*({first}+{then:#x}) at entry"),
+            None => format!("{first} at entry"),
+        });
     }
     parts.join(", ")
 }

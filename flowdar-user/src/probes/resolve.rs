@@ -159,10 +159,13 @@ pub fn resolve_with_targets(
 /// Separate debug files are looked for under `debug_root` (normally
 /// `/usr/lib/debug`).
 pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path) -> Resolution {
-    let mut elves: HashMap<PathBuf, Result<ElfSymbols, std::sync::Arc<SymbolError>>> =
-        HashMap::new();
+    let mut elves = Elves::new();
     let mut out = Resolution::default();
     for req in requests {
+        if is_glob(&req.target) && !req.target.contains('/') {
+            resolve_in_every(maps, req, debug_root, &mut elves, &mut out);
+            continue;
+        }
         // A target found once (maybe by reading symbols) is not looked for again.
         let known = out
             .targets
@@ -213,19 +216,68 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path
     out
 }
 
+/// A glob target (`mod_*`): every mapped file whose name matches it and
+/// that has full symbols (a symbol table, or a debug file found for it),
+/// for the functions it has that match. Where symbols exist, a module's
+/// internals can be probed; a stripped module's exported functions are its
+/// interface, named by explicit probes, so stripped files are skipped, as
+/// are files where nothing matches: the glob asks for what is there.
+fn resolve_in_every(
+    maps: &ProcMaps,
+    req: &ProbeRequest,
+    debug_root: &Path,
+    elves: &mut Elves,
+    out: &mut Resolution,
+) {
+    for file in &maps.files {
+        let name = file.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !super::glob_matches(&req.target, name) {
+            continue;
+        }
+        let symbolised = matches!(
+            elves_entry(elves, file, debug_root),
+            Ok(syms) if syms.has_symtab || syms.debug_file.is_some()
+        );
+        if !symbolised {
+            continue;
+        }
+        let before = out.probes.len();
+        // NoMatch and unreadable files: nothing there to descend into.
+        let _ = resolve_in(file, req, debug_root, elves, out);
+        if out.probes.len() > before && !out.targets.iter().any(|(_, p, _)| *p == file.path) {
+            out.targets.push((
+                req.target.clone(),
+                file.path.clone(),
+                "glob, has symbols".into(),
+            ));
+        }
+    }
+}
+
+/// Symbol tables read so far, by path (a file is read once per resolution).
+type Elves = HashMap<PathBuf, Result<ElfSymbols, std::sync::Arc<SymbolError>>>;
+
+/// The symbols of `file`, read on first use.
+fn elves_entry<'e>(
+    elves: &'e mut Elves,
+    file: &MappedFile,
+    debug_root: &Path,
+) -> &'e Result<ElfSymbols, std::sync::Arc<SymbolError>> {
+    elves.entry(file.path.clone()).or_insert_with(|| {
+        ElfSymbols::read_with_debug_root(&file.host_path, debug_root).map_err(std::sync::Arc::new)
+    })
+}
+
 /// Resolves one request's functions in the file its target matched.
 fn resolve_in(
     file: &MappedFile,
     req: &ProbeRequest,
     debug_root: &Path,
-    elves: &mut HashMap<PathBuf, Result<ElfSymbols, std::sync::Arc<SymbolError>>>,
+    elves: &mut Elves,
     out: &mut Resolution,
 ) -> Result<(), ResolveError> {
-    let syms = elves.entry(file.path.clone()).or_insert_with(|| {
-        ElfSymbols::read_with_debug_root(&file.host_path, debug_root).map_err(std::sync::Arc::new)
-    });
-    let syms = match syms {
-        Ok(s) => &*s,
+    let syms = match elves_entry(elves, file, debug_root) {
+        Ok(s) => s,
         Err(e) => {
             return Err(ResolveError::Symbols {
                 path: file.path.clone(),
