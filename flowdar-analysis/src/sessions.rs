@@ -393,7 +393,15 @@ impl SessionTracker {
                 s.client = clients.client_of(s.pid, s.connection, s.start_ns, s.end_ns);
             }
         }
-        self.tls.attribute(&mut self.sessions);
+        let windows = self.sessions.iter().map(|s| (s.pid, &s.windows[..]));
+        if let Some(times) = self.tls.attribute(windows) {
+            for (s, t) in self.sessions.iter_mut().zip(times) {
+                s.tls = Some(t.tls);
+                s.handshake_ns = t.handshake_ns;
+                s.tls_read_ns = t.read_ns;
+                s.tls_write_ns = t.write_ns;
+            }
+        }
         self.sessions
     }
 }

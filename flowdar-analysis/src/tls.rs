@@ -6,7 +6,7 @@
 //! request read inside it).
 use std::collections::HashMap;
 
-use super::{Call, Session};
+use super::Call;
 use flowdar_trace::TraceProbe;
 
 const HANDSHAKE: &str = "SSL_accept";
@@ -67,22 +67,25 @@ impl TlsCalls {
         true
     }
 
-    /// Adds each TLS call's time to the session whose window on its thread
-    /// contains its start; marks sessions over TLS. Without TLS probes,
-    /// `tls` stays unknown (null).
-    pub fn attribute(&self, sessions: &mut [Session]) {
+    /// Gives each TLS call's time to the session whose window on its
+    /// thread contains its start. `sessions` are each session's process
+    /// and `(thread, start, end)` windows; the answer is one [`TlsTime`]
+    /// per session, in their order, or None without TLS probes (whether a
+    /// session was over TLS is then unknown).
+    pub fn attribute<'s>(
+        &self,
+        sessions: impl IntoIterator<Item = (u32, &'s [(u32, u64, u64)])>,
+    ) -> Option<Vec<TlsTime>> {
         if !self.probed() {
-            return;
+            return None;
         }
         // (process, thread) -> (start, end, session index), by start.
         let mut windows: HashMap<(u32, u32), Vec<Window>> = HashMap::new();
-        for (i, s) in sessions.iter_mut().enumerate() {
-            s.tls = Some(false);
-            for &(tid, start, end) in &s.windows {
-                windows
-                    .entry((s.pid, tid))
-                    .or_default()
-                    .push((start, end, i));
+        let mut out = Vec::new();
+        for (i, (pid, session_windows)) in sessions.into_iter().enumerate() {
+            out.push(TlsTime::default());
+            for &(tid, start, end) in session_windows {
+                windows.entry((pid, tid)).or_default().push((start, end, i));
             }
         }
         for w in windows.values_mut() {
@@ -99,14 +102,24 @@ impl TlsCalls {
             let Some(&(_, _, i)) = w[..upto].iter().rev().find(|&&(_, e, _)| e >= start) else {
                 continue;
             };
-            let s = &mut sessions[i];
-            s.tls = Some(true);
+            let t = &mut out[i];
+            t.tls = true;
             let ns = end.saturating_sub(start);
             match kind {
-                Kind::Handshake => s.handshake_ns += ns,
-                Kind::Read => s.tls_read_ns += ns,
-                Kind::Write => s.tls_write_ns += ns,
+                Kind::Handshake => t.handshake_ns += ns,
+                Kind::Read => t.read_ns += ns,
+                Kind::Write => t.write_ns += ns,
             }
         }
+        Some(out)
     }
+}
+
+/// A session's TLS: whether any OpenSSL call was its, and their times.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TlsTime {
+    pub tls: bool,
+    pub handshake_ns: u64,
+    pub read_ns: u64,
+    pub write_ns: u64,
 }

@@ -70,9 +70,9 @@ fn stats_json_on_a_fixture_has_exact_values() {
     }
     let expected = serde_json::json!([
         {"function": "ap_read_request", "object": "apache2", "calls": 2, "in_flight": 1, "errors": 0,
-         "total_ns": 1_080_000, "self_ns": 1_080_000, "mean_ns": 360_000, "max_ns": 1_000_000, "zero_returns": 1},
+         "total_ns": 1_080_000, "self_ns": 1_080_000, "mean_ns": 360_000, "max_ns": 1_000_000, "zero_returns": 1, "backend_ns": 0},
         {"function": "ap_process_async_request", "object": "apache2", "calls": 1, "in_flight": 0, "errors": 0,
-         "total_ns": 100_000, "self_ns": 80_000, "mean_ns": 100_000, "max_ns": 100_000, "zero_returns": 1},
+         "total_ns": 100_000, "self_ns": 80_000, "mean_ns": 100_000, "max_ns": 100_000, "zero_returns": 1, "backend_ns": 0},
     ]);
     assert_eq!(rows, expected);
 }
