@@ -25,19 +25,34 @@ fn lab_leftovers(pid: u32) -> Vec<String> {
 }
 
 /// `variant/phase` requests per second from experiment.json.
-fn rps(exp: &serde_json::Value, variant: &str, phase: &str) -> f64 {
+fn phase_of<'a>(exp: &'a serde_json::Value, variant: &str, phase: &str) -> &'a serde_json::Value {
     let v = exp["variants"]
         .as_array()
         .unwrap()
         .iter()
         .find(|v| v["name"] == variant)
         .unwrap_or_else(|| panic!("variant {variant} in {exp}"));
-    let p = v["phases"]
+    v["phases"]
         .as_array()
         .unwrap()
         .iter()
         .find(|p| p["name"] == phase)
-        .unwrap_or_else(|| panic!("phase {phase} in {v}"));
+        .unwrap_or_else(|| panic!("phase {phase} in {v}"))
+}
+
+/// The client's answers second by second in a phase of experiment.json.
+fn per_second(exp: &serde_json::Value, variant: &str, phase: &str) -> Vec<u64> {
+    let p = phase_of(exp, variant, phase);
+    p["per_second"]["ok"]
+        .as_array()
+        .unwrap_or_else(|| panic!("per_second.ok in {p}"))
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect()
+}
+
+fn rps(exp: &serde_json::Value, variant: &str, phase: &str) -> f64 {
+    let p = phase_of(exp, variant, phase);
     for key in [
         "requests_per_s",
         "p99_ns",
@@ -120,18 +135,47 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
             "{v}"
         );
     }
-    // README: with mod_reqtimeout the client kept 86% of its normal
-    // throughput under the 40 s attack (release build). The test's attack
-    // phase is 20 s on the debug build, and the first seconds (the queued
-    // attack connections draining) weigh twice as much: measured 0.50-0.65
-    // of its normal phase, so the bound is 0.4, against none without it
-    // (BENCHMARKS.md, "Tolerances of the root tests").
+    // The phase's mean mixes the first seconds (the attack connections
+    // queued before mod_reqtimeout closes them; how many depends on the
+    // machine: 0.46-0.65 of normal measured) with the rest, so the bar is
+    // on the attack phase's last 5 s: at least 80% of its normal phase
+    // (measured 97.8%; BENCHMARKS.md, "Tolerances of the root tests"), and
+    // the same in the kernel matrix's verdict.
     let mitigated = rps(&exp, "reqtimeout", "attack");
     let its_normal = rps(&exp, "reqtimeout", "normal");
     assert!(
-        mitigated >= 5.0 * attack && mitigated >= 0.4 * its_normal,
-        "mod_reqtimeout recovers: {mitigated} req/s against {attack} without it ({its_normal} in its normal phase)\n{stdout}"
+        mitigated >= 5.0 * attack,
+        "mod_reqtimeout recovers: {mitigated} req/s against {attack} without it\n{stdout}"
     );
+    let seconds = per_second(&exp, "reqtimeout", "attack");
+    let settled = seconds[seconds.len() - 5..].iter().sum::<u64>() as f64 / 5.0;
+    assert!(
+        settled >= 0.8 * its_normal,
+        "mod_reqtimeout recovers: {settled} req/s over the attack's last 5 s against {its_normal} in its normal phase ({seconds:?})\n{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "over its last 5 s ({:.1}% of its normal)",
+            100.0 * settled / its_normal
+        )),
+        "the report states the settled rate\n{stdout}"
+    );
+    // Second by second adds up to the phase's figure, in every phase.
+    for (v, p) in [
+        ("none", "normal"),
+        ("none", "attack"),
+        ("reqtimeout", "normal"),
+        ("reqtimeout", "attack"),
+    ] {
+        let s = per_second(&exp, v, p);
+        assert_eq!(s.len(), 15, "{v} {p}: one count a second of the load");
+        let total: u64 = s.iter().sum();
+        assert!(
+            (total as f64 / 15.0 - rps(&exp, v, p)).abs() < 1e-6,
+            "{v} {p}: {total} answers over 15 s against {} req/s",
+            rps(&exp, v, p)
+        );
+    }
     // The first paragraph explains the denial from the trace.
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     let first = md.split("\n\n").nth(1).unwrap();

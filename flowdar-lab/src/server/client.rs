@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{lab::Host, load::read_response};
+use super::{lab::Host, load::read_response, PerSecond};
 
 /// Requests on one connection before the client opens a new one: real
 /// clients come and go, and a denial shows first on new connections.
@@ -40,6 +40,9 @@ pub struct ClientReport {
     pub wall_s: f64,
     pub p50_ns: Option<u64>,
     pub p99_ns: Option<u64>,
+    /// Answers and failures second by second (empty where the client
+    /// gave none).
+    pub per_second: PerSecond,
 }
 
 impl ClientReport {
@@ -54,6 +57,7 @@ struct Tally {
     connect_failures: u64,
     request_failures: u64,
     latencies_ns: Vec<u64>,
+    per_second: PerSecond,
 }
 
 /// Runs the client against `addr` from `host` (the lab's client host) or
@@ -64,9 +68,12 @@ pub fn run(
     plan: &ClientPlan,
     host: Option<&Host>,
 ) -> Result<ClientReport, super::LabError> {
-    let tally = Mutex::new(Tally::default());
+    let seconds = plan.duration.as_secs_f64().ceil() as usize;
+    let tally = Mutex::new(Tally {
+        per_second: PerSecond::new(seconds),
+        ..Tally::default()
+    });
     let started = Instant::now();
-    let deadline = started + plan.duration;
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..plan.connections.max(1))
             .map(|_| {
@@ -74,12 +81,13 @@ pub fn run(
                     if let Some(h) = host {
                         h.enter()?;
                     }
-                    let mine = client_loop(addr, plan, deadline);
+                    let mine = client_loop(addr, plan, started, seconds);
                     let mut t = tally.lock().expect("no panics while held");
                     t.ok += mine.ok;
                     t.connect_failures += mine.connect_failures;
                     t.request_failures += mine.request_failures;
                     t.latencies_ns.extend(mine.latencies_ns);
+                    t.per_second.merge(&mine.per_second);
                     Ok(())
                 })
             })
@@ -104,12 +112,18 @@ pub fn run(
         wall_s: started.elapsed().as_secs_f64(),
         p50_ns: q(0.5),
         p99_ns: q(0.99),
+        per_second: t.per_second,
     })
 }
 
 /// One connection after another until the deadline.
-fn client_loop(addr: SocketAddr, plan: &ClientPlan, deadline: Instant) -> Tally {
-    let mut t = Tally::default();
+fn client_loop(addr: SocketAddr, plan: &ClientPlan, started: Instant, seconds: usize) -> Tally {
+    let deadline = started + plan.duration;
+    let mut t = Tally {
+        per_second: PerSecond::new(seconds),
+        ..Tally::default()
+    };
+    let at = || started.elapsed().as_secs_f64();
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: flowdar-client\r\n\r\n",
         plan.path
@@ -120,6 +134,7 @@ fn client_loop(addr: SocketAddr, plan: &ClientPlan, deadline: Instant) -> Tally 
             Ok(s) => s,
             Err(e) => {
                 t.connect_failures += 1;
+                t.per_second.add(at(), false);
                 if e.kind() != std::io::ErrorKind::TimedOut {
                     std::thread::sleep(REFUSED_PAUSE);
                 }
@@ -138,9 +153,11 @@ fn client_loop(addr: SocketAddr, plan: &ClientPlan, deadline: Instant) -> Tally 
                 && read_response(&mut sock, &mut buf) == Some(200);
             if !ok {
                 t.request_failures += 1;
+                t.per_second.add(at(), false);
                 break;
             }
             t.ok += 1;
+            t.per_second.add(at(), true);
             t.latencies_ns.push(sent.elapsed().as_nanos() as u64);
         }
     }

@@ -6,10 +6,10 @@
 use std::{
     net::SocketAddr,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
-use super::{lab::Host, ClientReport};
+use super::{lab::Host, ClientReport, PerSecond};
 
 /// The program, from nghttp2-client.
 pub const H2LOAD: &str = "h2load";
@@ -70,6 +70,9 @@ pub fn run(
         .stdin(Stdio::null())
         .stderr(Stdio::null());
     let started = Instant::now();
+    let t0_us = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let out = cmd.output().map_err(H2loadError::Spawn)?;
     let wall_s = started.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -84,11 +87,14 @@ pub fn run(
                 .to_string(),
         });
     };
-    let mut latencies: Vec<u64> = std::fs::read_to_string(log.path())
-        .map_err(H2loadError::Log)?
-        .lines()
-        .filter_map(latency_ns)
-        .collect();
+    let text_log = std::fs::read_to_string(log.path()).map_err(H2loadError::Log)?;
+    let mut latencies: Vec<u64> = text_log.lines().filter_map(latency_ns).collect();
+    // The log has answered requests only: failures per second are unknown.
+    let mut per_second = PerSecond::new(plan.duration.as_secs_f64().ceil() as usize);
+    per_second.failed.clear();
+    for done_us in text_log.lines().filter_map(answered_at_us) {
+        per_second.add(done_us.saturating_sub(t0_us) as f64 / 1e6, true);
+    }
     latencies.sort_unstable();
     let q = |q: f64| {
         (!latencies.is_empty())
@@ -102,6 +108,7 @@ pub fn run(
         wall_s,
         p50_ns: q(0.5),
         p99_ns: q(0.99),
+        per_second,
     })
 }
 
@@ -133,6 +140,13 @@ fn counts(text: &str) -> Option<Counts> {
 
 /// A successful request's time from its log line (`start_us\tstatus\t
 /// duration_us`, as h2load writes it).
+/// When a 2xx answer of the log ended, in microseconds since the epoch.
+fn answered_at_us(line: &str) -> Option<u64> {
+    let mut f = line.split('\t');
+    let start: u64 = f.next()?.trim().parse().ok()?;
+    latency_ns(line).map(|ns| start + ns / 1000)
+}
+
 fn latency_ns(line: &str) -> Option<u64> {
     let mut f = line.split('\t');
     let (_, status, us) = (f.next()?, f.next()?, f.next()?);
@@ -161,5 +175,10 @@ mod tests {
         assert_eq!(latency_ns("1764868000123456\t200\t1532"), Some(1_532_000));
         assert_eq!(latency_ns("1764868000123456\t-1\t1532"), None, "failed");
         assert_eq!(latency_ns("garbage"), None);
+        assert_eq!(
+            answered_at_us("1764868000123456\t200\t1532"),
+            Some(1_764_868_000_124_988)
+        );
+        assert_eq!(answered_at_us("1764868000123456\t503\t1532"), None);
     }
 }

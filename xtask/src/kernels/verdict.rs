@@ -64,14 +64,18 @@ pub(super) fn one_test_passed(log: &str) -> Result<(), String> {
 }
 
 /// Share of its normal throughput, in percent, that `reqtimeout` must serve
-/// under the attack to count as recovered: the bar issue #31 sets for the
-/// root test of the same run (`tests/tests/experiment.rs`).
-pub(super) const RECOVERED_PCT: f64 = 50.0;
+/// over the last seconds of the attack phase to count as recovered. The
+/// phase's mean is no bar: its first seconds go to the attack connections
+/// queued before mod_reqtimeout closes them, and how many depends on the
+/// machine's speed (45.8% of normal in a 6.1 guest, 58.8% on the host;
+/// over the last 5 s: 97.8% on the host). The root test requires the
+/// same (`tests/tests/experiment.rs`).
+pub(super) const RECOVERED_PCT: f64 = 80.0;
 
 /// The experiment's verdict, from the report summary `flowdar experiment`
 /// prints: "Denial of service." for variant `none` (the report's own
 /// verdict), and `reqtimeout` serving at least [`RECOVERED_PCT`] of its
-/// normal load under the attack.
+/// normal load over the attack phase's last seconds ("Second by second").
 pub(super) fn experiment_report(log: &str) -> Result<(), String> {
     let lines: Vec<&str> = log.lines().map(str::trim).collect();
     let unmitigated = lines
@@ -88,17 +92,21 @@ pub(super) fn experiment_report(log: &str) -> Result<(), String> {
         .iter()
         .find(|l| l.starts_with("With `reqtimeout` ("))
         .ok_or("no summary of variant `reqtimeout` in the experiment's output")?;
-    let pct: f64 = mitigated
+    let settled = mitigated
+        .split_once("Second by second: ")
+        .map(|(_, s)| s)
+        .ok_or_else(|| format!("no second-by-second figure in: {}", clip(mitigated)))?;
+    let pct: f64 = settled
         .split("% of its normal")
         .next()
-        .filter(|head| head.len() < mitigated.len())
+        .filter(|head| head.len() < settled.len())
         .and_then(|head| head.rsplit('(').next())
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("no share of normal in: {}", clip(mitigated)))?;
+        .ok_or_else(|| format!("no share of normal in: {}", clip(settled)))?;
     if pct < RECOVERED_PCT {
         return Err(format!(
-            "mod_reqtimeout did not recover service ({pct}% of its normal, {RECOVERED_PCT}% needed): {}",
-            clip(mitigated)
+            "mod_reqtimeout did not recover service ({pct}% of its normal at the end of the attack, {RECOVERED_PCT}% needed): {}",
+            clip(settled)
         ));
     }
     Ok(())
@@ -181,13 +189,16 @@ mod tests {
         assert!(one_test_passed(&log).is_err());
     }
 
-    // What `flowdar experiment --default` printed on this project's VM
-    // (2026-12-04, debug build): the summary of `none`, then of `reqtimeout`
-    // with `--max-phase 20s`, and of `reqtimeout` with `--max-phase 5s`
-    // (the attack's ramp takes half of a 5 s phase: no recovery yet).
+    // What `flowdar experiment --default` printed: the summary of `none`
+    // (this project's VM, 2026-12-04, debug build), of `reqtimeout` with
+    // `--max-phase 20s` (the VM, 2026-12-05), and of `reqtimeout` in the
+    // kernel matrix's 6.1 guest (2026-12-05, before the second-by-second
+    // figure: its phase mean, 45.8%, failed the old bar of 50%) with a
+    // second-by-second figure where service never came back.
     const NONE: &str = "Denial of service. Without mitigation (variant `none`), under `slowhttptest -H -i 10 -c 1000 -r 200 -l 25 -p 3 -u http://198.18.94.1:34475/index.html` from 198.18.94.6 (host flowdar-19392-attacker), the legitimate client at 198.18.94.2 got 0 requests/s against 8787 in phase `normal` (0.0% of normal, 300 connects or requests timed out or failed; counted over wall time). The trace says why: when capture ended 149 workers were held in `ap_read_request` > `apr_socket_recv`, for up to 20.01 s (median 18.67 s; capture began with the attack): the read path, reading request headers that the attacker sends slowly or never. Held by client address (`flowdar clients`): 198.18.94.6 (the attacker's host): 149 connections, 149 calls in flight, 2840.85 s of worker time. Observer effect: traced, phase `normal` served 8787 requests/s; the same load untraced served 13808 (0.64x).";
-    const REQTIMEOUT_20S: &str = "With `reqtimeout` (RequestReadTimeout header=1-3,MinRate=500): 6836 requests/s under the same attack (84.6% of its normal 8083; against 0 without mitigation). In the trace, 0 workers were held when capture ended (without mitigation: 149); the longest `ap_read_request` that returned took 2.46 s (without mitigation, workers were held for up to 20.01 s).";
-    const REQTIMEOUT_5S: &str = "With `reqtimeout` (RequestReadTimeout header=1-3,MinRate=500): 0 requests/s under the same attack (0.0% of its normal 5993; against 0 without mitigation). In the trace, 64 workers were held when capture ended, in `ap_read_request` > `apr_poll` (without mitigation: 149); the longest `ap_read_request` that returned took 1.46 s (without mitigation, workers were held for up to 5.58 s).";
+    const REQTIMEOUT_20S: &str = "With `reqtimeout` (RequestReadTimeout header=1-3,MinRate=500): 7735 requests/s under the same attack (58.8% of its normal 13145; against 0 without mitigation). In the trace, 0 workers were held when capture ended (without mitigation: 150); the longest `ap_read_request` that returned took 2.34 s (without mitigation, workers were held for up to 20.00 s). Second by second: service came back 6 s into the attack phase's load, and served 12858 requests/s over its last 5 s (97.8% of its normal).";
+    const REQTIMEOUT_GUEST_OLD: &str = "With `reqtimeout` (RequestReadTimeout header=1-3,MinRate=500): 334 requests/s under the same attack (45.8% of its normal 728; against 0 without mitigation). In the trace, 0 workers were held when capture ended (without mitigation: 150); the longest `ap_read_request` that returned took 2.38 s (without mitigation, workers were held for up to 20.48 s).";
+    const REQTIMEOUT_NEVER: &str = "With `reqtimeout` (RequestReadTimeout header=1-3,MinRate=500): 0 requests/s under the same attack (0.0% of its normal 5993; against 0 without mitigation). In the trace, 64 workers were held when capture ended, in `ap_read_request` > `apr_poll` (without mitigation: 149); the longest `ap_read_request` that returned took 1.46 s (without mitigation, workers were held for up to 5.58 s). Second by second: service did not come back to half its normal rate; 0 requests/s over the last 5 s (0.0% of its normal).";
 
     fn experiment_log(none: &str, reqtimeout: &str) -> String {
         format!(
@@ -205,10 +216,21 @@ mod tests {
 
     #[test]
     fn the_experiment_fails_without_a_denial_or_without_recovery() {
-        let no_recovery = experiment_report(&experiment_log(NONE, REQTIMEOUT_5S));
-        assert!(no_recovery
+        let no_recovery = experiment_report(&experiment_log(NONE, REQTIMEOUT_NEVER));
+        assert_eq!(
+            no_recovery.unwrap_err(),
+            "mod_reqtimeout did not recover service (0% of its normal at the end of the attack, 80% needed): service did not come back to half its normal rate; 0 requests/s over the last 5 s (0.0% of its normal)."
+        );
+        let settled_low = REQTIMEOUT_20S.replace("(97.8% of its normal)", "(79.9% of its normal)");
+        assert!(experiment_report(&experiment_log(NONE, &settled_low))
             .unwrap_err()
-            .starts_with("mod_reqtimeout did not recover service (0% of its normal, 50% needed): With `reqtimeout`"));
+            .contains("(79.9% of its normal at the end"));
+        // A report without the figure is no pass, whatever its mean says.
+        assert!(
+            experiment_report(&experiment_log(NONE, REQTIMEOUT_GUEST_OLD))
+                .unwrap_err()
+                .starts_with("no second-by-second figure in: With `reqtimeout`")
+        );
         let degraded = NONE.replacen("Denial of service.", "Degraded service.", 1);
         let no_denial = experiment_report(&experiment_log(&degraded, REQTIMEOUT_20S));
         assert!(no_denial

@@ -81,6 +81,7 @@ fn json(outcome: &Outcome) -> serde_json::Value {
                         "lost": p.lost,
                         "throughput_vs_first_phase": if first > 0.0 { Some(rps(p) / first) } else { None },
                         "throughput_vs_untraced": v.throughput_ratio(p),
+                        "per_second": p.client.as_ref().map(|c| &c.per_second),
                     })
                 })
                 .collect();
@@ -91,6 +92,7 @@ fn json(outcome: &Outcome) -> serde_json::Value {
                     "p99_ns": u.client.as_ref().and_then(|c| c.p99_ns),
                     "errors": u.client.as_ref().map(|c| c.errors()),
                     "client_error": u.client_error,
+                    "per_second": u.client.as_ref().map(|c| &c.per_second),
                 })
             });
             json!({"name": v.name, "config": v.config, "untraced": untraced, "phases": phases})

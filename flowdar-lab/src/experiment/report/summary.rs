@@ -175,10 +175,8 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held]) -> Result<String> {
         let _ = write!(out, " {line}");
     }
     for (v, h) in outcome.variants.iter().zip(held).skip(1) {
-        let (vb, vt) = (
-            rps(&v.phases[0]),
-            rps(v.phases.last().ok_or_else(no_phases)?),
-        );
+        let last = v.phases.last().ok_or_else(no_phases)?;
+        let (vb, vt) = (rps(&v.phases[0]), rps(last));
         let gain = if t > 0.0 { vt / t } else { f64::INFINITY };
         let settings = v
             .config
@@ -220,8 +218,40 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held]) -> Result<String> {
                     ns(held_now.longest_ns)
                 ))
         );
+        if let Some(line) = last
+            .client
+            .as_ref()
+            .and_then(|c| recovery(&c.per_second, vb))
+        {
+            let _ = write!(out, " {line}");
+        }
     }
     Ok(out)
+}
+
+/// Seconds over which the report states the throughput a mitigation
+/// settled at: the end of the attack phase's load.
+pub(crate) const SETTLED_S: usize = 5;
+
+/// When service came back under the attack, second by second: the first
+/// second from which every second served at least half the normal rate,
+/// and the rate over the last [`SETTLED_S`] seconds. The phase's mean
+/// mixes the first seconds (the attack's connections queued before the
+/// mitigation closed them) with the rest.
+fn recovery(p: &crate::server::PerSecond, normal_rps: f64) -> Option<String> {
+    let settled = p.last_rps(SETTLED_S)?;
+    if normal_rps <= 0.0 || p.ok.len() < 2 * SETTLED_S {
+        return None;
+    }
+    let pct = 100.0 * settled / normal_rps;
+    Some(match p.back_from(0.5 * normal_rps) {
+        Some(s) => format!(
+            "Second by second: service came back {s} s into the attack phase's load, and served {settled:.0} requests/s over its last {SETTLED_S} s ({pct:.1}% of its normal)."
+        ),
+        None => format!(
+            "Second by second: service did not come back to half its normal rate; {settled:.0} requests/s over the last {SETTLED_S} s ({pct:.1}% of its normal)."
+        ),
+    })
 }
 
 /// What tracing cost the normal load: its traced phase against the same load
@@ -245,6 +275,29 @@ mod tests {
 
     fn stack(fs: &[&str]) -> Vec<String> {
         fs.iter().map(|f| format!("{f} (12.0 s)")).collect()
+    }
+
+    #[test]
+    fn recovery_says_when_service_came_back_and_where_it_settled() {
+        let mut ok = vec![0, 0, 0, 0, 40, 90];
+        ok.extend([100; 9]);
+        let p = crate::server::PerSecond { ok, failed: vec![] };
+        assert_eq!(
+            super::recovery(&p, 100.0).unwrap(),
+            "Second by second: service came back 5 s into the attack phase's load, and served 100 requests/s over its last 5 s (100.0% of its normal)."
+        );
+        let never = crate::server::PerSecond {
+            ok: vec![0; 15],
+            failed: vec![],
+        };
+        assert!(super::recovery(&never, 100.0)
+            .unwrap()
+            .contains("did not come back to half its normal rate; 0 requests/s over the last 5 s (0.0% of its normal)"));
+        // Too short a load to say: nothing rather than a guess.
+        assert_eq!(
+            super::recovery(&crate::server::PerSecond::new(6), 100.0),
+            None
+        );
     }
 
     #[test]
