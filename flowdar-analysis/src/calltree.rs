@@ -146,7 +146,7 @@ impl CallTree {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use flowdar_common::{Event, EventKind::*};
 
     use super::*;
@@ -154,7 +154,8 @@ mod tests {
 
     use crate::stats::tests::{ev, probe};
 
-    fn write(events: &[Event], names: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    /// A trace of `events` with one probe per name.
+    pub(crate) fn write(events: &[Event], names: &[&str]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.flowdar");
         let mut header = flowdar_trace::TraceHeader {

@@ -178,6 +178,49 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     }
     // The first paragraph explains the denial from the trace.
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // A timeline per variant (issue #30): in report.md as VARIANT/timeline.svg,
+    // inline in report.html; one client point a second of each load, and
+    // the held workers a second of each capture, full in the attack of `none`.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("data-figure=\"timeline\"").count(), 2);
+    for v in ["none", "reqtimeout"] {
+        assert!(md.contains(&format!("]({v}/timeline.svg)")), "{md}");
+        let svg = std::fs::read_to_string(out.join(v).join("timeline.svg")).unwrap();
+        assert!(html.contains(&svg), "{v}: the figure inline is the file");
+        for (segment, points) in [("untraced", 15), ("normal", 15), ("attack", 15)] {
+            let g = svg
+                .split(&format!("<g data-segment=\"{segment}\">"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("{v}: segment {segment} in {svg}"));
+            let g = &g[..g.find("</g>").unwrap()];
+            assert!(
+                g.contains(&format!(
+                    "data-series=\"requests\" data-points=\"{points}\""
+                )),
+                "{v} {segment}: {g}"
+            );
+            assert_eq!(
+                g.contains("data-series=\"held\""),
+                segment != "untraced",
+                "{g}"
+            );
+        }
+    }
+    let none_svg = std::fs::read_to_string(out.join("none/timeline.svg")).unwrap();
+    let attack = none_svg
+        .split("<g data-segment=\"attack\">")
+        .nth(1)
+        .unwrap();
+    let held_pts = attack
+        .split("data-series=\"held\" data-points=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap();
+    assert!(
+        (19..=21).contains(&held_pts),
+        "a point a second of the 20 s capture: {held_pts}"
+    );
     let first = md.split("\n\n").nth(1).unwrap();
     assert!(first.starts_with("**Denial of service.**"), "{first}");
     assert!(
@@ -216,7 +259,8 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     assert_eq!(read["in_flight"].as_u64().unwrap(), held, "{read}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
-        html.contains("<table>") && html.matches("<svg").count() == 2,
+        html.contains("<table>")
+            && html.matches("<svg").count() - html.matches("data-figure=\"timeline\"").count() == 2,
         "side-by-side sessions in the HTML report"
     );
     assert!(left_behind().is_empty());

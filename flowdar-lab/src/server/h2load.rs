@@ -92,6 +92,7 @@ pub fn run(
     // The log has answered requests only: failures per second are unknown.
     let mut per_second = PerSecond::new(plan.duration.as_secs_f64().ceil() as usize);
     per_second.failed.clear();
+    per_second.start_unix_ns = t0_us * 1000;
     for done_us in text_log.lines().filter_map(answered_at_us) {
         per_second.add(done_us.saturating_sub(t0_us) as f64 / 1e6, true);
     }

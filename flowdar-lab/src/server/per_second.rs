@@ -4,6 +4,9 @@
 /// Counts per wall second of a client's load; index 0 is its first second.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct PerSecond {
+    /// When the load's first second began, wall clock (ns since the
+    /// epoch): what lines it up with a trace's capture.
+    pub start_unix_ns: u64,
     /// Requests answered (status 2xx within the timeout), by the second
     /// the answer came.
     pub ok: Vec<u64>,
@@ -12,10 +15,14 @@ pub struct PerSecond {
 }
 
 impl PerSecond {
-    /// Empty counts for a load of `seconds` wall seconds (at least one).
+    /// Empty counts for a load of `seconds` wall seconds (at least one)
+    /// that begins now.
     pub fn new(seconds: usize) -> Self {
         let n = seconds.max(1);
         Self {
+            start_unix_ns: std::time::SystemTime::now()
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
             ok: vec![0; n],
             failed: vec![0; n],
         }
@@ -89,6 +96,7 @@ mod tests {
         let p = PerSecond {
             ok: vec![100, 0, 0, 30, 90, 95, 100],
             failed: vec![0; 7],
+            start_unix_ns: 0,
         };
         assert_eq!(p.back_from(50.0), Some(4));
         assert_eq!(p.back_from(10.0), Some(3));

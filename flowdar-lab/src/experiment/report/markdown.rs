@@ -1,9 +1,11 @@
-//! The report's Markdown (headings, paragraphs, bold, inline code, lists
-//! and tables: what `report.md` uses) as HTML for `report.html`.
-use std::fmt::Write as _;
+//! The report's Markdown (headings, paragraphs, bold, inline code, lists,
+//! tables and images: what `report.md` uses) as HTML for `report.html`.
+use std::{collections::HashMap, fmt::Write as _};
 
-/// A small Markdown-to-HTML for the report's headings, paragraphs and tables.
-pub(super) fn to_html(md: &str) -> String {
+/// A small Markdown-to-HTML for the report's headings, paragraphs, tables
+/// and images; an image whose path is in `inline` is replaced by that
+/// markup (the report's SVG figures, so that the page stands alone).
+pub(super) fn to_html(md: &str, inline: &HashMap<String, String>) -> String {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -44,7 +46,16 @@ pub(super) fn to_html(md: &str) -> String {
             html.push_str("</table>");
             in_table = false;
         }
-        if let Some(h) = line.strip_prefix("## ") {
+        if let Some((alt, path)) = image(line) {
+            match inline.get(path) {
+                Some(markup) => {
+                    let _ = write!(html, "<figure>{markup}</figure>");
+                }
+                None => {
+                    let _ = write!(html, "<img alt=\"{}\" src=\"{}\">", esc(alt), esc(path));
+                }
+            }
+        } else if let Some(h) = line.strip_prefix("## ") {
             let _ = write!(html, "<h3>{}</h3>", code(h));
         } else if let Some(h) = line.strip_prefix("# ") {
             let _ = write!(html, "<h2>{}</h2>", code(h));
@@ -63,21 +74,31 @@ pub(super) fn to_html(md: &str) -> String {
     html
 }
 
+/// `![alt](path)` alone on its line.
+fn image(line: &str) -> Option<(&str, &str)> {
+    let rest = line.trim().strip_prefix("![")?;
+    let (alt, rest) = rest.split_once("](")?;
+    Some((alt, rest.strip_suffix(')')?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn headings_bold_code_lists_and_tables() {
+        let figures = HashMap::from([("a/t.svg".to_string(), "<svg/>".to_string())]);
         let html = to_html(
-            "# T\n\n**Denial.** `ap_read_request` <held>\n\n- a\n\n| f | n |\n|---|---:|\n| `x` | 1 |\n",
+            "# T\n\n**Denial.** `ap_read_request` <held>\n\n- a\n\n| f | n |\n|---|---:|\n| `x` | 1 |\n\n![A](a/t.svg)\n\n![B](b.png)\n",
+            &figures,
         );
         let body = html.split("</style>").nth(1).unwrap();
         assert_eq!(
             body,
             "<h2>T</h2><p><b>Denial.</b> <code>ap_read_request</code> &lt;held&gt;</p>\
              <div>• a</div><table><tr><th>f</th><th>n</th></tr>\
-             <tr><td><code>x</code></td><td>1</td></tr></table>"
+             <tr><td><code>x</code></td><td>1</td></tr></table>\
+             <figure><svg/></figure><img alt=\"B\" src=\"b.png\">"
         );
     }
 }

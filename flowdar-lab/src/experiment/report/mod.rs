@@ -8,6 +8,7 @@
 mod markdown;
 mod summary;
 mod tables;
+mod timeline;
 mod zoom;
 
 use std::{fmt::Write as _, path::Path};
@@ -130,6 +131,21 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> Result<Report> {
     let summary = summary::summary(outcome, &held)?;
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n\n{summary}\n");
+    let timelines = timeline::timelines(&outcome.variants)?;
+    let scales = timeline::scales(&timelines);
+    let mut figures = std::collections::HashMap::new();
+    let _ = writeln!(
+        md,
+        "## Second by second\n\nThe client's requests/s (blue) and failures/s (red) through the untraced run and each phase, and the workers inside `{}` at each second of the traced phases (orange, from the trace); every variant on the same scales.\n",
+        timeline::HELD_IN
+    );
+    for t in &timelines {
+        let file = format!("{}/timeline.svg", t.variant);
+        let svg = timeline::svg(t, scales);
+        write_file(&dir.join(&file), &svg)?;
+        let _ = writeln!(md, "![Variant {}: second by second]({file})\n", t.variant);
+        figures.insert(file, svg);
+    }
     tables::client_table(&mut md, &outcome.variants);
     tables::compare_table(&mut md, &diffs);
     for (v, (_, rows)) in outcome.variants.iter().zip(&diffs) {
@@ -169,7 +185,7 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> Result<Report> {
         outcome.variants.iter().flat_map(|v| v.phases.iter().map(move |p| format!("`{}/{}`", v.name, p.trace.file_name().unwrap_or_default().to_string_lossy()))).collect::<Vec<_>>().join(", ")
     );
     write_file(&dir.join("report.md"), &md)?;
-    let intro = markdown::to_html(&md);
+    let intro = markdown::to_html(&md, &figures);
     let refs: Vec<&render::Scene> = scenes.iter().collect();
     let page = render::page(&refs, 500_000).replacen(
         "<div class=\"panes\">",

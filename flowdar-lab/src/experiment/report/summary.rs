@@ -281,7 +281,11 @@ mod tests {
     fn recovery_says_when_service_came_back_and_where_it_settled() {
         let mut ok = vec![0, 0, 0, 0, 40, 90];
         ok.extend([100; 9]);
-        let p = crate::server::PerSecond { ok, failed: vec![] };
+        let p = crate::server::PerSecond {
+            ok,
+            failed: vec![],
+            start_unix_ns: 0,
+        };
         assert_eq!(
             super::recovery(&p, 100.0).unwrap(),
             "Second by second: service came back 5 s into the attack phase's load, and served 100 requests/s over its last 5 s (100.0% of its normal)."
@@ -289,6 +293,7 @@ mod tests {
         let never = crate::server::PerSecond {
             ok: vec![0; 15],
             failed: vec![],
+            start_unix_ns: 0,
         };
         assert!(super::recovery(&never, 100.0)
             .unwrap()
