@@ -43,6 +43,13 @@ pub struct AlertRule {
 pub struct Interval {
     /// Seconds since the view started.
     pub t: f64,
+    /// Requests begun a second in this interval (calls of
+    /// `ap_process_async_request`, else of `ap_process_request`; 0 when
+    /// neither is probed).
+    pub requests_per_s: f64,
+    /// Workers inside the request-read path now, for any time (blocked
+    /// reading since before attach included): the Slowloris gauge.
+    pub reading_now: u64,
     pub functions: Vec<FunctionFigures>,
     pub workers: Vec<Worker>,
     pub in_flight: Vec<AgeBucket>,
@@ -124,6 +131,8 @@ pub struct LiveView {
     /// connection (`c->master`, `r->connection->master`), when it reads one.
     primary_slot: Vec<Option<usize>>,
     read: Option<u32>,
+    /// The probe whose calls count requests (see [`Interval::requests_per_s`]).
+    request: Option<usize>,
     rule: AlertRule,
     threads: HashMap<u32, (u32, Vec<Frame>)>,
     calls: Vec<u64>,
@@ -176,6 +185,9 @@ impl LiveView {
                     .collect()
             },
             read: probes.iter().find(|p| p.function == READ).map(|p| p.id),
+            request: ["ap_process_async_request", "ap_process_request"]
+                .iter()
+                .find_map(|f| probes.iter().position(|p| p.function == *f)),
             rule,
             threads: HashMap::new(),
             calls: vec![0; probes.len()],
@@ -300,6 +312,7 @@ impl LiveView {
             })
             .collect();
         functions.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.function.cmp(&b.function)));
+        let requests_per_s = self.request.map_or(0.0, |i| self.calls[i] as f64 / secs);
         self.calls.iter_mut().for_each(|c| *c = 0);
         self.durations.iter_mut().for_each(Histogram::reset);
 
@@ -307,6 +320,7 @@ impl LiveView {
         let mut ages = [0u64; AGES.len()];
         let mut held_now: HashMap<IpAddr, (u64, u64)> = HashMap::new();
         let mut reading: HashMap<String, u64> = HashMap::new();
+        let mut reading_now = 0;
         for (&tid, (pid, stack)) in &self.threads {
             for f in stack {
                 let age = now_ns.saturating_sub(f.start_ns);
@@ -332,6 +346,7 @@ impl LiveView {
                 .iter()
                 .find(|f| Some(f.probe_id) == self.read)
                 .map(|f| now_ns.saturating_sub(f.start_ns));
+            reading_now += u64::from(reading_since.is_some());
             if reading_since.is_some_and(|t| t > self.rule.after_ns) {
                 let who = client.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
                 *reading.entry(who).or_default() += 1;
@@ -350,6 +365,7 @@ impl LiveView {
             let h = held_now.entry(b.peer.ip()).or_default();
             h.0 += since_attach;
             h.1 += 1;
+            reading_now += u64::from(b.reading);
             if b.reading && since_attach > self.rule.after_ns {
                 *reading.entry(b.peer.ip().to_string()).or_default() += 1;
             }
@@ -411,6 +427,8 @@ impl LiveView {
         }
         Interval {
             t: now_ns.saturating_sub(self.started_ns) as f64 / 1e9,
+            requests_per_s,
+            reading_now,
             functions,
             workers,
             in_flight: AGES
@@ -443,6 +461,7 @@ mod tests {
             probe(0, READ, None),
             probe(1, "ap_invoke_handler", None),
             probe(2, "apr_socket_recv", None),
+            probe(3, "ap_process_async_request", None),
         ];
         let rule = AlertRule {
             workers: 2,
@@ -472,6 +491,8 @@ mod tests {
         v.push(&ev(13, 20, 0, EventKind::Entry, [0xc0, 0, 0]));
         v.push(&ev(13, 30, 0, EventKind::Exit, [0x77, 0, 0]));
         v.push(&ev(13, 31, 1, EventKind::Entry, [0x77, 0, 0]));
+        v.push(&ev(13, 32, 3, EventKind::Entry, [0x77, 0, 0]));
+        v.push(&ev(13, 40, 3, EventKind::Exit, [0, 0, 0]));
         v.push(&ev(13, 41, 1, EventKind::Exit, [0, 0, 0]));
         let i = v.snapshot(5_000);
         let calls: HashMap<&str, u64> = i
@@ -481,6 +502,9 @@ mod tests {
             .collect();
         assert_eq!(calls[READ], 3);
         assert_eq!(calls["ap_invoke_handler"], 1);
+        // One request begun in 5 us.
+        assert_eq!(i.requests_per_s, 1.0 / 5e-6);
+        assert_eq!(i.reading_now, 2);
         assert_eq!(i.workers.len(), 2, "two workers still reading");
         let inner = i.workers.iter().find(|w| w.tid == 11).unwrap();
         assert_eq!(
@@ -497,9 +521,10 @@ mod tests {
         // The next interval starts from zero calls.
         let j = v.snapshot(6_000);
         assert!(j.functions.iter().all(|f| f.calls == 0));
+        assert_eq!((j.requests_per_s, j.reading_now), (0.0, 2));
         // A process gone (killed mid-call) leaves no phantom workers.
         v.forget_dead(|_| false);
         let k = v.snapshot(7_000);
-        assert!(k.workers.is_empty() && k.alerts.is_empty());
+        assert!(k.workers.is_empty() && k.alerts.is_empty() && k.reading_now == 0);
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! These tests need root, the real kernel and Debian's apache2; run them with
 //! `cargo xtask test`, which sets `FLOWDAR_BIN`.
+pub mod browser;
 pub mod looper;
 
 use std::{

@@ -178,16 +178,26 @@ fn diff_ranks_the_slowed_read_path_first_and_a_run_against_itself_shows_nothing(
         (20, 20),
         "one read per request (Connection: close: none at the close)"
     );
-    // The handler does the same work either way. After waiting 45 ms for
-    // its headers a worker can take twice as long over it (cold caches,
-    // most likely), significant with 20 calls a side (BENCHMARKS.md,
-    // "Tolerances of the root tests"); none of the read path's time (100x
-    // and more) is counted in it.
+    // The handler does the same work either way, and none of the read
+    // path's time may be counted in it. Its own mean moves with the
+    // machine: after waiting 45 ms for its headers a worker can take 2x
+    // (idle VM) to 3.9x (a compile beside it: 86 -> 340 us) as long over
+    // it, cold caches most likely, significant with 20 calls a side. So
+    // the bar is on what it gained against what the read path gained:
+    // under 5% (measured 0.6% on the busy run; the read path's 45 ms
+    // counted in it would be 100%). BENCHMARKS.md, "Tolerances of the
+    // root tests".
     let unaffected = rows
         .iter()
         .find(|r| r.function == "ap_invoke_handler")
         .unwrap();
-    assert!(unaffected.ratio < 3.0, "{unaffected:#?}");
+    let gained = |r: &flowdar::analysis::DiffRow| r.test_mean_ns as f64 - r.base_mean_ns as f64;
+    assert!(
+        gained(unaffected) < 0.05 * gained(top),
+        "the handler gained {} ns against the read path's {} ns: {unaffected:#?}",
+        gained(unaffected),
+        gained(top)
+    );
 
     let same = diff(&normal, &normal).unwrap();
     assert!(

@@ -2,7 +2,7 @@
 //! hosts: the built-in experiment (shortened) denies service and
 //! mod_reqtimeout recovers it; slow read and range run end to end with the
 //! signatures the README documents; a SIGKILLed experiment leaves no hosts.
-use std::{process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use flowdar_tests::*;
 
@@ -263,12 +263,58 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
             && html.matches("<svg").count() - html.matches("data-figure=\"timeline\"").count() == 2,
         "side-by-side sessions in the HTML report"
     );
+    report_in_a_browser(&out);
     assert!(left_behind().is_empty());
     assert!(
         flowdar::server::lab_namespaces().is_empty(),
         "lab namespaces removed: {:?}",
         flowdar::server::lab_namespaces()
     );
+}
+
+/// Issue #30: report.html laid out in Debian's Chromium at 1400x1000: the
+/// diagrams start at the top of their panes with no text over another,
+/// and a timeline per variant with one point a second of each load.
+/// Screenshots under target/screenshots for a person to look at.
+fn report_in_a_browser(out: &Path) {
+    use flowdar_tests::browser;
+    let page = out.join("report.html");
+    let layout = browser::layout(&page, 1400, 1000);
+    assert_eq!(layout["ready"], "ok", "the page's script ran: {layout}");
+    browser::assert_diagrams_readable(&layout);
+    assert_eq!(layout["diagrams"].as_array().unwrap().len(), 2, "{layout}");
+    let timelines = layout["timelines"].as_array().unwrap();
+    let variants: Vec<&str> = timelines
+        .iter()
+        .map(|t| t["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(variants, ["none", "reqtimeout"], "{layout}");
+    for t in timelines {
+        assert!(t["width"].as_f64().unwrap() > 400.0, "drawn: {t}");
+        let segments: Vec<&str> = t["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["segment"].as_str().unwrap())
+            .collect();
+        assert_eq!(segments, ["untraced", "normal", "attack"], "{t}");
+        for s in t["segments"].as_array().unwrap() {
+            assert_eq!(s["series"]["requests"], 15, "one point a second: {s}");
+            assert_eq!(s["drawn"]["requests"], 15, "{s}");
+            if s["segment"] != "untraced" {
+                assert_eq!(s["series"]["held"], s["drawn"]["held"], "{s}");
+            }
+        }
+    }
+    // The timelines come first: above the tables and the diagrams.
+    let first = timelines[0]["top"].as_f64().unwrap();
+    assert!(
+        first < 1000.0,
+        "the first timeline in the first screen: {first} px"
+    );
+    for (h, name) in [(1000, "report.png"), (5000, "report-full.png")] {
+        browser::screenshot(&page, 1400, h, name);
+    }
 }
 
 /// Runs a one-variant experiment: a normal phase of `normal_clients`

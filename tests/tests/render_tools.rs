@@ -5,7 +5,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use flowdar::server::{run_load, LoadPlan};
-use flowdar_tests::*;
+use flowdar_tests::{browser::chromium, *};
 
 fn record(dir: &Path) -> std::path::PathBuf {
     let apache = small_event_apache();
@@ -22,28 +22,6 @@ fn record(dir: &Path) -> std::path::PathBuf {
     let (code, out, err) = rec.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "{out}\n{err}");
     trace
-}
-
-fn chromium(dir: &Path, args: &[&str], url: &str) -> std::process::Output {
-    let profile = tempfile::tempdir().unwrap();
-    Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .current_dir(dir)
-        .output()
-        .expect("run chromium (installed by `cargo xtask setup`)")
 }
 
 #[test]
@@ -88,9 +66,18 @@ fn html_page_renders_in_chromium_without_errors() {
         "lifelines per thread"
     );
     assert!(
-        text.contains("class=\"handoff\"") && text.contains("hand-off 0x"),
+        text.contains("class=\"handoff\"") && text.contains("<title>hand-off "),
         "a hand-off arrow"
     );
+    // Issue #30: pointers by short names, kept in a legend; both diagrams
+    // start at the top of their panes and no two texts overlap.
+    assert!(
+        text.contains("(conn 1") && text.contains("conn 1 = 0x"),
+        "named pointers and their legend"
+    );
+    flowdar_tests::browser::assert_diagrams_readable(&flowdar_tests::browser::layout(
+        &html, 1400, 1000,
+    ));
     assert_eq!(text.matches("<svg").count(), 2, "side by side");
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("flowdar-page.png");
     let o = chromium(

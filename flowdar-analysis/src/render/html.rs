@@ -1,6 +1,7 @@
 //! One self-contained HTML page (no network fetches): the sequence
 //! diagram(s) inline, the scene data as JSON for hover details, pan (drag)
-//! and zoom (wheel), and two diagrams side by side to compare sessions.
+//! and zoom (wheel), and two diagrams side by side to compare sessions,
+//! each starting at the top of its pane.
 use std::fmt::Write as _;
 
 use super::{scene::Scene, sequence};
@@ -24,7 +25,16 @@ const SCRIPT: &str = r#"
   const fmt = ns => ns < 1e3 ? ns + ' ns' : ns < 1e6 ? (ns / 1e3).toFixed(1) + ' µs' : ns < 1e9 ? (ns / 1e6).toFixed(1) + ' ms' : (ns / 1e9).toFixed(2) + ' s';
   document.querySelectorAll('svg.flowdar-seq').forEach((svg, k) => {
     const scene = data.scenes[k];
+    const names = {};
+    scene.legend.forEach(n => { names[n.name] = n.value; });
+    const named = a => names[a] ? a + ' = ' + names[a] : a;
     const vb = svg.viewBox.baseVal;
+    // A diagram taller than its pane starts at the top, as wide as the
+    // pane: drag to see the rest.
+    const box = svg.getBoundingClientRect();
+    if (box.width > 0 && vb.height / vb.width > box.height / box.width) {
+      vb.height = vb.width * box.height / box.width;
+    }
     const home = [vb.x, vb.y, vb.width, vb.height];
     let drag = null;
     svg.addEventListener('wheel', e => {
@@ -47,7 +57,7 @@ const SCRIPT: &str = r#"
       const g = e.target.closest('g.call, g.return');
       if (!g) { tip.style.display = 'none'; return; }
       const c = scene.calls[+g.dataset.i];
-      tip.textContent = c.function + '(' + c.args.join(', ') + ')' + (c.ret !== null ? ' = ' + c.ret : '') +
+      tip.textContent = c.function + '(' + c.args.map(named).join(', ') + ')' + (c.ret !== null ? ' = ' + named(c.ret) : '') +
         '\nthread ' + c.tid + ' (process ' + c.pid + ')' +
         '\nstart ' + fmt(c.start_ns) + (c.in_flight ? ', in flight for ' + fmt(c.duration_ns) + '+' : ', took ' + fmt(c.duration_ns)) +
         (c.source ? '\nsource ' + c.source : '');

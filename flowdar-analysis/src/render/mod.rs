@@ -6,10 +6,13 @@
 mod dataset;
 mod flame;
 mod html;
+mod labels;
+mod names;
 mod perfetto;
 mod scene;
 mod sequence;
 mod tables;
+mod timeline;
 mod windows;
 
 use std::path::Path;
@@ -19,10 +22,15 @@ use flowdar_trace::private;
 pub use dataset::{append as append_to_dataset, Appended, DatasetError, Partition};
 pub use flame::{differential, flamegraph, folded};
 pub use html::{data_json, page};
+pub use names::Named;
 pub use perfetto::perfetto_json;
 pub use scene::{build as build_scene, component, Lanes, Scene, SceneOptions};
 pub use sequence::{dots, svg as sequence_svg};
 pub use tables::{export_tables, trace_id, write_tables, TableFormat, TablePaths, SCHEMA_VERSION};
+pub use timeline::{
+    scales as timeline_scales, svg as timeline_svg, trace_timeline, Counts, Scales, Segment,
+    Timeline, HELD_IN,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {

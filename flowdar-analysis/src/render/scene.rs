@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use flowdar_trace::{StoreError, TraceHeader};
 
-use super::windows::Windows;
+use super::{names::Named, names::Names, windows::Windows};
 use crate::{scan, simplify, Call, FlowTracker, SessionTracker, SimplifyOptions, StreamTracker};
 
 /// Lifelines by component (Apache core, modules, APR) or by thread.
@@ -58,6 +58,8 @@ pub struct SceneCall {
     pub duration_ns: u64,
     pub in_flight: bool,
     pub depth: u32,
+    /// Arguments as shown: short names for addresses (`conn 3`), hex for
+    /// the rest; the legend says which address each name stands for.
     pub args: Vec<String>,
     pub ret: Option<String>,
     pub source: Option<String>,
@@ -81,6 +83,8 @@ pub struct Scene {
     pub lanes: Vec<String>,
     pub calls: Vec<SceneCall>,
     pub handoffs: Vec<SceneHandoff>,
+    /// The addresses behind the names in `args`, `ret` and hand-offs.
+    pub legend: Vec<Named>,
     /// Calls in the selection beyond `max_calls`, not drawn.
     pub truncated: usize,
 }
@@ -271,6 +275,7 @@ fn assemble(
         (a.min(c.start_ns), b.max(c.end_ns))
     });
     let mut out = Vec::with_capacity(calls.len());
+    let mut names = Names::default();
     for c in &calls {
         let p = header.probes.get(c.probe_id as usize);
         let lane = match lanes_by {
@@ -294,8 +299,21 @@ fn assemble(
         };
         stack.push((c.start_ns, c.end_ns, lane));
         let kept = p.map_or(3, |p| p.capture.entry_slots());
+        let function = p.map_or_else(|| format!("probe {}", c.probe_id), |p| p.display_name());
+        let params = p.map_or(&[][..], |p| &p.params[..]);
+        let args = c
+            .args
+            .iter()
+            .take(kept)
+            .enumerate()
+            .map(|(i, &a)| names.arg(&function, params, Some(i), a, c.start_ns))
+            .collect();
+        let ret = c
+            .ret
+            .filter(|_| p.is_none_or(|p| p.capture.ret))
+            .map(|r| names.arg(&function, params, None, r, c.end_ns));
         out.push(SceneCall {
-            function: p.map_or_else(|| format!("probe {}", c.probe_id), |p| p.display_name()),
+            function,
             lane,
             from_lane,
             tid: c.tid,
@@ -304,16 +322,8 @@ fn assemble(
             duration_ns: c.duration_ns(),
             in_flight: !c.returned,
             depth: c.depth,
-            args: c
-                .args
-                .iter()
-                .take(kept)
-                .map(|a| format!("{a:#x}"))
-                .collect(),
-            ret: c
-                .ret
-                .filter(|_| p.is_none_or(|p| p.capture.ret))
-                .map(|r| format!("{r:#x}")),
+            args,
+            ret,
             source: p.and_then(|p| p.source.clone()),
         });
     }
@@ -333,7 +343,7 @@ fn assemble(
             Lanes::Component => (lane_of("Apache core".into(), &mut lanes), 0),
         };
         handoffs.push(SceneHandoff {
-            object: format!("{:#x}", f.object),
+            object: names.object(f.object, f.queued_ns),
             from_lane,
             to_lane,
             from_tid: f.from_tid,
@@ -347,6 +357,7 @@ fn assemble(
         lanes,
         calls: out,
         handoffs,
+        legend: names.into_legend(),
         truncated,
     }
 }

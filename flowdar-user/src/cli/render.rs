@@ -12,14 +12,17 @@ use crate::render::{self, ExportOptions, Exporter, SceneOptions, TableFormat};
 /// call and return arrows in time order, durations as dots: one per --unit,
 /// a number past four; hand-offs between threads as orange arrows labelled
 /// with the object's address) as SVG, or as one self-contained HTML page
-/// with pan, zoom, hover details and a side-by-side mode (--compare); or an
-/// inclusive-time flame graph (--flame).
+/// with pan, zoom, hover details and a side-by-side mode (--compare); an
+/// inclusive-time flame graph (--flame); or the trace's timeline
+/// (--timeline): requests answered a second and workers inside
+/// ap_read_request at each second, the picture of a Slowloris and its fix.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     flowdar render t.flowdar --session 3 -o s3.svg\n  \
     flowdar render normal.flowdar --session 1 --compare attack.flowdar --compare-session 1 -o cmp.html\n  \
     flowdar render t.flowdar --window 100ms..150ms --by thread --min-duration 20us -o w.html\n  \
-    flowdar render t.flowdar --flame -o flame.svg")]
+    flowdar render t.flowdar --flame -o flame.svg\n  \
+    flowdar render attack.flowdar --timeline -o attack-timeline.svg")]
 pub struct RenderArgs {
     pub trace: PathBuf,
     /// Output: .svg or .html (for --flame: .svg).
@@ -47,8 +50,13 @@ pub struct RenderArgs {
     #[arg(long, requires = "compare")]
     pub compare_session: Option<u64>,
     /// An inclusive-time flame graph instead of a sequence diagram.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "timeline")]
     pub flame: bool,
+    /// The trace's timeline instead of a sequence diagram: requests answered
+    /// a second (returns of ap_process_async_request) and workers inside
+    /// ap_read_request at each second (SVG).
+    #[arg(long, conflicts_with_all = ["compare", "session", "window"])]
+    pub timeline: bool,
     /// Simplification applied before drawing.
     #[command(flatten)]
     pub simplify: super::simplify::SimplifyFlags,
@@ -95,6 +103,33 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         unit_ns: args.unit.as_nanos() as u64,
         title: title(&args.trace, args.session),
     };
+    if args.timeline {
+        if ext != "svg" {
+            bail!("a timeline is an SVG: name the output *.svg");
+        }
+        let name = title(&args.trace, None);
+        let t = render::trace_timeline(&args.trace, &name)?;
+        if t.segments.iter().all(|s| s.seconds == 0) {
+            bail!(
+                "{} covers less than a second: a timeline counts whole seconds (record for longer)",
+                args.trace.display()
+            );
+        }
+        let svg = render::timeline_svg(&t, render::timeline_scales(std::slice::from_ref(&t)));
+        crate::store::private::write(&args.output, svg)
+            .with_context(|| format!("writing {}", args.output.display()))?;
+        let seg = &t.segments[0];
+        let peak = |v: Option<&Vec<u64>>| v.and_then(|v| v.iter().max().copied()).unwrap_or(0);
+        println!(
+            "wrote {}: {} s; at most {} requests answered in a second, {} workers inside {} at once",
+            args.output.display(),
+            seg.seconds,
+            peak(seg.client.as_ref().map(|c| &c.ok)),
+            peak(seg.held.as_ref()),
+            render::HELD_IN
+        );
+        return Ok(());
+    }
     if args.flame {
         if ext != "svg" {
             bail!("a flame graph is an SVG: name the output *.svg");

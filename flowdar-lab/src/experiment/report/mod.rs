@@ -132,16 +132,16 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> Result<Report> {
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n\n{summary}\n");
     let timelines = timeline::timelines(&outcome.variants)?;
-    let scales = timeline::scales(&timelines);
+    let scales = render::timeline_scales(&timelines);
     let mut figures = std::collections::HashMap::new();
     let _ = writeln!(
         md,
         "## Second by second\n\nThe client's requests/s (blue) and failures/s (red) through the untraced run and each phase, and the workers inside `{}` at each second of the traced phases (orange, from the trace); every variant on the same scales.\n",
-        timeline::HELD_IN
+        render::HELD_IN
     );
     for t in &timelines {
         let file = format!("{}/timeline.svg", t.variant);
-        let svg = timeline::svg(t, scales);
+        let svg = render::timeline_svg(t, scales);
         write_file(&dir.join(&file), &svg)?;
         let _ = writeln!(md, "![Variant {}: second by second]({file})\n", t.variant);
         figures.insert(file, svg);

@@ -1,6 +1,8 @@
 //! The terminal view of `flowdar top` (ratatui on crossterm): alerts first,
-//! then functions, workers, calls in flight by age and clients.
-use std::{io::Stdout, time::Duration};
+//! then sparklines of requests/s and of workers reading requests over the
+//! last intervals, then functions, workers, calls in flight by age and
+//! clients.
+use std::{collections::VecDeque, io::Stdout, time::Duration};
 
 use crossterm::{
     event::{self, Event, KeyCode, KeyModifiers},
@@ -11,7 +13,7 @@ use ratatui::{
     layout::{Constraint, Layout},
     style::{Color, Modifier, Style},
     text::Line,
-    widgets::{Block, Borders, Paragraph, Row, Table},
+    widgets::{Block, Borders, Paragraph, Row, Sparkline, Table},
     Terminal,
 };
 
@@ -24,6 +26,25 @@ pub struct Screen {
     term: Term,
     title: String,
     left: bool,
+    /// Requests/s and workers reading, one value an interval, newest last.
+    requests: VecDeque<u64>,
+    reading: VecDeque<u64>,
+}
+
+/// Intervals the sparklines remember (wider terminals show the most).
+const HISTORY: usize = 300;
+
+fn remember(v: &mut VecDeque<u64>, x: u64) {
+    if v.len() == HISTORY {
+        v.pop_front();
+    }
+    v.push_back(x);
+}
+
+/// The newest values that fit in `width` cells.
+fn newest(v: &VecDeque<u64>, width: u16) -> Vec<u64> {
+    let n = usize::from(width.saturating_sub(2));
+    v.iter().skip(v.len().saturating_sub(n)).copied().collect()
 }
 
 impl Screen {
@@ -47,6 +68,8 @@ impl Screen {
             term,
             title: format!(" flowdar top: PID {pid} ({mode}) - q to quit "),
             left: false,
+            requests: VecDeque::new(),
+            reading: VecDeque::new(),
         };
         s.term.clear()?;
         s.term.draw(|f| {
@@ -79,11 +102,15 @@ impl Screen {
 
     pub fn draw(&mut self, i: &Interval) -> anyhow::Result<()> {
         let title = self.title.clone();
+        remember(&mut self.requests, i.requests_per_s.round() as u64);
+        remember(&mut self.reading, i.reading_now);
+        let (requests, reading) = (&self.requests, &self.reading);
         self.term.draw(|f| {
             let alert_lines = i.alerts.len().max(1) as u16;
-            let [head, funcs, workers, ages, clients] = Layout::vertical([
+            let [head, sparks, funcs, workers, ages, clients] = Layout::vertical([
                 Constraint::Length(alert_lines + 2),
-                Constraint::Percentage(35),
+                Constraint::Length(5),
+                Constraint::Percentage(30),
                 Constraint::Percentage(30),
                 Constraint::Length(3),
                 Constraint::Min(4),
@@ -104,6 +131,39 @@ impl Screen {
                 alert.block(Block::default().borders(Borders::ALL).title(title)),
                 head,
             );
+            let [left, right] =
+                Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(sparks);
+            for (area, values, now, what, colour) in [
+                (
+                    left,
+                    requests,
+                    i.requests_per_s.round() as u64,
+                    "requests/s",
+                    Color::Blue,
+                ),
+                (
+                    right,
+                    reading,
+                    i.reading_now,
+                    "workers reading requests",
+                    Color::Yellow,
+                ),
+            ] {
+                let shown = newest(values, area.width);
+                let peak = shown.iter().copied().max().unwrap_or(0);
+                f.render_widget(
+                    Sparkline::default()
+                        .data(&shown)
+                        .max(peak.max(1))
+                        .style(Style::default().fg(colour))
+                        .block(
+                            Block::default()
+                                .borders(Borders::ALL)
+                                .title(format!(" {what}: {now} now, peak {peak} ")),
+                        ),
+                    area,
+                );
+            }
             let bold = Style::default().add_modifier(Modifier::BOLD);
             let rows = i.functions.iter().map(|r| {
                 Row::new(vec![
