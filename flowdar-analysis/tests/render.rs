@@ -266,3 +266,96 @@ fn every_export_is_owner_only_like_the_trace_whatever_the_umask() {
         assert_eq!(mode, want, "{} is {mode:o}", path.display());
     }
 }
+
+/// 3.5 s of a server: requests answered at 0.4 s, 1.3 s and 1.5 s, and a
+/// worker that enters `ap_read_request` at 0.5 s and is still in it when
+/// the capture ends (a Slowloris connection).
+fn seconds_fixture(path: &Path) {
+    use EventKind::{Entry as In, Exit as Out};
+    let one = Capture {
+        args: 1,
+        ret: true,
+        ..Default::default()
+    };
+    let probes = vec![
+        probe(0, "ap_read_request", "/usr/sbin/apache2", one.clone()),
+        probe(1, "ap_process_async_request", "/usr/sbin/apache2", one),
+    ];
+    let header = TraceHeader {
+        tool_version: "test".into(),
+        host: "h".into(),
+        kernel: "k".into(),
+        command_line: vec![],
+        start_unix_ns: 0,
+        start_monotonic_ns: 1_000_000,
+        target_pid: 1,
+        probes,
+        attach_mode: "uprobe_multi".into(),
+        attached_monotonic_ns: 0,
+        target_ns_pid: 0,
+    };
+    let ms = |t: u64| 1_000_000 + t * 1_000_000;
+    let ev = |tid, t: u64, p, kind: EventKind, args| Event {
+        tgid: 1,
+        tid,
+        ts_ns: ms(t),
+        probe_id: p,
+        kind: kind as u32,
+        args,
+    };
+    let mut w = TraceWriter::create(path, &header, true).unwrap();
+    w.write_chunk(&[
+        ev(3, 200, 0, In, [CONN, 0, 0]),
+        ev(3, 300, 0, Out, [REQ, 0, 0]),
+        ev(3, 310, 1, In, [REQ, 0, 0]),
+        ev(3, 400, 1, Out, [0, 0, 0]),
+        ev(4, 500, 0, In, [CONN + 1, 0, 0]),
+        ev(5, 1_200, 1, In, [REQ, 0, 0]),
+        ev(5, 1_300, 1, Out, [0, 0, 0]),
+        ev(5, 1_400, 1, In, [REQ, 0, 0]),
+        ev(5, 1_500, 1, Out, [0, 0, 0]),
+    ])
+    .unwrap();
+    w.finish(TraceFooter {
+        end_monotonic_ns: ms(3_500),
+        kernel_drops: vec![0; 2],
+        user_drops: vec![0; 2],
+        ..Default::default()
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_trace_timeline_counts_answers_and_held_workers_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.flowdar");
+    seconds_fixture(&path);
+    let t = render::trace_timeline(&path, "t.flowdar").unwrap();
+    assert_eq!(t.segments.len(), 1);
+    let s = &t.segments[0];
+    assert_eq!(s.seconds, 3, "whole seconds of the 3.5 s capture");
+    assert_eq!(
+        s.client.as_ref().unwrap().ok,
+        [1, 2, 0],
+        "answers by the second they ended in"
+    );
+    assert_eq!(
+        s.held.as_ref().unwrap(),
+        &[1, 1, 1],
+        "the held worker at each second's end"
+    );
+    assert!(
+        t.requests_from.contains("ap_process_async_request"),
+        "{}",
+        t.requests_from
+    );
+    let svg = render::timeline_svg(&t, render::timeline_scales(std::slice::from_ref(&t)));
+    assert!(
+        svg.contains("data-series=\"requests\" data-points=\"3\""),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("data-series=\"held\" data-points=\"3\""),
+        "{svg}"
+    );
+}
