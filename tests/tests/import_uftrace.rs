@@ -122,12 +122,14 @@ fn a_uftrace_recording_imports_with_its_exact_call_counts() {
         diffed.insert(f, r["base_calls"].as_u64().unwrap());
     }
     assert_eq!(diffed, ours, "flowdar diff vs stats");
-    // The sequence diagram draws every call, titled with its function.
+    // The sequence diagram draws every call, titled with its function and
+    // its arguments (`fib(0x1e) [thread N] ...`; returns are titled
+    // `fib returned ...`).
     let seq = dir.path().join("s.svg");
     out_of(&["render", t, "-o", seq.to_str().unwrap()]);
     let svg = std::fs::read_to_string(&seq).unwrap();
     for (f, n) in &ours {
-        let drawn = svg.matches(&format!("<title>{f} [thread ")).count() as u64;
+        let drawn = svg.matches(&format!("<title>{f}(")).count() as u64;
         assert_eq!(drawn, *n, "{f}: calls drawn in the sequence diagram");
     }
     let flame = dir.path().join("f.svg");
