@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::sessions::{CONNECTION, READ, REQUEST};
+
 /// One name of the legend: what the diagram shows, and the address it
 /// stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -16,32 +18,6 @@ pub struct Named {
     pub name: String,
     pub value: String,
 }
-
-/// Functions whose first argument is a `conn_rec *`.
-const CONN_ARG0: &[&str] = &[
-    "ap_read_request",
-    "ap_run_pre_connection",
-    "ap_run_process_connection",
-    "ap_process_connection",
-    "ap_start_lingering_close",
-    "ap_prep_lingering_close",
-    "ap_lingering_close",
-];
-
-/// Functions whose first argument is a `request_rec *`.
-const REQ_ARG0: &[&str] = &[
-    "ap_process_async_request",
-    "ap_process_request",
-    "ap_process_request_internal",
-    "ap_invoke_handler",
-    "ap_run_handler",
-    "ap_finalize_request_protocol",
-    "ap_run_log_transaction",
-    "ap_die",
-    "ap_send_error_response",
-    "ap_discard_request_body",
-    "proxy_run_scheme_handler",
-];
 
 /// The lowest value taken for an address when nothing says what it is:
 /// counts, lengths and flags stay numbers.
@@ -66,8 +42,9 @@ fn kind(function: &str, params: &[String], arg: Option<usize>) -> Option<&'stati
                 _ => None,
             });
             by_param.or(match (i, function) {
-                (0, f) if CONN_ARG0.contains(&f) => Some("conn"),
-                (0, f) if REQ_ARG0.contains(&f) => Some("req"),
+                // The signatures the session tracker already relies on.
+                (0, f) if f == READ || CONNECTION.contains(&f) => Some("conn"),
+                (0, f) if REQUEST.contains(&f) => Some("req"),
                 (0, f) if f.starts_with("apr_socket_") => Some("sock"),
                 (1, "ap_queue_push_socket") => Some("sock"),
                 _ => None,
