@@ -12,6 +12,15 @@
 //! (`ap_process_request`: `r->connection->master`; the connection calls:
 //! `c->master`), and everything a stream does is attributed to the
 //! primary connection and its client.
+//!
+//! Lean traces (`apache:lean`): the connection is the socket, seen by the
+//! kernel's syscall tracepoints with an id it made at accept (bit 47 set)
+//! and the peer address it read there. Its reads, polls and writes are
+//! the session's calls; `close` ends it; a request is an
+//! `ap_process_request_internal` call, given to the connection its
+//! thread last did socket I/O on (it has read the request there). A
+//! lean trace cannot attribute HTTP/2 streams (their workers do no
+//! socket I/O of their own): record `apache:request` for those.
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -121,7 +130,19 @@ pub(crate) enum Role {
     Request {
         stream: Option<usize>,
     },
+    /// A system call on a connection's socket (lean capture): entry slot
+    /// 1 holds the connection id. `reading`: it waits for the client
+    /// (`read`, `poll`...); `closing`: `close`.
+    Socket {
+        reading: bool,
+        closing: bool,
+    },
 }
+
+/// Lean capture's system calls that wait for the client.
+const SOCKET_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "poll", "ppoll"];
+/// The call that counts requests in a lean trace.
+const LEAN_REQUEST: &str = "ap_process_request_internal";
 
 /// The slot of a probe's field read when it reads `what`.
 fn slot_reading(p: &TraceProbe, what: FieldRead) -> Option<usize> {
@@ -149,6 +170,10 @@ pub struct SessionTracker {
     tls: crate::tls::TlsCalls,
     /// Probe ids of `crate::calls::BACKEND` functions.
     backend: Vec<u32>,
+    /// Lean traces: the probe id whose calls count requests, and each
+    /// thread's connection of its latest socket call.
+    lean_request: Option<u32>,
+    thread_conn: HashMap<(u32, u32), u64>,
 }
 
 impl SessionTracker {
@@ -165,7 +190,19 @@ impl SessionTracker {
                 .filter(|p| crate::calls::BACKEND.contains(&p.function.as_str()))
                 .map(|p| p.id)
                 .collect(),
+            lean_request: Self::lean_request(probes),
+            thread_conn: HashMap::new(),
         }
+    }
+
+    /// A lean trace's request-counting probe: socket calls and no
+    /// `ap_read_request` (which counts requests where it is probed).
+    fn lean_request(probes: &[TraceProbe]) -> Option<u32> {
+        let lean =
+            probes.iter().any(TraceProbe::is_syscall) && !probes.iter().any(|p| p.function == READ);
+        lean.then(|| probes.iter().find(|p| p.function == LEAN_REQUEST))
+            .flatten()
+            .map(|p| p.id)
     }
 
     /// What each probe tells about connections, by probe id.
@@ -183,7 +220,12 @@ impl SessionTracker {
                 offset: REQUEST_CONNECTION_OFF,
                 then: Some(CONN_MASTER_OFF),
             };
-            let role = if f == READ {
+            let role = if p.is_syscall() {
+                Role::Socket {
+                    reading: SOCKET_READS.contains(&f),
+                    closing: f == "close",
+                }
+            } else if f == READ {
                 Role::Read
             } else if CONNECTION.contains(&f) {
                 Role::Connection {
@@ -252,8 +294,19 @@ impl SessionTracker {
             _ => None,
         };
         let stream = primary.is_some() && matches!(role, Role::Request { .. });
+        let lean_request = self.lean_request == Some(c.probe_id);
         let conn = match (role, primary) {
             (_, Some(c1)) => c1,
+            (Role::Socket { .. }, None) => {
+                self.thread_conn.insert((c.tgid, c.tid), c.args[1]);
+                c.args[1]
+            }
+            (Role::Request { .. }, None) if lean_request => {
+                match self.thread_conn.get(&(c.tgid, c.tid)) {
+                    Some(&conn) => conn,
+                    None => return,
+                }
+            }
             (Role::Request { .. }, None) => match self.request_conn.get(&(c.tgid, c.args[0])) {
                 Some(&conn) => conn,
                 None => return,
@@ -265,7 +318,11 @@ impl SessionTracker {
         }
         let secondary = primary.is_some();
         let starts_new = !secondary && matches!(role, Role::Connection { new: true, .. });
-        let closing = !secondary && matches!(role, Role::Connection { closing: true, .. });
+        let closing = !secondary
+            && matches!(
+                role,
+                Role::Connection { closing: true, .. } | Role::Socket { closing: true, .. }
+            );
         let belongs = |s: &Session| {
             if closing {
                 // Lingering close follows the read that saw the client go.
@@ -356,7 +413,13 @@ impl SessionTracker {
                     None => {}
                 }
             }
-            Role::Connection { .. } if closing => ends = c.returned,
+            Role::Connection { .. } | Role::Socket { .. } if closing => ends = c.returned,
+            Role::Socket { reading: true, .. } => s.read_ns += c.duration_ns(),
+            Role::Request { .. } if lean_request => {
+                s.requests += 1;
+                s.reads += 1;
+                s.request_starts.push(c.start_ns);
+            }
             Role::Request { .. } if self.backend.contains(&c.probe_id) => {
                 s.backend_ns += c.duration_ns();
             }

@@ -290,8 +290,64 @@ impl ProbeConfig {
     }
 }
 
+/// Lean capture: what a watched system call does with its arguments, in
+/// [`SyscallProbe::role`]. Only calls on sockets the server accepted while
+/// traced (or that user space seeded) are sent.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallRole {
+    /// `read`, `writev`, `shutdown`...: the first argument is the fd.
+    Fd = 1,
+    /// `poll`: the first argument points to the `pollfd` array, the second
+    /// is its length; watched only with one entry (APR's wait for a socket).
+    Poll = 2,
+    /// `accept`/`accept4`: the return value is a new connection, whose
+    /// peer address the second argument points to. Sent at its exit, as a
+    /// [`EventKind::Client`] event and then a call of no length (entry
+    /// slots: fd, connection id).
+    Accept = 3,
+    /// `close`: the fd's connection ends.
+    Close = 4,
+}
+
+/// Lean capture: a watched system call, indexed by syscall number in the
+/// `SYSCALL_PROBES` array. `probe_id` 0 means unwatched, so ids are
+/// stored plus one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyscallProbe {
+    pub probe_id_plus_one: u32,
+    /// A [`SyscallRole`] as `u32`.
+    pub role: u32,
+}
+const _: () = assert!(core::mem::size_of::<SyscallProbe>() == 8);
+
+/// `SYSCALLS_STATE`: entries and exits sent...
+pub const SYSCALLS_ALL: u32 = 2;
+/// ...exits only (detaching: the entry side is gone)...
+pub const SYSCALLS_EXITS: u32 = 1;
+/// ...nothing (before attach, and once the return side is gone too).
+pub const SYSCALLS_OFF: u32 = 0;
+
+/// Syscall numbers the `SYSCALL_PROBES` array covers.
+pub const MAX_SYSCALL_NR: u32 = 512;
+/// Sockets the kernel knows as connections at once (per traced server).
+pub const MAX_CONN_FDS: u32 = 65536;
+/// Connection ids made by the kernel for accepted sockets: bit 47 set,
+/// which no user pointer on x86-64 or arm64 has (their user halves end
+/// below it), so they never collide with a `conn_rec *` in a trace.
+pub const SOCKET_CONN_BIT: u64 = 1 << 47;
+/// Where a syscall tracepoint's fields sit (`syscalls/sys_enter_*`:
+/// `__syscall_nr` at 8, the arguments from 16; `sys_exit_*`: `ret` at 16),
+/// the same on every kernel since syscall tracepoints exist
+/// (include/trace/syscall.h, `struct syscall_trace_enter`).
+pub const SYSCALL_NR_OFF: usize = 8;
+pub const SYSCALL_ARGS_OFF: usize = 16;
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: as for `ProbeConfig`.
+    unsafe impl aya::Pod for super::SyscallProbe {}
     // SAFETY: `repr(C)`, `Copy`, integer fields only and no implicit padding
     // (size asserted above): every bit pattern is a valid value and no byte
     // is uninitialised.

@@ -1,6 +1,7 @@
 //! Flowdar's kernel programs. This file only wires the modules together:
 //! `calls` (uprobe/uretprobe programs), `client` (connection clients),
-//! `shadow` (held entries for `record --min-duration`), `tree`
+//! `shadow` (held entries for `record --min-duration`), `syscalls`
+//! (socket I/O from syscall tracepoints: lean capture), `tree`
 //! (process-tree filter); below them `emit` (ring-buffer records) and
 //! `maps` (maps and load-time settings), which import none of them.
 #![no_std]
@@ -15,6 +16,7 @@ mod client;
 mod emit;
 mod maps;
 mod shadow;
+mod syscalls;
 mod tree;
 
 #[cfg(not(test))]

@@ -163,6 +163,11 @@ pub struct OverheadEstimate {
     /// CPU time the server's processes used while recorded (utime + stime
     /// of the processes alive at the end; the probes' cost is part of it).
     pub server_cpu_ns: u64,
+    /// System calls recorded from the kernel's tracepoints (lean capture):
+    /// not in `calls`, since they trap into nothing; their programs' cost
+    /// is not measured per call.
+    #[serde(default)]
+    pub syscalls: u64,
 }
 
 impl OverheadEstimate {

@@ -39,7 +39,7 @@ pub use format::{
     FORMAT_VERSION, MAGIC,
 };
 pub use names::demangle;
-pub use probe::TraceProbe;
+pub use probe::{TraceProbe, KERNEL_PATH};
 pub use reader::{ReadWarning, TraceReader};
 pub use writer::TraceWriter;
 

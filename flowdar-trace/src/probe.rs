@@ -36,7 +36,33 @@ pub struct TraceProbe {
     pub params: Vec<String>,
 }
 
+/// The path of a system call's probe (lean capture): syscall probes are
+/// kernel tracepoints, not functions in a file; their `address` is the
+/// syscall number.
+pub const KERNEL_PATH: &str = "[kernel]";
+
 impl TraceProbe {
+    /// A system call watched through the kernel's syscall tracepoints.
+    pub fn syscall(id: u32, name: &str, nr: u32, capture: Capture) -> Self {
+        Self {
+            id,
+            function: name.into(),
+            path: KERNEL_PATH.into(),
+            attach_path: KERNEL_PATH.into(),
+            address: u64::from(nr),
+            file_offset: 0,
+            capture,
+            optional: false,
+            source: None,
+            params: Vec::new(),
+        }
+    }
+
+    /// Whether this probe is a system call (lean capture), not a uprobe.
+    pub fn is_syscall(&self) -> bool {
+        self.path.as_os_str() == KERNEL_PATH
+    }
+
     /// The function's name as people read it (demangled).
     pub fn display_name(&self) -> String {
         crate::demangle(&self.function)

@@ -380,6 +380,7 @@ fn header_shape_is_format_version_2() {
             calls: 12,
             ns_per_call: 13,
             server_cpu_ns: 14,
+            syscalls: 15,
         }),
     };
     assert_eq!(
@@ -395,4 +396,4 @@ fn header_shape_is_format_version_2() {
 }
 
 const EXPECTED_HEADER: &str = r#"{"tool_version":"test","host":"h","kernel":"k","command_line":["flowdar"],"start_unix_ns":1,"start_monotonic_ns":1000,"target_pid":7,"probes":[{"id":0,"function":"f0","path":"/bin/x","attach_path":"/bin/x","address":4096,"file_offset":4096,"capture":{"args":2,"ret":true,"deref":[{"arg":1,"bytes":4}],"read":{"arg":0,"offset":8},"errors":"nonzero","client":{"arg":0}},"optional":true,"source":"x.c:1","params":["r"]}],"attach_mode":"uprobe_multi","attached_monotonic_ns":0,"target_ns_pid":0}"#;
-const EXPECTED_FOOTER: &str = r#"{"end_monotonic_ns":9,"events":8,"kernel_drops":[1],"user_drops":[2],"stop_reason":"SIGINT","index":[{"offset":17,"events":8,"first_ts":3,"last_ts":4}],"entries_removed_ns":5,"skipped_task_events":6,"malformed":0,"unknown_probe":0,"untraced_tasks":null,"min_duration":{"ns":10,"short_calls":[11]},"overhead":{"calls":12,"ns_per_call":13,"server_cpu_ns":14}}"#;
+const EXPECTED_FOOTER: &str = r#"{"end_monotonic_ns":9,"events":8,"kernel_drops":[1],"user_drops":[2],"stop_reason":"SIGINT","index":[{"offset":17,"events":8,"first_ts":3,"last_ts":4}],"entries_removed_ns":5,"skipped_task_events":6,"malformed":0,"unknown_probe":0,"untraced_tasks":null,"min_duration":{"ns":10,"short_calls":[11]},"overhead":{"calls":12,"ns_per_call":13,"server_cpu_ns":14,"syscalls":15}}"#;

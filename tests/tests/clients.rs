@@ -48,12 +48,23 @@ fn logged(apache: &ThrowawayApache, skip: usize) -> HashMap<SocketAddr, u64> {
 
 #[test]
 fn clients_are_exact_against_the_access_log_and_the_attacker_holds_the_reads() {
+    clients_exact_with("apache:request");
+}
+
+/// The same from a lean capture: connections, their clients and their
+/// socket I/O from the kernel's syscall tracepoints, one uprobe a request.
+#[test]
+fn a_lean_capture_is_exact_per_client_and_the_attacker_holds_the_reads() {
+    clients_exact_with("apache:lean");
+}
+
+fn clients_exact_with(profile: &str) {
     require_root();
     let lab = Lab::create().expect("lab hosts");
     let attacker: IpAddr = lab.attacker.addr.into();
     let apache = apache_for(&lab);
     let port = apache.port();
-    let (rec, trace) = record(apache.pid(), &["--profile", "apache:request"]);
+    let (rec, trace) = record(apache.pid(), &["--profile", profile]);
     // Requests before capture (the server's start-up check, logged just
     // after its answer) are not ours; nothing else has been sent yet.
     let before = access_log(&apache).len();

@@ -119,6 +119,10 @@ impl Attached {
         let started = Instant::now();
         let mut ebpf = self.ebpf;
         let Detaching { entries, returns } = self.links.detach(&mut ebpf);
+        // The syscall programs' entry side stops with the uprobe entries,
+        // their exit side with the return probes (a map write each: their
+        // links close with `ebpf`, a grace period per link).
+        let _ = super::syscalls::set_state(&mut ebpf, flowdar_common::SYSCALLS_EXITS);
         close_all(entries);
         let entries_removed_ns = super::monotonic_ns();
         // Calls that entered just before their entry probe went can still
@@ -126,6 +130,7 @@ impl Attached {
         // probes go (before 6.12 closing a uprobe_multi link does not even
         // wait for handlers in progress: `uprobe_unregister_sync` came then).
         std::thread::sleep(RETURN_SETTLE);
+        let _ = super::syscalls::set_state(&mut ebpf, flowdar_common::SYSCALLS_OFF);
         close_all(returns);
         drop(ebpf);
         Detached {
@@ -230,8 +235,16 @@ pub fn attach(
     };
     // The mechanism was chosen by probing the kernel (features.rs): a
     // failure here is about the functions, not about the kernel.
+    // System calls (lean capture) go to the kernel's tracepoints, the
+    // rest to the uprobe strategy. The floor measures uprobes alone.
+    let (kernel, user): (Vec<&ResolvedProbe>, Vec<&ResolvedProbe>) =
+        probes.iter().partition(|p| p.is_syscall());
+    let user: Vec<ResolvedProbe> = user.into_iter().cloned().collect();
     let strategy = attach::strategy(mechanism, EBPF_OBJECT);
-    let (attachment, result) = strategy.attach(&mut ebpf, probes, programs);
+    let (attachment, mut result) = strategy.attach(&mut ebpf, &user, programs);
+    if result.is_ok() && !floor {
+        result = super::syscalls::attach(&mut ebpf, &kernel).map(drop);
+    }
     let mut attached = Attached {
         ebpf,
         mechanism,

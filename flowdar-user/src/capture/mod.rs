@@ -14,6 +14,7 @@ mod privileges;
 mod proctree;
 mod shadow;
 mod sys;
+mod syscalls;
 mod tracefs;
 
 use std::{
@@ -494,10 +495,12 @@ impl Recording {
             ns: min_ns,
             short_calls: per_probe(&short),
         });
+        let (calls, syscalls) = probed_calls(&opts.probes, &counts, min_duration.as_ref());
         let overhead = ns_per_call.map(|ns_per_call| OverheadEstimate {
-            calls: probed_calls(&counts, min_duration.as_ref()),
+            calls,
             ns_per_call,
             server_cpu_ns,
+            syscalls,
         });
         let footer = TraceFooter {
             end_monotonic_ns: end_mono,
@@ -541,17 +544,26 @@ impl Recording {
     }
 }
 
-/// Calls that hit both probes: those recorded (the more of entries and
-/// returns: one side may be cut by attach or detach) and those dropped
-/// in the kernel for being short.
-fn probed_calls(counts: &DrainCounts, min: Option<&MinDuration>) -> u64 {
-    let recorded: u64 = counts
-        .entries
-        .iter()
-        .zip(&counts.exits)
-        .map(|(e, x)| *e.max(x))
-        .sum();
-    recorded + min.map_or(0, |m| m.short_calls.iter().sum::<u64>())
+/// Calls that hit both uprobes: those recorded (the more of entries and
+/// returns: one side may be cut by attach or detach) and those dropped in
+/// the kernel for being short; and apart, the system calls recorded from
+/// tracepoints.
+fn probed_calls(
+    probes: &[ResolvedProbe],
+    counts: &DrainCounts,
+    min: Option<&MinDuration>,
+) -> (u64, u64) {
+    let (mut uprobe, mut syscall) = (0, 0);
+    for ((e, x), p) in counts.entries.iter().zip(&counts.exits).zip(probes) {
+        match p.is_syscall() {
+            true => syscall += *e.max(x),
+            false => uprobe += *e.max(x),
+        }
+    }
+    (
+        uprobe + min.map_or(0, |m| m.short_calls.iter().sum::<u64>()),
+        syscall,
+    )
 }
 
 /// The mechanism `plan` resolves to on this kernel (probed once per run),

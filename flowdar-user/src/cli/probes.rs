@@ -103,12 +103,19 @@ pub fn run(args: ProbesArgs) -> anyhow::Result<()> {
             describe(&p.capture)
         );
     }
-    let files: std::collections::BTreeSet<_> = r.probes.iter().map(|p| &p.path).collect();
+    let (kernel, user): (Vec<_>, Vec<_>) = r.probes.iter().partition(|p| p.is_syscall());
+    let files: std::collections::BTreeSet<_> = user.iter().map(|p| &p.path).collect();
     println!(
-        "\n{} functions in {} files would be attached (2 probes each: entry and exit).",
-        r.probes.len(),
+        "\n{} functions in {} files would be attached (2 uprobes each: entry and exit).",
+        user.len(),
         files.len()
     );
+    if !kernel.is_empty() {
+        println!(
+            "{} system calls would be watched from the kernel's syscall tracepoints (no uprobe; the address is the syscall number).",
+            kernel.len()
+        );
+    }
     if !unresolved.is_empty() {
         println!("\n{} requested names cannot be attached:", unresolved.len());
         for u in &unresolved {

@@ -340,8 +340,12 @@ fn distinct_files(probes: &[ResolvedProbe]) -> usize {
 /// "Estimated overhead: ...", as record, demo and `info` print it.
 pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
     let d = |ns: u64| format::duration(std::time::Duration::from_nanos(ns));
+    let syscalls = match o.syscalls {
+        0 => String::new(),
+        n => format!(", plus {n} system calls from the kernel's tracepoints (no trap into user space; not in this figure)"),
+    };
     let cost = format!(
-        "{} probed calls x {} (an isolated probed call, measured here) = {} of CPU; the server used {}",
+        "{} probed calls x {} (an isolated probed call, measured here) = {} of CPU; the server used {}{syscalls}",
         o.calls,
         d(o.ns_per_call),
         d(o.probe_ns()),

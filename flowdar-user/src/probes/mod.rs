@@ -6,6 +6,7 @@ mod locate;
 mod procmaps;
 mod profiles;
 mod resolve;
+mod syscalls;
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,10 @@ pub use procmaps::{MappedFile, ProcMaps};
 pub use profiles::{profile_requests, Profile, ProfileError, PROFILES};
 pub use resolve::{
     resolve, resolve_all, resolve_with_targets, Resolution, ResolveError, ResolvedProbe,
+};
+pub use syscalls::{
+    lookup as syscall_lookup, role_of as syscall_role, tracepoint_name as syscall_tracepoint,
+    KERNEL_TARGET,
 };
 
 /// One function name or glob pattern to probe in one target (a path, or a

@@ -70,6 +70,7 @@ mod tests {
                 "tls",
                 "backend",
                 "io",
+                "lean",
                 "handoff",
                 "full"
             ]

@@ -35,6 +35,8 @@ pub enum ResolveError {
         path: PathBuf,
         debug: String,
     },
+    #[error("no system call `{name}` can be watched (target kernel: {known})")]
+    UnknownSyscall { name: String, known: String },
     #[error("{pattern} matches no function in {path} ({searched})")]
     NoMatch {
         pattern: String,
@@ -162,6 +164,10 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path
     let mut elves = Elves::new();
     let mut out = Resolution::default();
     for req in requests {
+        if req.target == super::KERNEL_TARGET {
+            resolve_syscall(req, &mut out);
+            continue;
+        }
         if is_glob(&req.target) && !req.target.contains('/') {
             resolve_in_every(maps, req, debug_root, &mut elves, &mut out);
             continue;
@@ -214,6 +220,29 @@ pub fn resolve_all(maps: &ProcMaps, requests: &[ProbeRequest], debug_root: &Path
         }
     }
     out
+}
+
+/// A system call (`target = "kernel"`): a probe on the kernel's syscall
+/// tracepoints, numbered for this architecture.
+fn resolve_syscall(req: &ProbeRequest, out: &mut Resolution) {
+    let Some((nr, _)) = super::syscall_lookup(&req.function) else {
+        let err = ResolveError::UnknownSyscall {
+            name: req.function.clone(),
+            known: super::syscalls::names().join(", "),
+        };
+        out.failures.push((req.clone(), err));
+        return;
+    };
+    if out
+        .probes
+        .iter()
+        .any(|p| p.is_syscall() && p.address == u64::from(nr))
+    {
+        return;
+    }
+    let id = out.probes.len() as u32;
+    let probe = TraceProbe::syscall(id, &req.function, nr, req.capture_for(&req.function));
+    out.probes.push(ResolvedProbe::new(probe));
 }
 
 /// A glob target (`mod_*`): every mapped file whose name matches it and

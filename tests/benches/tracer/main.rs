@@ -193,6 +193,15 @@ fn main() {
             verdict(lost == 0),
             ceiling.show(2),
         );
+        let lean = Paired::of(&get(Config::Lean).rounds, &get(Config::Untraced).rounds);
+        let lean_lost = get(Config::Lean).lost.unwrap_or(1);
+        let _ = writeln!(
+            md,
+            "Issue #28's lean capture: `lean` served {}x untraced's requests/s, the median of each round's ratio (target >= 0.90: {}); lost {lean_lost} (target 0: {}).\n",
+            lean.show(2),
+            verdict(lean.median >= 0.9),
+            verdict(lean_lost == 0),
+        );
     }
 
     save(&md);

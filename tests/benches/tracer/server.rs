@@ -1,6 +1,6 @@
 //! Rows b and c: Apache (event MPM, static file, keep-alive) under wrk,
 //! untraced, under do-nothing programs on the `request` probes (the floor),
-//! under Flowdar with the `request`, `io` and `full` profiles, and under
+//! under Flowdar with the `request`, `lean`, `io` and `full` profiles, and under
 //! bpftrace printing each event of the `request` functions. Trace bytes per
 //! event come from the same recordings.
 use std::{path::Path, time::Duration};
@@ -18,16 +18,18 @@ pub enum Config {
     Untraced,
     Floor,
     Request,
+    Lean,
     Io,
     Full,
     BpftraceRequest,
 }
 
 impl Config {
-    pub const ALL: [Config; 6] = [
+    pub const ALL: [Config; 7] = [
         Config::Untraced,
         Config::Floor,
         Config::Request,
+        Config::Lean,
         Config::Io,
         Config::Full,
         Config::BpftraceRequest,
@@ -38,6 +40,7 @@ impl Config {
             Config::Untraced => "untraced",
             Config::Floor => "floor: `request` probes, do-nothing programs",
             Config::Request => "Flowdar `apache:request`",
+            Config::Lean => "Flowdar `apache:lean` (syscall tracepoints + 1 function)",
             Config::Io => "Flowdar `apache:io`",
             Config::Full => "Flowdar `apache:full`",
             Config::BpftraceRequest => "bpftrace, `request` functions, printf per event",
@@ -47,6 +50,7 @@ impl Config {
     fn profile(self) -> &'static str {
         match self {
             Config::Io => "apache:io",
+            Config::Lean => "apache:lean",
             Config::Full => "apache:full",
             _ => "apache:request",
         }

@@ -1,0 +1,195 @@
+//! Lean capture: the server's socket I/O seen from the kernel's own syscall
+//! tracepoints (`syscalls/sys_enter_*`, `sys_exit_*`), no trap into user
+//! space. One entry and one exit program serve every watched call; the
+//! syscall number picks its probe id and role (`SYSCALL_PROBES`).
+//!
+//! A socket becomes a connection when the server accepts it (its peer
+//! address goes out as a client event, keyed by a connection id the kernel
+//! makes) or when user space seeds it at attach; calls on other fds (files,
+//! pipes, the listener) are not sent. Entry slots: fd, connection id, the
+//! third argument (a byte count); exit slot 0: the return value.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::{Array, LruHashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use flowdar_common::{
+    EventKind, SyscallProbe, SyscallRole, AF_INET, AF_INET6, MAX_CONN_FDS, MAX_SYSCALL_NR,
+    SOCKET_CONN_BIT, SYSCALL_ARGS_OFF, SYSCALL_NR_OFF,
+};
+
+use crate::{emit::emit, maps::is_target};
+
+const SYSCALLS_ALL: u32 = flowdar_common::SYSCALLS_ALL;
+const SYSCALLS_EXITS: u32 = flowdar_common::SYSCALLS_EXITS;
+
+#[inline(always)]
+fn state() -> u32 {
+    SYSCALLS_STATE.get(0).copied().unwrap_or(0)
+}
+
+/// Watched syscalls by number (written by user space at attach).
+#[map]
+static SYSCALL_PROBES: Array<SyscallProbe> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Key `tgid << 32 | fd`: the connection id of an accepted socket.
+#[map]
+static CONN_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_CONN_FDS, 0);
+
+/// Per thread: the probe id of its watched call in progress (its exit is
+/// sent only when its entry was).
+#[map]
+static IN_SYSCALL: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per thread: the peer-address buffer of an `accept` in progress.
+#[map]
+static ACCEPTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// What runs, set by user space: [`SYSCALLS_ALL`] from attach; at detach,
+/// [`SYSCALLS_EXITS`] (with the uprobe entries' removal, so that the
+/// trace ends for both at once), then [`SYSCALLS_OFF`] (with the return
+/// probes'). Closing a tracepoint link waits a grace period per link, so
+/// the links themselves go one by one, long after.
+#[map]
+pub static SYSCALLS_STATE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per CPU: connections it numbered (see [`accepted`]).
+#[map]
+static NEXT_CONN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[tracepoint]
+pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = pid_tgid >> 32;
+    if !is_target(tgid as u32) || state() != SYSCALLS_ALL {
+        return 0;
+    }
+    let Some((probe_id, role)) = watched(&ctx) else {
+        return 0;
+    };
+    let arg = |n: usize| -> u64 {
+        // SAFETY: the arguments sit at fixed offsets in every syscall
+        // tracepoint's record (flowdar_common::SYSCALL_ARGS_OFF).
+        unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8 * n) }.unwrap_or(0)
+    };
+    let fd = match role {
+        r if r == SyscallRole::Accept as u32 => {
+            let _ = ACCEPTING.insert(pid_tgid as u32, arg(1), 0);
+            return 0;
+        }
+        r if r == SyscallRole::Poll as u32 => {
+            if arg(1) != 1 {
+                return 0;
+            }
+            // SAFETY: a user pointer; the helper faults safely.
+            match unsafe { bpf_probe_read_user(arg(0) as *const i32) } {
+                Ok(fd) => fd as u32 as u64,
+                Err(_) => return 0,
+            }
+        }
+        _ => arg(0) & 0xffff_ffff,
+    };
+    let key = tgid << 32 | fd;
+    // SAFETY: read-only copy of the value.
+    let Some(conn) = (unsafe { CONN_FDS.get(key) }).copied() else {
+        return 0;
+    };
+    if role == SyscallRole::Close as u32 {
+        let _ = CONN_FDS.remove(key);
+    }
+    if emit(pid_tgid, probe_id, EventKind::Entry, [fd, conn, arg(2)]) {
+        let _ = IN_SYSCALL.insert(pid_tgid as u32, probe_id, 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_target((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let state = state();
+    if state != SYSCALLS_ALL && state != SYSCALLS_EXITS {
+        return 0;
+    }
+    let Some((probe_id, role)) = watched(&ctx) else {
+        return 0;
+    };
+    let tid = pid_tgid as u32;
+    // SAFETY: `ret` sits at a fixed offset in every sys_exit record.
+    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_ARGS_OFF) }.unwrap_or(-1);
+    if role == SyscallRole::Accept as u32 {
+        if state != SYSCALLS_ALL {
+            return 0;
+        }
+        // SAFETY: read-only copy of the value.
+        let Some(addr) = (unsafe { ACCEPTING.get(tid) }).copied() else {
+            return 0;
+        };
+        let _ = ACCEPTING.remove(tid);
+        if ret >= 0 {
+            accepted(pid_tgid, probe_id, ret as u64, addr);
+        }
+        return 0;
+    }
+    // SAFETY: read-only copy of the value.
+    if unsafe { IN_SYSCALL.get(tid) }.copied() != Some(probe_id) {
+        return 0;
+    }
+    let _ = IN_SYSCALL.remove(tid);
+    emit(pid_tgid, probe_id, EventKind::Exit, [ret as u64, 0, 0]);
+    0
+}
+
+/// The probe id and role of the syscall this record is for, if watched.
+#[inline(always)]
+fn watched(ctx: &TracePointContext) -> Option<(u32, u32)> {
+    // SAFETY: `__syscall_nr` sits at a fixed offset in every syscall record.
+    let nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFF) }.ok()?;
+    let p = SYSCALL_PROBES.get(nr as u32)?;
+    (p.probe_id_plus_one != 0).then(|| (p.probe_id_plus_one - 1, p.role))
+}
+
+/// A new connection on `fd`: its id, and its peer (from the address the
+/// kernel wrote to `addr`) as a client event.
+#[inline(always)]
+fn accepted(pid_tgid: u64, probe_id: u32, fd: u64, addr: u64) {
+    // A per-CPU counter and the CPU's number: unique without an atomic
+    // that returns a value (BPF_FETCH needs a newer CPU version than the
+    // object is built for). Tracepoint programs do not nest on a CPU.
+    // SAFETY: plain helper call without arguments.
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() }) & 0xff;
+    let Some(next) = NEXT_CONN.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `next` points into this CPU's live map value.
+    let n = unsafe {
+        *next += 1;
+        *next
+    };
+    let conn = SOCKET_CONN_BIT | ((n << 8 | cpu) & (SOCKET_CONN_BIT - 1));
+    let _ = CONN_FDS.insert((pid_tgid >> 32) << 32 | fd, conn, 0);
+    if addr == 0 {
+        return;
+    }
+    // SAFETY: a user pointer the kernel just wrote; the helper faults safely.
+    let Ok(sa) = (unsafe { bpf_probe_read_user(addr as *const [u64; 3]) }) else {
+        return;
+    };
+    let family = (sa[0] & 0xffff) as u16;
+    let port = ((sa[0] >> 16) & 0xff) << 8 | ((sa[0] >> 24) & 0xff);
+    let head = port << 48 | conn;
+    let args = match family {
+        AF_INET => [head, 0, 0xffff_0000 | (sa[0] >> 32) << 32],
+        AF_INET6 => [head, sa[1], sa[2]],
+        _ => return,
+    };
+    emit(pid_tgid, probe_id, EventKind::Client, args);
+    // The accept itself, as a call of no length on the listener: the
+    // connection's first moment, counted by `stats`.
+    if emit(pid_tgid, probe_id, EventKind::Entry, [fd, conn, 0]) {
+        emit(pid_tgid, probe_id, EventKind::Exit, [fd, 0, 0]);
+    }
+}
