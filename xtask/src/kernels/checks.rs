@@ -125,6 +125,17 @@ pub(super) const CHECKS: &[Check] = &[
             test: "http2_and_tls_sessions_clients_and_streams_are_exact",
         },
     },
+    // The lean capture (apache:lean): syscall tracepoints with the peer
+    // address read at accept, one uprobe a request; exact per client
+    // (IPv4, IPv6) against the access log, a Slowloris holding the reads.
+    Check {
+        name: "a_lean_capture_is_exact_per_client_and_the_attacker_holds_the_reads",
+        limit: 180,
+        what: What::Test {
+            file: "clients",
+            test: "a_lean_capture_is_exact_per_client_and_the_attacker_holds_the_reads",
+        },
+    },
     // A server in its own mount and PID namespaces, recorded by host PID.
     Check {
         name: "a_server_in_its_own_namespaces_is_recorded_by_host_pid",
