@@ -67,6 +67,8 @@ pub struct CallPairer {
     threads: FxHashMap<u32, Thread>,
     /// Probe ids of [`BACKEND`] functions.
     backend: Vec<u32>,
+    /// Probe ids without a return probe: each entry is a call of no length.
+    entry_only: Vec<u32>,
     pub counts: PairingCounts,
 }
 
@@ -82,6 +84,11 @@ impl CallPairer {
             backend: probes
                 .iter()
                 .filter(|p| BACKEND.contains(&p.function.as_str()))
+                .map(|p| p.id)
+                .collect(),
+            entry_only: probes
+                .iter()
+                .filter(|p| p.capture.entry_only)
                 .map(|p| p.id)
                 .collect(),
             ..Self::default()
@@ -111,6 +118,23 @@ impl CallPairer {
         }
         if ev.kind == EventKind::Entry as u32 {
             let depth = t.stack.len() as u32;
+            if self.entry_only.contains(&ev.probe_id) {
+                // No return probe: the call is its entry, of no length.
+                out(Call {
+                    probe_id: ev.probe_id,
+                    tgid: ev.tgid,
+                    tid: ev.tid,
+                    start_ns: ev.ts_ns,
+                    end_ns: ev.ts_ns,
+                    returned: true,
+                    depth,
+                    args: ev.args,
+                    ret: None,
+                    children_ns: 0,
+                    backend_ns: 0,
+                });
+                return;
+            }
             t.stack.push(Call {
                 probe_id: ev.probe_id,
                 tgid: ev.tgid,
@@ -189,6 +213,34 @@ mod tests {
         }
         let counts = p.finish(end, |c| calls.push(c));
         (calls, counts)
+    }
+
+    #[test]
+    fn an_entry_only_probe_makes_a_call_of_no_length_at_its_entry() {
+        use crate::stats::tests::probe;
+        let mut counted = probe(1, "ap_process_request_internal", None);
+        counted.capture.entry_only = true;
+        let probes = [probe(0, "read", None), counted];
+        let mut p = CallPairer::for_probes(&probes);
+        let mut calls = Vec::new();
+        for e in [
+            ev(7, 10, 0, In, 0),
+            ev(7, 20, 0, Out, 5),
+            ev(7, 30, 1, In, 0xabc),
+            ev(7, 40, 0, In, 0),
+        ] {
+            p.push(&e, |c| calls.push(c));
+        }
+        let counts = p.finish(100, |c| calls.push(c));
+        let got: Vec<(u32, u64, u64, bool)> = calls
+            .iter()
+            .map(|c| (c.probe_id, c.start_ns, c.end_ns, c.returned))
+            .collect();
+        assert_eq!(
+            got,
+            [(0, 10, 20, true), (1, 30, 30, true), (0, 40, 100, false)]
+        );
+        assert_eq!((counts.lost_exits, counts.unmatched_exits), (0, 0));
     }
 
     #[test]

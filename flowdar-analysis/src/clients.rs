@@ -24,6 +24,9 @@ pub struct ClientRow {
     pub backend_ns: u64,
     /// Its calls still open when capture ended.
     pub in_flight: u64,
+    /// Lean traces: its connections a worker was already waiting on when
+    /// capture began.
+    pub held_at_attach: u64,
 }
 
 /// Sessions grouped by client IP address, by worker time held (most first).
@@ -41,6 +44,7 @@ pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
             read_ns: 0,
             backend_ns: 0,
             in_flight: 0,
+            held_at_attach: 0,
         });
         r.connections += 1;
         r.requests += s.requests;
@@ -48,6 +52,7 @@ pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
         r.read_ns += s.read_ns;
         r.backend_ns += s.backend_ns;
         r.in_flight += s.in_flight;
+        r.held_at_attach += u64::from(s.held_at_attach);
     }
     let mut rows: Vec<ClientRow> = rows.into_values().collect();
     rows.sort_by(|a, b| {

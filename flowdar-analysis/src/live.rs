@@ -112,6 +112,8 @@ struct Frame {
     probe_id: u32,
     start_ns: u64,
     conn: Option<u64>,
+    /// Lean: a system call waiting to read from the client.
+    reads: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -120,6 +122,11 @@ enum Role {
     Conn,
     /// Takes the `request_rec *` first.
     Request,
+    /// A system call on a connection's socket (lean capture: the
+    /// connection id in entry slot 1), in the session tracker's terms.
+    Socket(super::sessions::Role),
+    /// No return probe: counted, never a frame.
+    EntryOnly,
     Other,
 }
 
@@ -133,6 +140,10 @@ pub struct LiveView {
     read: Option<u32>,
     /// The probe whose calls count requests (see [`Interval::requests_per_s`]).
     request: Option<usize>,
+    /// Lean traces: per thread, when it began reading its connection's
+    /// request (its first reading system call since its last request or
+    /// write), which the polls between header lines do not restart.
+    reading_since: HashMap<u32, (u64, u64)>,
     rule: AlertRule,
     threads: HashMap<u32, (u32, Vec<Frame>)>,
     calls: Vec<u64>,
@@ -159,8 +170,13 @@ const AGES: [(&str, u64); 4] = [
 
 impl LiveView {
     pub fn new(probes: &[TraceProbe], rule: AlertRule, now_ns: u64) -> Self {
-        let role = |f: &str| {
-            if f == READ || CONNECTION.contains(&f) {
+        let role = |p: &TraceProbe| {
+            let f = p.function.as_str();
+            if p.is_syscall() {
+                Role::Socket(super::sessions::Role::of_syscall(f))
+            } else if p.capture.entry_only {
+                Role::EntryOnly
+            } else if f == READ || CONNECTION.contains(&f) {
                 Role::Conn
             } else if REQUEST.contains(&f) {
                 Role::Request
@@ -170,7 +186,7 @@ impl LiveView {
         };
         Self {
             names: probes.iter().map(|p| p.function.clone()).collect(),
-            roles: probes.iter().map(|p| role(&p.function)).collect(),
+            roles: probes.iter().map(role).collect(),
             primary_slot: {
                 let roles = SessionTracker::roles_of(probes);
                 probes
@@ -185,9 +201,14 @@ impl LiveView {
                     .collect()
             },
             read: probes.iter().find(|p| p.function == READ).map(|p| p.id),
-            request: ["ap_process_async_request", "ap_process_request"]
-                .iter()
-                .find_map(|f| probes.iter().position(|p| p.function == *f)),
+            request: [
+                "ap_process_async_request",
+                "ap_process_request",
+                super::sessions::LEAN_REQUEST,
+            ]
+            .iter()
+            .find_map(|f| probes.iter().position(|p| p.function == *f)),
+            reading_since: HashMap::new(),
             rule,
             threads: HashMap::new(),
             calls: vec![0; probes.len()],
@@ -247,23 +268,45 @@ impl LiveView {
         }
         if e.kind == EventKind::Entry as u32 {
             self.calls[id] += 1;
+            match role {
+                Role::EntryOnly => {
+                    // A request began on this thread: its read is over.
+                    self.reading_since.remove(&e.tid);
+                    return;
+                }
+                Role::Socket(r) if r.waits_to_read(&e.args) => {
+                    let conn = e.args[1];
+                    match self.reading_since.get(&e.tid) {
+                        Some(&(c, _)) if c == conn => {}
+                        _ => {
+                            self.reading_since.insert(e.tid, (conn, e.ts_ns));
+                        }
+                    }
+                }
+                Role::Socket(_) => {
+                    self.reading_since.remove(&e.tid);
+                }
+                _ => {}
+            }
             // An HTTP/2 stream's calls count for the client's connection.
             let primary = self.primary_slot[id].and_then(|k| pointer(e.args[k]));
             let enclosing = || stack.iter().rev().find_map(|f| f.conn);
             let conn = match role {
                 _ if primary.is_some() => primary,
                 Role::Conn => Some(e.args[0]),
+                Role::Socket(_) => Some(e.args[1]),
                 Role::Request => self
                     .request_conn
                     .get(&(e.tgid, e.args[0]))
                     .copied()
                     .or_else(enclosing),
-                Role::Other => enclosing(),
+                Role::Other | Role::EntryOnly => enclosing(),
             };
             stack.push(Frame {
                 probe_id: e.probe_id,
                 start_ns: e.ts_ns,
                 conn,
+                reads: matches!(role, Role::Socket(r) if r.waits_to_read(&e.args)),
             });
         } else if e.kind == EventKind::Exit as u32 {
             let Some(pos) = stack.iter().rposition(|f| f.probe_id == e.probe_id) else {
@@ -294,6 +337,9 @@ impl LiveView {
     /// forever.
     pub fn forget_dead(&mut self, alive: impl Fn(u32) -> bool) {
         self.threads.retain(|_, (tgid, _)| alive(*tgid));
+        let threads = &self.threads;
+        self.reading_since
+            .retain(|tid, _| threads.contains_key(tid));
     }
 
     /// The figures since the last snapshot (call counts and durations
@@ -341,11 +387,18 @@ impl LiveView {
             let for_ns = now_ns.saturating_sub(top.start_ns);
             // Blocked reading a request, whatever it calls meanwhile (with
             // the io set, the innermost call is apr_socket_recv, restarted
-            // at every header line the client trickles in).
+            // at every header line the client trickles in). Lean: in a
+            // reading system call now, since the request's first.
+            let lean_reading = top
+                .reads
+                .then(|| self.reading_since.get(&tid))
+                .flatten()
+                .map(|&(_, since)| now_ns.saturating_sub(since));
             let reading_since = stack
                 .iter()
                 .find(|f| Some(f.probe_id) == self.read)
-                .map(|f| now_ns.saturating_sub(f.start_ns));
+                .map(|f| now_ns.saturating_sub(f.start_ns))
+                .or(lean_reading);
             reading_now += u64::from(reading_since.is_some());
             if reading_since.is_some_and(|t| t > self.rule.after_ns) {
                 let who = client.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
@@ -411,8 +464,13 @@ impl LiveView {
             alerts.push(Alert {
                 kind: "slow-http",
                 message: format!(
-                    "slow HTTP: {held} workers held > {} reading requests ({READ}, or blocked reading since before attach) by {} client address{} ({})",
+                    "slow HTTP: {held} workers held > {} reading requests ({}) by {} client address{} ({})",
                     crate::units::ns(self.rule.after_ns),
+                    if self.read.is_some() {
+                        format!("{READ}, or blocked reading since before attach")
+                    } else {
+                        "waiting on the client's socket in read or poll, since the request's first read".into()
+                    },
                     by.len(),
                     if by.len() == 1 { "" } else { "es" },
                     by.iter()
@@ -454,6 +512,85 @@ fn histogram() -> Histogram<u64> {
 mod tests {
     use super::*;
     use crate::stats::tests::{ev, probe};
+
+    #[test]
+    fn a_lean_trace_shows_workers_reading_since_the_first_read_of_their_request() {
+        let sys = |id, name: &str, nr| TraceProbe::syscall(id, name, nr, Default::default());
+        let mut counted = probe(3, super::super::sessions::LEAN_REQUEST, None);
+        counted.capture.entry_only = true;
+        let probes = [
+            sys(0, "read", 0),
+            sys(1, "poll", 7),
+            sys(2, "writev", 20),
+            counted,
+        ];
+        let rule = AlertRule {
+            workers: 1,
+            after_ns: 1_000,
+        };
+        let mut v = LiveView::new(&probes, rule, 0);
+        let (slow, fast) = (1 << 47 | 0x100, 1 << 47 | 0x200);
+        let attacker: SocketAddr = "198.18.0.6:1000".parse().unwrap();
+        let legit: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+        for (conn, addr) in [(slow, attacker), (fast, legit)] {
+            v.push(&Event {
+                tgid: 1,
+                tid: 10,
+                ts_ns: 5,
+                probe_id: 0,
+                kind: EventKind::Client as u32,
+                args: Event::client_args(conn, addr),
+            });
+        }
+        // The slow client trickles header lines: read, poll, read, poll...
+        for (kind, ts, probe) in [
+            (EventKind::Entry, 11, 0),
+            (EventKind::Exit, 12, 0),
+            (EventKind::Entry, 13, 1),
+            (EventKind::Exit, 3_000, 1),
+            (EventKind::Entry, 3_001, 0),
+            (EventKind::Exit, 3_002, 0),
+            (EventKind::Entry, 3_003, 1),
+        ] {
+            // A poll's third slot: the events it waits for (POLLIN).
+            v.push(&ev(11, ts, probe, kind, [9, slow, 1]));
+        }
+        // A request served: read, counted, written; then the EAGAIN read.
+        for (kind, ts, probe) in [
+            (EventKind::Entry, 20, 0),
+            (EventKind::Exit, 21, 0),
+            (EventKind::Entry, 22, 3),
+            (EventKind::Entry, 23, 2),
+            (EventKind::Exit, 24, 2),
+            (EventKind::Entry, 25, 0),
+            (EventKind::Exit, 26, 0),
+        ] {
+            v.push(&ev(12, ts, probe, kind, [8, fast, 0]));
+        }
+        let i = v.snapshot(5_000);
+        assert_eq!(i.requests_per_s, 1.0 / 5e-6);
+        assert_eq!(i.reading_now, 1, "the served worker is in no call now");
+        assert_eq!(i.workers.len(), 1);
+        assert_eq!(
+            (
+                i.workers[0].tid,
+                i.workers[0].function.as_str(),
+                i.workers[0].for_ns
+            ),
+            (11, "poll", 5_000 - 3_003)
+        );
+        assert_eq!(
+            i.alerts.len(),
+            1,
+            "reading since 11, not since the last poll"
+        );
+        assert_eq!(i.alerts[0].clients, ["198.18.0.6"]);
+        assert!(
+            i.alerts[0].message.contains("read or poll"),
+            "{}",
+            i.alerts[0].message
+        );
+    }
 
     #[test]
     fn intervals_count_entries_and_the_alert_names_the_clients_holding_reads() {

@@ -102,6 +102,9 @@ pub struct Session {
     pub worker_ns: u64,
     /// Its calls still open when capture ended.
     pub in_flight: u64,
+    /// Lean traces: a worker was already waiting on it when capture began
+    /// (its wait counts from then: a lower bound).
+    pub held_at_attach: bool,
     /// Start times of its requests' reads.
     #[serde(skip)]
     pub request_starts: Vec<u64>,
@@ -131,18 +134,45 @@ pub(crate) enum Role {
         stream: Option<usize>,
     },
     /// A system call on a connection's socket (lean capture): entry slot
-    /// 1 holds the connection id. `reading`: it waits for the client
-    /// (`read`, `poll`...); `closing`: `close`.
+    /// 1 holds the connection id. `reading`: it may wait for the client
+    /// (`read`, `poll`...: see [`Role::waits_to_read`]); `poll`: its
+    /// events say which way; `closing`: `close`.
     Socket {
         reading: bool,
+        poll: bool,
         closing: bool,
     },
 }
 
+/// `POLLIN`: a poll that waits for the client's bytes (its events are in
+/// entry slot 2; a poll for `POLLOUT` alone waits to send).
+const POLLIN: u64 = 1;
+
+impl Role {
+    /// The role of a lean trace's system call `function`.
+    pub(crate) fn of_syscall(function: &str) -> Self {
+        Role::Socket {
+            reading: SOCKET_READS.contains(&function),
+            poll: function.ends_with("poll"),
+            closing: function == "close",
+        }
+    }
+
+    /// Whether a call in this role with these entry slots waits to read
+    /// from the client: a read, or a poll for input (a wait seeded at
+    /// attach, `HELD_AT_ATTACH` in slot 2, is one).
+    pub(crate) fn waits_to_read(self, args: &[u64; 3]) -> bool {
+        match self {
+            Role::Socket { reading, poll, .. } => reading && (!poll || args[2] & POLLIN != 0),
+            _ => false,
+        }
+    }
+}
+
 /// Lean capture's system calls that wait for the client.
-const SOCKET_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "poll", "ppoll"];
+pub(super) const SOCKET_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "poll", "ppoll"];
 /// The call that counts requests in a lean trace.
-const LEAN_REQUEST: &str = "ap_process_request_internal";
+pub(super) const LEAN_REQUEST: &str = "ap_process_request_internal";
 
 /// The slot of a probe's field read when it reads `what`.
 fn slot_reading(p: &TraceProbe, what: FieldRead) -> Option<usize> {
@@ -221,10 +251,7 @@ impl SessionTracker {
                 then: Some(CONN_MASTER_OFF),
             };
             let role = if p.is_syscall() {
-                Role::Socket {
-                    reading: SOCKET_READS.contains(&f),
-                    closing: f == "close",
-                }
+                Role::of_syscall(f)
             } else if f == READ {
                 Role::Read
             } else if CONNECTION.contains(&f) {
@@ -377,6 +404,7 @@ impl SessionTracker {
                     backend_ns: 0,
                     worker_ns: 0,
                     in_flight: 0,
+                    held_at_attach: false,
                     request_starts: Vec::new(),
                     windows: Vec::new(),
                     end_ns: c.end_ns,
@@ -414,7 +442,10 @@ impl SessionTracker {
                 }
             }
             Role::Connection { .. } | Role::Socket { .. } if closing => ends = c.returned,
-            Role::Socket { reading: true, .. } => s.read_ns += c.duration_ns(),
+            Role::Socket { .. } if role.waits_to_read(&c.args) => {
+                s.read_ns += c.duration_ns();
+                s.held_at_attach |= c.args[2] == flowdar_common::HELD_AT_ATTACH;
+            }
             Role::Request { .. } if lean_request => {
                 s.requests += 1;
                 s.reads += 1;
@@ -528,6 +559,59 @@ mod tests {
             children_ns: 0,
             backend_ns: 0,
         }
+    }
+
+    #[test]
+    fn a_lean_trace_makes_sessions_of_sockets_and_gives_requests_to_the_last_read() {
+        let sys = |id, name: &str, nr| TraceProbe::syscall(id, name, nr, Default::default());
+        let mut counted = probe(4, LEAN_REQUEST, None);
+        counted.capture.entry_only = true;
+        let probes = [
+            sys(0, "read", 0),
+            sys(1, "poll", 7),
+            sys(2, "writev", 20),
+            sys(3, "close", 3),
+            counted,
+        ];
+        let mut t = SessionTracker::new(&probes);
+        assert!(t.can_track());
+        let (a, b) = (1 << 47 | 0x100, 1 << 47 | 0x200);
+        let sock = |probe, tid, start, end, conn, third| Call {
+            args: [9, conn, third],
+            ..call(probe, tid, start, end, 9, Some(0))
+        };
+        // Connection a: two keep-alive requests on two threads, a write
+        // that waited in poll for POLLOUT (not reading), then the close.
+        // Connection b: a worker still polling for its headers at the end.
+        for c in [
+            sock(0, 1, 10, 12, a, 8000),
+            call(4, 1, 13, 13, 0x77, None),
+            sock(1, 1, 14, 20, a, 4),
+            sock(2, 1, 21, 22, a, 200),
+            sock(0, 2, 30, 31, a, 8000),
+            call(4, 2, 32, 32, 0x78, None),
+            sock(0, 3, 35, 36, b, 8000),
+            sock(2, 2, 33, 34, a, 200),
+            sock(3, 2, 40, 41, a, 0),
+        ] {
+            t.add(&Call {
+                returned: true,
+                ..c
+            });
+        }
+        t.add(&Call {
+            returned: false,
+            ret: None,
+            ..sock(1, 3, 37, 100, b, 1)
+        });
+        let sessions = t.finish(&ClientBook::default());
+        let by_conn = |conn| sessions.iter().find(|s| s.connection == conn).unwrap();
+        let (sa, sb) = (by_conn(a), by_conn(b));
+        assert_eq!((sa.requests, sa.closed, sa.read_ns), (2, true, 2 + 1));
+        assert_eq!(sa.threads, [1, 2]);
+        assert_eq!(sa.protocol, Some("http/1.1"));
+        assert_eq!((sb.requests, sb.closed, sb.in_flight), (0, false, 1));
+        assert_eq!(sb.read_ns, 1 + 63, "the read and the poll for input so far");
     }
 
     #[test]

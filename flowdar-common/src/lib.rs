@@ -99,6 +99,26 @@ impl Event {
         Some(ev)
     }
 
+    /// The arguments of a client event for connection `conn` (below bit
+    /// 48) and client `addr`: what the kernel programs write, for events
+    /// user space makes (connections open before capture).
+    pub fn client_args(conn: u64, addr: core::net::SocketAddr) -> [u64; MAX_ARGS] {
+        let bytes = match addr.ip() {
+            core::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            core::net::IpAddr::V6(v6) => v6.octets(),
+        };
+        let half = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(b);
+            u64::from_ne_bytes(w)
+        };
+        [
+            u64::from(addr.port()) << 48 | (conn & ((1 << 48) - 1)),
+            half(&bytes[..8]),
+            half(&bytes[8..]),
+        ]
+    }
+
     /// A client event's connection (`conn_rec *`) and client address.
     pub fn client(&self) -> Option<(u64, core::net::SocketAddr)> {
         if self.kind != EventKind::Client as u32 {
@@ -328,6 +348,15 @@ pub const SYSCALLS_ALL: u32 = 2;
 pub const SYSCALLS_EXITS: u32 = 1;
 /// ...nothing (before attach, and once the return side is gone too).
 pub const SYSCALLS_OFF: u32 = 0;
+
+/// Connection ids user space gives the sockets a server had open when
+/// capture began (seeded at attach): [`SOCKET_CONN_BIT`] and this bit, so
+/// they never meet the kernel's (a counter shifted by 8, far below it).
+pub const SEEDED_CONN_BIT: u64 = 1 << 46;
+/// In a syscall entry's third slot: the call was already in progress when
+/// capture began (written by user space at attach from /proc); its
+/// duration counts from then, a lower bound.
+pub const HELD_AT_ATTACH: u64 = u64::MAX;
 
 /// Syscall numbers the `SYSCALL_PROBES` array covers.
 pub const MAX_SYSCALL_NR: u32 = 512;

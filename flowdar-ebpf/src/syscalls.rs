@@ -7,7 +7,8 @@
 //! address goes out as a client event, keyed by a connection id the kernel
 //! makes) or when user space seeds it at attach; calls on other fds (files,
 //! pipes, the listener) are not sent. Entry slots: fd, connection id, the
-//! third argument (a byte count); exit slot 0: the return value.
+//! third argument (a byte count; for `poll`, the events waited for); exit
+//! slot 0: the return value.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_probe_read_user},
     macros::{map, tracepoint},
@@ -73,7 +74,7 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
         // tracepoint's record (flowdar_common::SYSCALL_ARGS_OFF).
         unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8 * n) }.unwrap_or(0)
     };
-    let fd = match role {
+    let (fd, third) = match role {
         r if r == SyscallRole::Accept as u32 => {
             let _ = ACCEPTING.insert(pid_tgid as u32, arg(1), 0);
             return 0;
@@ -82,13 +83,15 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
             if arg(1) != 1 {
                 return 0;
             }
+            // The one `struct pollfd`: fd, then the events it waits for
+            // (POLLIN: the client's bytes; POLLOUT: room to send to it).
             // SAFETY: a user pointer; the helper faults safely.
-            match unsafe { bpf_probe_read_user(arg(0) as *const i32) } {
-                Ok(fd) => fd as u32 as u64,
+            match unsafe { bpf_probe_read_user(arg(0) as *const u64) } {
+                Ok(pfd) => (pfd & 0xffff_ffff, (pfd >> 32) & 0xffff),
                 Err(_) => return 0,
             }
         }
-        _ => arg(0) & 0xffff_ffff,
+        _ => (arg(0) & 0xffff_ffff, arg(2)),
     };
     let key = tgid << 32 | fd;
     // SAFETY: read-only copy of the value.
@@ -98,7 +101,7 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
     if role == SyscallRole::Close as u32 {
         let _ = CONN_FDS.remove(key);
     }
-    if emit(pid_tgid, probe_id, EventKind::Entry, [fd, conn, arg(2)]) {
+    if emit(pid_tgid, probe_id, EventKind::Entry, [fd, conn, third]) {
         let _ = IN_SYSCALL.insert(pid_tgid as u32, probe_id, 0);
     }
     0

@@ -62,6 +62,10 @@ pub struct Capture {
     /// The connection's client, from an Apache `conn_rec *` argument.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<ClientRead>,
+    /// No return probe: each call is its entry alone, of no length (one
+    /// trap a call instead of two; `ret`, `deref` and durations are lost).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entry_only: bool,
 }
 
 /// How a function's return value says it failed.
@@ -95,6 +99,7 @@ impl Default for Capture {
             read: None,
             errors: None,
             client: None,
+            entry_only: false,
         }
     }
 }
@@ -146,6 +151,11 @@ impl Capture {
                     )
                 }
             }
+        }
+        if self.entry_only && !self.deref.is_empty() {
+            return Err(
+                "entry_only: out-parameters are read at the return, which is not probed".into(),
+            );
         }
         if let Some(r) = &self.read {
             if r.arg > MAX_ARG_INDEX {
@@ -219,6 +229,7 @@ mod tests {
             }),
             errors: None,
             client: None,
+            entry_only: false,
         };
         c.check().unwrap();
         let k = c.to_kernel();

@@ -351,6 +351,7 @@ fn header_shape_is_format_version_2() {
             arg: Some(0),
             read: false,
         }),
+        entry_only: false,
     };
     h.probes[0].optional = true;
     h.probes[0].source = Some("x.c:1".into());

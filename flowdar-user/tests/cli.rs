@@ -169,7 +169,7 @@ fn malformed_probe_file_names_line_and_column() {
     ]);
     assert!(
         err.contains(
-            "p.toml:4:1: unknown field `function`, expected one of `set`, `target`, `functions`, `exclude`, `args`, `ret`, `errors`, `capture`"
+            "p.toml:4:1: unknown field `function`, expected one of `set`, `target`, `functions`, `exclude`, `args`, `ret`, `entry_only`, `errors`, `capture`"
         ),
         "{err}"
     );

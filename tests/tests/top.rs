@@ -290,3 +290,85 @@ fn top_started_during_an_attack_sees_the_workers_it_already_holds() {
     assert_eq!(alert["clients"], serde_json::json!([attacker]), "{alert}");
     assert!(alert["workers"].as_u64().unwrap() >= 20, "{alert}");
 }
+
+/// `top` with no probes chosen watches `apache:lean`: attached during an
+/// attack, it writes the workers already held into the trace at attach
+/// (their waits in poll or read on the attacker's sockets, from /proc),
+/// shows them from the first interval, and raises the alert naming the
+/// attacker; `clients` on the trace counts them as held since the attach.
+#[test]
+fn top_by_default_is_lean_and_sees_the_workers_held_before_it_attached() {
+    require_root();
+    let lab = Lab::create().expect("lab hosts");
+    let apache = ThrowawayApache::start(&ApacheOptions {
+        listen: vec![lab.server.into()],
+        ..Default::default()
+    })
+    .expect("start apache");
+    let mut attack = slowloris(&lab, apache.port(), 50);
+    std::thread::sleep(Duration::from_secs(4));
+    let trace = TraceFile::new();
+    let mut cmd = Command::new(flowdar_bin());
+    cmd.args(["top", "--pid", &apache.pid().to_string(), "--json"])
+        .args(["--alert-workers", "20", "--alert-after", "2s"])
+        .args(["--duration", "5s", "-o", trace.to_str().unwrap()]);
+    let top = Background::start(cmd, "\"functions\"", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while top.stdout().lines().count() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, out, err) = top.stop(libc::SIGINT);
+    let _ = attack.kill();
+    let _ = attack.wait();
+    assert_eq!(code, Some(0), "top failed:\n{err}");
+    let t = Trace::read(&trace);
+    assert!(
+        t.header.probes.iter().any(|p| p.is_syscall()) && t.header.probes.len() == 10,
+        "the default is apache:lean: {:?}",
+        t.header
+            .probes
+            .iter()
+            .map(|p| &p.function)
+            .collect::<Vec<_>>()
+    );
+    let intervals: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let attacker = lab.attacker.addr.to_string();
+    let first = &intervals[0];
+    let on_attacker = first["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| {
+            w["client"]
+                .as_str()
+                .and_then(|c| c.parse::<std::net::SocketAddr>().ok())
+                .is_some_and(|c| c.ip().to_string() == attacker)
+        })
+        .count();
+    assert!(
+        on_attacker >= 20,
+        "{on_attacker} workers on the attacker's connections: {first}"
+    );
+    let alert = intervals
+        .iter()
+        .flat_map(|i| i["alerts"].as_array().unwrap().iter())
+        .next()
+        .unwrap_or_else(|| panic!("no slow-http alert:\n{out}\n{err}"));
+    assert_eq!(alert["clients"], serde_json::json!([attacker]), "{alert}");
+    assert!(alert["workers"].as_u64().unwrap() >= 20, "{alert}");
+
+    let rows = flowdar_json(&["clients", "--json", trace.to_str().unwrap()]);
+    let them = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == attacker.as_str())
+        .unwrap_or_else(|| panic!("no row for the attacker: {rows}"));
+    let held = them["held_at_attach"].as_u64().unwrap();
+    assert!(held >= 20, "held since the attach: {them}");
+    assert!(them["in_flight"].as_u64().unwrap() >= held, "{them}");
+    assert_eq!(left_behind(), Vec::<String>::new());
+}

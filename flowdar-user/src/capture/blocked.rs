@@ -73,7 +73,7 @@ pub fn blocked_on_sockets(root: u32) -> Vec<BlockedThread> {
 
 /// The descriptor a thread waits on, from its /proc/PID/task/TID/syscall
 /// line ("nr arg0 arg1 ..." in hex), and whether it waits to read.
-fn waiting_fd(pid: u32, line: &str) -> Option<(i32, bool)> {
+pub(super) fn waiting_fd(pid: u32, line: &str) -> Option<(i32, bool)> {
     let mut f = line.split_whitespace();
     let nr: u64 = f.next()?.parse().ok()?;
     let arg0 = u64::from_str_radix(f.next()?.trim_start_matches("0x"), 16).ok()?;
@@ -93,7 +93,7 @@ fn waiting_fd(pid: u32, line: &str) -> Option<(i32, bool)> {
     }
 }
 
-fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
+pub(super) fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     link.to_str()?
         .strip_prefix("socket:[")?
@@ -105,25 +105,44 @@ fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
 /// (inode, peer) of the established TCP sockets in `pid`'s network
 /// namespace.
 fn tcp_peers(pid: u32) -> Vec<(u64, SocketAddr)> {
+    tcp_sockets(pid)
+        .into_iter()
+        .filter(|s| s.established)
+        .map(|s| (s.inode, s.peer))
+        .collect()
+}
+
+/// One TCP socket of /proc/PID/net/tcp{,6}.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TcpSocket {
+    pub inode: u64,
+    pub local_port: u16,
+    pub peer: SocketAddr,
+    /// State 01; else listening (0A), the only other state kept.
+    pub established: bool,
+}
+
+/// The established and listening TCP sockets in `pid`'s network namespace.
+pub(super) fn tcp_sockets(pid: u32) -> Vec<TcpSocket> {
     ["tcp", "tcp6"]
         .iter()
         .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
         .flat_map(|text| {
             text.lines()
                 .skip(1)
-                .filter_map(parse_tcp_line)
+                .filter_map(parse_tcp_socket)
                 .collect::<Vec<_>>()
         })
         .collect()
 }
 
-/// One line of /proc/net/tcp{,6}: the peer and inode of an established
-/// socket (state 01).
-fn parse_tcp_line(line: &str) -> Option<(u64, SocketAddr)> {
+/// One line of /proc/net/tcp{,6}, if established (01) or listening (0A).
+fn parse_tcp_socket(line: &str) -> Option<TcpSocket> {
     let f: Vec<&str> = line.split_whitespace().collect();
-    if f.len() < 10 || f[3] != "01" {
+    if f.len() < 10 || (f[3] != "01" && f[3] != "0A") {
         return None;
     }
+    let (_, local_port) = f[1].split_once(':')?;
     let (ip, port) = f[2].split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match ip.len() {
@@ -140,12 +159,24 @@ fn parse_tcp_line(line: &str) -> Option<(u64, SocketAddr)> {
         }
         _ => return None,
     };
-    Some((f[9].parse().ok()?, SocketAddr::new(ip, port)))
+    Some(TcpSocket {
+        inode: f[9].parse().ok()?,
+        local_port: u16::from_str_radix(local_port, 16).ok()?,
+        peer: SocketAddr::new(ip, port),
+        established: f[3] == "01",
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The peer and inode of an established socket (state 01).
+    fn parse_tcp_line(line: &str) -> Option<(u64, SocketAddr)> {
+        parse_tcp_socket(line)
+            .filter(|s| s.established)
+            .map(|s| (s.inode, s.peer))
+    }
 
     #[test]
     fn tcp_lines_give_established_peers() {
@@ -156,6 +187,11 @@ mod tests {
         );
         let listen = v4.replace(" 01 ", " 0A ");
         assert_eq!(parse_tcp_line(&listen), None);
+        let l = parse_tcp_socket(&listen).unwrap();
+        assert_eq!(
+            (l.established, l.local_port, l.inode),
+            (false, 8080, 912345)
+        );
         let v6 = "   0: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:C350 01 00000000:00000000 00:00000000 00000000    33        0 777 1 0000000000000000 20 4 30 10 -1";
         assert_eq!(
             parse_tcp_line(v6),

@@ -12,6 +12,7 @@ mod loader;
 mod overhead;
 mod privileges;
 mod proctree;
+mod seed;
 mod shadow;
 mod sys;
 mod syscalls;
@@ -219,6 +220,13 @@ pub struct RecordSummary {
     /// Calls still open at the end whose entries the kernel held back
     /// (minimum duration), written to the trace at the end.
     pub held_open: u64,
+    /// Lean capture: connections open at attach (seeded from /proc), and
+    /// workers already waiting on them, in the trace since the attach.
+    pub seeded_connections: usize,
+    pub held_at_attach: usize,
+    /// From the tracer's launch to its probes attached and the trace
+    /// seeded (10 ms resolution), when /proc tells.
+    pub launch_to_attached: Option<Duration>,
     /// What the probes are estimated to have cost the server, or why a
     /// probed call's cost could not be measured (the trace is complete
     /// all the same; its footer then has no estimate).
@@ -244,7 +252,7 @@ pub struct Recording {
     late_tx: mpsc::SyncSender<Vec<Event>>,
     /// One probed call's measured cost (or why not), and the server's CPU
     /// time at start.
-    ns_per_call: Result<u64, Arc<CaptureError>>,
+    ns_per_call: std::thread::JoinHandle<Result<u64, Arc<CaptureError>>>,
     cpu_at_start: u64,
     filter_full: aya::maps::Array<MapData, u64>,
     stop: Arc<AtomicBool>,
@@ -255,6 +263,11 @@ pub struct Recording {
     started_mono: u64,
     /// Keeps kernel BPF statistics on while held.
     stats: Option<std::os::fd::OwnedFd>,
+    /// Lean capture: connections open at attach, and calls already
+    /// waiting on them (written to the trace as in flight since then).
+    seeded_connections: usize,
+    held_at_attach: usize,
+    launch_to_attached: Option<Duration>,
 }
 
 impl Recording {
@@ -278,9 +291,6 @@ impl Recording {
         if !proctree::is_alive(opts.pid) {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
-        // Measured before our probes go in, so the server's don't count.
-        // A failed measurement costs the recording its estimate only.
-        let ns_per_call = overhead::ns_per_call(mechanism).map_err(Arc::new);
         let started_mono = monotonic_ns();
         let mut header = TraceHeader {
             tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -318,6 +328,33 @@ impl Recording {
             &opts.plan,
         )?;
         header.attached_monotonic_ns = monotonic_ns();
+        // Measured once the server is being recorded, on a thread of its
+        // own, so that it never delays the attach (a probe on Flowdar's
+        // own function, in that thread's CPU time: the server's probes do
+        // not count in it). A failed measurement costs the recording its
+        // estimate only.
+        let ns_per_call = std::thread::Builder::new()
+            .name("flowdar-calibrate".into())
+            .spawn(move || overhead::ns_per_call(mechanism).map_err(Arc::new))
+            .map_err(|source| CaptureError::Spawn {
+                thread: "calibration",
+                source,
+            })?;
+        // Lean capture: the connections already open and the workers
+        // already waiting on them, into the kernel's maps and the trace.
+        let seeded = seed::seed(
+            &mut attached.ebpf,
+            opts.pid,
+            &opts.probes,
+            header.attached_monotonic_ns,
+        );
+        let seeded = match seeded {
+            Ok(s) => s,
+            Err(e) => {
+                attached.detach();
+                return Err(e);
+            }
+        };
         let mut writer = TraceWriter::create(&opts.output, &header, opts.force)?;
 
         let ebpf = &mut attached.ebpf;
@@ -346,6 +383,13 @@ impl Recording {
         let capacity = (opts.buffer_bytes / (BATCH_EVENTS * flowdar_common::EVENT_SIZE)).max(2);
         let (tx, rx) = mpsc::sync_channel::<Vec<Event>>(capacity);
         let late_tx = tx.clone();
+        let (seeded_connections, held_at_attach) = (seeded.connections, seeded.held);
+        let launch_to_attached = since_launch();
+        if !seeded.events.is_empty() {
+            // First in the file: stamped at attach, before every event of
+            // the threads they name.
+            let _ = tx.send(seeded.events);
+        }
         let flush_after = if tap.is_some() {
             drain::LIVE_FLUSH_AFTER
         } else {
@@ -396,6 +440,9 @@ impl Recording {
             opts,
             started_mono,
             stats,
+            seeded_connections,
+            held_at_attach,
+            launch_to_attached,
         })
     }
 
@@ -447,6 +494,9 @@ impl Recording {
             opts,
             started_mono,
             stats,
+            seeded_connections,
+            held_at_attach,
+            launch_to_attached,
         } = self;
         let program_times = if stats.is_some() {
             introspect::program_run_times()
@@ -496,6 +546,9 @@ impl Recording {
             short_calls: per_probe(&short),
         });
         let (calls, syscalls) = probed_calls(&opts.probes, &counts, min_duration.as_ref());
+        let ns_per_call = ns_per_call
+            .join()
+            .map_err(|_| CaptureError::ThreadPanicked("calibration"))?;
         let overhead = ns_per_call.map(|ns_per_call| OverheadEstimate {
             calls,
             ns_per_call,
@@ -540,8 +593,35 @@ impl Recording {
             min_duration,
             held_open,
             overhead,
+            seeded_connections,
+            held_at_attach,
+            launch_to_attached,
         })
     }
+}
+
+/// How long this process has run: /proc/self/stat's start time (in clock
+/// ticks since boot) against /proc/uptime.
+fn since_launch() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name's closing parenthesis; start time is
+    // field 22 of the whole line, the 20th after it.
+    let start: u64 = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| Duration::from_secs_f64((uptime - start as f64 / ticks as f64).max(0.0)))
 }
 
 /// Calls that hit both uprobes: those recorded (the more of entries and

@@ -58,6 +58,18 @@ pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
                 ""
             }
         );
+        let held: u64 = rows.iter().map(|r| r.held_at_attach).sum();
+        if held > 0 {
+            let by: Vec<String> = rows
+                .iter()
+                .filter(|r| r.held_at_attach > 0)
+                .map(|r| format!("{} {}", r.address, r.held_at_attach))
+                .collect();
+            println!(
+                "{held} connections already had a worker waiting on them when capture began ({}): their reading time counts from the attach, a lower bound.",
+                by.join(", ")
+            );
+        }
     }
     super::report_warnings(&args.trace, &scanned);
     Ok(())

@@ -133,7 +133,9 @@ pub fn describe(c: &Capture) -> String {
         1 => "arg0".to_string(),
         n => format!("args 0..{}", n - 1),
     });
-    if c.ret {
+    if c.entry_only {
+        parts.push("entry only (no return probe)".into());
+    } else if c.ret {
         parts.push("ret".into());
     }
     for d in &c.deref {

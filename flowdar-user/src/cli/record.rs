@@ -108,6 +108,18 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     {
         eprintln!("Target {target} is {} (it {why}).", path.display());
     }
+    if args.min_duration.is_some() {
+        if let Some(p) = probes
+            .iter()
+            .find(|p| p.capture.entry_only || p.is_syscall())
+        {
+            bail!(
+                "--min-duration keeps calls by their length, and {} has none the kernel can hold back ({}); leave it out, or choose sets without it",
+                p.function,
+                if p.is_syscall() { "a system call" } else { "an entry-only probe" }
+            );
+        }
+    }
     let mut opts = RecordOptions {
         pid: args.pid,
         probes,
@@ -382,12 +394,22 @@ pub(super) fn print_summary(s: &RecordSummary) {
         },
     );
     println!(
-        "Probes attached in {} ({}), detached in {}; {} processes traced at start.",
+        "Probes attached in {} ({}{}), detached in {}; {} processes traced at start.",
         format::duration(s.attach_time),
         attach_mode_label(s.mechanism),
+        s.launch_to_attached.map_or(String::new(), |d| format!(
+            "; {} from launch to attached",
+            format::duration(d)
+        )),
         format::duration(s.detach_time),
         s.processes_at_start
     );
+    if s.seeded_connections > 0 {
+        println!(
+            "Open at attach: {} client connections (from /proc), {} workers already waiting on them; in the trace as calls in flight since the attach (their durations count from then).",
+            s.seeded_connections, s.held_at_attach
+        );
+    }
     match &s.overhead {
         Ok(o) => println!("{}", overhead_line(o)),
         Err(e) => println!(

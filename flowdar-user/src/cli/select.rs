@@ -9,8 +9,9 @@ use crate::probes::{profile_requests, ProbeFile, ProbeRequest};
 
 #[derive(Debug, Args, Default, Clone)]
 pub struct ProbeSelection {
-    /// Built-in profile as NAME:SET[,SET...]: apache:connection, apache:request,
-    /// apache:io, apache:handoff, apache:full (repeatable, combinable).
+    /// Built-in profile as NAME:SET[,SET...]: apache:lean, apache:connection,
+    /// apache:request, apache:tls, apache:backend, apache:io, apache:handoff,
+    /// apache:full (repeatable, combinable; `flowdar probes` lists them).
     #[arg(long, value_name = "NAME:SETS")]
     pub profile: Vec<String>,
     /// TOML probe file.
@@ -55,6 +56,19 @@ impl ProbeSelection {
             }
         }
         Ok(())
+    }
+
+    /// Whether nothing was chosen.
+    pub fn is_empty(&self) -> bool {
+        self.profile.is_empty() && self.probes.is_none() && self.probe.is_empty()
+    }
+
+    /// This selection, or `profile` when nothing was chosen.
+    pub fn or_profile(mut self, profile: &str) -> Self {
+        if self.is_empty() {
+            self.profile.push(profile.into());
+        }
+        self
     }
 
     /// The requests of the profiles, then the probe file, then the command line.

@@ -11,6 +11,7 @@
 //! exclude = ["apr_socket_close"]        # names or glob patterns
 //! args = 1                              # leading arguments kept (0..=3, default 3)
 //! ret = true                            # keep the return value (default)
+//! entry_only = false                    # true: no return probe, one trap a call
 //!
 //! [[probe.capture]]                     # per-function overrides
 //! function = "apr_socket_recv"
@@ -99,6 +100,8 @@ pub struct ProbeGroup {
     pub exclude: Vec<String>,
     pub args: Option<Spanned<u8>>,
     pub ret: Option<bool>,
+    /// No return probe (see `Capture::entry_only`).
+    pub entry_only: Option<bool>,
     /// Which return values are failures: "nonzero", "zero" or "negative".
     pub errors: Option<ErrorRule>,
     #[serde(default)]
@@ -112,6 +115,7 @@ pub struct FunctionCapture {
     pub function: String,
     pub args: Option<u8>,
     pub ret: Option<bool>,
+    pub entry_only: Option<bool>,
     #[serde(default)]
     pub deref: Vec<Deref>,
     pub read: Option<FieldRead>,
@@ -256,6 +260,7 @@ impl ProbeGroup {
             args: self.args.as_ref().map_or(d.args, |a| *a.get_ref()),
             ret: self.ret.unwrap_or(d.ret),
             errors: self.errors,
+            entry_only: self.entry_only.unwrap_or(d.entry_only),
             ..d
         }
     }
@@ -269,6 +274,7 @@ impl ProbeGroup {
             read: c.read,
             errors: c.errors.or(base.errors),
             client: c.client,
+            entry_only: c.entry_only.unwrap_or(base.entry_only),
         }
     }
 }

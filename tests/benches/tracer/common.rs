@@ -50,7 +50,11 @@ pub fn parse_summary(out: &str) -> Summary {
             let (a, mode) = a.split_once(" (attach mode: ").unwrap_or((a, ""));
             s.attach = parse_duration(a);
             s.detach = parse_duration(d);
-            s.attach_mode = mode.trim_end_matches(')').to_string();
+            s.attach_mode = mode
+                .split([';', ')'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
         }
         if let Some((n, _)) = line.split_once(" functions matched by patterns could not be probed")
         {

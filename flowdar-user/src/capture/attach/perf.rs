@@ -132,6 +132,14 @@ fn attach_each<L>(
     let mut links = Vec::new();
     let mut skipped = Vec::new();
     for p in probes {
+        if p.capture.entry_only {
+            match link(Side::Entry, p) {
+                Ok(entry) => links.push((Side::Entry, entry)),
+                Err(e) if p.optional => skipped.push((p.function.clone(), error_reason(&e))),
+                Err(e) => return (links, skipped, Err(e)),
+            }
+            continue;
+        }
         let pair = link(Side::Exit, p).and_then(|exit| match link(Side::Entry, p) {
             Ok(entry) => Ok((exit, entry)),
             Err(e) => {

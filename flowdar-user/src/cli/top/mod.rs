@@ -24,14 +24,22 @@ use crate::{
 /// each worker is in now and for how long, calls in flight by age, the
 /// clients holding the workers, and alerts.
 ///
+/// Without --profile, --probes or --probe, it watches `apache:lean`: the
+/// server's socket I/O from the kernel's syscall tracepoints and one
+/// uprobe a request, the cheapest view that still names the clients and
+/// the workers they hold.
+///
 /// The built-in alert is the slow-HTTP pattern: at least --alert-workers
-/// workers blocked reading a request (`ap_read_request`) for longer than
-/// --alert-after, with the client addresses holding them. Client addresses
-/// need the `request` or `connection` profile. Press q (or Ctrl-C) to stop.
+/// workers blocked reading a request (`ap_read_request`, or with `lean` in
+/// read or poll on the client's socket since the request's first read) for
+/// longer than --alert-after, with the client addresses holding them.
+/// Client addresses need the `lean`, `request` or `connection` set. Press q
+/// (or Ctrl-C) to stop.
 /// With -o, the same trace as `flowdar record` is written; the figures shown
 /// are computed from exactly the events written to it.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
+    flowdar top --pid $(cat /run/apache2/apache2.pid)\n  \
     flowdar top --pid $(cat /run/apache2/apache2.pid) --profile apache:request\n  \
     flowdar top --pid 1234 --profile apache:request --json --duration 30s > live.jsonl\n  \
     flowdar top --pid 1234 --profile apache:request --prometheus -o t.flowdar")]
@@ -71,17 +79,21 @@ pub struct TopArgs {
     pub attach: AttachArgs,
 }
 
+/// What `top` watches when nothing is chosen.
+pub const DEFAULT_PROFILE: &str = "apache:lean";
+
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
     if !args.json && !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!("flowdar top draws on a terminal; use --json for a pipe or a file");
     }
-    let requests = args.select.requests()?;
+    let select = args.select.clone().or_profile(DEFAULT_PROFILE);
+    let requests = select.requests()?;
     capture::check_privileges(("top", Some(args.pid), args.attach.plan(false).mode))?;
     capture::kernel_features().check_required()?;
     if !capture::is_alive(args.pid) {
         bail!("no process with PID {}", args.pid);
     }
-    args.select.check_server(args.pid)?;
+    select.check_server(args.pid)?;
     // Without -o the trace goes to a temporary file, removed at the end.
     let scratch = tempfile::Builder::new()
         .prefix("flowdar-top-")

@@ -122,7 +122,14 @@ fn attach_loaded(
         };
         match attach_file(&group, &predicted, &mut link, &mut made) {
             Ok((kept, file_skipped)) => {
-                uprobes += 2 * kept;
+                // An entry-only probe that got this far was kept: its
+                // refusal would have failed the file.
+                let entry_only = group
+                    .iter()
+                    .zip(&predicted)
+                    .filter(|(p, refused)| p.capture.entry_only && !**refused)
+                    .count();
+                uprobes += 2 * kept - entry_only.min(kept);
                 skipped.extend(file_skipped);
             }
             Err(e) => {
@@ -173,16 +180,22 @@ fn attach_file<L>(
         .filter(|(_, r)| **r)
         .map(|(i, _)| (i, LinkError::Predicted))
         .collect();
-    let tried: Vec<usize> = (0..points.len()).filter(|&i| !refused[i]).collect();
+    // Entry-only probes have no return side: the kernel's refusals of
+    // those show at the entry link.
+    let tried: Vec<usize> = (0..points.len())
+        .filter(|&i| !refused[i] && !group[i].capture.entry_only)
+        .collect();
     let tried_points: Vec<(u64, u64)> = tried.iter().map(|&i| points[i]).collect();
-    let returns = link(Side::Exit, &tried_points).map_err(|e| attach_err(group[0], e))?;
-    made.1.extend(returns.links);
-    refusals.extend(
-        returns
-            .refused
-            .into_iter()
-            .map(|(i, e)| (tried[i], LinkError::Kernel(e))),
-    );
+    if !tried_points.is_empty() {
+        let returns = link(Side::Exit, &tried_points).map_err(|e| attach_err(group[0], e))?;
+        made.1.extend(returns.links);
+        refusals.extend(
+            returns
+                .refused
+                .into_iter()
+                .map(|(i, e)| (tried[i], LinkError::Kernel(e))),
+        );
+    }
     let mut skipped = Vec::new();
     for (i, e) in refusals {
         let p = group[i];

@@ -1,0 +1,169 @@
+//! Lean capture at attach: the connections the server already has, and the
+//! workers already waiting on them. The syscall programs only know the
+//! sockets accepted while they run; a worker a Slowloris client has held
+//! since before the recording would stay invisible until its connection
+//! ends. From /proc (nothing of the target is stopped or probed): each
+//! established socket of the server's processes whose local port one of
+//! them listens on becomes a connection the kernel knows (`CONN_FDS`),
+//! with its client event; each thread blocked in a watched `read` or
+//! `poll` on one of them gets an entry event, marked
+//! [`HELD_AT_ATTACH`], and its exit will be recorded (`IN_SYSCALL`).
+use std::collections::{HashMap, HashSet};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData},
+    Ebpf,
+};
+use flowdar_common::{Event, EventKind, HELD_AT_ATTACH, SEEDED_CONN_BIT, SOCKET_CONN_BIT};
+
+use super::{
+    blocked::{socket_inode, tcp_sockets, waiting_fd},
+    proctree, CaptureError,
+};
+use crate::probes::ResolvedProbe;
+
+/// What seeding found.
+#[derive(Debug, Default)]
+pub struct Seeded {
+    /// Client events for the connections, then entries for the held calls,
+    /// all stamped `ts_ns`.
+    pub events: Vec<Event>,
+    pub connections: usize,
+    pub held: usize,
+}
+
+/// Seeds `root`'s tree; `probes` is the whole probe table (its system
+/// calls say which probe ids to use). Nothing when it watches no accept.
+pub(super) fn seed(
+    ebpf: &mut Ebpf,
+    root: u32,
+    probes: &[ResolvedProbe],
+    ts_ns: u64,
+) -> Result<Seeded, CaptureError> {
+    let syscall = |name: &str| probes.iter().find(|p| p.is_syscall() && p.function == name);
+    let Some(accept) = syscall("accept4").or_else(|| syscall("accept")) else {
+        return Ok(Seeded::default());
+    };
+    let by_nr: HashMap<u64, u32> = probes
+        .iter()
+        .filter(|p| p.is_syscall())
+        .map(|p| (p.address, p.id))
+        .collect();
+    let mut out = Seeded::default();
+    let mut next = 0u64;
+    for pid in proctree::descendants(root) {
+        let conns = connections_of(pid);
+        if conns.is_empty() {
+            continue;
+        }
+        let mut by_fd = HashMap::new();
+        {
+            let mut map: BpfHashMap<&mut MapData, u64, u64> = BpfHashMap::try_from(
+                ebpf.map_mut("CONN_FDS")
+                    .ok_or(CaptureError::MissingMap("CONN_FDS"))?,
+            )
+            .map_err(CaptureError::map)?;
+            for (fd, peer) in conns {
+                next += 1;
+                let conn = SOCKET_CONN_BIT | SEEDED_CONN_BIT | next;
+                map.insert(u64::from(pid) << 32 | fd as u64, conn, 0)
+                    .map_err(CaptureError::map)?;
+                by_fd.insert(fd, conn);
+                out.events.push(Event {
+                    tgid: pid,
+                    tid: pid,
+                    ts_ns,
+                    probe_id: accept.id,
+                    kind: EventKind::Client as u32,
+                    args: Event::client_args(conn, peer),
+                });
+                out.connections += 1;
+            }
+        }
+        let mut held: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(
+            ebpf.map_mut("IN_SYSCALL")
+                .ok_or(CaptureError::MissingMap("IN_SYSCALL"))?,
+        )
+        .map_err(CaptureError::map)?;
+        for (tid, nr, fd) in waiting_threads(pid) {
+            let (Some(&conn), Some(&probe_id)) = (by_fd.get(&fd), by_nr.get(&nr)) else {
+                continue;
+            };
+            held.insert(tid, probe_id, 0).map_err(CaptureError::map)?;
+            out.events.push(Event {
+                tgid: pid,
+                tid,
+                ts_ns,
+                probe_id,
+                kind: EventKind::Entry as u32,
+                args: [fd as u64, conn, HELD_AT_ATTACH],
+            });
+            out.held += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// (fd, client) of `pid`'s sockets that clients opened to it: established,
+/// on a port one of its sockets listens on (not the connections it opened
+/// itself, to a backend).
+fn connections_of(pid: u32) -> Vec<(i32, std::net::SocketAddr)> {
+    let sockets = tcp_sockets(pid);
+    let fds: Vec<(i32, u64)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let fd: i32 = e.file_name().to_str()?.parse().ok()?;
+            Some((fd, socket_inode(pid, fd)?))
+        })
+        .collect();
+    let mine: HashSet<u64> = fds.iter().map(|(_, i)| *i).collect();
+    let listening: HashSet<u16> = sockets
+        .iter()
+        .filter(|s| !s.established)
+        .map(|s| s.local_port)
+        .collect();
+    fds.into_iter()
+        .filter_map(|(fd, inode)| {
+            let s = sockets.iter().find(|s| s.inode == inode)?;
+            (s.established && listening.contains(&s.local_port) && mine.contains(&inode))
+                .then_some((fd, s.peer))
+        })
+        .collect()
+}
+
+/// (tid, syscall number, fd) of `pid`'s threads blocked reading a socket.
+fn waiting_threads(pid: u32) -> Vec<(u32, u64, i32)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| {
+            let tid: u32 = task.file_name().to_str()?.parse().ok()?;
+            let line = std::fs::read_to_string(task.path().join("syscall")).ok()?;
+            let nr: u64 = line.split_whitespace().next()?.parse().ok()?;
+            let (fd, reading) = waiting_fd(pid, &line)?;
+            reading.then_some((tid, nr, fd))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_args_read_back_as_written() {
+        for addr in ["198.18.0.6:50000", "[2001:db8::1]:443", "[::1]:8080"] {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            let conn = SOCKET_CONN_BIT | SEEDED_CONN_BIT | 7;
+            let e = Event {
+                kind: EventKind::Client as u32,
+                args: Event::client_args(conn, addr),
+                ..Default::default()
+            };
+            assert_eq!(e.client(), Some((conn, addr)));
+        }
+    }
+}
