@@ -16,6 +16,11 @@ const SAMPLE: usize = 20_000;
 const P_SIGNIFICANT: f64 = 1e-3;
 /// ...and when the mean moved by at least this factor.
 const RATIO_SIGNIFICANT: f64 = 1.5;
+/// A function the base run never called is significant from this many
+/// calls (returned or in flight) in the test run: there is no base sample
+/// for a rank test, and a wait that only the attack brings (a lean trace's
+/// `poll` for a slow client's headers) is the change to rank first.
+pub const NEW_SIGNIFICANT_CALLS: u64 = 10;
 
 /// One function in both runs. Field names are a stable interface
 /// (`flowdar diff --json`).
@@ -220,6 +225,9 @@ pub fn diff(base: &Path, test: &Path) -> Result<Vec<DiffRow>, StoreError> {
                 y.mean_ns as f64 / x.mean_ns as f64
             };
             let moved = ratio >= RATIO_SIGNIFICANT || ratio <= 1.0 / RATIO_SIGNIFICANT;
+            let new = x.calls + x.in_flight == 0
+                && y.calls + y.in_flight >= NEW_SIGNIFICANT_CALLS
+                && y.mean_ns > 0;
             DiffRow {
                 function: name.clone(),
                 object: if y.object.is_empty() {
@@ -240,7 +248,7 @@ pub fn diff(base: &Path, test: &Path) -> Result<Vec<DiffRow>, StoreError> {
                 in_flight: y.in_flight,
                 base_in_flight: x.in_flight,
                 impact_ns_per_s: per_s(y, &t) - per_s(x, &b),
-                significant: p_value < P_SIGNIFICANT && moved,
+                significant: (p_value < P_SIGNIFICANT && moved) || new,
                 base_backend_mean_ns: backend_mean(x),
                 test_backend_mean_ns: backend_mean(y),
             }
@@ -301,6 +309,41 @@ pub fn mann_whitney_p(a: &[u64], b: &[u64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_only_the_test_run_has_is_significant_and_ranks_first() {
+        use flowdar_common::EventKind::{Entry, Exit};
+        let e = |tid, ts, id, k| crate::stats::tests::ev(tid, ts, id, k, [0; 3]);
+        // Base: short reads. Test: the same reads, and 12 long polls.
+        let reads: Vec<_> = (0..50u64)
+            .flat_map(|i| [e(1, 100 * i, 0, Entry), e(1, 100 * i + 2, 0, Exit)])
+            .collect();
+        let mut polls = reads.clone();
+        polls.extend((0..12u64).flat_map(|i| {
+            [
+                e(2 + i as u32, 10_000, 1, Entry),
+                e(2 + i as u32, 1_000_000, 1, Exit),
+            ]
+        }));
+        let (_b, base) = crate::calltree::tests::write(&reads, &["read", "poll"]);
+        let (_t, test) = crate::calltree::tests::write(&polls, &["read", "poll"]);
+        let rows = diff(&base, &test).unwrap();
+        assert_eq!(rows[0].function, "poll");
+        assert!(
+            rows[0].significant && rows[0].ratio.is_infinite(),
+            "{rows:#?}"
+        );
+        // Fewer calls than the bar: not enough to call it a change.
+        let few: Vec<_> = reads
+            .iter()
+            .copied()
+            .chain([e(2, 10_000, 1, Entry), e(2, 1_000_000, 1, Exit)])
+            .collect();
+        let (_f, few) = crate::calltree::tests::write(&few, &["read", "poll"]);
+        let rows = diff(&base, &few).unwrap();
+        let poll = rows.iter().find(|r| r.function == "poll").unwrap();
+        assert!(!poll.significant, "{poll:#?}");
+    }
 
     #[test]
     fn identical_samples_are_not_significant() {

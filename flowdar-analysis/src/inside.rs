@@ -62,6 +62,57 @@ pub fn inside_per_second(trace: &Path, function: &str) -> Result<InsidePerSecond
     })
 }
 
+/// The workers held at each whole second, the way the trace can tell: in
+/// a lean trace its read-waits ([`read_waits_per_second`]), else the calls
+/// of `ap_read_request` in progress.
+pub fn held_per_second(trace: &Path) -> Result<InsidePerSecond, StoreError> {
+    match read_waits_per_second(trace)? {
+        Some(w) => Ok(w),
+        None => inside_per_second(trace, crate::sessions::READ),
+    }
+}
+
+/// What [`read_waits_per_second`] counts, as its `function`.
+pub const READ_WAITS: &str = "read, poll (waiting for a request)";
+
+/// Lean traces: the workers waiting for a client's request at each whole
+/// second ([`crate::ReadWaits`]: from a request's first read-wait through
+/// the header lines a slow client trickles in). `None` for a trace that
+/// watched no system calls.
+pub fn read_waits_per_second(trace: &Path) -> Result<Option<InsidePerSecond>, StoreError> {
+    let header = TraceReader::open(trace)?.header().clone();
+    let Some(waits) = crate::ReadWaits::new(&header.probes) else {
+        return Ok(None);
+    };
+    let s0 = header.start_monotonic_ns;
+    let mut threads: Vec<u64> = Vec::new();
+    let mut count = |start: u64, end: u64| {
+        let first = start.saturating_sub(s0) / SECOND_NS + 1;
+        let last = end.saturating_sub(s0) / SECOND_NS;
+        for k in first..=last {
+            let i = (k - 1) as usize;
+            if threads.len() <= i {
+                threads.resize(i + 1, 0);
+            }
+            threads[i] += 1;
+        }
+    };
+    let waits = std::cell::RefCell::new(waits);
+    let scanned = scan(
+        trace,
+        |_| {},
+        |c| waits.borrow_mut().add(c, |w| count(w.start_ns, w.end_ns)),
+    )?;
+    waits.into_inner().finish(|w| count(w.start_ns, w.end_ns));
+    let seconds = (scanned.duration_ns() / SECOND_NS) as usize;
+    threads.resize(seconds, 0);
+    Ok(Some(InsidePerSecond {
+        function: READ_WAITS.into(),
+        start_unix_ns: header.start_unix_ns,
+        threads,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use flowdar_common::EventKind::*;

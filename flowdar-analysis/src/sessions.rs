@@ -172,7 +172,7 @@ impl Role {
 /// Lean capture's system calls that wait for the client.
 pub(super) const SOCKET_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "poll", "ppoll"];
 /// The call that counts requests in a lean trace.
-pub(super) const LEAN_REQUEST: &str = "ap_process_request_internal";
+pub const LEAN_REQUEST: &str = "ap_process_request_internal";
 
 /// The slot of a probe's field read when it reads `what`.
 fn slot_reading(p: &TraceProbe, what: FieldRead) -> Option<usize> {

@@ -227,8 +227,11 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         first.contains("Observer effect: traced, phase `normal` served"),
         "{first}"
     );
+    // The default is the lean capture (issue #28): the held workers wait
+    // in poll for their request's headers, from its first read.
     assert!(
-        first.contains("workers were held in") && first.contains("`ap_read_request`"),
+        first.contains("workers were held in `read-wait: poll`")
+            && first.contains("the read path, waiting in read or poll for request headers"),
         "{first}"
     );
     // Issue #16: the trace names the clients behind the held workers; all
@@ -250,13 +253,35 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         "most of the 150 workers held: {held}"
     );
     let diff = read_json(&out.join("none/diff.json"));
-    let read = diff
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["function"] == "ap_read_request")
-        .unwrap();
-    assert_eq!(read["in_flight"].as_u64().unwrap(), held, "{read}");
+    let row = |diff: &serde_json::Value, f: &str| {
+        diff.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["function"] == f)
+            .unwrap_or_else(|| panic!("{f} in {diff}"))
+            .clone()
+    };
+    // Every held worker is in a wait of its own, in poll (or, for an
+    // instant, in the read after it); poll, new under attack, ranks first.
+    let (poll, read) = (row(&diff, "poll"), row(&diff, "read"));
+    assert_eq!(
+        poll["in_flight"].as_u64().unwrap() + read["in_flight"].as_u64().unwrap(),
+        held,
+        "{poll} {read}"
+    );
+    assert_eq!(diff[0]["function"], "poll", "{diff}");
+    assert_eq!(diff[0]["significant"], true, "{diff}");
+    // Requests exactly: one counted call each, as many as the client got
+    // answers in the normal phases (no attacker's probes there).
+    for v in ["none", "reqtimeout"] {
+        let d = read_json(&out.join(v).join("diff.json"));
+        let answered: u64 = per_second(&exp, v, "normal").iter().sum();
+        assert_eq!(
+            row(&d, "ap_process_request_internal")["base_calls"].as_u64(),
+            Some(answered),
+            "{v}: requests in the trace against the client's answers"
+        );
+    }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<table>")

@@ -9,7 +9,7 @@ use std::{fmt::Write as _, path::Path};
 use flowdar_trace::{StoreError, TraceReader};
 
 use super::sequence::esc;
-use crate::{inside_per_second, scan};
+use crate::scan;
 
 /// The read path: where a slow-headers attack holds its workers.
 pub const HELD_IN: &str = "ap_read_request";
@@ -40,6 +40,9 @@ pub struct Timeline {
     pub variant: String,
     /// Where the requests series comes from, for the key.
     pub requests_from: String,
+    /// What the held series counts workers in (`ap_read_request`, or a
+    /// lean trace's read-waits), for the key.
+    pub held_in: String,
     pub segments: Vec<Segment>,
 }
 
@@ -49,10 +52,13 @@ pub struct Timeline {
 /// probed. `None` when neither was.
 fn answered_per_second(trace: &Path) -> Result<Option<(String, Vec<u64>)>, StoreError> {
     let header = TraceReader::open(trace)?.header().clone();
-    let Some(function) = ["ap_process_async_request", "ap_process_request"]
-        .into_iter()
-        .find(|f| header.probes.iter().any(|p| p.function == *f))
-    else {
+    let Some(function) = [
+        "ap_process_async_request",
+        "ap_process_request",
+        crate::sessions::LEAN_REQUEST,
+    ]
+    .into_iter()
+    .find(|f| header.probes.iter().any(|p| p.function == *f)) else {
         return Ok(None);
     };
     let ids: Vec<u32> = header
@@ -84,16 +90,18 @@ fn answered_per_second(trace: &Path) -> Result<Option<(String, Vec<u64>)>, Store
 /// The timeline of one trace on its own (`flowdar render --timeline`):
 /// its requests answered a second and its workers in [`HELD_IN`].
 pub fn trace_timeline(trace: &Path, title: &str) -> Result<Timeline, StoreError> {
-    let held = inside_per_second(trace, HELD_IN)?;
+    let held = crate::held_per_second(trace)?;
     let answered = answered_per_second(trace)?;
     let requests_from = answered.as_ref().map_or_else(
         || "requests/s: not in this trace (ap_process_async_request not probed)".to_string(),
         |(f, _)| format!("requests/s answered (trace: {f} returns)"),
     );
+    let held_in = held.function.clone();
     let seconds = held.threads.len();
     Ok(Timeline {
         variant: title.to_string(),
         requests_from,
+        held_in,
         segments: vec![Segment {
             label: title.to_string(),
             client: answered.map(|(_, ok)| Counts {
@@ -167,14 +175,15 @@ pub fn svg(t: &Timeline, sc: Scales) -> String {
     let _ = writeln!(
         o,
         r##"<svg xmlns="http://www.w3.org/2000/svg" data-figure="timeline" data-variant="{v}" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
-<title>Variant {v}: requests/s, failures/s and workers in {HELD_IN}, second by second</title>
+<title>Variant {v}: requests/s, failures/s and workers in {held}, second by second</title>
 <rect width="{W}" height="{H}" fill="#fff"/>
 <text x="{LEFT}" y="16" font-size="14" font-weight="bold">Variant {v}</text>"##,
-        v = esc(&t.variant)
+        v = esc(&t.variant),
+        held = esc(&t.held_in),
     );
     for (chart, max, unit) in [
         (RPS_Y, sc.rps, "requests answered a second".to_string()),
-        (HELD_Y, sc.held, format!("workers inside {HELD_IN}")),
+        (HELD_Y, sc.held, format!("workers in {}", t.held_in)),
     ] {
         let (top, h) = chart;
         let _ = writeln!(
@@ -259,10 +268,11 @@ pub fn svg(t: &Timeline, sc: Scales) -> String {
         o,
         r##"<g font-size="11"><line x1="{LEFT}" y1="{m}" x2="{a}" y2="{m}" stroke="#1f5fbf" stroke-width="2"/><text x="{ta}" y="{ly}">{src}</text>
 <line x1="260" y1="{m}" x2="280" y2="{m}" stroke="#c0392b" stroke-width="2"/><text x="284" y="{ly}">failures/s (right scale)</text>
-<line x1="470" y1="{m}" x2="490" y2="{m}" stroke="#e67e22" stroke-width="2"/><text x="494" y="{ly}">workers in {HELD_IN} at each second (trace)</text></g>
+<line x1="470" y1="{m}" x2="490" y2="{m}" stroke="#e67e22" stroke-width="2"/><text x="494" y="{ly}">workers in {held} at each second (trace)</text></g>
 </svg>"##,
         m = ly - 4.0,
         src = esc(&t.requests_from),
+        held = esc(&t.held_in),
         a = LEFT + 20.0,
         ta = LEFT + 24.0,
     );
@@ -295,6 +305,7 @@ mod tests {
         let t = |v: &str, ok: Vec<u64>, held: Vec<u64>| Timeline {
             variant: v.into(),
             requests_from: "client".into(),
+            held_in: HELD_IN.into(),
             segments: vec![Segment {
                 label: "attack".into(),
                 seconds: ok.len(),
@@ -322,6 +333,7 @@ mod tests {
         let t = Timeline {
             variant: "none".into(),
             requests_from: "client".into(),
+            held_in: HELD_IN.into(),
             segments: vec![
                 Segment {
                     label: "untraced".into(),

@@ -4,11 +4,18 @@
 //! output filters) or a nested one does not count a worker twice.
 use std::{collections::HashMap, path::Path};
 
-use flowdar_analysis::scan;
+use flowdar_analysis::{scan, ReadWait, ReadWaits};
+
+/// In a lean trace, where a worker waits for a request: the name its
+/// stack gets, and the key of the longest such wait that ended in
+/// [`Held::longest_returned_ns`].
+pub const LEAN_READ_WAIT: &str = "read-wait";
+/// `poll`'s events: waiting for input.
+const POLLIN: u64 = 1;
 
 /// Waits that do not hold a worker: the listener polling its sockets, an
 /// idle worker waiting for a connection.
-const IDLE: &[&str] = &["apr_pollset_poll", "apr_poll", "ap_queue_pop_something"];
+pub(crate) const IDLE: &[&str] = &["apr_pollset_poll", "apr_poll", "ap_queue_pop_something"];
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Held {
@@ -32,14 +39,34 @@ pub fn held_workers(trace: &Path) -> Result<Held, flowdar_trace::StoreError> {
     // Per thread: (depth, probe, duration) of its in-flight calls.
     let mut open: HashMap<u32, Vec<(u32, u32, u64)>> = HashMap::new();
     let mut longest: HashMap<u32, u64> = HashMap::new();
+    // Lean traces: the workers' waits for requests, those still going.
+    let header = flowdar_trace::TraceReader::open(trace)?.header().clone();
+    let waits = std::cell::RefCell::new(ReadWaits::new(&header.probes));
+    let mut open_waits: Vec<ReadWait> = Vec::new();
+    let mut longest_wait = 0u64;
+    // Lean: threads whose open `poll` waits to send, not to read.
+    let mut polls_out: Vec<u32> = Vec::new();
     let scanned = scan(
         trace,
         |_| {},
         |c| {
+            if let Some(w) = waits.borrow_mut().as_mut() {
+                w.add(c, |w| {
+                    if !w.open {
+                        longest_wait = longest_wait.max(w.end_ns - w.start_ns);
+                    }
+                });
+            }
             if c.returned {
                 let l = longest.entry(c.probe_id).or_default();
                 *l = (*l).max(c.duration_ns());
             } else {
+                let p = header.probes.get(c.probe_id as usize);
+                if p.is_some_and(|p| p.is_syscall() && p.function.ends_with("poll"))
+                    && c.args[2] & POLLIN == 0
+                {
+                    polls_out.push(c.tid);
+                }
                 open.entry(c.tid)
                     .or_default()
                     .push((c.depth, c.probe_id, c.duration_ns()));
@@ -53,11 +80,35 @@ pub fn held_workers(trace: &Path) -> Result<Held, flowdar_trace::StoreError> {
             .get(id as usize)
             .map_or_else(|| format!("probe {id}"), |p| p.function.clone())
     };
+    if let Some(w) = waits.into_inner() {
+        w.finish(|w| match w.open {
+            true => open_waits.push(w),
+            false => longest_wait = longest_wait.max(w.end_ns - w.start_ns),
+        });
+    }
     let mut stacks: HashMap<Vec<String>, u64> = HashMap::new();
     let mut durations = Vec::new();
-    for calls in open.values_mut() {
+    // A lean trace's held readers: since their request's first read-wait,
+    // named for where they wait (after the request began: its body).
+    for w in &open_waits {
+        open.remove(&w.tid);
+        durations.push(w.end_ns - w.start_ns);
+        let mut stack = Vec::new();
+        if w.after_request {
+            stack.push(flowdar_analysis::LEAN_REQUEST.to_string());
+        }
+        stack.push(format!("{LEAN_READ_WAIT}: {}", name(w.last)));
+        *stacks.entry(stack).or_default() += 1;
+    }
+    for (tid, calls) in open.iter_mut() {
         calls.sort_unstable();
-        let names: Vec<String> = calls.iter().map(|&(_, id, _)| name(id)).collect();
+        let names: Vec<String> = calls
+            .iter()
+            .map(|&(_, id, _)| match polls_out.contains(tid) {
+                true => format!("{}(POLLOUT)", name(id)),
+                false => name(id),
+            })
+            .collect();
         if names.first().is_some_and(|n| IDLE.contains(&n.as_str())) {
             continue;
         }
@@ -75,7 +126,11 @@ pub fn held_workers(trace: &Path) -> Result<Held, flowdar_trace::StoreError> {
         with_stack,
         longest_ns: durations.last().copied().unwrap_or(0),
         median_ns: durations.get(durations.len() / 2).copied().unwrap_or(0),
-        longest_returned_ns: longest.into_iter().map(|(id, d)| (name(id), d)).collect(),
+        longest_returned_ns: longest
+            .into_iter()
+            .map(|(id, d)| (name(id), d))
+            .chain((longest_wait > 0).then(|| (LEAN_READ_WAIT.to_string(), longest_wait)))
+            .collect(),
     })
 }
 

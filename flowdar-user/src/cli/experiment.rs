@@ -37,7 +37,7 @@ use crate::{
 #[command(after_help = "Experiment spec (TOML):\n\
 ```\n\
 version = 1\n\
-profile = [\"apache:request,io\"]\n\
+profile = [\"apache:lean\"]          # the default spec's; apache:request,io for the Apache functions\n\
 probe = [\"apache2:ap_byterange_filter\"]   # optional single functions\n\
 [server]\n\
 mpm = \"event\"        # or: pid = 1234 / command = [...], with url = \"http://127.0.0.1:8080/\"\n\

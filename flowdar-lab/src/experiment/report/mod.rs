@@ -136,8 +136,11 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> Result<Report> {
     let mut figures = std::collections::HashMap::new();
     let _ = writeln!(
         md,
-        "## Second by second\n\nThe client's requests/s (blue) and failures/s (red) through the untraced run and each phase, and the workers inside `{}` at each second of the traced phases (orange, from the trace); every variant on the same scales.\n",
-        render::HELD_IN
+        "## Second by second\n\nThe client's requests/s (blue) and failures/s (red) through the untraced run and each phase, and the workers {} at each second of the traced phases (orange, from the trace); every variant on the same scales.\n",
+        match timelines.first().map(|t| t.held_in.as_str()) {
+            Some(f) if f == render::HELD_IN => format!("inside `{f}`"),
+            _ => "waiting for a request (in `read` or `poll`, from its first read)".to_string(),
+        }
     );
     for t in &timelines {
         let file = format!("{}/timeline.svg", t.variant);

@@ -11,7 +11,18 @@ use crate::experiment::{error::Result, Hosts, Outcome, VariantResult};
 /// What the held workers were doing, from the functions they were in.
 fn doing(stack: &[String]) -> &'static str {
     let has = |f: &str| stack.iter().any(|s| s.split(' ').next() == Some(f));
-    if has("ap_read_request") {
+    // A lean trace names where a worker waits for a request
+    // (`read-wait: poll`), after the request began or before.
+    let lean_wait = stack
+        .iter()
+        .any(|s| s.starts_with(crate::experiment::held::LEAN_READ_WAIT));
+    if lean_wait && has(flowdar_analysis::LEAN_REQUEST) {
+        ": waiting in read or poll for a request body that comes a few bytes at a time"
+    } else if lean_wait {
+        ": the read path, waiting in read or poll for request headers that the attacker sends slowly or never"
+    } else if has("poll(POLLOUT)") || has("writev") || has("write") || has("sendfile") {
+        ": the write path, waiting to send a response to a client that reads it a few bytes at a time"
+    } else if has("ap_read_request") {
         ": the read path, reading request headers that the attacker sends slowly or never"
     } else if has("apr_socket_recv") {
         ": the read path inside the handler, reading a request body that comes a few bytes at a time"
@@ -210,10 +221,17 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held]) -> Result<String> {
                 String::new()
             },
             held_now.workers,
-            h.longest_returned_ns
-                .get("ap_read_request")
-                .map_or(String::new(), |l| format!(
-                    "; the longest `ap_read_request` that returned took {} (without mitigation, workers were held for up to {})",
+            ["ap_read_request", crate::experiment::held::LEAN_READ_WAIT]
+                .iter()
+                .find_map(|f| Some((*f, h.longest_returned_ns.get(*f)?)))
+                .map_or(String::new(), |(f, l)| format!(
+                    "; the longest {} that {} took {} (without mitigation, workers were held for up to {})",
+                    if f == "ap_read_request" {
+                        "`ap_read_request`".to_string()
+                    } else {
+                        "wait for a request (read, poll)".to_string()
+                    },
+                    if f == "ap_read_request" { "returned" } else { "ended" },
                     ns(*l),
                     ns(held_now.longest_ns)
                 ))

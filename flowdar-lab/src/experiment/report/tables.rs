@@ -15,8 +15,9 @@ use crate::{
 
 /// Rows of the diff shown in the reports and on the terminal.
 pub(super) const TOP: usize = 12;
-/// Functions of the main comparison rows: the read path.
-const READ_PATH: &[&str] = &["ap_read_request", "apr_socket_recv"];
+/// Functions of the main comparison rows: the read path (a lean trace's
+/// are its read system calls).
+const READ_PATH: &[&str] = &["ap_read_request", "apr_socket_recv", "poll", "read"];
 
 pub(super) fn client_table(md: &mut String, variants: &[VariantResult]) {
     let _ = writeln!(md, "## Client side (wall time; timeouts count as failures)\n\n`untraced` is the normal load again with nothing attached; `vs untraced` is each traced phase's throughput over it (for the normal phase: the observer effect).\n\n| variant | phase | requests/s | vs first phase | vs untraced | p50 | p99 | requests | connect failures | request failures | attack |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
@@ -114,7 +115,7 @@ pub(super) fn diff_table(md: &mut String, v: &VariantResult, rows: &[DiffRow]) {
     };
     let _ = writeln!(
         md,
-        "\n## Variant `{}`: `flowdar diff {} {}`\n\nRanked by impact: server time per second of capture gained (calls still stuck when capture ended count as lower bounds). `*`: significant (Mann-Whitney p < 0.001 and the mean moved 1.5x).\n\n| | function | calls {b} | calls {t} | mean {b} | mean {t} | ratio | in flight | p-value | impact |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "\n## Variant `{}`: `flowdar diff {} {}`\n\nRanked by impact: server time per second of capture gained (calls still stuck when capture ended count as lower bounds). `*`: significant (Mann-Whitney p < 0.001 and the mean moved 1.5x, or new: not called in the first phase, 10 calls or more in the last).\n\n| | function | calls {b} | calls {t} | mean {b} | mean {t} | ratio | in flight | p-value | impact |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         v.name,
         name(base),
         name(test),

@@ -1,12 +1,13 @@
 //! The report's picture of time: per variant, the client's requests/s and
 //! failures/s second by second through the untraced run and each phase,
-//! and the workers inside `ap_read_request` at each second of the traced
-//! phases, phase boundaries marked. All variants share their y scales, so
+//! and the workers held at each second of the traced phases (inside
+//! `ap_read_request`, or in a lean trace waiting for a request in read or
+//! poll), phase boundaries marked. All variants share their y scales, so
 //! `none` and a mitigation compare by eye; failures (a few a second where
 //! answers are thousands) have their own scale, on the right. Self-contained
 //! SVG.
 use flowdar_analysis::{
-    inside_per_second,
+    held_per_second,
     render::{Counts, Segment, Timeline, HELD_IN},
 };
 
@@ -27,6 +28,7 @@ pub(super) fn timelines(variants: &[VariantResult]) -> Result<Vec<Timeline>> {
     let mut out = Vec::new();
     for v in variants {
         let mut segments = Vec::new();
+        let mut held_in = HELD_IN.to_string();
         if let Some(c) = v.untraced.as_ref().and_then(|u| u.client.as_ref()) {
             segments.push(Segment {
                 label: "untraced".into(),
@@ -37,7 +39,8 @@ pub(super) fn timelines(variants: &[VariantResult]) -> Result<Vec<Timeline>> {
             });
         }
         for p in &v.phases {
-            let held = inside_per_second(&p.trace, HELD_IN)?;
+            let held = held_per_second(&p.trace)?;
+            held_in.clone_from(&held.function);
             let client = p.client.as_ref().map(|c| &c.per_second);
             let offset = client.as_ref().map_or(0.0, |c| {
                 (c.start_unix_ns as f64 - held.start_unix_ns as f64).max(0.0) / 1e9
@@ -56,6 +59,7 @@ pub(super) fn timelines(variants: &[VariantResult]) -> Result<Vec<Timeline>> {
         out.push(Timeline {
             variant: v.name.clone(),
             requests_from: "requests/s answered (client)".into(),
+            held_in,
             segments,
         });
     }

@@ -29,6 +29,26 @@ pub(super) struct Walk {
     tried: BTreeSet<String>,
 }
 
+/// The function with calls in flight at the end of `held` that no other
+/// such function calls: where held workers' stacks begin (the most held
+/// first, then by name).
+fn outermost_held(held: &CallTree) -> Option<String> {
+    let open: Vec<(&String, u64)> = held
+        .open_at_end
+        .iter()
+        .filter(|(f, n)| **n > 0 && !crate::experiment::held::IDLE.contains(&f.as_str()))
+        .map(|(f, n)| (f, *n))
+        .collect();
+    open.iter()
+        .filter(|(f, _)| {
+            !open
+                .iter()
+                .any(|(g, _)| g != f && held.callees(g).iter().any(|(c, _)| c == f))
+        })
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(f, _)| (*f).clone())
+}
+
 impl Walk {
     /// The chain starts at the most affected function of level 0 that got
     /// slower, preferring one the discovery sees calling something.
@@ -42,12 +62,17 @@ impl Walk {
         let held = CallTree::of(&attack_discovery.trace)?;
         let mut shape = tree.clone();
         shape.add_edges(&held);
+        // A lean level 0 ranks system calls and a call of no length, none
+        // of which the tree has callees for: start from the outermost
+        // function the attack held workers in.
         let start = significant
             .iter()
             .find(|r| !shape.callees(&r.function).is_empty())
-            .unwrap_or(&significant[0]);
+            .map(|r| r.function.clone())
+            .or_else(|| outermost_held(&held))
+            .unwrap_or_else(|| significant[0].function.clone());
         Ok(Self {
-            chain: vec![start.function.clone()],
+            chain: vec![start],
             shape,
             tree,
             held,
