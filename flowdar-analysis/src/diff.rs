@@ -225,7 +225,10 @@ pub fn diff(base: &Path, test: &Path) -> Result<Vec<DiffRow>, StoreError> {
                 y.mean_ns as f64 / x.mean_ns as f64
             };
             let moved = ratio >= RATIO_SIGNIFICANT || ratio <= 1.0 / RATIO_SIGNIFICANT;
-            let new = x.calls + x.in_flight == 0
+            // Probed in the base run too: a function only the test run
+            // probed is not new, just unmeasured before.
+            let new = b.samples.contains_key(name.as_str())
+                && x.calls + x.in_flight == 0
                 && y.calls + y.in_flight >= NEW_SIGNIFICANT_CALLS
                 && y.mean_ns > 0;
             DiffRow {

@@ -17,7 +17,9 @@
 //! kernel's syscall tracepoints with an id it made at accept (bit 47 set)
 //! and the peer address it read there. Its reads, polls and writes are
 //! the session's calls; `close` ends it; a request is an
-//! `ap_process_request_internal` call, given to the connection its
+//! `ap_process_async_request` call (once per request read from a client;
+//! subrequests and internal redirects run `ap_process_request_internal`
+//! but not it), given to the connection its
 //! thread last did socket I/O on (it has read the request there). A
 //! lean trace cannot attribute HTTP/2 streams (their workers do no
 //! socket I/O of their own): record `apache:request` for those.
@@ -172,7 +174,7 @@ impl Role {
 /// Lean capture's system calls that wait for the client.
 pub(super) const SOCKET_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "poll", "ppoll"];
 /// The call that counts requests in a lean trace.
-pub const LEAN_REQUEST: &str = "ap_process_request_internal";
+pub const LEAN_REQUEST: &str = "ap_process_async_request";
 
 /// The slot of a probe's field read when it reads `what`.
 fn slot_reading(p: &TraceProbe, what: FieldRead) -> Option<usize> {

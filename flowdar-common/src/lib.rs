@@ -351,7 +351,7 @@ pub const SYSCALLS_OFF: u32 = 0;
 
 /// Connection ids user space gives the sockets a server had open when
 /// capture began (seeded at attach): [`SOCKET_CONN_BIT`] and this bit, so
-/// they never meet the kernel's (a counter shifted by 8, far below it).
+/// they never meet the kernel's (a per-CPU counter shifted by 12 above the CPU number: 2^34 connections a CPU before it gets there).
 pub const SEEDED_CONN_BIT: u64 = 1 << 46;
 /// In a syscall entry's third slot: the call was already in progress when
 /// capture began (written by user space at attach from /proc); its

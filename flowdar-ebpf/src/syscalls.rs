@@ -163,7 +163,7 @@ fn accepted(pid_tgid: u64, probe_id: u32, fd: u64, addr: u64) {
     // that returns a value (BPF_FETCH needs a newer CPU version than the
     // object is built for). Tracepoint programs do not nest on a CPU.
     // SAFETY: plain helper call without arguments.
-    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() }) & 0xff;
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() }) & 0xfff;
     let Some(next) = NEXT_CONN.get_ptr_mut(0) else {
         return;
     };
@@ -172,7 +172,7 @@ fn accepted(pid_tgid: u64, probe_id: u32, fd: u64, addr: u64) {
         *next += 1;
         *next
     };
-    let conn = SOCKET_CONN_BIT | ((n << 8 | cpu) & (SOCKET_CONN_BIT - 1));
+    let conn = SOCKET_CONN_BIT | ((n << 12 | cpu) & (SOCKET_CONN_BIT - 1));
     let _ = CONN_FDS.insert((pid_tgid >> 32) << 32 | fd, conn, 0);
     if addr == 0 {
         return;

@@ -21,7 +21,9 @@ pub fn apache_for(lab: &Lab) -> ThrowawayApache {
         listen: vec![lab.server.into(), "::1".parse().unwrap()],
         // Debian builds mod_log_config into apache2; the path is relative
         // to the server's own directory (its ServerRoot).
-        extra_config: "LogFormat \"%a %{remote}p\" clients\nCustomLog access.log clients\n".into(),
+        // mod_dir: a request for `/` runs a subrequest for its index
+        // (ap_process_request_internal twice, one request to count).
+        extra_config: "LogFormat \"%a %{remote}p\" clients\nCustomLog access.log clients\nLoadModule dir_module /usr/lib/apache2/modules/mod_dir.so\nDirectoryIndex index.html\n".into(),
         ..Default::default()
     };
     ThrowawayApache::start(&opts).expect("start apache")
@@ -104,6 +106,23 @@ fn clients_exact_with(profile: &str) {
         },
     );
     assert_eq!((r.ok, r.errors), (15, 0), "IPv6 requests answered");
+    // Directory requests: each is one request, though Apache looks its
+    // index up with a subrequest.
+    let r = run_load(
+        v6,
+        &LoadPlan {
+            connections: 5,
+            requests_per_connection: 2,
+            concurrency: 1,
+            path: "/".into(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        (r.ok, r.errors),
+        (10, 0),
+        "IPv6 directory requests answered"
+    );
     std::thread::sleep(Duration::from_secs(3));
     // Stop while the attack still holds its workers.
     let (code, out, err) = rec.stop(libc::SIGINT);
@@ -162,7 +181,7 @@ fn clients_exact_with(profile: &str) {
         by_ip("127.0.0.1") >= wrk.requests,
         "wrk's requests are 127.0.0.1's"
     );
-    assert_eq!(by_ip("::1"), 15);
+    assert_eq!(by_ip("::1"), 25);
 
     let rows = flowdar_json(&["clients", path, "--json"]);
     let rows = rows.as_array().unwrap();
@@ -175,8 +194,8 @@ fn clients_exact_with(profile: &str) {
         row("127.0.0.1")["requests"].as_u64(),
         Some(by_ip("127.0.0.1"))
     );
-    assert_eq!(row("::1")["requests"].as_u64(), Some(15));
-    assert_eq!(row("::1")["connections"].as_u64(), Some(5));
+    assert_eq!(row("::1")["requests"].as_u64(), Some(25));
+    assert_eq!(row("::1")["connections"].as_u64(), Some(10));
     let attacker_ip = attacker.to_string();
     let them = row(&attacker_ip);
     assert!(them["connections"].as_u64().unwrap() >= 60, "{them}");

@@ -277,7 +277,7 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         let d = read_json(&out.join(v).join("diff.json"));
         let answered: u64 = per_second(&exp, v, "normal").iter().sum();
         assert_eq!(
-            row(&d, "ap_process_request_internal")["base_calls"].as_u64(),
+            row(&d, flowdar::analysis::LEAN_REQUEST)["base_calls"].as_u64(),
             Some(answered),
             "{v}: requests in the trace against the client's answers"
         );

@@ -52,14 +52,21 @@ pub struct Timeline {
 /// probed. `None` when neither was.
 fn answered_per_second(trace: &Path) -> Result<Option<(String, Vec<u64>)>, StoreError> {
     let header = TraceReader::open(trace)?.header().clone();
-    let Some(function) = [
-        "ap_process_async_request",
-        "ap_process_request",
-        crate::sessions::LEAN_REQUEST,
-    ]
-    .into_iter()
-    .find(|f| header.probes.iter().any(|p| p.function == *f)) else {
+    let Some(function) = ["ap_process_async_request", "ap_process_request"]
+        .into_iter()
+        .find(|f| header.probes.iter().any(|p| p.function == *f))
+    else {
         return Ok(None);
+    };
+    // Entry only (the lean set): a call is its start, counted when it began.
+    let what = if header
+        .probes
+        .iter()
+        .any(|p| p.function == function && p.capture.entry_only)
+    {
+        format!("{function} calls, entry only")
+    } else {
+        format!("{function} returns")
     };
     let ids: Vec<u32> = header
         .probes
@@ -84,7 +91,7 @@ fn answered_per_second(trace: &Path) -> Result<Option<(String, Vec<u64>)>, Store
     )?;
     // Whole seconds only, as the held counts.
     counts.resize((scanned.duration_ns() / 1_000_000_000) as usize, 0);
-    Ok(Some((function.to_string(), counts)))
+    Ok(Some((what, counts)))
 }
 
 /// The timeline of one trace on its own (`flowdar render --timeline`):
@@ -94,7 +101,7 @@ pub fn trace_timeline(trace: &Path, title: &str) -> Result<Timeline, StoreError>
     let answered = answered_per_second(trace)?;
     let requests_from = answered.as_ref().map_or_else(
         || "requests/s: not in this trace (ap_process_async_request not probed)".to_string(),
-        |(f, _)| format!("requests/s answered (trace: {f} returns)"),
+        |(f, _)| format!("requests/s answered (trace: {f})"),
     );
     let held_in = held.function.clone();
     let seconds = held.threads.len();

@@ -164,6 +164,20 @@ impl Lab {
         for ns in [&self.client.netns, &self.attacker.netns] {
             remove(ns);
         }
+        // A namespace goes asynchronously, and its veth pair with it: the
+        // root side could still be there for a lab created next by this
+        // process (same names). Deleting it takes the pair, at once.
+        for tag in ['c', 'a'] {
+            let root_if = format!("fd{}{tag}", std::process::id());
+            let sys = format!("/sys/class/net/{root_if}");
+            if std::path::Path::new(&sys).exists() {
+                let _ = ip(&["link", "del", &root_if]);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::path::Path::new(&sys).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }
 

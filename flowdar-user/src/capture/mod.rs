@@ -498,6 +498,11 @@ impl Recording {
             held_at_attach,
             launch_to_attached,
         } = self;
+        // Calibration's own programs must be gone before the run times
+        // are read; a panic there costs the estimate only.
+        let ns_per_call = ns_per_call
+            .join()
+            .unwrap_or_else(|_| Err(Arc::new(CaptureError::ThreadPanicked("calibration"))));
         let program_times = if stats.is_some() {
             introspect::program_run_times()
         } else {
@@ -546,9 +551,6 @@ impl Recording {
             short_calls: per_probe(&short),
         });
         let (calls, syscalls) = probed_calls(&opts.probes, &counts, min_duration.as_ref());
-        let ns_per_call = ns_per_call
-            .join()
-            .map_err(|_| CaptureError::ThreadPanicked("calibration"))?;
         let overhead = ns_per_call.map(|ns_per_call| OverheadEstimate {
             calls,
             ns_per_call,

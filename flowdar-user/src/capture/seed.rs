@@ -52,6 +52,16 @@ pub(super) fn seed(
     let mut out = Seeded::default();
     let mut next = 0u64;
     for pid in proctree::descendants(root) {
+        {
+            let mut accepting: BpfHashMap<&mut MapData, u32, u64> = BpfHashMap::try_from(
+                ebpf.map_mut("ACCEPTING")
+                    .ok_or(CaptureError::MissingMap("ACCEPTING"))?,
+            )
+            .map_err(CaptureError::map)?;
+            for (tid, addr) in accepting_threads(pid) {
+                let _ = accepting.insert(tid, addr, BPF_NOEXIST);
+            }
+        }
         let conns = connections_of(pid);
         if conns.is_empty() {
             continue;
@@ -63,11 +73,21 @@ pub(super) fn seed(
                     .ok_or(CaptureError::MissingMap("CONN_FDS"))?,
             )
             .map_err(CaptureError::map)?;
-            for (fd, peer) in conns {
+            for (fd, inode, peer) in conns {
                 next += 1;
                 let conn = SOCKET_CONN_BIT | SEEDED_CONN_BIT | next;
-                map.insert(u64::from(pid) << 32 | fd as u64, conn, 0)
-                    .map_err(CaptureError::map)?;
+                let key = u64::from(pid) << 32 | fd as u64;
+                // The programs run already: a socket accepted since they
+                // went in is theirs (insert only where there is nothing),
+                // and one closed and reused since /proc was read is not
+                // this connection (the fd's inode says).
+                if map.insert(key, conn, BPF_NOEXIST).is_err() {
+                    continue;
+                }
+                if socket_inode(pid, fd) != Some(inode) {
+                    let _ = map.remove(&key);
+                    continue;
+                }
                 by_fd.insert(fd, conn);
                 out.events.push(Event {
                     tgid: pid,
@@ -89,7 +109,10 @@ pub(super) fn seed(
             let (Some(&conn), Some(&probe_id)) = (by_fd.get(&fd), by_nr.get(&nr)) else {
                 continue;
             };
-            held.insert(tid, probe_id, 0).map_err(CaptureError::map)?;
+            // A call the entry program saw already has its entry sent.
+            if held.insert(tid, probe_id, BPF_NOEXIST).is_err() {
+                continue;
+            }
             out.events.push(Event {
                 tgid: pid,
                 tid,
@@ -104,10 +127,10 @@ pub(super) fn seed(
     Ok(out)
 }
 
-/// (fd, client) of `pid`'s sockets that clients opened to it: established,
-/// on a port one of its sockets listens on (not the connections it opened
-/// itself, to a backend).
-fn connections_of(pid: u32) -> Vec<(i32, std::net::SocketAddr)> {
+/// (fd, inode, client) of `pid`'s sockets that clients opened to it:
+/// established, on a port one of its sockets listens on (not the
+/// connections it opened itself, to a backend).
+fn connections_of(pid: u32) -> Vec<(i32, u64, std::net::SocketAddr)> {
     let sockets = tcp_sockets(pid);
     let fds: Vec<(i32, u64)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
@@ -128,13 +151,36 @@ fn connections_of(pid: u32) -> Vec<(i32, std::net::SocketAddr)> {
         .filter_map(|(fd, inode)| {
             let s = sockets.iter().find(|s| s.inode == inode)?;
             (s.established && listening.contains(&s.local_port) && mine.contains(&inode))
-                .then_some((fd, s.peer))
+                .then_some((fd, inode, s.peer))
         })
         .collect()
 }
 
-/// (tid, syscall number, fd) of `pid`'s threads blocked reading a socket.
-fn waiting_threads(pid: u32) -> Vec<(u32, u64, i32)> {
+/// `BPF_NOEXIST`: an update that fails where the key exists.
+const BPF_NOEXIST: u64 = 1;
+/// x86-64's `accept` and `accept4`, as /proc/TID/syscall numbers them.
+const SYS_ACCEPT: [u64; 2] = [43, 288];
+
+/// Threads of `pid` inside `accept`/`accept4` now: the entry program never
+/// saw their calls, so it would not know the connection they return.
+/// (tid, the peer-address buffer they passed). x86-64 numbers.
+fn accepting_threads(pid: u32) -> Vec<(u32, u64)> {
+    if !cfg!(target_arch = "x86_64") {
+        return Vec::new();
+    }
+    tasks(pid)
+        .filter_map(|(tid, line)| {
+            let mut f = line.split_whitespace();
+            let nr: u64 = f.next()?.parse().ok()?;
+            let _listener = f.next()?;
+            let addr = u64::from_str_radix(f.next()?.trim_start_matches("0x"), 16).ok()?;
+            SYS_ACCEPT.contains(&nr).then_some((tid, addr))
+        })
+        .collect()
+}
+
+/// (tid, /proc/PID/task/TID/syscall) of `pid`'s threads.
+fn tasks(pid: u32) -> impl Iterator<Item = (u32, String)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten()
@@ -142,6 +188,18 @@ fn waiting_threads(pid: u32) -> Vec<(u32, u64, i32)> {
         .filter_map(|task| {
             let tid: u32 = task.file_name().to_str()?.parse().ok()?;
             let line = std::fs::read_to_string(task.path().join("syscall")).ok()?;
+            Some((tid, line))
+        })
+}
+
+/// (tid, syscall number, fd) of `pid`'s threads blocked reading a socket
+/// (x86-64 numbers, as `blocked::waiting_fd` reads them).
+fn waiting_threads(pid: u32) -> Vec<(u32, u64, i32)> {
+    if !cfg!(target_arch = "x86_64") {
+        return Vec::new();
+    }
+    tasks(pid)
+        .filter_map(|(tid, line)| {
             let nr: u64 = line.split_whitespace().next()?.parse().ok()?;
             let (fd, reading) = waiting_fd(pid, &line)?;
             reading.then_some((tid, nr, fd))
