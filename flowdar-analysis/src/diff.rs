@@ -17,10 +17,14 @@ const P_SIGNIFICANT: f64 = 1e-3;
 /// ...and when the mean moved by at least this factor.
 const RATIO_SIGNIFICANT: f64 = 1.5;
 /// A function the base run never called is significant from this many
-/// calls (returned or in flight) in the test run: there is no base sample
-/// for a rank test, and a wait that only the attack brings (a lean trace's
-/// `poll` for a slow client's headers) is the change to rank first.
+/// calls (returned or in flight) in the test run, taking at least
+/// [`NEW_SIGNIFICANT_NS_PER_S`]: there is no base sample for a rank test,
+/// and a wait that only the attack brings (a lean trace's `poll` for a
+/// slow client's headers) is the change to rank first.
 pub const NEW_SIGNIFICANT_CALLS: u64 = 10;
+/// ...1% of one worker's time: a code path only the attack's requests
+/// take, short and cheap, is not a change worth ranking.
+pub const NEW_SIGNIFICANT_NS_PER_S: f64 = 10_000_000.0;
 
 /// One function in both runs. Field names are a stable interface
 /// (`flowdar diff --json`).
@@ -230,7 +234,7 @@ pub fn diff(base: &Path, test: &Path) -> Result<Vec<DiffRow>, StoreError> {
             let new = b.samples.contains_key(name.as_str())
                 && x.calls + x.in_flight == 0
                 && y.calls + y.in_flight >= NEW_SIGNIFICANT_CALLS
-                && y.mean_ns > 0;
+                && per_s(y, &t) >= NEW_SIGNIFICANT_NS_PER_S;
             DiffRow {
                 function: name.clone(),
                 object: if y.object.is_empty() {

@@ -14,7 +14,8 @@ use crate::analysis::diff;
 /// function, calls still in flight at the end counting as lower bounds.
 /// A row is significant when p < 0.001 and the mean moved by 1.5x or more,
 /// or when the function is new: never called in the base run, called 10
-/// times or more in the test run (no base sample to test against).
+/// times or more in the test run for at least 10 ms a second (no base
+/// sample to test against).
 ///
 /// JSON fields (stable): function, object, base_calls, test_calls,
 /// base_calls_per_request, test_calls_per_request, base_mean_ns,
@@ -85,7 +86,7 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
         );
     }
     let n = rows.iter().filter(|r| r.significant).count();
-    println!("\n{n} significant changes (*: p < 0.001 and the mean moved 1.5x or more, or new: not called in the base run, 10 calls or more in the test run); impact = server time per second of capture, test minus base.");
+    println!("\n{n} significant changes (*: p < 0.001 and the mean moved 1.5x or more, or new: not called in the base run, 10 calls or more and 10 ms/s or more in the test run); impact = server time per second of capture, test minus base.");
     if let Some(v) = crate::analysis::backend_verdict(&rows) {
         println!("{v}");
     }

@@ -115,7 +115,7 @@ pub(super) fn diff_table(md: &mut String, v: &VariantResult, rows: &[DiffRow]) {
     };
     let _ = writeln!(
         md,
-        "\n## Variant `{}`: `flowdar diff {} {}`\n\nRanked by impact: server time per second of capture gained (calls still stuck when capture ended count as lower bounds). `*`: significant (Mann-Whitney p < 0.001 and the mean moved 1.5x, or new: not called in the first phase, 10 calls or more in the last).\n\n| | function | calls {b} | calls {t} | mean {b} | mean {t} | ratio | in flight | p-value | impact |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "\n## Variant `{}`: `flowdar diff {} {}`\n\nRanked by impact: server time per second of capture gained (calls still stuck when capture ended count as lower bounds). `*`: significant (Mann-Whitney p < 0.001 and the mean moved 1.5x, or new: not called in the first phase, 10 calls or more and 10 ms/s or more in the last).\n\n| | function | calls {b} | calls {t} | mean {b} | mean {t} | ratio | in flight | p-value | impact |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         v.name,
         name(base),
         name(test),

@@ -201,8 +201,15 @@ fn extend(chain: &mut Vec<String>, rows: &[DiffRow], tree: &CallTree) {
         let taken: BTreeSet<&String> = chain.iter().collect();
         let next = rows
             .iter()
-            // Slower under attack: what got faster explains nothing here.
-            .filter(|r| r.significant && r.ratio > 1.0 && !taken.contains(&r.function))
+            // Slower under attack: what got faster explains nothing here;
+            // nor does a callee only the attack ran (diff's "new" rows: a
+            // code path of the attack's requests, not what slowed down).
+            .filter(|r| {
+                r.significant
+                    && r.ratio > 1.0
+                    && r.ratio.is_finite()
+                    && !taken.contains(&r.function)
+            })
             .filter_map(|r| Some((tree.distance(&tail, &r.function)?, r)))
             .min_by(|(da, a), (db, b)| {
                 da.cmp(db)
