@@ -252,7 +252,7 @@ pub struct Recording {
     late_tx: mpsc::SyncSender<Vec<Event>>,
     /// One probed call's measured cost (or why not), and the server's CPU
     /// time at start.
-    ns_per_call: std::thread::JoinHandle<Result<u64, Arc<CaptureError>>>,
+    ns_per_call: Result<u64, Arc<CaptureError>>,
     cpu_at_start: u64,
     filter_full: aya::maps::Array<MapData, u64>,
     stop: Arc<AtomicBool>,
@@ -291,6 +291,13 @@ impl Recording {
         if !proctree::is_alive(opts.pid) {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
+        // Measured before our probes go in (once per process and attach
+        // mechanism): measured on a thread beside the capture, its million
+        // calls took a core from the server for the first phase of an
+        // experiment (level 0's observer effect fell from ~0.7 to 0.42x and
+        // the zoom's budget with it). A failed measurement costs the
+        // recording its estimate only.
+        let ns_per_call = overhead::ns_per_call(mechanism).map_err(Arc::new);
         let started_mono = monotonic_ns();
         let mut header = TraceHeader {
             tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -328,18 +335,6 @@ impl Recording {
             &opts.plan,
         )?;
         header.attached_monotonic_ns = monotonic_ns();
-        // Measured once the server is being recorded, on a thread of its
-        // own, so that it never delays the attach (a probe on Flowdar's
-        // own function, in that thread's CPU time: the server's probes do
-        // not count in it). A failed measurement costs the recording its
-        // estimate only.
-        let ns_per_call = std::thread::Builder::new()
-            .name("flowdar-calibrate".into())
-            .spawn(move || overhead::ns_per_call(mechanism).map_err(Arc::new))
-            .map_err(|source| CaptureError::Spawn {
-                thread: "calibration",
-                source,
-            })?;
         // Lean capture: the connections already open and the workers
         // already waiting on them, into the kernel's maps and the trace.
         let seeded = seed::seed(
@@ -498,11 +493,6 @@ impl Recording {
             held_at_attach,
             launch_to_attached,
         } = self;
-        // Calibration's own programs must be gone before the run times
-        // are read; a panic there costs the estimate only.
-        let ns_per_call = ns_per_call
-            .join()
-            .unwrap_or_else(|_| Err(Arc::new(CaptureError::ThreadPanicked("calibration"))));
         let program_times = if stats.is_some() {
             introspect::program_run_times()
         } else {
