@@ -117,37 +117,25 @@ impl CallPairer {
             return;
         }
         if ev.kind == EventKind::Entry as u32 {
-            let depth = t.stack.len() as u32;
-            if self.entry_only.contains(&ev.probe_id) {
-                // No return probe: the call is its entry, of no length.
-                out(Call {
-                    probe_id: ev.probe_id,
-                    tgid: ev.tgid,
-                    tid: ev.tid,
-                    start_ns: ev.ts_ns,
-                    end_ns: ev.ts_ns,
-                    returned: true,
-                    depth,
-                    args: ev.args,
-                    ret: None,
-                    children_ns: 0,
-                    backend_ns: 0,
-                });
-                return;
-            }
-            t.stack.push(Call {
+            let entry_only = self.entry_only.contains(&ev.probe_id);
+            let call = Call {
                 probe_id: ev.probe_id,
                 tgid: ev.tgid,
                 tid: ev.tid,
                 start_ns: ev.ts_ns,
                 end_ns: ev.ts_ns,
-                returned: false,
-                depth,
+                // No return probe: the call is its entry, of no length.
+                returned: entry_only,
+                depth: t.stack.len() as u32,
                 args: ev.args,
                 ret: None,
                 children_ns: 0,
                 backend_ns: 0,
-            });
+            };
+            match entry_only {
+                true => out(call),
+                false => t.stack.push(call),
+            }
             return;
         }
         let Some(pos) = t.stack.iter().rposition(|c| c.probe_id == ev.probe_id) else {
