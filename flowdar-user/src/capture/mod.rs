@@ -4,6 +4,7 @@
 mod attach;
 mod blocked;
 mod budget;
+mod calibration_cache;
 mod drain;
 mod features;
 mod filter;
@@ -30,13 +31,16 @@ use flowdar_common::Event;
 pub use attach::Mechanism;
 pub use blocked::{blocked_on_sockets, BlockedThread};
 pub use budget::{choose as choose_within_budget, BudgetChoice, ProbeLoad};
+pub use calibration_cache::path as calibration_cache_path;
 pub use drain::{DrainCounts, BATCH_EVENTS};
 pub use features::{detect as kernel_features, AttachMode, FeatureError, KernelFeatures};
 pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
 pub use loader::{
     AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PERF_DETACH_SOURCE, PROGRAM_PREFIX,
 };
-pub use overhead::{ns_per_call, tree_cpu_ns, CalibrationError};
+pub use overhead::{
+    ns_per_call, remeasure as remeasure_ns_per_call, tree_cpu_ns, CalibrationError,
+};
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
     comm, descendants, find_restarted, is_alive, ns_pid, Restarted, ServerIdentity, TreeChange,
@@ -291,8 +295,8 @@ impl Recording {
         if !proctree::is_alive(opts.pid) {
             return Err(CaptureError::NoSuchProcess { pid: opts.pid });
         }
-        // Measured before our probes go in (once per process and attach
-        // mechanism): measured on a thread beside the capture, its million
+        // Cached per kernel, binary, CPU and attach mechanism, else measured
+        // before our probes go in: measured on a thread beside the capture, its million
         // calls took a core from the server for the first phase of an
         // experiment (level 0's observer effect fell from ~0.7 to 0.42x and
         // the zoom's budget with it). A failed measurement costs the

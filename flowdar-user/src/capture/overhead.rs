@@ -1,8 +1,9 @@
 //! What the probes cost the server, estimated. One probed call's cost to
 //! the thread that makes it (both traps, both programs, the ring buffer) is
-//! measured once per run and attach mechanism on this machine, by probing a
-//! function of Flowdar's own with the same programs; times the calls
-//! recorded, against the CPU time the server's processes used.
+//! measured on this machine, by probing a function of Flowdar's own with the
+//! same programs, once per kernel, binary, CPU and attach mechanism (kept in
+//! the calibration cache); times the calls recorded, against the CPU time
+//! the server's processes used.
 //!
 //! The call measured is the dear kind: its first instruction is one that
 //! x86 uprobes single-step out of line (a second trap), not one they
@@ -17,8 +18,8 @@ use aya::maps::{MapData, RingBuf};
 use flowdar_common::{Event, EventKind};
 
 use super::{
-    drain::RECORD_BYTES, introspect, loader, proctree, sys::own_code_offset, AttachPlan,
-    CaptureError, Mechanism,
+    calibration_cache, drain::RECORD_BYTES, introspect, loader, proctree, sys::own_code_offset,
+    AttachPlan, CaptureError, Mechanism,
 };
 use crate::probes::ResolvedProbe;
 
@@ -113,14 +114,42 @@ impl Sample {
 static MEASURED: Mutex<Vec<(Mechanism, u64)>> = Mutex::new(Vec::new());
 
 /// What one probed call costs the calling thread, in ns, with `mechanism`:
-/// measured on the first call, then remembered for the run.
+/// remembered for the run, and across runs in the calibration cache
+/// ([`calibration_cache`]) for this kernel, binary and CPU; measured when
+/// neither has it.
 pub fn ns_per_call(mechanism: Mechanism) -> Result<u64, CaptureError> {
     let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, ns)) = measured.iter().find(|(m, _)| *m == mechanism) {
         return Ok(*ns);
     }
-    let ns = measure(mechanism)?;
+    let key = calibration_cache::Key::here(mechanism);
+    let cached = calibration_cache::path().and_then(|f| calibration_cache::lookup(&f, &key));
+    let ns = match cached {
+        Some(ns) => ns,
+        None => measure_and_store(mechanism, &key)?,
+    };
     measured.push((mechanism, ns));
+    Ok(ns)
+}
+
+/// Measures one probed call's cost now, whatever is cached, and caches it.
+pub fn remeasure(mechanism: Mechanism) -> Result<u64, CaptureError> {
+    let ns = measure_and_store(mechanism, &calibration_cache::Key::here(mechanism))?;
+    let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
+    measured.retain(|(m, _)| *m != mechanism);
+    measured.push((mechanism, ns));
+    Ok(ns)
+}
+
+fn measure_and_store(
+    mechanism: Mechanism,
+    key: &calibration_cache::Key,
+) -> Result<u64, CaptureError> {
+    let ns = measure(mechanism)?;
+    // A cache that cannot be written only means measuring next time.
+    if let Some(file) = calibration_cache::path() {
+        let _ = calibration_cache::store(&file, key, ns);
+    }
     Ok(ns)
 }
 

@@ -6,7 +6,9 @@ use crate::capture;
 
 /// Show the kernel features Flowdar uses, detected the way a recording
 /// detects them (a test program and link on Flowdar's own binary), and the
-/// attach mode `auto` would use here. Needs root, or CAP_BPF, CAP_PERFMON
+/// attach mode `auto` would use here, and measure what a probed call costs
+/// (recordings reuse the figure for this kernel, binary and CPU instead of
+/// measuring it as they start; this refreshes it). Needs root, or CAP_BPF, CAP_PERFMON
 /// and CAP_DAC_READ_SEARCH (tracefs is root's).
 #[derive(Debug, Args)]
 pub struct KernelArgs {}
@@ -21,11 +23,13 @@ pub fn run(_: KernelArgs) -> anyhow::Result<()> {
         Ok(m) => {
             println!("{:<20} {m}", "attach mode (auto)");
             // What every capture's overhead estimate starts from.
-            match capture::ns_per_call(m) {
+            match capture::remeasure_ns_per_call(m) {
                 Ok(ns) => println!(
-                    "{:<20} {} (both probes of one call, measured now on flowdar's own code)",
+                    "{:<20} {} (both probes of one call, measured now on flowdar's own code; recordings reuse it{})",
                     "probed call cost",
-                    super::format::duration(std::time::Duration::from_nanos(ns))
+                    super::format::duration(std::time::Duration::from_nanos(ns)),
+                    capture::calibration_cache_path()
+                        .map_or(String::new(), |p| format!(", cached in {}", p.display()))
                 ),
                 Err(e) => println!(
                     "{:<20} not measured: {}",

@@ -9,7 +9,7 @@ use object::{Object, ObjectSection};
 pub const DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// The GNU build id of an ELF file, as lower-case hex.
-pub fn build_id(file: &object::File<'_>) -> Option<String> {
+pub fn build_id<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> Option<String> {
     let id = file.build_id().ok()??;
     Some(id.iter().map(|b| format!("{b:02x}")).collect())
 }

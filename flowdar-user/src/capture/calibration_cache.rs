@@ -1,0 +1,225 @@
+//! The overhead calibration, kept on disk per kernel, binary, CPU and
+//! attach mechanism, so that a recording does not spend its launch on it
+//! (issue #28: calls that begin while a recording starts are invisible to
+//! it, and the calibration took most of the start).
+//!
+//! One JSON file, `calibration.json`, in `$FLOWDAR_CACHE_DIR`, else
+//! `$XDG_CACHE_HOME/flowdar`, else `$HOME/.cache/flowdar`. A missing,
+//! unreadable or foreign file only means measuring again; a failed write
+//! costs nothing but the next run's measurement. `flowdar kernel` always
+//! measures and refreshes the entry.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::Mechanism;
+
+/// Entries kept: the newest, one per key.
+const KEEP: usize = 16;
+
+/// What a measurement depends on. Another kernel, binary or CPU, or
+/// another attach mechanism, is another figure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// `uname -r` and the kernel's build string.
+    pub kernel: String,
+    /// Flowdar's own binary: its GNU build id, else its size and mtime.
+    pub binary: String,
+    /// CPU model and count.
+    pub cpu: String,
+    pub mechanism: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    key: Key,
+    ns_per_call: u64,
+    measured_unix: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    entries: Vec<Entry>,
+}
+
+impl Key {
+    /// This machine's key for `mechanism`.
+    pub fn here(mechanism: Mechanism) -> Self {
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_owned();
+        Key {
+            kernel: format!(
+                "{} {}",
+                read("/proc/sys/kernel/osrelease"),
+                read("/proc/sys/kernel/version")
+            ),
+            binary: own_binary(),
+            cpu: cpu_model(&read("/proc/cpuinfo")),
+            mechanism: mechanism.name().to_owned(),
+        }
+    }
+}
+
+/// Where the cache lives, if anywhere.
+pub fn path() -> Option<PathBuf> {
+    let var = |v: &str| {
+        std::env::var_os(v)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    let dir = var("FLOWDAR_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("flowdar")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache/flowdar")))?;
+    Some(dir.join("calibration.json"))
+}
+
+/// The cached cost for `key`, if one was stored.
+pub fn lookup(file: &Path, key: &Key) -> Option<u64> {
+    let text = fs::read_to_string(file).ok()?;
+    let f: File = serde_json::from_str(&text).ok()?;
+    f.entries
+        .iter()
+        .find(|e| &e.key == key)
+        .map(|e| e.ns_per_call)
+}
+
+/// Stores `ns_per_call` for `key` (replacing its old entry), atomically:
+/// a concurrent reader sees the old file or the new one.
+pub fn store(file: &Path, key: &Key, ns_per_call: u64) -> std::io::Result<()> {
+    let mut f: File = fs::read_to_string(file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    f.entries.retain(|e| &e.key != key);
+    f.entries.push(Entry {
+        key: key.clone(),
+        ns_per_call,
+        measured_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    });
+    let excess = f.entries.len().saturating_sub(KEEP);
+    f.entries.drain(..excess);
+    let dir = file.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer_pretty(tmp.as_file(), &f)?;
+    tmp.persist(file).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// "build-id:HEX" of the running binary, or "size:N mtime:S" without one.
+fn own_binary() -> String {
+    let Ok(exe) = fs::File::open("/proc/self/exe") else {
+        return String::new();
+    };
+    // Read lazily: the release binary with its debug info is ~170 MB, and
+    // the build id is a note near its start.
+    let cache = object::ReadCache::new(&exe);
+    let id = object::File::parse(&cache).ok().and_then(|f| {
+        object::Object::build_id(&f)
+            .ok()
+            .flatten()
+            .map(<[u8]>::to_vec)
+    });
+    if let Some(id) = id {
+        let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        return format!("build-id:{hex}");
+    }
+    exe.metadata().map_or(String::new(), |m| {
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        format!("size:{} mtime:{mtime}", m.len())
+    })
+}
+
+/// "MODEL x N" from /proc/cpuinfo's text.
+fn cpu_model(cpuinfo: &str) -> String {
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("", |(_, m)| m.trim());
+    let n = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    format!("{model} x {n}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(mechanism: &str) -> Key {
+        Key {
+            kernel: "6.18.44 #1 SMP".into(),
+            binary: "build-id:abcd".into(),
+            cpu: "Some CPU x 2".into(),
+            mechanism: mechanism.into(),
+        }
+    }
+
+    #[test]
+    fn a_stored_cost_is_found_for_its_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/calibration.json");
+        assert_eq!(lookup(&file, &key("perf_link")), None);
+        store(&file, &key("perf_link"), 9_800).unwrap();
+        store(&file, &key("uprobe_multi"), 7_100).unwrap();
+        store(&file, &key("perf_link"), 10_200).unwrap();
+        assert_eq!(lookup(&file, &key("perf_link")), Some(10_200));
+        assert_eq!(lookup(&file, &key("uprobe_multi")), Some(7_100));
+        let other_kernel = Key {
+            kernel: "6.1.0-57 #1 SMP".into(),
+            ..key("perf_link")
+        };
+        assert_eq!(lookup(&file, &other_kernel), None);
+        let text = fs::read_to_string(&file).unwrap();
+        assert_eq!(text.matches("\"ns_per_call\"").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_foreign_file_is_measured_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calibration.json");
+        fs::write(&file, "not json").unwrap();
+        assert_eq!(lookup(&file, &key("perf_link")), None);
+        store(&file, &key("perf_link"), 5).unwrap();
+        assert_eq!(lookup(&file, &key("perf_link")), Some(5));
+    }
+
+    #[test]
+    fn the_oldest_entries_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calibration.json");
+        for i in 0..KEEP + 3 {
+            store(&file, &key(&format!("m{i}")), i as u64).unwrap();
+        }
+        assert_eq!(lookup(&file, &key("m0")), None);
+        assert_eq!(lookup(&file, &key("m2")), None);
+        assert_eq!(lookup(&file, &key("m3")), Some(3));
+        assert_eq!(
+            lookup(&file, &key(&format!("m{}", KEEP + 2))),
+            Some(KEEP as u64 + 2)
+        );
+    }
+
+    #[test]
+    fn the_cpu_is_its_model_and_count() {
+        let info = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(cpu_model(info), "AMD EPYC 7B13 x 2");
+    }
+
+    #[test]
+    fn this_binary_has_an_identity() {
+        assert!(!own_binary().is_empty());
+    }
+}
