@@ -27,11 +27,25 @@ pub struct ClientRow {
     /// Lean traces: its connections a worker was already waiting on when
     /// capture began.
     pub held_at_attach: u64,
+    /// Its requests whose response was seen sent, and their latency's
+    /// median and 99th percentile (nearest rank): from the first bytes the
+    /// server read of each to the end of its response. Null when none was
+    /// answered in the trace.
+    pub answered: u64,
+    pub latency_p50_ns: Option<u64>,
+    pub latency_p99_ns: Option<u64>,
+}
+
+/// The `p`-quantile of sorted `values` (nearest rank), if any.
+fn quantile(sorted: &[u64], p: f64) -> Option<u64> {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).max(1);
+    sorted.get(rank - 1).copied()
 }
 
 /// Sessions grouped by client IP address, by worker time held (most first).
 pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
     let mut rows: HashMap<String, ClientRow> = HashMap::new();
+    let mut latencies: HashMap<String, Vec<u64>> = HashMap::new();
     for s in sessions {
         let address = s
             .client
@@ -45,6 +59,9 @@ pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
             backend_ns: 0,
             in_flight: 0,
             held_at_attach: 0,
+            answered: 0,
+            latency_p50_ns: None,
+            latency_p99_ns: None,
         });
         r.connections += 1;
         r.requests += s.requests;
@@ -53,6 +70,17 @@ pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
         r.backend_ns += s.backend_ns;
         r.in_flight += s.in_flight;
         r.held_at_attach += u64::from(s.held_at_attach);
+        latencies
+            .entry(r.address.clone())
+            .or_default()
+            .extend(&s.request_ns);
+    }
+    for (address, mut ns) in latencies {
+        ns.sort_unstable();
+        let r = rows.get_mut(&address).expect("a row per address");
+        r.answered = ns.len() as u64;
+        r.latency_p50_ns = quantile(&ns, 0.50);
+        r.latency_p99_ns = quantile(&ns, 0.99);
     }
     let mut rows: Vec<ClientRow> = rows.into_values().collect();
     rows.sort_by(|a, b| {
@@ -61,4 +89,19 @@ pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
             .then_with(|| a.address.cmp(&b.address))
     });
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantile;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50));
+        assert_eq!(quantile(&v, 0.99), Some(99));
+        assert_eq!(quantile(&[7], 0.99), Some(7));
+        assert_eq!(quantile(&[3, 9], 0.5), Some(3));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
 }

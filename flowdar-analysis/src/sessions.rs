@@ -110,6 +110,16 @@ pub struct Session {
     /// Start times of its requests' reads.
     #[serde(skip)]
     pub request_starts: Vec<u64>,
+    /// Each answered request's latency, from the first bytes of it the
+    /// server read to the end of its response ([`latencies`]); an HTTP/2
+    /// stream's, its worker's call (`ap_process_request` on the secondary
+    /// connection, after the connection's thread read its headers).
+    #[serde(skip)]
+    pub request_ns: Vec<u64>,
+    #[serde(skip)]
+    stream_ns: Vec<u64>,
+    #[serde(skip)]
+    marks: Vec<(u64, Mark)>,
     /// (thread, start, end) of the calls that worked on it, for showing it.
     #[serde(skip)]
     pub windows: Vec<(u32, u64, u64)>,
@@ -143,7 +153,21 @@ pub(crate) enum Role {
         reading: bool,
         poll: bool,
         closing: bool,
+        writing: bool,
     },
+}
+
+/// What a call tells about a request's latency, in its session's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mark {
+    /// The server read bytes from the client (`read` returning some, or
+    /// `ap_read_request` returning a request): at its start.
+    Data,
+    /// A request began (the lean set's counted call, or the read itself).
+    Request,
+    /// The server sent (part of) a response: at its end (a write returning
+    /// some bytes, or the end of `ap_process_request`).
+    Sent,
 }
 
 /// `POLLIN`: a poll that waits for the client's bytes (its events are in
@@ -157,6 +181,7 @@ impl Role {
             reading: SOCKET_READS.contains(&function),
             poll: function.ends_with("poll"),
             closing: function == "close",
+            writing: SOCKET_WRITES.contains(&function),
         }
     }
 
@@ -173,6 +198,10 @@ impl Role {
 
 /// Lean capture's system calls that wait for the client.
 pub(super) const SOCKET_READS: &[&str] = &["read", "readv", "recvfrom", "recvmsg", "poll", "ppoll"];
+/// Lean capture's system calls that send to the client.
+pub(super) const SOCKET_WRITES: &[&str] = &["write", "writev", "sendfile", "sendmsg", "sendto"];
+/// The calls that end with a request's response sent (uprobe traces).
+const ANSWERED: &[&str] = &["ap_process_request", "ap_process_async_request"];
 /// The call that counts requests in a lean trace.
 pub const LEAN_REQUEST: &str = "ap_process_async_request";
 
@@ -202,6 +231,8 @@ pub struct SessionTracker {
     tls: crate::tls::TlsCalls,
     /// Probe ids of `crate::calls::BACKEND` functions.
     backend: Vec<u32>,
+    /// Probe ids of [`ANSWERED`] functions (a uprobe trace's responses).
+    answered: Vec<u32>,
     /// Lean traces: the probe id whose calls count requests, and each
     /// thread's connection of its latest socket call.
     lean_request: Option<u32>,
@@ -220,6 +251,11 @@ impl SessionTracker {
             backend: probes
                 .iter()
                 .filter(|p| crate::calls::BACKEND.contains(&p.function.as_str()))
+                .map(|p| p.id)
+                .collect(),
+            answered: probes
+                .iter()
+                .filter(|p| ANSWERED.contains(&p.function.as_str()) && !p.capture.entry_only)
                 .map(|p| p.id)
                 .collect(),
             lean_request: Self::lean_request(probes),
@@ -408,6 +444,9 @@ impl SessionTracker {
                     in_flight: 0,
                     held_at_attach: false,
                     request_starts: Vec::new(),
+                    request_ns: Vec::new(),
+                    stream_ns: Vec::new(),
+                    marks: Vec::new(),
                     windows: Vec::new(),
                     end_ns: c.end_ns,
                     reads: 0,
@@ -418,6 +457,7 @@ impl SessionTracker {
                 self.sessions.len() - 1
             }
         };
+        let mark = self.mark_of(role, c, lean_request, stream);
         let s = &mut self.sessions[idx];
         s.start_ns = s.start_ns.min(c.start_ns);
         s.end_ns = s.end_ns.max(c.end_ns);
@@ -427,6 +467,9 @@ impl SessionTracker {
         s.windows.push((c.tid, c.start_ns, c.end_ns));
         if !c.returned {
             s.in_flight += 1;
+        }
+        if let Some(mark) = mark {
+            s.marks.push(mark);
         }
         let mut ends = false;
         match role {
@@ -460,11 +503,42 @@ impl SessionTracker {
                 s.requests += 1;
                 s.streams += 1;
                 s.request_starts.push(c.start_ns);
+                if c.returned {
+                    s.stream_ns.push(c.duration_ns());
+                }
             }
             _ => {}
         }
         if ends {
             s.closed = true;
+        }
+    }
+
+    /// What `c` (in `role`) tells about its request's latency.
+    fn mark_of(
+        &self,
+        role: Role,
+        c: &Call,
+        lean_request: bool,
+        stream: bool,
+    ) -> Option<(u64, Mark)> {
+        let some_bytes = |ret: Option<u64>| ret.is_some_and(|n| n > 0 && n < 1 << 48);
+        match role {
+            // The read that returns a request began with its first bytes.
+            Role::Read if c.ret.is_some_and(|r| r != 0) => Some((c.start_ns, Mark::Request)),
+            Role::Socket {
+                reading: true,
+                poll: false,
+                ..
+            } if some_bytes(c.ret) => Some((c.start_ns, Mark::Data)),
+            Role::Socket { writing: true, .. } if some_bytes(c.ret) => Some((c.end_ns, Mark::Sent)),
+            Role::Request { .. } if lean_request => Some((c.start_ns, Mark::Request)),
+            Role::Request { .. }
+                if !stream && c.returned && self.answered.contains(&c.probe_id) =>
+            {
+                Some((c.end_ns, Mark::Sent))
+            }
+            _ => None,
         }
     }
 
@@ -477,6 +551,8 @@ impl SessionTracker {
             s.id = i as u64 + 1;
             s.duration_ns = s.end_ns.saturating_sub(s.start_ns);
             s.request_starts.sort_unstable();
+            s.request_ns = latencies(std::mem::take(&mut s.marks));
+            s.request_ns.append(&mut s.stream_ns);
             s.worker_ns = worker_time(&s.windows);
             s.protocol = if s.streams > 0 {
                 Some("h2")
@@ -500,6 +576,41 @@ impl SessionTracker {
         }
         self.sessions
     }
+}
+
+/// Each answered request's latency from a session's marks: from the
+/// first bytes read of it to the end of the last send before the next
+/// request begins. Reads while a request is handled and nothing was sent
+/// yet are its body; a request unanswered when capture ended has none. In
+/// a uprobe trace the read that returns a request marks its begin; in a
+/// lean trace the counted call does, after the reads of its bytes.
+fn latencies(mut marks: Vec<(u64, Mark)>) -> Vec<u64> {
+    marks.sort_unstable();
+    let mut out = Vec::new();
+    // The first bytes since the last response; the request being answered
+    // (since its first bytes) and its last send so far.
+    let (mut first, mut current, mut sent) = (None, None, None::<u64>);
+    for (at, mark) in marks {
+        match mark {
+            Mark::Data if current.is_none() || sent.is_some() => {
+                first.get_or_insert(at);
+            }
+            Mark::Data => {}
+            Mark::Request => {
+                if let (Some(b), Some(e)) = (current, sent) {
+                    out.push(e.saturating_sub(b));
+                }
+                current = Some(first.take().unwrap_or(at));
+                sent = None;
+            }
+            Mark::Sent if current.is_some() => sent = Some(sent.map_or(at, |s| s.max(at))),
+            Mark::Sent => {}
+        }
+    }
+    if let (Some(b), Some(e)) = (current, sent) {
+        out.push(e.saturating_sub(b));
+    }
+    out
 }
 
 fn as_text<S: serde::Serializer>(
@@ -578,9 +689,10 @@ mod tests {
         let mut t = SessionTracker::new(&probes);
         assert!(t.can_track());
         let (a, b) = (1 << 47 | 0x100, 1 << 47 | 0x200);
+        // Reads and writes return the byte count asked for.
         let sock = |probe, tid, start, end, conn, third| Call {
             args: [9, conn, third],
-            ..call(probe, tid, start, end, 9, Some(0))
+            ..call(probe, tid, start, end, 9, Some(third))
         };
         // Connection a: two keep-alive requests on two threads, a write
         // that waited in poll for POLLOUT (not reading), then the close.
@@ -614,6 +726,43 @@ mod tests {
         assert_eq!(sa.protocol, Some("http/1.1"));
         assert_eq!((sb.requests, sb.closed, sb.in_flight), (0, false, 1));
         assert_eq!(sb.read_ns, 1 + 63, "the read and the poll for input so far");
+        assert_eq!(
+            sa.request_ns,
+            [22 - 10, 34 - 30],
+            "first bytes read to last write"
+        );
+        assert!(sb.request_ns.is_empty(), "no request began on b");
+    }
+
+    #[test]
+    fn a_request_lasts_from_its_first_bytes_to_its_last_send() {
+        use Mark::*;
+        // Headers in three reads, a body read after the request began, two
+        // writes; a keep-alive request; then one never answered.
+        let marks = vec![
+            (10, Data),
+            (15, Data),
+            (18, Data),
+            (19, Request),
+            (20, Data),
+            (25, Sent),
+            (27, Sent),
+            (40, Data),
+            (41, Request),
+            (44, Sent),
+            (50, Data),
+            (51, Request),
+        ];
+        assert_eq!(latencies(marks), [27 - 10, 44 - 40]);
+        // A uprobe trace: the read that returns the request marks its
+        // begin, the end of `ap_process_request` its response.
+        assert_eq!(
+            latencies(vec![(5, Request), (9, Sent), (12, Request), (20, Sent)]),
+            [4, 8]
+        );
+        // Sends before any request (a connection seeded at attach) are no
+        // request's.
+        assert!(latencies(vec![(1, Sent), (2, Data)]).is_empty());
     }
 
     #[test]
@@ -716,5 +865,6 @@ mod tests {
         assert_eq!(s[0].protocol, Some("h2"));
         assert_eq!(s[0].threads, [21, 22, 30]);
         assert_eq!(s[0].request_starts, [110, 170]);
+        assert_eq!(s[0].request_ns, [40, 20], "each stream's call");
     }
 }

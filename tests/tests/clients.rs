@@ -29,6 +29,26 @@ pub fn apache_for(lab: &Lab) -> ThrowawayApache {
     ThrowawayApache::start(&opts).expect("start apache")
 }
 
+/// Requests the slow client sends, one connection each.
+const SLOW_REQUESTS: u64 = 3;
+
+/// `slow(host, port, n)`: n requests whose last header line follows the first
+/// bytes by 1 s, each on its own connection, answers printed.
+const SLOW_CLIENT: &str = r#"
+import socket, time
+def slow(host, port, n):
+    for _ in range(n):
+        s = socket.create_connection((host, port), timeout=10)
+        s.sendall(b"GET /index.html HTTP/1.1\r\nHost: lab\r\n")
+        time.sleep(1)
+        s.sendall(b"Connection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        print(answer.split(b"\r\n")[0].decode())
+        s.close()
+"#;
+
 fn access_log(apache: &ThrowawayApache) -> String {
     std::fs::read_to_string(apache.dir().join("access.log")).unwrap_or_default()
 }
@@ -123,7 +143,28 @@ fn clients_exact_with(profile: &str) {
         (10, 0),
         "IPv6 directory requests answered"
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // A slow but honest client: three requests whose last header line
+    // comes 1 s after the first, each answered (its latency is at least
+    // that second; the others' are far below it).
+    let slow = lab
+        .client
+        .command("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "{SLOW_CLIENT}\nslow('{}', {port}, {SLOW_REQUESTS})",
+            lab.server
+        ))
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&slow.stdout)
+            .matches("HTTP/1.1 200")
+            .count(),
+        SLOW_REQUESTS as usize,
+        "the slow client's answers: {}",
+        String::from_utf8_lossy(&slow.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
     // Stop while the attack still holds its workers.
     let (code, out, err) = rec.stop(libc::SIGINT);
     let _ = attack.kill();
@@ -196,8 +237,32 @@ fn clients_exact_with(profile: &str) {
     );
     assert_eq!(row("::1")["requests"].as_u64(), Some(25));
     assert_eq!(row("::1")["connections"].as_u64(), Some(10));
+    // Latency per client: every sequential request answered, the slow
+    // client's at least its 1 s pause, the others' well under it.
+    let second = 1_000_000_000;
+    let v6 = row("::1");
+    assert_eq!(v6["answered"].as_u64(), Some(25), "{v6}");
+    assert!(v6["latency_p99_ns"].as_u64().unwrap() < second, "{v6}");
+    let slow = row(&lab.client.addr.to_string());
+    assert_eq!(slow["requests"].as_u64(), Some(SLOW_REQUESTS), "{slow}");
+    assert_eq!(slow["answered"].as_u64(), Some(SLOW_REQUESTS), "{slow}");
+    let p50 = slow["latency_p50_ns"].as_u64().unwrap();
+    assert!((second..3 * second).contains(&p50), "{slow}");
+    // wrk's connections may be cut mid-answer when it stops: one each.
+    let local = row("127.0.0.1");
+    let answered = local["answered"].as_u64().unwrap();
+    let requests = local["requests"].as_u64().unwrap();
+    assert!(answered <= requests && answered + 4 >= requests, "{local}");
+    assert!(
+        local["latency_p50_ns"].as_u64() <= local["latency_p99_ns"].as_u64()
+            && local["latency_p99_ns"].as_u64().unwrap() < second,
+        "{local}"
+    );
     let attacker_ip = attacker.to_string();
     let them = row(&attacker_ip);
+    // Only slowhttptest's availability probes (complete requests) were
+    // answered; its held connections never made one.
+    assert_eq!(them["answered"], them["requests"], "{them}");
     assert!(them["connections"].as_u64().unwrap() >= 60, "{them}");
     assert!(
         them["in_flight"].as_u64().unwrap() >= 60,

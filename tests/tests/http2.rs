@@ -128,6 +128,13 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
         ),
         ("127.0.0.1", 8, 600)
     );
+    // Every request answered has a latency: each stream's on its worker,
+    // each HTTP/1.1 request's from its read to its response.
+    assert_eq!(clients[0]["answered"].as_u64(), Some(600), "{clients:?}");
+    assert!(
+        clients[0]["latency_p50_ns"].as_u64() <= clients[0]["latency_p99_ns"].as_u64(),
+        "{clients:?}"
+    );
 
     // Every stream, from the connection's thread to its worker and back:
     // the workers are the threads bpftrace saw run the streams, stream for

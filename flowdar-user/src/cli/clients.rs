@@ -14,8 +14,13 @@ use crate::analysis::{by_client, sessions_of};
 /// the open calls. Needs the `request` or `connection` profile (client
 /// addresses are read by the kernel from Apache's connection record).
 ///
+/// Request latency per client (p50, p99): from the first bytes the server
+/// read of a request to the end of its response, over the requests answered
+/// in the trace; "-" when none was.
+///
 /// JSON fields (stable): address, connections, requests, worker_ns, read_ns,
-/// in_flight.
+/// backend_ns, in_flight, held_at_attach, answered, latency_p50_ns,
+/// latency_p99_ns.
 #[derive(Debug, Args)]
 pub struct ClientsArgs {
     /// Trace file written by `flowdar record`.
@@ -32,19 +37,30 @@ pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
     } else {
         let total: u64 = rows.iter().map(|r| r.worker_ns).sum();
         println!(
-            "{:<40} {:>11} {:>9} {:>12} {:>7} {:>12} {:>10}",
-            "client", "connections", "requests", "worker time", "share", "reading", "in flight"
+            "{:<40} {:>11} {:>9} {:>12} {:>7} {:>12} {:>10} {:>10} {:>10}",
+            "client",
+            "connections",
+            "requests",
+            "worker time",
+            "share",
+            "reading",
+            "in flight",
+            "p50",
+            "p99"
         );
+        let latency = |ns: Option<u64>| ns.map_or_else(|| "-".to_string(), format::ns);
         for r in &rows {
             println!(
-                "{:<40} {:>11} {:>9} {:>12} {:>6.1}% {:>12} {:>10}",
+                "{:<40} {:>11} {:>9} {:>12} {:>6.1}% {:>12} {:>10} {:>10} {:>10}",
                 r.address,
                 r.connections,
                 r.requests,
                 format::ns(r.worker_ns),
                 100.0 * r.worker_ns as f64 / total.max(1) as f64,
                 format::ns(r.read_ns),
-                r.in_flight
+                r.in_flight,
+                latency(r.latency_p50_ns),
+                latency(r.latency_p99_ns)
             );
         }
         println!(
