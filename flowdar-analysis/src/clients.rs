@@ -75,9 +75,9 @@ pub fn by_client(sessions: &[Session]) -> Vec<ClientRow> {
             .or_default()
             .extend(&s.request_ns);
     }
-    for (address, mut ns) in latencies {
+    for r in rows.values_mut() {
+        let mut ns = latencies.remove(&r.address).unwrap_or_default();
         ns.sort_unstable();
-        let r = rows.get_mut(&address).expect("a row per address");
         r.answered = ns.len() as u64;
         r.latency_p50_ns = quantile(&ns, 0.50);
         r.latency_p99_ns = quantile(&ns, 0.99);
