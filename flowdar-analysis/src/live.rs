@@ -12,7 +12,10 @@ use flowdar_common::{Event, EventKind};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::sessions::{pointer, SessionTracker, CONNECTION, READ, REQUEST};
+use super::{
+    phases::{LeanCall, LeanPhases, Phase},
+    sessions::{pointer, SessionTracker, CONNECTION, READ, REQUEST},
+};
 use flowdar_trace::TraceProbe;
 
 /// A worker thread found blocked on a client's TCP socket (the capture side
@@ -77,6 +80,12 @@ pub struct Worker {
     /// The innermost traced call it is in.
     pub function: String,
     pub for_ns: u64,
+    /// The phase of its connection it is in ("reading request", "handler",
+    /// "backend", "writing response", "keep-alive", "closing", "TLS
+    /// handshake", "connection"), and for how long; null for a worker
+    /// blocked since before attach whose phase is unknown.
+    pub phase: Option<Phase>,
+    pub phase_ns: u64,
     /// The client of the connection it works on, when known.
     pub client: Option<String>,
 }
@@ -140,10 +149,6 @@ pub struct LiveView {
     read: Option<u32>,
     /// The probe whose calls count requests (see [`Interval::requests_per_s`]).
     request: Option<usize>,
-    /// Lean traces: per thread, when it began reading its connection's
-    /// request (its first reading system call since its last request or
-    /// write), which the polls between header lines do not restart.
-    reading_since: HashMap<u32, (u64, u64)>,
     rule: AlertRule,
     threads: HashMap<u32, (u32, Vec<Frame>)>,
     calls: Vec<u64>,
@@ -159,6 +164,8 @@ pub struct LiveView {
     /// before attach, so no probe will tell when they end.
     blocked: HashMap<u32, BlockedWorker>,
     blocked_seeded: bool,
+    /// Lean traces: each thread's phase, followed from call to call.
+    lean_phases: LeanPhases,
 }
 
 const AGES: [(&str, u64); 4] = [
@@ -208,7 +215,6 @@ impl LiveView {
             ]
             .iter()
             .find_map(|f| probes.iter().position(|p| p.function == *f)),
-            reading_since: HashMap::new(),
             rule,
             threads: HashMap::new(),
             calls: vec![0; probes.len()],
@@ -221,6 +227,7 @@ impl LiveView {
             last_snapshot_ns: now_ns,
             blocked: HashMap::new(),
             blocked_seeded: false,
+            lean_phases: LeanPhases::default(),
         }
     }
 
@@ -257,6 +264,9 @@ impl LiveView {
         }
         self.blocked.remove(&e.tid);
         let role = self.roles[id];
+        if let Some(call) = self.lean_call(id, e) {
+            self.lean_phases.entry(e.tid, e.ts_ns, call);
+        }
         let (tgid, stack) = self
             .threads
             .entry(e.tid)
@@ -268,25 +278,8 @@ impl LiveView {
         }
         if e.kind == EventKind::Entry as u32 {
             self.calls[id] += 1;
-            match role {
-                Role::EntryOnly => {
-                    // A request began on this thread: its read is over.
-                    self.reading_since.remove(&e.tid);
-                    return;
-                }
-                Role::Socket(r) if r.waits_to_read(&e.args) => {
-                    let conn = e.args[1];
-                    match self.reading_since.get(&e.tid) {
-                        Some(&(c, _)) if c == conn => {}
-                        _ => {
-                            self.reading_since.insert(e.tid, (conn, e.ts_ns));
-                        }
-                    }
-                }
-                Role::Socket(_) => {
-                    self.reading_since.remove(&e.tid);
-                }
-                _ => {}
+            if role == Role::EntryOnly {
+                return;
             }
             // An HTTP/2 stream's calls count for the client's connection.
             let primary = self.primary_slot[id].and_then(|k| pointer(e.args[k]));
@@ -309,6 +302,20 @@ impl LiveView {
                 reads: matches!(role, Role::Socket(r) if r.waits_to_read(&e.args)),
             });
         } else if e.kind == EventKind::Exit as u32 {
+            if let Role::Socket(super::sessions::Role::Socket {
+                reading,
+                poll,
+                closing,
+                ..
+            }) = role
+            {
+                let bytes = e.args[0] > 0 && e.args[0] < 1 << 48;
+                if reading && !poll && bytes {
+                    self.lean_phases.bytes_read(e.tid, e.ts_ns);
+                } else if closing {
+                    self.lean_phases.closed(e.tid);
+                }
+            }
             let Some(pos) = stack.iter().rposition(|f| f.probe_id == e.probe_id) else {
                 return; // entered before capture
             };
@@ -332,14 +339,48 @@ impl LiveView {
         }
     }
 
+    /// What a lean trace's entry `e` (of probe `id`) is to its thread's
+    /// phase.
+    fn lean_call(&self, id: usize, e: &Event) -> Option<LeanCall> {
+        if e.kind != EventKind::Entry as u32 {
+            return None;
+        }
+        match self.roles[id] {
+            Role::EntryOnly if Some(id) == self.request => Some(LeanCall::Request),
+            Role::Socket(r) => {
+                let conn = e.args[1];
+                let super::sessions::Role::Socket {
+                    poll,
+                    closing,
+                    writing,
+                    ..
+                } = r
+                else {
+                    return None;
+                };
+                if r.waits_to_read(&e.args) {
+                    Some(LeanCall::ReadWait(conn))
+                } else if writing || poll {
+                    Some(LeanCall::Write(conn))
+                } else if closing {
+                    Some(LeanCall::Close(conn))
+                } else if self.names[id] == "shutdown" {
+                    Some(LeanCall::Shutdown(conn))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Forgets the threads of processes that are gone (a child recycled,
     /// or killed mid-call): their open frames would otherwise stay workers
     /// forever.
     pub fn forget_dead(&mut self, alive: impl Fn(u32) -> bool) {
         self.threads.retain(|_, (tgid, _)| alive(*tgid));
         let threads = &self.threads;
-        self.reading_since
-            .retain(|tid, _| threads.contains_key(tid));
+        self.lean_phases.retain(|tid| threads.contains_key(&tid));
     }
 
     /// The figures since the last snapshot (call counts and durations
@@ -373,6 +414,24 @@ impl LiveView {
                 ages[AGES.iter().position(|(_, lim)| age < *lim).unwrap_or(3)] += 1;
             }
             let (Some(bottom), Some(top)) = (stack.first(), stack.last()) else {
+                // Lean: between a request's start and its thread's next
+                // system call, in the handler.
+                if let (Some((Phase::Handler, since)), Some(conn), Some(id)) = (
+                    self.lean_phases.now(tid),
+                    self.lean_phases.conn(tid),
+                    self.request,
+                ) {
+                    let client = self.conn_client.get(&(*pid, conn));
+                    workers.push(Worker {
+                        pid: *pid,
+                        tid,
+                        function: self.names[id].clone(),
+                        for_ns: now_ns.saturating_sub(since),
+                        phase: Some(Phase::Handler),
+                        phase_ns: now_ns.saturating_sub(since),
+                        client: client.map(ToString::to_string),
+                    });
+                }
                 continue;
             };
             let client = top
@@ -385,15 +444,23 @@ impl LiveView {
                 h.1 += 1;
             }
             let for_ns = now_ns.saturating_sub(top.start_ns);
+            let phase = match self.roles[top.probe_id as usize] {
+                Role::Socket(_) => self.lean_phases.now(tid),
+                _ => Phase::of_stack(
+                    stack
+                        .iter()
+                        .map(|f| (self.names[f.probe_id as usize].as_str(), f.start_ns)),
+                ),
+            };
             // Blocked reading a request, whatever it calls meanwhile (with
             // the io set, the innermost call is apr_socket_recv, restarted
             // at every header line the client trickles in). Lean: in a
-            // reading system call now, since the request's first.
-            let lean_reading = top
-                .reads
-                .then(|| self.reading_since.get(&tid))
-                .flatten()
-                .map(|&(_, since)| now_ns.saturating_sub(since));
+            // reading system call now, since the request's first (not
+            // waiting in keep-alive, nor reading the client out at close).
+            let lean_reading = match phase {
+                Some((Phase::Reading, since)) if top.reads => Some(now_ns.saturating_sub(since)),
+                _ => None,
+            };
             let reading_since = stack
                 .iter()
                 .find(|f| Some(f.probe_id) == self.read)
@@ -409,6 +476,8 @@ impl LiveView {
                 tid,
                 function: self.names[top.probe_id as usize].clone(),
                 for_ns,
+                phase: phase.map(|(p, _)| p),
+                phase_ns: phase.map_or(0, |(_, since)| now_ns.saturating_sub(since)),
                 client: client.map(|a| a.to_string()),
             });
         }
@@ -427,6 +496,8 @@ impl LiveView {
                 tid: b.tid,
                 function: BLOCKED_BEFORE_ATTACH.into(),
                 for_ns: since_attach,
+                phase: b.reading.then_some(Phase::Reading),
+                phase_ns: since_attach,
                 client: Some(b.peer.to_string()),
             });
             self.client_conns
@@ -584,6 +655,11 @@ mod tests {
             1,
             "reading since 11, not since the last poll"
         );
+        assert_eq!(
+            (i.workers[0].phase, i.workers[0].phase_ns),
+            (Some(Phase::Reading), 5_000 - 11),
+            "reading its request since the first read"
+        );
         assert_eq!(i.alerts[0].clients, ["198.18.0.6"]);
         assert!(
             i.alerts[0].message.contains("read or poll"),
@@ -663,5 +739,65 @@ mod tests {
         v.forget_dead(|_| false);
         let k = v.snapshot(7_000);
         assert!(k.workers.is_empty() && k.alerts.is_empty() && k.reading_now == 0);
+    }
+
+    #[test]
+    fn a_lean_trace_names_each_worker_s_phase() {
+        let sys = |id, name: &str, nr| TraceProbe::syscall(id, name, nr, Default::default());
+        let mut counted = probe(3, super::super::sessions::LEAN_REQUEST, None);
+        counted.capture.entry_only = true;
+        let probes = [
+            sys(0, "read", 0),
+            sys(1, "poll", 7),
+            sys(2, "writev", 20),
+            counted,
+        ];
+        let rule = AlertRule {
+            workers: 10,
+            after_ns: 1_000,
+        };
+        let mut v = LiveView::new(&probes, rule, 0);
+        let c = |n: u64| 1 << 47 | n;
+        // Thread 21: its request's bytes read, the request begun, no
+        // system call since: in the handler.
+        v.push(&ev(21, 10, 0, EventKind::Entry, [8, c(1), 100]));
+        v.push(&ev(21, 11, 0, EventKind::Exit, [100, 0, 0]));
+        v.push(&ev(21, 12, 3, EventKind::Entry, [0x77, 0, 0]));
+        // Thread 22: writing its response (a poll for output, POLLOUT).
+        v.push(&ev(22, 20, 0, EventKind::Entry, [8, c(2), 100]));
+        v.push(&ev(22, 21, 0, EventKind::Exit, [100, 0, 0]));
+        v.push(&ev(22, 22, 3, EventKind::Entry, [0x78, 0, 0]));
+        v.push(&ev(22, 30, 2, EventKind::Entry, [8, c(2), 2]));
+        v.push(&ev(22, 31, 2, EventKind::Exit, [0, 0, 0]));
+        v.push(&ev(22, 32, 1, EventKind::Entry, [8, c(2), 4]));
+        // Thread 23: answered, now waiting for the next request.
+        v.push(&ev(23, 40, 0, EventKind::Entry, [8, c(3), 100]));
+        v.push(&ev(23, 41, 0, EventKind::Exit, [100, 0, 0]));
+        v.push(&ev(23, 42, 3, EventKind::Entry, [0x79, 0, 0]));
+        v.push(&ev(23, 43, 2, EventKind::Entry, [8, c(3), 2]));
+        v.push(&ev(23, 44, 2, EventKind::Exit, [300, 0, 0]));
+        v.push(&ev(23, 45, 1, EventKind::Entry, [8, c(3), 1]));
+        // Thread 24: done with its request, back in the pool (no call).
+        v.push(&ev(24, 50, 0, EventKind::Entry, [8, c(4), 100]));
+        v.push(&ev(24, 51, 0, EventKind::Exit, [100, 0, 0]));
+        v.push(&ev(24, 52, 3, EventKind::Entry, [0x7a, 0, 0]));
+        v.push(&ev(24, 53, 2, EventKind::Entry, [8, c(4), 2]));
+        v.push(&ev(24, 54, 2, EventKind::Exit, [300, 0, 0]));
+        let i = v.snapshot(100);
+        let mut phases: Vec<(u32, Option<&str>, u64)> = i
+            .workers
+            .iter()
+            .map(|w| (w.tid, w.phase.map(Phase::name), w.phase_ns))
+            .collect();
+        phases.sort_unstable();
+        assert_eq!(
+            phases,
+            [
+                (21, Some("handler"), 100 - 12),
+                (22, Some("writing response"), 100 - 30),
+                (23, Some("keep-alive"), 100 - 45),
+            ]
+        );
+        assert_eq!(i.reading_now, 0, "a keep-alive wait reads no request yet");
     }
 }

@@ -213,7 +213,7 @@ fn the_terminal_view_survives_resizes_and_the_target_exiting() {
         std::thread::sleep(Duration::from_millis(700));
     }
     let s = screen("clients");
-    assert!(s.contains("workers in a call"), "after resizes:\n{s}");
+    assert!(s.contains(" workers: "), "after resizes:\n{s}");
     apache.stop();
     let s = screen("EXIT=");
     let err = std::fs::read_to_string(log.path()).unwrap_or_default();
@@ -352,6 +352,19 @@ fn top_by_default_is_lean_and_sees_the_workers_held_before_it_attached() {
         on_attacker >= 20,
         "{on_attacker} workers on the attacker's connections: {first}"
     );
+    // Every worker the attack holds is reading its request, in every
+    // interval.
+    for i in &intervals {
+        for w in i["workers"].as_array().unwrap() {
+            let theirs = w["client"]
+                .as_str()
+                .and_then(|c| c.parse::<std::net::SocketAddr>().ok())
+                .is_some_and(|c| c.ip().to_string() == attacker);
+            if theirs {
+                assert_eq!(w["phase"], "reading request", "{w}");
+            }
+        }
+    }
     let alert = intervals
         .iter()
         .flat_map(|i| i["alerts"].as_array().unwrap().iter())

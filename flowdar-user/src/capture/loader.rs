@@ -119,11 +119,14 @@ impl Attached {
         let started = Instant::now();
         let mut ebpf = self.ebpf;
         let Detaching { entries, returns } = self.links.detach(&mut ebpf);
-        // The syscall programs' entry side stops with the uprobe entries,
-        // their exit side with the return probes (a map write each: their
-        // links close with `ebpf`, a grace period per link).
-        let _ = super::syscalls::set_state(&mut ebpf, flowdar_common::SYSCALLS_EXITS);
+        // The syscall programs' entry side stops once the uprobe entries
+        // are gone, their exit side with the return probes (a map write
+        // each: their links close with `ebpf`, a grace period per link).
+        // Not before: a lean trace counted requests (an entry uprobe)
+        // while the entry links closed and no longer saw their writes, so
+        // `top` showed those workers in their handler at the end.
         close_all(entries);
+        let _ = super::syscalls::set_state(&mut ebpf, flowdar_common::SYSCALLS_EXITS);
         let entries_removed_ns = super::monotonic_ns();
         // Calls that entered just before their entry probe went can still
         // return into the trace: give them a moment before the return
@@ -240,11 +243,19 @@ pub fn attach(
     let (kernel, user): (Vec<&ResolvedProbe>, Vec<&ResolvedProbe>) =
         probes.iter().partition(|p| p.is_syscall());
     let user: Vec<ResolvedProbe> = user.into_iter().cloned().collect();
+    // The tracepoints first: a request counted by a uprobe while the
+    // system calls were not yet watched would miss its reads and writes
+    // (a lean `top` started under load counted 272 requests without their
+    // response this way).
+    let syscalls = if floor {
+        Ok(())
+    } else {
+        super::syscalls::attach(&mut ebpf, &kernel).map(drop)
+    };
     let strategy = attach::strategy(mechanism, EBPF_OBJECT);
-    let (attachment, mut result) = strategy.attach(&mut ebpf, &user, programs);
-    if result.is_ok() && !floor {
-        result = super::syscalls::attach(&mut ebpf, &kernel).map(drop);
-    }
+    let user: &[ResolvedProbe] = if syscalls.is_ok() { &user } else { &[] };
+    let (attachment, result) = strategy.attach(&mut ebpf, user, programs);
+    let result = syscalls.and(result);
     let mut attached = Attached {
         ebpf,
         mechanism,

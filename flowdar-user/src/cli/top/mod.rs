@@ -20,9 +20,10 @@ use crate::{
     probes,
 };
 
-/// Watch a running server live: calls/s, mean and p99 per function, what
-/// each worker is in now and for how long, calls in flight by age, the
-/// clients holding the workers, and alerts.
+/// Watch a running server live: calls/s, mean and p99 per function, each
+/// busy worker's phase (reading request, handler, backend, writing
+/// response, keep-alive, closing) and for how long, calls in flight by
+/// age, the clients holding the workers, and alerts.
 ///
 /// Without --profile, --probes or --probe, it watches `apache:lean`: the
 /// server's socket I/O from the kernel's syscall tracepoints and one
@@ -182,12 +183,16 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
                 out.show(&view.snapshot(monotonic_ns()), screen.as_mut())?;
             }
         };
+        // The last view is of the moment the stop began: detaching takes
+        // a second or more, and what workers were in then is what the
+        // trace saw last.
+        let stopping_ns = monotonic_ns();
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
         // The writer is done: every batch it wrote is in the channel.
         for batch in events.iter() {
             batch.iter().for_each(|e| view.push(e));
         }
-        let last = view.snapshot(monotonic_ns());
+        let last = view.snapshot(stopping_ns);
         if let Some(s) = screen.take() {
             s.leave()?;
             print!("{}", tui::as_text(&last));

@@ -194,8 +194,9 @@ impl Screen {
             let rows = i.workers.iter().map(|w| {
                 Row::new(vec![
                     format!("{}/{}", w.pid, w.tid),
+                    w.phase.map_or("?", |p| p.name()).to_string(),
+                    format::ns(w.phase_ns),
                     w.function.clone(),
-                    format::ns(w.for_ns),
                     w.client.clone().unwrap_or_default(),
                 ])
             });
@@ -204,17 +205,18 @@ impl Screen {
                     rows,
                     [
                         Constraint::Fill(1),
-                        Constraint::Fill(2),
                         Constraint::Fill(1),
+                        Constraint::Fill(1),
+                        Constraint::Fill(2),
                         Constraint::Fill(2),
                     ],
                 )
-                .header(Row::new(["pid/tid", "in", "for", "client"]).style(bold))
-                .block(
-                    Block::default()
-                        .borders(Borders::ALL)
-                        .title(format!(" workers in a call: {} ", i.workers.len())),
-                ),
+                .header(Row::new(["pid/tid", "phase", "for", "in call", "client"]).style(bold))
+                .block(Block::default().borders(Borders::ALL).title(format!(
+                    " workers: {} ({}) ",
+                    i.workers.len(),
+                    by_phase(i)
+                ))),
                 workers,
             );
             let ages_text = i
@@ -289,12 +291,13 @@ pub fn as_text(i: &Interval) -> String {
         s.push_str(&format!("ALERT {}\n", a.message));
     }
     s.push_str(&format!(
-        "{} workers in a traced call at the end",
-        i.workers.len()
+        "{} workers busy at the end ({})",
+        i.workers.len(),
+        by_phase(i)
     ));
     if let Some(w) = i.workers.first() {
         s.push_str(&format!(
-            " (longest: {} for {})",
+            "; longest: {} for {}",
             w.function,
             format::ns(w.for_ns)
         ));
@@ -310,4 +313,25 @@ pub fn as_text(i: &Interval) -> String {
         ));
     }
     s
+}
+
+/// "150 reading request, 2 handler": the workers by phase, most first.
+fn by_phase(i: &Interval) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for w in &i.workers {
+        let name = w.phase.map_or("phase unknown", |p| p.name());
+        match counts.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((name, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    match counts.is_empty() {
+        true => "none".into(),
+        false => counts
+            .iter()
+            .map(|(n, c)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
