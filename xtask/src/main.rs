@@ -68,14 +68,14 @@ enum Command {
     },
     /// Benchmarks (root): print figures measured side by side and the
     /// targets they are held to (see BENCHMARKS.md). Default: the tracer
-    /// rows a-e, h, m and z.
+    /// rows a-e, h, m, r and z.
     Bench {
         /// Which benchmark.
         #[arg(value_enum, default_value = "tracer")]
         which: tasks::Bench,
-        /// Only these rows of the tracer benchmark (a, b, d, e, h, m, z; b
+        /// Only these rows of the tracer benchmark (a, b, d, e, h, m, r, z; b
         /// includes c), e.g. `cargo xtask bench tracer a e`.
-        #[arg(value_parser = ["a", "b", "d", "e", "h", "m", "z"])]
+        #[arg(value_parser = ["a", "b", "d", "e", "h", "m", "r", "z"])]
         rows: Vec<String>,
     },
     /// Soak (root): trace Apache under steady load with the `request`

@@ -238,7 +238,8 @@ pub enum Bench {
     /// The tracer against the kernel's floor and bpftrace: per call (a),
     /// server throughput (b) and trace bytes/event (c), analysis (d),
     /// attach/detach (e), probe hits per request of each profile set (h),
-    /// the zoom on the built-in experiment (z).
+    /// read time per client, `request,io` against `lean` (r), the zoom on
+    /// the built-in experiment (z).
     Tracer,
     /// Trace store: bytes/event on a recorded Apache trace and a synthetic
     /// one, encode/decode rates; and a 30 s full-speed recording's losses.

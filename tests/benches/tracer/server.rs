@@ -19,17 +19,19 @@ pub enum Config {
     Floor,
     Request,
     Lean,
+    TopLean,
     Io,
     Full,
     BpftraceRequest,
 }
 
 impl Config {
-    pub const ALL: [Config; 7] = [
+    pub const ALL: [Config; 8] = [
         Config::Untraced,
         Config::Floor,
         Config::Request,
         Config::Lean,
+        Config::TopLean,
         Config::Io,
         Config::Full,
         Config::BpftraceRequest,
@@ -41,6 +43,7 @@ impl Config {
             Config::Floor => "floor: `request` probes, do-nothing programs",
             Config::Request => "Flowdar `apache:request`",
             Config::Lean => "Flowdar `apache:lean` (syscall tracepoints + 1 function)",
+            Config::TopLean => "`flowdar top --json -o` (its default, `apache:lean`, shown live)",
             Config::Io => "Flowdar `apache:io`",
             Config::Full => "Flowdar `apache:full`",
             Config::BpftraceRequest => "bpftrace, `request` functions, printf per event",
@@ -109,6 +112,24 @@ fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) 
             let (lines, lost) = bt.stop();
             (r, Some(lines), Some(lost), None)
         }
+        Config::TopLean => {
+            let mut cmd = std::process::Command::new(flowdar_tests::flowdar_bin());
+            cmd.args(["top", "--pid", &pid, "--json", "--force", "-o"])
+                .arg(out);
+            // Ready once the first interval is out: attached and showing.
+            let top =
+                flowdar_tests::Background::start(cmd, "\"functions\"", Duration::from_secs(60));
+            let r = run_wrk();
+            let (code, stdout, stderr) = top.stop(libc::SIGINT);
+            assert_eq!(code, Some(0), "top failed:\n{stderr}");
+            assert!(
+                stdout.lines().count() >= secs as usize,
+                "an interval a second:\n{stdout}"
+            );
+            let (events, lost) = top_summary(&stderr);
+            let bpe = file_size(out) as f64 / events.max(1) as f64;
+            (r, Some(events), Some(lost), Some(bpe))
+        }
         _ => {
             let mut args = vec![
                 "--pid",
@@ -146,6 +167,24 @@ fn measure_one(apache: &ThrowawayApache, config: Config, secs: u64, out: &Path) 
         attach_mode,
         rounds: Vec::new(),
     }
+}
+
+/// Events and lost from top's last line: "Stopped (REASON) after 5.1 s:
+/// 123 events, 0 lost; trace in PATH."
+fn top_summary(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("Stopped ("))
+        .unwrap_or_else(|| panic!("no summary line from top:\n{stderr}"));
+    let rest = line.split_once("s: ").map_or("", |(_, r)| r);
+    let mut words = rest.split([' ', ',', ';']).filter(|w| !w.is_empty());
+    let events = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let _events_word = words.next();
+    let lost = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(u64::MAX);
+    (events, lost)
 }
 
 /// Every configuration, `rounds` times interleaved (every other round in

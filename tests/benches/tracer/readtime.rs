@@ -1,0 +1,179 @@
+//! Row r: the time workers spent reading per client (`flowdar clients`'
+//! `read_ns`), from the uprobes the experiment used before the lean
+//! capture (`apache:request,io`: `ap_read_request`) and from the lean
+//! capture's system calls (`apache:lean`: reads and polls for input), on
+//! the same run: two recorders attached to one Apache at once, stopped
+//! together, under one Slowloris from a lab host and wrk on loopback.
+use std::{net::IpAddr, process::Stdio, time::Duration};
+
+use flowdar::server::{run_wrk, ApacheOptions, Lab, ThrowawayApache, WrkPlan};
+use flowdar_tests::{flowdar_json, start_recorder};
+
+/// Slowloris connections (each holds a worker for the whole run).
+const ATTACK_CONNECTIONS: &str = "60";
+
+#[derive(Debug, Clone)]
+pub struct ClientReads {
+    pub address: String,
+    /// `read_ns` under `apache:request,io` and under `apache:lean`.
+    pub uprobes_ns: u64,
+    pub lean_ns: u64,
+    pub uprobes_requests: u64,
+    pub lean_requests: u64,
+}
+
+pub struct Run {
+    pub clients: Vec<ClientReads>,
+    pub attacker: String,
+    pub lost: (u64, u64),
+}
+
+fn read_ns(trace: &std::path::Path) -> Vec<(String, u64, u64)> {
+    let rows = flowdar_json(&["clients", "--json", trace.to_str().unwrap()]);
+    rows.as_array()
+        .expect("clients --json is an array")
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap_or_default().to_string(),
+                r["read_ns"].as_u64().unwrap_or(0),
+                r["requests"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+pub fn measure(secs: u64, out_dir: &std::path::Path) -> Run {
+    let lab = Lab::create().expect("lab hosts");
+    let apache = ThrowawayApache::start(&ApacheOptions {
+        listen: vec![lab.server.into()],
+        ..Default::default()
+    })
+    .expect("start apache");
+    let pid = apache.pid().to_string();
+    let traces = [
+        (
+            "apache:request,io",
+            out_dir.join("readtime-uprobes.flowdar"),
+        ),
+        ("apache:lean", out_dir.join("readtime-lean.flowdar")),
+    ];
+    let recorders: Vec<_> = traces
+        .iter()
+        .map(|(profile, path)| {
+            start_recorder(&[
+                "--pid",
+                &pid,
+                "--profile",
+                profile,
+                "--force",
+                "-o",
+                path.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    let mut attack = lab
+        .attacker
+        .command("slowhttptest")
+        .args(["-H", "-c", ATTACK_CONNECTIONS, "-r", "60", "-i", "2"])
+        .args(["-l", &(secs + 10).to_string(), "-p", "5"])
+        .args([
+            "-u",
+            &format!("http://{}:{}/index.html", lab.server, apache.port()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("slowhttptest (cargo xtask setup installs it)");
+    std::thread::sleep(Duration::from_secs(2));
+    let wrk = run_wrk(
+        apache.addr(),
+        &WrkPlan {
+            threads: 1,
+            connections: 4,
+            duration: Duration::from_secs(secs),
+            ..Default::default()
+        },
+    )
+    .expect("wrk");
+    assert_eq!(wrk.errors, 0, "wrk saw errors: {wrk:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    // Both stop at once: the attacker's reads are in flight until the end.
+    for r in &recorders {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(r.pid() as i32, libc::SIGINT) };
+    }
+    let mut lost = Vec::new();
+    for r in recorders {
+        let (code, out, err) = r.stop(0);
+        assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+        lost.push(crate::common::parse_summary(&out).lost);
+    }
+    let _ = attack.kill();
+    let _ = attack.wait();
+    let (a, b) = (read_ns(&traces[0].1), read_ns(&traces[1].1));
+    let mut clients: Vec<ClientReads> = a
+        .iter()
+        .map(|(address, ns, requests)| {
+            let lean = b.iter().find(|(x, _, _)| x == address);
+            ClientReads {
+                address: address.clone(),
+                uprobes_ns: *ns,
+                lean_ns: lean.map_or(0, |l| l.1),
+                uprobes_requests: *requests,
+                lean_requests: lean.map_or(0, |l| l.2),
+            }
+        })
+        .collect();
+    for (address, ns, requests) in &b {
+        if !clients.iter().any(|c| &c.address == address) {
+            clients.push(ClientReads {
+                address: address.clone(),
+                uprobes_ns: 0,
+                lean_ns: *ns,
+                uprobes_requests: 0,
+                lean_requests: *requests,
+            });
+        }
+    }
+    Run {
+        clients,
+        attacker: IpAddr::from(lab.attacker.addr).to_string(),
+        lost: (lost[0], lost[1]),
+    }
+}
+
+pub fn render(run: &Run, secs: u64) -> String {
+    let mut md = format!(
+        "### r. Read time per client, `apache:request,io` against `apache:lean` (one Apache, both recorders attached at once and stopped together; a {ATTACK_CONNECTIONS}-connection Slowloris from a lab host, wrk -t1 -c4 for {secs} s on 127.0.0.1)\n\n"
+    );
+    md.push_str("| client | requests (uprobes / lean) | read time, `request,io` (`ap_read_request`) | read time, `lean` (read, poll) | lean / uprobes |\n|---|---:|---:|---:|---:|\n");
+    for c in &run.clients {
+        let role = if c.address == run.attacker {
+            " (attacker)"
+        } else {
+            ""
+        };
+        md.push_str(&format!(
+            "| {}{role} | {} / {} | {:.3} s | {:.3} s | {:.3} |\n",
+            c.address,
+            c.uprobes_requests,
+            c.lean_requests,
+            c.uprobes_ns as f64 / 1e9,
+            c.lean_ns as f64 / 1e9,
+            c.lean_ns as f64 / c.uprobes_ns.max(1) as f64,
+        ));
+    }
+    let attacker = run.clients.iter().find(|c| c.address == run.attacker);
+    let ratio = attacker.map_or(0.0, |c| c.lean_ns as f64 / c.uprobes_ns.max(1) as f64);
+    let total = |f: fn(&ClientReads) -> u64| run.clients.iter().map(f).sum::<u64>() as f64;
+    let all = total(|c| c.lean_ns) / total(|c| c.uprobes_ns).max(1.0);
+    md.push_str(&format!(
+        "\nThe attacker's read time, lean / uprobes: {ratio:.3} (target: within 5%: {}); all clients together: {all:.3}. Lost: {} (uprobes), {} (lean).\n\n",
+        crate::verdict((ratio - 1.0).abs() <= 0.05),
+        run.lost.0,
+        run.lost.1,
+    ));
+    md
+}
