@@ -27,10 +27,11 @@ pub struct ClientRow {
     /// Lean traces: its connections a worker was already waiting on when
     /// capture began.
     pub held_at_attach: u64,
-    /// Its requests whose response was seen sent, and their latency's
-    /// median and 99th percentile (nearest rank): from the first bytes the
-    /// server read of each to the end of its response. Null when none was
-    /// answered in the trace.
+    /// Its HTTP/1.x requests whose response was seen sent, and their
+    /// latency's median and 99th percentile (nearest rank): from the first
+    /// bytes the server read of each to the end of its response. Null when
+    /// none was answered in the trace. HTTP/2 streams are not measured
+    /// (see `Session::request_ns`).
     pub answered: u64,
     pub latency_p50_ns: Option<u64>,
     pub latency_p99_ns: Option<u64>,

@@ -128,9 +128,10 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
         ),
         ("127.0.0.1", 8, 600)
     );
-    // Every request answered has a latency: each stream's on its worker,
-    // each HTTP/1.1 request's from its read to its response.
-    assert_eq!(clients[0]["answered"].as_u64(), Some(600), "{clients:?}");
+    // Every HTTP/1.1 request answered has a latency (from its read to its
+    // response); HTTP/2 streams have none (their frames are read and
+    // written by the connection's thread, around the worker's part).
+    assert_eq!(clients[0]["answered"].as_u64(), Some(200), "{clients:?}");
     assert!(
         clients[0]["latency_p50_ns"].as_u64() <= clients[0]["latency_p99_ns"].as_u64(),
         "{clients:?}"

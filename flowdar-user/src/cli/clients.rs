@@ -15,8 +15,10 @@ use crate::analysis::{by_client, sessions_of};
 /// addresses are read by the kernel from Apache's connection record).
 ///
 /// Request latency per client (p50, p99): from the first bytes the server
-/// read of a request to the end of its response, over the requests answered
-/// in the trace; "-" when none was.
+/// read of a request to the end of its response, over the HTTP/1.x requests
+/// answered in the trace; "-" when none was. HTTP/2 streams are not
+/// measured: their frames are read and their responses written by the
+/// connection's thread, around the worker's part.
 ///
 /// JSON fields (stable): address, connections, requests, worker_ns, read_ns,
 /// backend_ns, in_flight, held_at_attach, answered, latency_p50_ns,
@@ -64,8 +66,11 @@ pub fn run(args: ClientsArgs) -> anyhow::Result<()> {
             );
         }
         println!(
-            "\n{} clients, {} connections, {} of worker time{}",
-            rows.iter().filter(|r| r.address != "unknown").count(),
+            "\n{}, {} connections, {} of worker time{}",
+            match rows.iter().filter(|r| r.address != "unknown").count() {
+                1 => "1 client".to_string(),
+                n => format!("{n} clients"),
+            },
             sessions.len(),
             format::ns(total),
             if rows.iter().any(|r| r.address == "unknown") {
