@@ -264,6 +264,10 @@ impl LiveView {
         }
         self.blocked.remove(&e.tid);
         let role = self.roles[id];
+        if self.threads.get(&e.tid).is_some_and(|(t, _)| *t != e.tgid) {
+            // A recycled tid: the old thread's connection is not this one's.
+            self.lean_phases.closed(e.tid);
+        }
         if let Some(call) = self.lean_call(id, e) {
             self.lean_phases.entry(e.tid, e.ts_ns, call);
         }
@@ -386,8 +390,16 @@ impl LiveView {
     /// The figures since the last snapshot (call counts and durations
     /// restart at zero) and the state at `now_ns` (CLOCK_MONOTONIC).
     pub fn snapshot(&mut self, now_ns: u64) -> Interval {
-        let secs = (now_ns.saturating_sub(self.last_snapshot_ns) as f64 / 1e9).max(1e-9);
-        self.last_snapshot_ns = now_ns;
+        self.snapshot_at(now_ns, now_ns)
+    }
+
+    /// [`LiveView::snapshot`] whose rates run to `rate_end_ns` (the events
+    /// pushed so far) and whose ages and states are those at `now_ns`: the
+    /// last view of a stopped capture, whose events kept coming while it
+    /// detached, is of the moment the stop began.
+    pub fn snapshot_at(&mut self, rate_end_ns: u64, now_ns: u64) -> Interval {
+        let secs = (rate_end_ns.saturating_sub(self.last_snapshot_ns) as f64 / 1e9).max(1e-9);
+        self.last_snapshot_ns = rate_end_ns;
         let mut functions: Vec<FunctionFigures> = (0..self.names.len())
             .filter(|&i| self.calls[i] > 0 || !self.durations[i].is_empty())
             .map(|i| FunctionFigures {

@@ -7,8 +7,12 @@
 //! one entry-only uprobe a request, so [`LeanPhases`] follows each thread
 //! from call to call: a request's entry starts the handler, which lasts
 //! until the thread's next system call; a write (or a poll for output)
-//! is the response; a read-wait after a response on the same connection
-//! is keep-alive until bytes arrive; after `shutdown`, lingering close.
+//! is the response; a read-wait after a request's response on the same
+//! connection is keep-alive until bytes arrive; after `shutdown`,
+//! lingering close. Which phases show depends on what the trace watches:
+//! `keep-alive` comes from lean traces (and uprobe ones cannot tell it from
+//! `connection`), `TLS handshake` and `backend` from uprobes (`apache:tls`,
+//! `apache:backend`).
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -100,7 +104,10 @@ struct Thread {
     conn: u64,
     phase: Phase,
     since: u64,
-    /// A response went out on `conn` and no bytes came in since.
+    /// A request began on `conn` (the counted call) since its last bytes.
+    requested: bool,
+    /// That request's response went out and no bytes came in since (a
+    /// write before any request, such as a TLS handshake's, is none).
     responded: bool,
     /// `shutdown` ran on `conn`: what follows is lingering close.
     shut: bool,
@@ -118,7 +125,8 @@ impl LeanPhases {
         let conn = match call {
             LeanCall::Request => {
                 if let Some(t) = self.threads.get_mut(&tid) {
-                    (t.phase, t.since, t.responded) = (Phase::Handler, ts, false);
+                    (t.phase, t.since) = (Phase::Handler, ts);
+                    (t.requested, t.responded) = (true, false);
                 }
                 return;
             }
@@ -131,6 +139,7 @@ impl LeanPhases {
             conn,
             phase: Phase::Connection,
             since: ts,
+            requested: false,
             responded: false,
             shut: false,
         });
@@ -139,6 +148,7 @@ impl LeanPhases {
                 conn,
                 phase: Phase::Connection,
                 since: ts,
+                requested: false,
                 responded: false,
                 shut: false,
             };
@@ -148,7 +158,7 @@ impl LeanPhases {
             LeanCall::ReadWait(_) if t.responded => Phase::KeepAlive,
             LeanCall::ReadWait(_) => Phase::Reading,
             LeanCall::Write(_) => {
-                t.responded = true;
+                t.responded |= t.requested;
                 Phase::Writing
             }
             LeanCall::Shutdown(_) | LeanCall::Close(_) => {
@@ -165,7 +175,7 @@ impl LeanPhases {
     /// A read on `tid` returned bytes at `ts`: a request is coming in.
     pub fn bytes_read(&mut self, tid: u32, ts: u64) {
         if let Some(t) = self.threads.get_mut(&tid) {
-            t.responded = false;
+            (t.requested, t.responded) = (false, false);
             if t.phase == Phase::KeepAlive {
                 (t.phase, t.since) = (Phase::Reading, ts);
             }
@@ -232,6 +242,14 @@ mod tests {
         );
         p.closed(7);
         assert_eq!(p.now(7), None);
+        // A TLS handshake's writes come before any request: the reads
+        // after them still wait for one.
+        let tls = c + 2;
+        p.entry(8, 10, LeanCall::ReadWait(tls));
+        p.bytes_read(8, 11);
+        p.entry(8, 12, LeanCall::Write(tls));
+        p.entry(8, 13, LeanCall::ReadWait(tls));
+        assert_eq!(p.now(8), Some((Phase::Reading, 13)));
         // Another connection starts afresh.
         p.entry(7, 50, LeanCall::Write(c));
         p.entry(7, 51, LeanCall::ReadWait(c + 1));

@@ -111,7 +111,8 @@ pub struct Session {
     #[serde(skip)]
     pub request_starts: Vec<u64>,
     /// Each answered HTTP/1.x request's latency, from the first bytes of
-    /// it the server read to the end of its response ([`latencies`]).
+    /// it the server read (a uprobe trace: the start of `ap_read_request`)
+    /// to the end of its response ([`latencies`]).
     /// Not HTTP/2 streams': the connection's thread reads their frames and
     /// writes their responses around the worker's call, and the worker's
     /// part alone understates them (40 µs of a 1-6 ms wait measured).
@@ -597,7 +598,12 @@ fn latencies(mut marks: Vec<(u64, Mark)>) -> Vec<u64> {
                 current = Some(first.take().unwrap_or(at));
                 sent = None;
             }
-            Mark::Sent if current.is_some() => sent = Some(sent.map_or(at, |s| s.max(at))),
+            Mark::Sent if current.is_some() => {
+                sent = Some(sent.map_or(at, |s| s.max(at)));
+                // Bytes read between two sends (a body after `100
+                // Continue`) were this request's, not the next one's.
+                first = None;
+            }
             Mark::Sent => {}
         }
     }
@@ -753,6 +759,21 @@ mod tests {
         assert_eq!(
             latencies(vec![(5, Request), (9, Sent), (12, Request), (20, Sent)]),
             [4, 8]
+        );
+        // A body read between an interim answer (`100 Continue`) and the
+        // response is the request's own: the next request starts afresh.
+        assert_eq!(
+            latencies(vec![
+                (10, Data),
+                (19, Request),
+                (25, Sent),
+                (30, Data),
+                (40, Sent),
+                (100, Data),
+                (101, Request),
+                (110, Sent),
+            ]),
+            [30, 10]
         );
         // Sends before any request (a connection seeded at attach) are no
         // request's.

@@ -40,7 +40,6 @@ fn phase_of<'a>(exp: &'a serde_json::Value, variant: &str, phase: &str) -> &'a s
         .unwrap_or_else(|| panic!("phase {phase} in {v}"))
 }
 
-/// The client's answers second by second in a phase of experiment.json.
 /// The client's count a second of `what` ("ok" or "failed") in a phase.
 fn counted_per_second(exp: &serde_json::Value, variant: &str, phase: &str, what: &str) -> Vec<u64> {
     let p = phase_of(exp, variant, phase);
@@ -147,8 +146,8 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     // The phase's mean mixes the first seconds (the attack connections
     // queued before mod_reqtimeout closes them; how many depends on the
     // machine: 0.46-0.65 of normal measured) with the rest, so the bar is
-    // on the attack phase's last 5 s: every request answered, at no less
-    // than half its normal phase's rate (measured 0.978 and 1.09 here, 0.657
+    // on the attack phase's last 5 s: requests answered at no less than
+    // half its normal phase's rate (measured 0.978 and 1.09 here, 0.657
     // in a CI run whose normal phase served 40 k requests/s; without the
     // mitigation it is 0; BENCHMARKS.md, "Tolerances of the root tests"),
     // and the same rate in the kernel matrix's verdict.
@@ -164,11 +163,13 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
         settled >= 0.5 * its_normal,
         "mod_reqtimeout recovers: {settled} req/s over the attack's last 5 s against {its_normal} in its normal phase ({seconds:?})\n{stdout}"
     );
+    // And answers them: at most 1% failed (0 in the runs measured here;
+    // without the mitigation every one fails).
     let failed = failed_per_second(&exp, "reqtimeout", "attack");
-    assert_eq!(
-        failed[failed.len() - 5..],
-        [0; 5],
-        "mod_reqtimeout recovers: no request fails over the attack's last 5 s ({failed:?})\n{stdout}"
+    let failed_late: u64 = failed[failed.len() - 5..].iter().sum();
+    assert!(
+        failed_late as f64 <= 0.01 * 5.0 * settled,
+        "mod_reqtimeout recovers: requests fail over the attack's last 5 s ({failed:?})\n{stdout}"
     );
     assert!(
         stdout.contains(&format!(

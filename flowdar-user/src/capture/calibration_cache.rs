@@ -3,11 +3,15 @@
 //! (issue #28: calls that begin while a recording starts are invisible to
 //! it, and the calibration took most of the start).
 //!
-//! One JSON file, `calibration.json`, in `$FLOWDAR_CACHE_DIR`, else
-//! `$XDG_CACHE_HOME/flowdar`, else `$HOME/.cache/flowdar`. A missing,
-//! unreadable or foreign file only means measuring again; a failed write
-//! costs nothing but the next run's measurement. `flowdar kernel` always
-//! measures and refreshes the entry.
+//! One JSON file, `calibration.json`, in `$FLOWDAR_CACHE_DIR`, else (root)
+//! `/var/cache/flowdar` (not the invoking user's home under `sudo -E`),
+//! else `$XDG_CACHE_HOME/flowdar` or `$HOME/.cache/flowdar`. A missing,
+//! unreadable or foreign file, an entry older than [`MAX_AGE_S`] or a
+//! figure out of [`PLAUSIBLE_NS`] only means measuring again; a failed
+//! write costs nothing but the next run's measurement. Two processes
+//! storing at once may lose one's entry (the rename is atomic: a reader
+//! never sees a torn file). `flowdar kernel` always measures and refreshes
+//! the entry.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -20,12 +24,17 @@ use super::Mechanism;
 
 /// Entries kept: the newest, one per key.
 const KEEP: usize = 16;
+/// A week: machines change under a kernel (firmware, microcode, load).
+pub const MAX_AGE_S: u64 = 7 * 24 * 3600;
+/// What a probed call can cost (1.1 to 19 µs measured on the VMs here).
+pub const PLAUSIBLE_NS: std::ops::Range<u64> = 100..1_000_000;
 
 /// What a measurement depends on. Another kernel, binary or CPU, or
 /// another attach mechanism, is another figure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Key {
-    /// `uname -r` and the kernel's build string.
+    /// `uname -r`, the kernel's build string and its command line (which
+    /// turns mitigations that change a trap's cost on and off).
     pub kernel: String,
     /// Flowdar's own binary: its GNU build id, else its size and mtime.
     pub binary: String,
@@ -53,9 +62,10 @@ impl Key {
         let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_owned();
         Key {
             kernel: format!(
-                "{} {}",
+                "{} {} [{}]",
                 read("/proc/sys/kernel/osrelease"),
-                read("/proc/sys/kernel/version")
+                read("/proc/sys/kernel/version"),
+                read("/proc/cmdline")
             ),
             binary: own_binary(),
             cpu: cpu_model(&read("/proc/cpuinfo")),
@@ -71,20 +81,33 @@ pub fn path() -> Option<PathBuf> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
     let dir = var("FLOWDAR_CACHE_DIR")
+        .or_else(|| root.then(|| PathBuf::from("/var/cache/flowdar")))
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("flowdar")))
         .or_else(|| var("HOME").map(|d| d.join(".cache/flowdar")))?;
     Some(dir.join("calibration.json"))
 }
 
-/// The cached cost for `key`, if one was stored.
-pub fn lookup(file: &Path, key: &Key) -> Option<u64> {
+/// The cached cost for `key`, if one was stored less than [`MAX_AGE_S`]
+/// before `now_unix` and is plausible.
+pub fn lookup(file: &Path, key: &Key, now_unix: u64) -> Option<u64> {
     let text = fs::read_to_string(file).ok()?;
     let f: File = serde_json::from_str(&text).ok()?;
     f.entries
         .iter()
         .find(|e| &e.key == key)
+        .filter(|e| now_unix.saturating_sub(e.measured_unix) < MAX_AGE_S)
         .map(|e| e.ns_per_call)
+        .filter(|ns| PLAUSIBLE_NS.contains(ns))
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Stores `ns_per_call` for `key` (replacing its old entry), atomically:
@@ -98,9 +121,7 @@ pub fn store(file: &Path, key: &Key, ns_per_call: u64) -> std::io::Result<()> {
     f.entries.push(Entry {
         key: key.clone(),
         ns_per_call,
-        measured_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        measured_unix: now_unix(),
     });
     let excess = f.entries.len().saturating_sub(KEEP);
     f.entries.drain(..excess);
@@ -171,17 +192,17 @@ mod tests {
     fn a_stored_cost_is_found_for_its_key_only() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sub/calibration.json");
-        assert_eq!(lookup(&file, &key("perf_link")), None);
+        assert_eq!(lookup(&file, &key("perf_link"), now_unix()), None);
         store(&file, &key("perf_link"), 9_800).unwrap();
         store(&file, &key("uprobe_multi"), 7_100).unwrap();
         store(&file, &key("perf_link"), 10_200).unwrap();
-        assert_eq!(lookup(&file, &key("perf_link")), Some(10_200));
-        assert_eq!(lookup(&file, &key("uprobe_multi")), Some(7_100));
+        assert_eq!(lookup(&file, &key("perf_link"), now_unix()), Some(10_200));
+        assert_eq!(lookup(&file, &key("uprobe_multi"), now_unix()), Some(7_100));
         let other_kernel = Key {
             kernel: "6.1.0-57 #1 SMP".into(),
             ..key("perf_link")
         };
-        assert_eq!(lookup(&file, &other_kernel), None);
+        assert_eq!(lookup(&file, &other_kernel, now_unix()), None);
         let text = fs::read_to_string(&file).unwrap();
         assert_eq!(text.matches("\"ns_per_call\"").count(), 2, "{text}");
     }
@@ -191,9 +212,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("calibration.json");
         fs::write(&file, "not json").unwrap();
-        assert_eq!(lookup(&file, &key("perf_link")), None);
-        store(&file, &key("perf_link"), 5).unwrap();
-        assert_eq!(lookup(&file, &key("perf_link")), Some(5));
+        assert_eq!(lookup(&file, &key("perf_link"), now_unix()), None);
+        store(&file, &key("perf_link"), 5_000).unwrap();
+        assert_eq!(lookup(&file, &key("perf_link"), now_unix()), Some(5_000));
     }
 
     #[test]
@@ -201,15 +222,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("calibration.json");
         for i in 0..KEEP + 3 {
-            store(&file, &key(&format!("m{i}")), i as u64).unwrap();
+            store(&file, &key(&format!("m{i}")), 1_000 + i as u64).unwrap();
         }
-        assert_eq!(lookup(&file, &key("m0")), None);
-        assert_eq!(lookup(&file, &key("m2")), None);
-        assert_eq!(lookup(&file, &key("m3")), Some(3));
+        assert_eq!(lookup(&file, &key("m0"), now_unix()), None);
+        assert_eq!(lookup(&file, &key("m2"), now_unix()), None);
+        assert_eq!(lookup(&file, &key("m3"), now_unix()), Some(1_003));
         assert_eq!(
-            lookup(&file, &key(&format!("m{}", KEEP + 2))),
-            Some(KEEP as u64 + 2)
+            lookup(&file, &key(&format!("m{}", KEEP + 2)), now_unix()),
+            Some(1_000 + KEEP as u64 + 2)
         );
+    }
+
+    #[test]
+    fn old_or_implausible_figures_are_measured_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calibration.json");
+        store(&file, &key("perf_link"), 9_800).unwrap();
+        let week_later = now_unix() + MAX_AGE_S;
+        assert_eq!(lookup(&file, &key("perf_link"), week_later), None);
+        store(&file, &key("perf_link"), 3).unwrap();
+        assert_eq!(lookup(&file, &key("perf_link"), now_unix()), None);
     }
 
     #[test]

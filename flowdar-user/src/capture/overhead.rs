@@ -123,34 +123,36 @@ pub fn ns_per_call(mechanism: Mechanism) -> Result<u64, CaptureError> {
         return Ok(*ns);
     }
     let key = calibration_cache::Key::here(mechanism);
-    let cached = calibration_cache::path().and_then(|f| calibration_cache::lookup(&f, &key));
+    let cached = calibration_cache::path()
+        .and_then(|f| calibration_cache::lookup(&f, &key, calibration_cache::now_unix()));
     let ns = match cached {
         Some(ns) => ns,
-        None => measure_and_store(mechanism, &key)?,
+        None => measure_and_store(mechanism, &key)?.0,
     };
     measured.push((mechanism, ns));
     Ok(ns)
 }
 
-/// Measures one probed call's cost now, whatever is cached, and caches it.
-pub fn remeasure(mechanism: Mechanism) -> Result<u64, CaptureError> {
-    let ns = measure_and_store(mechanism, &calibration_cache::Key::here(mechanism))?;
+/// Measures one probed call's cost now, whatever is cached, and caches it;
+/// also returns where it was cached, if it was.
+pub fn remeasure(mechanism: Mechanism) -> Result<(u64, Option<std::path::PathBuf>), CaptureError> {
+    let (ns, stored) = measure_and_store(mechanism, &calibration_cache::Key::here(mechanism))?;
     let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
     measured.retain(|(m, _)| *m != mechanism);
     measured.push((mechanism, ns));
-    Ok(ns)
+    Ok((ns, stored))
 }
 
+/// Measures, and caches the figure; the cache file when that worked (a
+/// cache that cannot be written only means measuring next time).
 fn measure_and_store(
     mechanism: Mechanism,
     key: &calibration_cache::Key,
-) -> Result<u64, CaptureError> {
+) -> Result<(u64, Option<std::path::PathBuf>), CaptureError> {
     let ns = measure(mechanism)?;
-    // A cache that cannot be written only means measuring next time.
-    if let Some(file) = calibration_cache::path() {
-        let _ = calibration_cache::store(&file, key, ns);
-    }
-    Ok(ns)
+    let stored =
+        calibration_cache::path().filter(|file| calibration_cache::store(file, key, ns).is_ok());
+    Ok((ns, stored))
 }
 
 fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {

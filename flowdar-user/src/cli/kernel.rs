@@ -24,12 +24,13 @@ pub fn run(_: KernelArgs) -> anyhow::Result<()> {
             println!("{:<20} {m}", "attach mode (auto)");
             // What every capture's overhead estimate starts from.
             match capture::remeasure_ns_per_call(m) {
-                Ok(ns) => println!(
-                    "{:<20} {} (both probes of one call, measured now on flowdar's own code; recordings reuse it{})",
+                Ok((ns, stored)) => println!(
+                    "{:<20} {} (both probes of one call, measured now on flowdar's own code; {})",
                     "probed call cost",
                     super::format::duration(std::time::Duration::from_nanos(ns)),
-                    capture::calibration_cache_path()
-                        .map_or(String::new(), |p| format!(", cached in {}", p.display()))
+                    stored.map_or("not cached: recordings will measure it again".into(), |p| {
+                        format!("recordings reuse it, cached in {}", p.display())
+                    })
                 ),
                 Err(e) => println!(
                     "{:<20} not measured: {}",

@@ -197,8 +197,10 @@ fn main() {
         );
         let lean = Paired::of(&get(Config::Lean).rounds, &get(Config::Untraced).rounds);
         let top = Paired::of(&get(Config::TopLean).rounds, &get(Config::Untraced).rounds);
-        let lean_lost =
-            get(Config::Lean).lost.unwrap_or(1) + get(Config::TopLean).lost.unwrap_or(1);
+        let lean_lost = get(Config::Lean)
+            .lost
+            .unwrap_or(1)
+            .saturating_add(get(Config::TopLean).lost.unwrap_or(1));
         let _ = writeln!(
             md,
             "Issue #28's lean capture: `lean` served {}x untraced's requests/s and `top -o` {}x, the median of each round's ratio (target >= 0.90: {}, {}); lost with the two: {lean_lost} (target 0: {}).\n",

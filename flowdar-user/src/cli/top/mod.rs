@@ -183,16 +183,16 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
                 out.show(&view.snapshot(monotonic_ns()), screen.as_mut())?;
             }
         };
-        // The last view is of the moment the stop began: detaching takes
-        // a second or more, and what workers were in then is what the
-        // trace saw last.
+        // The last view's ages are those of the moment the stop began:
+        // detaching takes a second or more, and a worker whose request
+        // began just before the syscalls stopped would age in its handler.
         let stopping_ns = monotonic_ns();
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
         // The writer is done: every batch it wrote is in the channel.
         for batch in events.iter() {
             batch.iter().for_each(|e| view.push(e));
         }
-        let last = view.snapshot(stopping_ns);
+        let last = view.snapshot_at(monotonic_ns(), stopping_ns);
         if let Some(s) = screen.take() {
             s.leave()?;
             print!("{}", tui::as_text(&last));

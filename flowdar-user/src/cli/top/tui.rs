@@ -326,12 +326,12 @@ fn by_phase(i: &Interval) -> String {
         }
     }
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    match counts.is_empty() {
-        true => "none".into(),
-        false => counts
-            .iter()
-            .map(|(n, c)| format!("{c} {n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+    if counts.is_empty() {
+        return "none".into();
     }
+    counts
+        .iter()
+        .map(|(n, c)| format!("{c} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
