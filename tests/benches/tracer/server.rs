@@ -43,7 +43,9 @@ impl Config {
             Config::Floor => "floor: `request` probes, do-nothing programs",
             Config::Request => "Flowdar `apache:request`",
             Config::Lean => "Flowdar `apache:lean` (syscall tracepoints + 1 function)",
-            Config::TopLean => "`flowdar top --json -o` (its default, `apache:lean`, shown live)",
+            Config::TopLean => {
+                "`flowdar top --pid P --json -o T` (its default, `apache:lean`, shown live)"
+            }
             Config::Io => "Flowdar `apache:io`",
             Config::Full => "Flowdar `apache:full`",
             Config::BpftraceRequest => "bpftrace, `request` functions, printf per event",
