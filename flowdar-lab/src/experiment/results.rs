@@ -122,7 +122,25 @@ pub struct Level {
     pub rows: Vec<Row>,
     /// Left out for the budget, hottest first.
     pub dropped: Vec<Dropped>,
+    /// Normal phases run again with fewer functions, because the one
+    /// before served less than the budget allows (what each measured).
+    pub reruns: Vec<Rerun>,
     pub traces: [PathBuf; 2],
+}
+
+/// A level's normal phase that served less than the budget allows, and
+/// what it measured: the figures the smaller set after it was chosen by.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rerun {
+    pub functions: usize,
+    pub throughput_ratio: f64,
+    /// Entries recorded and lost, over requests served.
+    pub measured_calls_per_request: f64,
+    /// The share of a request's work one probed call took here.
+    pub cost_per_call: f64,
+    /// The calls per request that cost allows within the budget.
+    pub budget_calls_per_request: f64,
+    pub trace: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +179,10 @@ pub struct Discovery {
     /// during the attack's window).
     pub requests_per_s: Option<f64>,
     pub requests: u64,
+    /// Events recorded and lost in the window: the calls counted in its
+    /// trace are scaled by (events + lost) / events.
+    pub events: u64,
+    pub lost: u64,
     pub trace: PathBuf,
 }
 

@@ -77,4 +77,23 @@ pub(super) fn zoom_section(md: &mut String, z: &Zoom, variant: &str) {
         "\nBudget: a probed call taken to cost {:.3} of a request's work ({}).",
         z.call_cost.share, z.call_cost.from
     );
+    for l in &z.levels {
+        for (i, r) in l.reruns.iter().enumerate() {
+            let next = l
+                .reruns
+                .get(i + 1)
+                .map_or(l.functions.len(), |n| n.functions);
+            let _ = writeln!(
+                md,
+                "\nLevel {}'s normal phase served {:.2}x untraced with {} functions ({:.1} probed calls per request measured, a call costing {:.3} of a request's work): run again with {} within {:.1} calls per request.",
+                l.level,
+                r.throughput_ratio,
+                r.functions,
+                r.measured_calls_per_request,
+                r.cost_per_call,
+                next,
+                r.budget_calls_per_request
+            );
+        }
+    }
 }

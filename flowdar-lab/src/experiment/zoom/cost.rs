@@ -1,20 +1,41 @@
 //! What a probed call costs: the share of a request's work, from level 0's
 //! observer effect when it probed enough calls to measure one, else the
 //! prior; and where the figure comes from.
-use flowdar_analysis::DiffRow;
+use std::collections::BTreeMap;
+
+use flowdar_analysis::{CallTree, DiffRow};
 
 use super::{CALIBRATION_CALLS, PRIOR_COST_PER_CALL, PRIOR_SOURCE};
-use crate::experiment::results::{CallCost, PhaseResult};
+use crate::experiment::{
+    error::Result,
+    results::{CallCost, PhaseResult},
+};
 
 pub(super) fn ratio(p: &PhaseResult, untraced_rps: Option<f64>) -> Option<f64> {
     let u = untraced_rps.filter(|u| *u > 0.0)?;
     Some(p.client.as_ref()?.requests_per_s / u)
 }
 
-/// Probed calls (entries: half the events) per request served in a phase.
+/// Probed calls (entries: half the events, recorded or lost) per request
+/// served in a phase.
 pub(super) fn calls_per_request(p: &PhaseResult) -> f64 {
-    let requests = p.client.as_ref().map_or(0, |c| c.requests).max(1);
-    (p.events / 2) as f64 / requests as f64
+    ((p.events + p.lost) / 2) as f64 / requests(p)
+}
+
+fn requests(p: &PhaseResult) -> f64 {
+    p.client.as_ref().map_or(0, |c| c.requests).max(1) as f64
+}
+
+/// Each function's calls per request in a phase's trace, the lost events'
+/// share spread over them in proportion.
+pub(super) fn measured_per_request(p: &PhaseResult) -> Result<BTreeMap<String, f64>> {
+    let tree = CallTree::of(&p.trace)?;
+    let scale = (p.events + p.lost) as f64 / p.events.max(1) as f64 / requests(p);
+    Ok(tree
+        .calls
+        .into_iter()
+        .map(|(f, n)| (f, n as f64 * scale))
+        .collect())
 }
 
 /// The share of a request's work one probed call costs: from level 0's

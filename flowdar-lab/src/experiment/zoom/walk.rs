@@ -22,6 +22,9 @@ pub(super) struct Walk {
     /// Where the attack held workers when its window closed.
     held: CallTree,
     requests: u64,
+    /// The normal window's (events + lost) / events: its trace's calls
+    /// scaled by it count the lost ones too.
+    lost_scale: f64,
     budget: f64,
     pub(super) chain: Vec<String>,
     /// Functions below the current tail already probed (or over the budget
@@ -77,6 +80,7 @@ impl Walk {
             tree,
             held,
             requests: discovery.requests,
+            lost_scale: (discovery.events + discovery.lost) as f64 / discovery.events.max(1) as f64,
             budget,
             tried: BTreeSet::new(),
         })
@@ -112,7 +116,7 @@ impl Walk {
                 )
             });
         }
-        let requests = self.requests.max(1) as f64;
+        let requests = self.requests.max(1) as f64 / self.lost_scale;
         let per_request = |f: &str| self.tree.calls.get(f).copied().unwrap_or(0) as f64 / requests;
         let (set, dropped, estimate) = within_budget(
             &below,
@@ -137,6 +141,40 @@ impl Walk {
                 .map(|d| d.function.clone()),
         );
         Ok((set, dropped, estimate))
+    }
+
+    /// A level's set fitted again to the budget that its normal phase's
+    /// throughput allows (`budget`, kept for the levels after it when
+    /// smaller), by the calls per request that phase `measured`. What no
+    /// longer fits but would alone may be tried by a later batch.
+    pub(super) fn refit(
+        &mut self,
+        set: &[String],
+        budget: f64,
+        measured: &dyn Fn(&str) -> f64,
+    ) -> (Vec<String>, Vec<Dropped>, f64) {
+        self.budget = self.budget.min(budget);
+        let tail = self.tail().to_string();
+        let depth: std::collections::BTreeMap<String, usize> =
+            self.shape.below(&tail, usize::MAX).into_iter().collect();
+        let set: Vec<(String, usize)> = set
+            .iter()
+            .map(|f| (f.clone(), depth.get(f).copied().unwrap_or(usize::MAX)))
+            .collect();
+        let (fit, dropped, spent) = within_budget(
+            &set,
+            self.budget,
+            measured,
+            &|f| self.tree.mean_ns(f),
+            &|f| self.held_now(f),
+        );
+        for d in dropped
+            .iter()
+            .filter(|d| d.calls_per_request <= self.budget)
+        {
+            self.tried.remove(&d.function);
+        }
+        (fit, dropped, spent)
     }
 
     /// Extends the chain with a level's significant rows; a new tail
