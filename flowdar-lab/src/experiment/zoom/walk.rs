@@ -22,9 +22,6 @@ pub(super) struct Walk {
     /// Where the attack held workers when its window closed.
     held: CallTree,
     requests: u64,
-    /// The normal window's (events + lost) / events: its trace's calls
-    /// scaled by it count the lost ones too.
-    lost_scale: f64,
     budget: f64,
     pub(super) chain: Vec<String>,
     /// Functions below the current tail already probed (or over the budget
@@ -80,7 +77,6 @@ impl Walk {
             tree,
             held,
             requests: discovery.requests,
-            lost_scale: (discovery.events + discovery.lost) as f64 / discovery.events.max(1) as f64,
             budget,
             tried: BTreeSet::new(),
         })
@@ -116,7 +112,7 @@ impl Walk {
                 )
             });
         }
-        let requests = self.requests.max(1) as f64 / self.lost_scale;
+        let requests = self.requests.max(1) as f64;
         let per_request = |f: &str| self.tree.calls.get(f).copied().unwrap_or(0) as f64 / requests;
         let (set, dropped, estimate) = within_budget(
             &below,
