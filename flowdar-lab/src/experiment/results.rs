@@ -179,12 +179,6 @@ pub struct Discovery {
     /// during the attack's window).
     pub requests_per_s: Option<f64>,
     pub requests: u64,
-    /// Events recorded and lost in the window (its calls per request are
-    /// taken from what was recorded: scaled for the lost ones, a module's
-    /// rarely called functions looked dearer than they were; a level
-    /// measures its own cost and is rerun smaller when over budget).
-    pub events: u64,
-    pub lost: u64,
     pub trace: PathBuf,
 }
 

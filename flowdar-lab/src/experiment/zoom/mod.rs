@@ -245,19 +245,20 @@ fn normal_within_budget(
         estimate: None,
         reruns: Vec::new(),
     };
-    loop {
+    while fitted.reruns.len() < MAX_RERUNS && set.len() > 1 {
         let normal = &fitted.normal;
-        let served = ratio(normal, untraced);
         let calls = calls_per_request(normal);
-        if fitted.reruns.len() == MAX_RERUNS || set.len() <= 1 {
-            break;
-        }
-        let Some((served, cost, budget)) = over_budget(served, calls, floor) else {
+        let Some((served, cost, budget)) = over_budget(ratio(normal, untraced), calls, floor)
+        else {
             break;
         };
         let measured = measured_per_request(normal)?;
         let (fit, out, estimate) =
             walk.refit(&set, budget, &|f| measured.get(f).copied().unwrap_or(0.0));
+        // Nothing smaller fits, or everything does: no rerun to learn from.
+        if fit.is_empty() || fit.len() == set.len() {
+            break;
+        }
         fitted.reruns.push(Rerun {
             functions: set.len(),
             throughput_ratio: served,
@@ -266,9 +267,6 @@ fn normal_within_budget(
             budget_calls_per_request: budget,
             trace: normal.trace.clone(),
         });
-        if fit.is_empty() || fit.len() == set.len() {
-            break;
-        }
         set = fit;
         fitted.dropped.extend(out);
         fitted.estimate = Some(estimate);
@@ -472,8 +470,6 @@ fn discover(
         degraded_s: (attach + window + summary.detach_time).as_secs_f64(),
         requests_per_s: client.as_ref().map(|c| c.requests_per_s),
         requests: client.as_ref().map_or(0, |c| c.requests),
-        events: summary.events,
-        lost: summary.lost,
         trace,
     };
     progress(&Progress::DiscoveryDone(&d));
