@@ -342,11 +342,11 @@ pub struct SyscallProbe {
 }
 const _: () = assert!(core::mem::size_of::<SyscallProbe>() == 8);
 
-/// `SYSCALLS_STATE`: entries and exits sent...
+/// `SYSCALLS_STATE`: entries and exits sent (from attach until the uprobe
+/// entries are gone)...
 pub const SYSCALLS_ALL: u32 = 2;
-/// ...exits only (detaching: the entry side is gone)...
-pub const SYSCALLS_EXITS: u32 = 1;
-/// ...nothing (before attach, and once the return side is gone too).
+/// ...or nothing (before attach, and from that moment on: a call in
+/// progress then stays in flight, its return unseen).
 pub const SYSCALLS_OFF: u32 = 0;
 
 /// Connection ids user space gives the sockets a server had open when

@@ -23,7 +23,6 @@ use flowdar_common::{
 use crate::{emit::emit, maps::is_target};
 
 const SYSCALLS_ALL: u32 = flowdar_common::SYSCALLS_ALL;
-const SYSCALLS_EXITS: u32 = flowdar_common::SYSCALLS_EXITS;
 
 #[inline(always)]
 fn state() -> u32 {
@@ -48,9 +47,13 @@ static IN_SYSCALL: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0)
 static ACCEPTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// What runs, set by user space: [`SYSCALLS_ALL`] from attach; at detach,
-/// [`SYSCALLS_EXITS`] (with the uprobe entries' removal, so that the
-/// trace ends for both at once), then [`SYSCALLS_OFF`] (with the return
-/// probes'). Closing a tracepoint link waits a grace period per link, so
+/// `SYSCALLS_OFF`, entries and exits at once, when the uprobe entries are
+/// gone (so that the trace ends for both together). Not exits for a while
+/// after the entries, as the return uprobes do: a Slowloris connection's
+/// poll that its next header line ended then, with the read and poll that
+/// followed unseen, looked like a finished read, and a connection still
+/// held looked released. A call in progress at that moment stays in
+/// flight. Closing a tracepoint link waits a grace period per link, so
 /// the links themselves go one by one, long after.
 #[map]
 pub static SYSCALLS_STATE: Array<u32> = Array::with_max_entries(1, 0);
@@ -113,8 +116,7 @@ pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
     if !is_target((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let state = state();
-    if state != SYSCALLS_ALL && state != SYSCALLS_EXITS {
+    if state() != SYSCALLS_ALL {
         return 0;
     }
     let Some((probe_id, role)) = watched(&ctx) else {
@@ -124,9 +126,6 @@ pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: `ret` sits at a fixed offset in every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(SYSCALL_ARGS_OFF) }.unwrap_or(-1);
     if role == SyscallRole::Accept as u32 {
-        if state != SYSCALLS_ALL {
-            return 0;
-        }
         // SAFETY: read-only copy of the value.
         let Some(addr) = (unsafe { ACCEPTING.get(tid) }).copied() else {
             return 0;

@@ -264,10 +264,12 @@ fn clients_exact_with(profile: &str) {
     // answered; its held connections never made one.
     assert_eq!(them["answered"], them["requests"], "{them}");
     assert!(them["connections"].as_u64().unwrap() >= 60, "{them}");
-    assert!(
-        them["in_flight"].as_u64().unwrap() >= 60,
-        "every Slowloris connection is still reading: {them}"
-    );
+    if them["in_flight"].as_u64().unwrap() < 60 {
+        panic!(
+            "every Slowloris connection is still reading: {them}\n{}",
+            last_events_of(path, &sessions, &attacker_ip)
+        );
+    }
     assert_eq!(
         rows[0]["address"],
         attacker_ip.as_str(),
@@ -287,4 +289,34 @@ fn clients_exact_with(profile: &str) {
         rows.iter().all(|r| r["address"] != "unknown"),
         "every connection began after attach: {rows:?}"
     );
+}
+
+/// For a failure's message: the trace's footer and the last events of the
+/// attacker's first session's threads, to tell a lost tail from a call
+/// that returned.
+fn last_events_of(path: &str, sessions: &serde_json::Value, ip: &str) -> String {
+    let info = flowdar(&["info", path]);
+    let mut out = String::from_utf8_lossy(&info.stdout).into_owned();
+    let theirs = sessions.as_array().unwrap().iter().find(|s| {
+        s["client"]
+            .as_str()
+            .and_then(|c| c.parse::<SocketAddr>().ok())
+            .is_some_and(|c| c.ip().to_string() == ip)
+            && s["requests"] == 0
+    });
+    let Some(s) = theirs else {
+        return out + "no session of the attacker without requests";
+    };
+    out += &format!("{s}\n");
+    for tid in s["threads"].as_array().unwrap() {
+        let dump = flowdar(&["dump", path, "--tid", &tid.to_string()]);
+        let text = String::from_utf8_lossy(&dump.stdout);
+        let lines: Vec<_> = text.lines().collect();
+        out += &format!("thread {tid}, last events:\n");
+        for l in &lines[lines.len().saturating_sub(12)..] {
+            out += l;
+            out.push('\n');
+        }
+    }
+    out
 }

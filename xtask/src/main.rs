@@ -95,6 +95,10 @@ enum Command {
         /// contains it (e.g. 6.1.0-56).
         #[arg(long, value_name = "PATTERN")]
         kernel: Option<String>,
+        /// Only the checks whose name contains this (e.g. a test's name,
+        /// or `flowdar_experiment`): to chase one check's failure.
+        #[arg(long, value_name = "NAME")]
+        check: Option<String>,
     },
 }
 
@@ -111,7 +115,9 @@ fn main() {
         Command::Fuzz { seconds } => setup::run().and_then(|env| tasks::fuzz(&env, seconds)),
         Command::Bench { which, rows } => tasks::bench(which, &rows),
         Command::Soak { duration } => tasks::soak(&duration),
-        Command::Kernels { kernel } => kernels::run(kernel.as_deref()).map(|_| ()),
+        Command::Kernels { kernel, check } => {
+            kernels::run(kernel.as_deref(), check.as_deref()).map(|_| ())
+        }
     };
     if let Err(e) = result {
         eprintln!("xtask: error: {e:#}");

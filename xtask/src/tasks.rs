@@ -142,7 +142,7 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
         // Tier 2 again on the kernels users run (Debian 12's 6.1 without
         // uprobe_multi, 6.12 with it), booted under virtme-ng.
         // It fails (and so does this) if any check failed.
-        let (passed, _) = crate::kernels::run(None)?;
+        let (passed, _) = crate::kernels::run(None, None)?;
         tally.passed += passed as u64;
     }
     println!(

@@ -81,8 +81,7 @@ pub fn path() -> Option<PathBuf> {
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
     };
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = rustix::process::geteuid().is_root();
     let dir = var("FLOWDAR_CACHE_DIR")
         .or_else(|| root.then(|| PathBuf::from("/var/cache/flowdar")))
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("flowdar")))

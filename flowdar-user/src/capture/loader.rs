@@ -119,21 +119,22 @@ impl Attached {
         let started = Instant::now();
         let mut ebpf = self.ebpf;
         let Detaching { entries, returns } = self.links.detach(&mut ebpf);
-        // The syscall programs' entry side stops once the uprobe entries
-        // are gone, their exit side with the return probes (a map write
-        // each: their links close with `ebpf`, a grace period per link).
-        // Not before: a lean trace counted requests (an entry uprobe)
-        // while the entry links closed and no longer saw their writes, so
-        // `top` showed those workers in their handler at the end.
+        // The syscall programs stop, both sides at once, when the uprobe
+        // entries are gone (a map write: their links close with `ebpf`, a
+        // grace period per link). Not before: a lean trace counted
+        // requests (an entry uprobe) while the entry links closed and no
+        // longer saw their writes, so `top` showed those workers in their
+        // handler at the end. Not their exits after: a system call's
+        // return with its next call unseen misstates what the thread
+        // does at the end (see `SYSCALLS_STATE` in flowdar-ebpf).
         close_all(entries);
-        let _ = super::syscalls::set_state(&mut ebpf, flowdar_common::SYSCALLS_EXITS);
+        let _ = super::syscalls::set_state(&mut ebpf, flowdar_common::SYSCALLS_OFF);
         let entries_removed_ns = super::monotonic_ns();
         // Calls that entered just before their entry probe went can still
         // return into the trace: give them a moment before the return
         // probes go (before 6.12 closing a uprobe_multi link does not even
         // wait for handlers in progress: `uprobe_unregister_sync` came then).
         std::thread::sleep(RETURN_SETTLE);
-        let _ = super::syscalls::set_state(&mut ebpf, flowdar_common::SYSCALLS_OFF);
         close_all(returns);
         drop(ebpf);
         Detached {

@@ -615,8 +615,7 @@ fn since_launch() -> Option<Duration> {
         .next()?
         .parse()
         .ok()?;
-    // SAFETY: sysconf reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = rustix::param::clock_ticks_per_second();
     (ticks > 0).then(|| Duration::from_secs_f64((uptime - start as f64 / ticks as f64).max(0.0)))
 }
 

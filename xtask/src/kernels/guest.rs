@@ -14,7 +14,7 @@ use crate::setup::{run_cmd, Env};
 
 /// Builds `flowdar` and the root test executables on the host; returns the
 /// binary and the executables by test file name.
-pub(super) fn build(env: &Env) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
+pub(super) fn build(env: &Env, checks: &[&Check]) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
     let root = workspace_root();
     let cargo = || {
         let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -23,7 +23,7 @@ pub(super) fn build(env: &Env) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
     };
     run_cmd(cargo().args(["build", "-p", "flowdar-user"]))?;
     // Only the test files the checks use: nothing else to build or to break.
-    let mut files: Vec<&str> = CHECKS
+    let mut files: Vec<&str> = checks
         .iter()
         .filter_map(|c| match c.what {
             What::Test { file, .. } => Some(file),
@@ -48,7 +48,7 @@ pub(super) fn build(env: &Env) -> Result<(PathBuf, BTreeMap<String, PathBuf>)> {
         bail!("building the root tests failed ({})", out.status);
     }
     let tests = test_executables(&String::from_utf8_lossy(&out.stdout));
-    for check in CHECKS {
+    for check in checks {
         if let What::Test { file, .. } = check.what {
             if !tests.contains_key(file) {
                 bail!("cargo built no test executable for tests/tests/{file}.rs");
@@ -84,6 +84,7 @@ pub(super) fn boot(
     venv_bin: &Path,
     flowdar: &Path,
     tests: &BTreeMap<String, PathBuf>,
+    checks: &[&Check],
 ) -> Result<Run> {
     let out = dir.join(&kernel.version);
     if out.exists() {
@@ -91,7 +92,7 @@ pub(super) fn boot(
     }
     std::fs::create_dir_all(&out)?;
     let mut plan = String::new();
-    for check in CHECKS {
+    for check in checks {
         let mut line = vec![check.name.to_string(), check.limit.to_string()];
         match check.what {
             What::Test { file, test } => line.extend([
@@ -138,7 +139,7 @@ pub(super) fn boot(
         "kernels: booting {} ({}) under TCG: {} checks",
         kernel.version,
         kernel.why,
-        CHECKS.len()
+        checks.len()
     );
     let started = Instant::now();
     let mut child = cmd.spawn().context("starting vng")?;
@@ -175,7 +176,7 @@ pub(super) fn boot(
     }
 
     let results = std::fs::read_to_string(out.join("results.tsv")).unwrap_or_default();
-    let outcomes = CHECKS
+    let outcomes = checks
         .iter()
         .map(|check| {
             let row = results

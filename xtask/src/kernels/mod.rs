@@ -34,7 +34,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::setup::{self, installed, run_cmd};
-use checks::{What, CHECKS};
+use checks::{Check, What, CHECKS};
 use guest::{boot, build};
 use install::{install, select, virtme_ng};
 use report::{attach_mode, first_error, minutes, report};
@@ -134,9 +134,20 @@ impl Run {
     }
 }
 
-/// `cargo xtask kernels [--kernel PATTERN]`.
+/// `cargo xtask kernels [--kernel PATTERN] [--check NAME]`.
 /// Runs the matrix; returns the checks (passed, failed) when none failed.
-pub fn run(pattern: Option<&str>) -> Result<(usize, usize)> {
+pub fn run(pattern: Option<&str>, only: Option<&str>) -> Result<(usize, usize)> {
+    let checks: Vec<&Check> = CHECKS
+        .iter()
+        .filter(|c| only.is_none_or(|o| c.name.contains(o)))
+        .collect();
+    if checks.is_empty() {
+        bail!(
+            "no check's name contains {:?} (the checks: {})",
+            only.unwrap_or_default(),
+            CHECKS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+        );
+    }
     let env = setup::run()?;
     let dir = workspace_root().join("target/kernels");
     std::fs::create_dir_all(&dir)?;
@@ -150,12 +161,12 @@ pub fn run(pattern: Option<&str>) -> Result<(usize, usize)> {
         install(&kernels)?;
     }
     let venv_bin = virtme_ng(&dir)?;
-    let (flowdar, tests) = build(&env)?;
+    let (flowdar, tests) = build(&env, &checks)?;
     let mut runs = Vec::new();
     for kernel in kernels {
-        runs.push(boot(kernel, &dir, &venv_bin, &flowdar, &tests)?);
+        runs.push(boot(kernel, &dir, &venv_bin, &flowdar, &tests, &checks)?);
     }
-    let md = report(&runs);
+    let md = report(&runs, &checks);
     println!("\n{md}");
     let path = dir.join("matrix.md");
     std::fs::write(&path, &md).with_context(|| format!("writing {}", path.display()))?;
