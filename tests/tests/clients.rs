@@ -295,6 +295,70 @@ fn clients_exact_with(profile: &str) {
         rows.iter().all(|r| r["address"] != "unknown"),
         "every connection began after attach: {rows:?}"
     );
+
+    // stats, render and export read the trace, and a lean one says what it
+    // cannot give (on stderr: the JSON stays whole).
+    let lean = profile == "apache:lean";
+    let stats = flowdar(&["stats", "--json", path]);
+    let note = String::from_utf8_lossy(&stats.stderr);
+    assert!(stats.status.success(), "{note}");
+    assert_eq!(note.contains("a lean trace"), lean, "{note}");
+    let functions: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let functions = functions["functions"].as_array().unwrap();
+    let open: u64 = functions
+        .iter()
+        .map(|f| f["in_flight"].as_u64().unwrap())
+        .sum();
+    assert!(
+        open >= 60,
+        "the held reads are calls in flight: {functions:?}"
+    );
+    if lean {
+        let names: Vec<&str> = functions
+            .iter()
+            .map(|f| f["function"].as_str().unwrap())
+            .collect();
+        for f in ["accept4", "read", "poll", "ap_process_async_request"] {
+            assert!(names.contains(&f), "{f} in {names:?}");
+        }
+        let svg = trace.with_extension("svg");
+        let out = flowdar(&["render", path, "-o", svg.to_str().unwrap()]);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stderr).contains("a lean trace"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let drawn = std::fs::read_to_string(&svg).unwrap();
+        let _ = std::fs::remove_file(&svg);
+        assert!(
+            drawn.contains("poll"),
+            "the sequence diagram draws the system calls"
+        );
+        let json = trace.with_extension("json");
+        let out = flowdar(&[
+            "export",
+            path,
+            "--format",
+            "perfetto",
+            "-o",
+            json.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exported: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&json);
+        let polls = exported["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == "poll")
+            .count();
+        assert!(polls >= 60, "{polls} poll slices exported");
+    }
 }
 
 /// For a failure's message: the trace's footer and the last events of the

@@ -82,6 +82,14 @@ fn json_intervals_raise_the_alert_and_add_up_to_the_trace() {
     let _ = attack.kill();
     let _ = attack.wait();
     assert_eq!(code, Some(0), "top failed:\n{err}");
+    // It ends as `record` does: how the probes went in and out, and what
+    // they cost.
+    assert!(
+        err.contains("Probes attached in ")
+            && err.contains(" from launch to attached")
+            && err.contains("Estimated overhead: "),
+        "{err}"
+    );
     assert!(wrk.requests > 100, "{wrk:?}");
     let alerted = alerted.unwrap_or_else(|| panic!("no slow-http alert:\n{out}\n{err}"));
     assert!(

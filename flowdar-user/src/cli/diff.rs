@@ -44,6 +44,8 @@ pub struct DiffArgs {
 
 pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let mut rows = diff(&args.base, &args.test)?;
+    super::note_if_lean(&args.base);
+    super::note_if_lean(&args.test);
     if let Some(out) = &args.flame {
         let title = format!("{} vs {}", args.test.display(), args.base.display());
         let file = crate::store::private::open(out, true)

@@ -100,6 +100,18 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
+/// On stderr: what a lean trace cannot give, for the commands that show
+/// functions (stats, diff, render, export). Nothing when the trace does
+/// not open: the command itself says why.
+fn note_if_lean(path: &std::path::Path) {
+    let Ok(reader) = crate::store::TraceReader::open(path) else {
+        return;
+    };
+    if crate::analysis::is_lean(&reader.header().probes) {
+        eprintln!("note: {}: {}", path.display(), crate::analysis::LEAN_LIMITS);
+    }
+}
+
 /// Warnings of a [`crate::analysis::scan`], to stderr after the output.
 fn report_warnings(path: &std::path::Path, s: &crate::analysis::Scanned) {
     print_warnings(path, s.warnings.iter(), s.footer.as_ref());

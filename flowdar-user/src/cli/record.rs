@@ -375,6 +375,36 @@ pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
     }
 }
 
+/// How the probes went in and out, what was already open at attach, and
+/// what they cost: `record`'s and `top`'s end-of-recording lines.
+pub(super) fn attach_and_cost(s: &RecordSummary) -> Vec<String> {
+    let mut lines = vec![format!(
+        "Probes attached in {} ({}{}), detached in {}; {} processes traced at start.",
+        format::duration(s.attach_time),
+        attach_mode_label(s.mechanism),
+        s.launch_to_attached.map_or(String::new(), |d| format!(
+            "; {} from launch to attached",
+            format::duration(d)
+        )),
+        format::duration(s.detach_time),
+        s.processes_at_start
+    )];
+    if s.seeded_connections > 0 {
+        lines.push(format!(
+            "Open at attach: {} client connections (from /proc), {} workers already waiting on them; in the trace as calls in flight since the attach (their durations count from then).",
+            s.seeded_connections, s.held_at_attach
+        ));
+    }
+    lines.push(match &s.overhead {
+        Ok(o) => overhead_line(o),
+        Err(e) => format!(
+            "Estimated overhead: unknown (a probed call's cost could not be measured: {}).",
+            crate::errors::chain(e)
+        ),
+    });
+    lines
+}
+
 /// The end-of-recording report.
 pub(super) fn print_summary(s: &RecordSummary) {
     let events = s.counts.events();
@@ -393,29 +423,8 @@ pub(super) fn print_summary(s: &RecordSummary) {
             s.bytes_written as f64 / events as f64
         },
     );
-    println!(
-        "Probes attached in {} ({}{}), detached in {}; {} processes traced at start.",
-        format::duration(s.attach_time),
-        attach_mode_label(s.mechanism),
-        s.launch_to_attached.map_or(String::new(), |d| format!(
-            "; {} from launch to attached",
-            format::duration(d)
-        )),
-        format::duration(s.detach_time),
-        s.processes_at_start
-    );
-    if s.seeded_connections > 0 {
-        println!(
-            "Open at attach: {} client connections (from /proc), {} workers already waiting on them; in the trace as calls in flight since the attach (their durations count from then).",
-            s.seeded_connections, s.held_at_attach
-        );
-    }
-    match &s.overhead {
-        Ok(o) => println!("{}", overhead_line(o)),
-        Err(e) => println!(
-            "Estimated overhead: unknown (a probed call's cost could not be measured: {}).",
-            crate::errors::chain(e)
-        ),
+    for line in attach_and_cost(s) {
+        println!("{line}");
     }
     for (name, runs, ns) in &s.program_times {
         println!(

@@ -79,6 +79,9 @@ fn parse_window(s: &str) -> Result<(u64, u64), String> {
 }
 
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
+    if !args.timeline {
+        super::note_if_lean(&args.trace);
+    }
     let ext = args
         .output
         .extension()
@@ -215,6 +218,7 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    super::note_if_lean(&args.trace);
     if let Some(root) = &args.dataset {
         return export_dataset(&args, root);
     }

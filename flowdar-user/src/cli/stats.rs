@@ -79,7 +79,8 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         SortKey::Name => rows.sort_by(|a, b| a.function.cmp(&b.function)),
     }
     // Open at the end of a recording that detached: each was still running
-    // when its return probe went (entries go first, returns ~100 ms later).
+    // when its return probe went (entries go first, returns ~100 ms later),
+    // a system call when the entries went (both its sides stop then).
     let cut_by_detach = scanned
         .footer
         .as_ref()
@@ -101,11 +102,12 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         }
         if let Some(n) = cut_by_detach.filter(|n| *n > 0) {
             println!(
-                "\n{n} calls in flight were cut by detach: still running when their return probes were removed (after the entry probes), so their durations are their time so far"
+                "\n{n} calls in flight were cut by detach: still running when their return probes were removed (after the entry probes), or for system calls when the entry probes were, so their durations are their time so far"
             );
         }
     }
     super::report_warnings(&args.trace, &scanned);
+    super::note_if_lean(&args.trace);
     Ok(())
 }
 

@@ -208,6 +208,11 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
                 None => String::new(),
             }
         );
+        // As `record` ends: attach and detach, what was open at attach, the
+        // estimated overhead (stderr: stdout holds the last view).
+        for line in record::attach_and_cost(&summary) {
+            eprintln!("{line}");
+        }
         anyhow::Ok(())
     })
 }
