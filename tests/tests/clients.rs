@@ -98,6 +98,7 @@ fn clients_exact_with(profile: &str) {
     // flight. 20 s is longer than the capture runs before its stop (about
     // 10 s here, 15 in the kernel matrix's guests) and shorter than the
     // server's Timeout (30 s).
+    let attack_began = std::time::Instant::now();
     let mut attack = lab
         .attacker
         .command("slowhttptest")
@@ -171,7 +172,13 @@ fn clients_exact_with(profile: &str) {
         String::from_utf8_lossy(&slow.stderr)
     );
     std::thread::sleep(Duration::from_secs(2));
-    // Stop while the attack still holds its workers.
+    // Stop while the attack still holds its workers, before its first
+    // header line (see above).
+    assert!(
+        attack_began.elapsed() < Duration::from_secs(18),
+        "the capture ran {:?} before its stop: slowhttptest's first header line (20 s) would race it",
+        attack_began.elapsed()
+    );
     let (code, out, err) = rec.stop(libc::SIGINT);
     let _ = attack.kill();
     let _ = attack.wait();
@@ -367,17 +374,34 @@ fn clients_exact_with(profile: &str) {
 fn last_events_of(path: &str, sessions: &serde_json::Value, ip: &str) -> String {
     let info = flowdar(&["info", path]);
     let mut out = String::from_utf8_lossy(&info.stdout).into_owned();
-    let theirs = sessions.as_array().unwrap().iter().find(|s| {
-        s["client"]
-            .as_str()
-            .and_then(|c| c.parse::<SocketAddr>().ok())
-            .is_some_and(|c| c.ip().to_string() == ip)
-            && s["requests"] == 0
-    });
-    let Some(s) = theirs else {
-        return out + "no session of the attacker without requests";
-    };
-    out += &format!("{s}\n");
+    // The attacker's held connections that show no call in flight.
+    let released: Vec<_> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["client"]
+                .as_str()
+                .and_then(|c| c.parse::<SocketAddr>().ok())
+                .is_some_and(|c| c.ip().to_string() == ip)
+                && s["requests"] == 0
+                && s["in_flight"] == 0
+        })
+        .collect();
+    out += &format!(
+        "{} of the attacker's connections without requests have no call in flight\n",
+        released.len()
+    );
+    for s in released.iter().take(3) {
+        out += &format!("{s}\n");
+        out += &thread_tails(path, s);
+    }
+    out
+}
+
+/// The last events of each of a session's threads.
+fn thread_tails(path: &str, s: &serde_json::Value) -> String {
+    let mut out = String::new();
     for tid in s["threads"].as_array().unwrap() {
         let dump = flowdar(&["dump", path, "--tid", &tid.to_string()]);
         let text = String::from_utf8_lossy(&dump.stdout);

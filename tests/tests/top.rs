@@ -12,11 +12,15 @@ use flowdar::server::{run_wrk, ApacheOptions, Lab, ThrowawayApache, WrkPlan};
 use flowdar_common::EventKind;
 use flowdar_tests::*;
 
+/// A Slowloris of `connections` that sends a header line every 20 s: none
+/// before these tests stop (slowhttptest sends every connection's line on
+/// one tick, which ends every held worker's poll at once; a stop in those
+/// milliseconds would find some of them between two calls).
 fn slowloris(lab: &Lab, port: u16, connections: u32) -> std::process::Child {
     let c = connections.to_string();
     lab.attacker
         .command("slowhttptest")
-        .args(["-H", "-c", &c, "-r", &c, "-i", "2", "-l", "40", "-p", "5"])
+        .args(["-H", "-c", &c, "-r", &c, "-i", "20", "-l", "40", "-p", "5"])
         .args(["-u", &format!("http://{}:{port}/index.html", lab.server)])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -81,6 +81,9 @@ fn parse_window(s: &str) -> Result<(u64, u64), String> {
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {
     if !args.timeline {
         super::note_if_lean(&args.trace);
+        if let Some(other) = &args.compare {
+            super::note_if_lean(other);
+        }
     }
     let ext = args
         .output

@@ -32,6 +32,11 @@ pub(super) fn build(env: &Env, checks: &[&Check]) -> Result<(PathBuf, BTreeMap<S
         .collect();
     files.sort_unstable();
     files.dedup();
+    if files.is_empty() {
+        // `--check flowdar_experiment`: no test to build (without a
+        // `--test`, cargo would build them all).
+        return Ok((root.join("target/debug/flowdar"), BTreeMap::new()));
+    }
     let out = cargo()
         .args([
             "test",
