@@ -457,6 +457,32 @@ pub fn parse_bpftrace_counts(stdout: &str) -> HashMap<String, u64> {
     counts
 }
 
+/// `flowdar export TRACE --format perfetto`, which must succeed: its
+/// `traceEvents`.
+pub fn perfetto_events(trace: &Path) -> Vec<serde_json::Value> {
+    let json = trace.with_extension("perfetto.json");
+    let out = flowdar(&[
+        "export",
+        trace.to_str().expect("utf-8 path"),
+        "--format",
+        "perfetto",
+        "-o",
+        json.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the export")).expect("json");
+    let _ = std::fs::remove_file(&json);
+    exported["traceEvents"]
+        .as_array()
+        .expect("traceEvents")
+        .clone()
+}
+
 /// A trace read back whole (tests use small traces).
 pub struct Trace {
     pub header: TraceHeader,

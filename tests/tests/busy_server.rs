@@ -175,3 +175,38 @@ fn detached_mid_load_by_default_leaves_no_phantom_calls_and_counts_exactly() {
 fn detached_mid_load_perf_leaves_no_phantom_calls_and_counts_exactly() {
     busy(Some("perf"), Stop::MidLoad);
 }
+
+/// The lean capture's system calls stop, entries and exits at once, when
+/// the entry probes are gone: under load, no event of theirs comes after
+/// that moment (`entries_removed_ns`). Exits let through a while longer,
+/// as return uprobes are, ended a held worker's wait with its next read
+/// and poll unseen, and a connection still held looked released.
+#[test]
+fn a_lean_capture_detached_mid_load_sends_no_system_call_after_its_entries_stop() {
+    require_root();
+    let apache = ThrowawayApache::start(&Default::default()).expect("start apache");
+    let load = SteadyLoad::start(apache.addr());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (rec, trace) = record(apache.pid(), &["--profile", "apache:lean"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    let requests = load.stop();
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(requests > 1000, "the server was busy: {requests} requests");
+    let t = Trace::read(&trace);
+    let stopped = t.footer.as_ref().expect("finalised").entries_removed_ns;
+    let syscall: Vec<bool> = t.header.probes.iter().map(|p| p.is_syscall()).collect();
+    let theirs: Vec<&flowdar_common::Event> = t
+        .events
+        .iter()
+        .filter(|e| syscall[e.probe_id as usize])
+        .collect();
+    assert!(theirs.len() > 1000, "{} system call events", theirs.len());
+    let late = theirs.iter().filter(|e| e.ts_ns > stopped).count();
+    assert_eq!(
+        late,
+        0,
+        "system call events after the entry probes went ({} in all)",
+        theirs.len()
+    );
+}

@@ -341,26 +341,7 @@ fn clients_exact_with(profile: &str) {
             drawn.contains("poll"),
             "the sequence diagram draws the system calls"
         );
-        let json = trace.with_extension("json");
-        let out = flowdar(&[
-            "export",
-            path,
-            "--format",
-            "perfetto",
-            "-o",
-            json.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let exported: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-        let _ = std::fs::remove_file(&json);
-        let polls = exported["traceEvents"]
-            .as_array()
-            .unwrap()
+        let polls = perfetto_events(&trace)
             .iter()
             .filter(|e| e["name"] == "poll")
             .count();

@@ -221,26 +221,7 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
         .iter()
         .map(|s| usize::from(s["from_tid"].is_u64()) + usize::from(s["back_tid"].is_u64()))
         .sum();
-    let json_path = trace.with_extension("json");
-    let out = flowdar(&[
-        "export",
-        path,
-        "--format",
-        "perfetto",
-        "-o",
-        json_path.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let exported: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&json_path);
-    let arrows = exported["traceEvents"]
-        .as_array()
-        .unwrap()
+    let arrows = perfetto_events(&trace)
         .iter()
         .filter(|e| e["cat"] == "stream" && e["ph"] == "s")
         .count();

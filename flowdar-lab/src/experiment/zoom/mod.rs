@@ -344,13 +344,13 @@ impl<'a> LevelRun<'a> {
         };
         let (normal, attack) = (ground.normal.0, ground.attack.0);
         let (phase, duration, index, name) = match which {
-            Which::Normal(0) => (normal, ground.durations.0, 0, normal.name.clone()),
-            Which::Normal(n) => (
-                normal,
-                ground.durations.0,
-                0,
-                format!("{}-rerun-{n}", normal.name),
-            ),
+            Which::Normal(n) => {
+                let name = match n {
+                    0 => normal.name.clone(),
+                    n => format!("{}-rerun-{n}", normal.name),
+                };
+                (normal, ground.durations.0, 0, name)
+            }
             Which::Attack => (attack, ground.durations.1, 1, attack.name.clone()),
         };
         let duration = duration.min(self.opts.max_phase);
