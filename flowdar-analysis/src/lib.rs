@@ -36,7 +36,9 @@ pub use calltree::CallTree;
 pub use clients::{by_client, ClientRow};
 pub use diff::{backend_verdict, diff, mann_whitney_p, DiffRow};
 pub use flows::{Flow, FlowTracker, ThreadPair};
-pub use inside::{held_per_second, inside_per_second, read_waits_per_second, InsidePerSecond};
+pub use inside::{
+    held_per_second, inside_per_second, read_waits_per_second, InsidePerSecond, READ_WAITS,
+};
 pub use lean::{is_lean, LEAN_LIMITS};
 pub use live::{AlertRule, BlockedWorker, Interval, LiveView, BLOCKED_BEFORE_ATTACH};
 pub use phases::Phase;

@@ -855,6 +855,18 @@ impl SteadyLoad {
     }
 }
 
+/// The numbers a `flowdar` timeline's `series` polyline draws (its
+/// `data-values`: "requests", "failures", "held"), from the SVG text `g`
+/// (the first such series in it); empty when the series is not drawn.
+pub fn timeline_series(g: &str, series: &str) -> Vec<u64> {
+    g.split(&format!("data-series=\"{series}\" data-points=\""))
+        .nth(1)
+        .and_then(|r| r.split("data-values=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .map(|v| v.split_whitespace().map(|n| n.parse().unwrap()).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,22 +222,66 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
                 segment != "untraced",
                 "{g}"
             );
+            // The figure draws the client's own counts, second by second.
+            let counted = |what: &str| -> Vec<u64> {
+                let p = if segment == "untraced" {
+                    &exp["variants"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|x| x["name"] == v)
+                        .unwrap()["untraced"]
+                } else {
+                    phase_of(&exp, v, segment)
+                };
+                p["per_second"][what]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{v} {segment}: per_second.{what} in {p}"))
+                    .iter()
+                    .map(|n| n.as_u64().unwrap())
+                    .collect()
+            };
+            assert_eq!(
+                timeline_series(g, "requests"),
+                counted("ok"),
+                "{v} {segment}"
+            );
+            assert_eq!(
+                timeline_series(g, "failures"),
+                counted("failed"),
+                "{v} {segment}"
+            );
         }
     }
+    // Without mitigation the attack costs the client failures (connects
+    // timed out), drawn in red; reqtimeout's attack serves again.
     let none_svg = std::fs::read_to_string(out.join("none/timeline.svg")).unwrap();
-    let attack = none_svg
-        .split("<g data-segment=\"attack\">")
-        .nth(1)
-        .unwrap();
-    let held_pts = attack
-        .split("data-series=\"held\" data-points=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap();
+    let segment = |svg: &str, name: &str| -> String {
+        let g = svg
+            .split(&format!("<g data-segment=\"{name}\">"))
+            .nth(1)
+            .unwrap();
+        g[..g.find("</g>").unwrap()].to_string()
+    };
+    let none_attack = segment(&none_svg, "attack");
     assert!(
-        (19..=21).contains(&held_pts),
-        "a point a second of the 20 s capture: {held_pts}"
+        timeline_series(&none_attack, "failures")
+            .iter()
+            .sum::<u64>()
+            > 0,
+        "{none_attack}"
+    );
+    assert_eq!(
+        timeline_series(&none_attack, "requests")
+            .iter()
+            .sum::<u64>(),
+        0,
+        "{none_attack}"
+    );
+    let held_series = timeline_series(&none_attack, "held");
+    assert!(
+        (19..=21).contains(&held_series.len()),
+        "a point a second of the 20 s capture: {held_series:?}"
     );
     let first = md.split("\n\n").nth(1).unwrap();
     assert!(first.starts_with("**Denial of service.**"), "{first}");
@@ -269,6 +313,13 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
     assert!(
         (100..=150).contains(&held),
         "most of the 150 workers held: {held}"
+    );
+    // The figure's last second and the capture's end (under a second
+    // apart) count the same held workers, give or take one turning over.
+    let last = *held_series.last().unwrap();
+    assert!(
+        last.abs_diff(held) <= 2,
+        "held at the last whole second {last}, at the capture's end {held}: {held_series:?}"
     );
     let diff = read_json(&out.join("none/diff.json"));
     let row = |diff: &serde_json::Value, f: &str| {
@@ -349,11 +400,19 @@ fn report_in_a_browser(out: &Path) {
             }
         }
     }
-    // The timelines come first: above the tables and the diagrams.
-    let first = timelines[0]["top"].as_f64().unwrap();
-    assert!(
-        first < 1000.0,
-        "the first timeline in the first screen: {first} px"
+    // The timelines come first, side by side, whole in the first screen:
+    // above the tables and the diagrams.
+    for t in timelines {
+        let bottom = t["top"].as_f64().unwrap() + t["height"].as_f64().unwrap();
+        assert!(
+            bottom <= 1000.0,
+            "{} whole in the first screen: {t}",
+            t["variant"]
+        );
+    }
+    assert_eq!(
+        timelines[0]["top"], timelines[1]["top"],
+        "side by side: {layout}"
     );
     for (h, name) in [(1000, "report.png"), (5000, "report-full.png")] {
         browser::screenshot(&page, 1400, h, name);

@@ -145,3 +145,66 @@ fn parquet_tables_read_back_with_duckdb_match_stats() {
         );
     }
 }
+
+/// Issue #30: `render --timeline` on a trace of its own, `request` and
+/// the lean set: the requests a second add up to the requests sent (all
+/// inside whole seconds of the capture), and a client that sent half a
+/// request holds exactly one worker at the last second.
+#[test]
+fn a_trace_draws_its_own_timeline_request_and_lean() {
+    require_root();
+    for (profile, held_in) in [
+        ("apache:request", "ap_read_request"),
+        ("apache:lean", flowdar::analysis::READ_WAITS),
+    ] {
+        let apache = small_event_apache();
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.flowdar");
+        let rec = record_profile(apache.pid(), profile, &trace);
+        let plan = LoadPlan {
+            connections: 20,
+            requests_per_connection: 3,
+            concurrency: 2,
+            ..Default::default()
+        };
+        assert_eq!(run_load(apache.addr(), &plan).ok, 60, "{profile}");
+        // Half a request, then 2.5 s of nothing else: the last whole
+        // second has this one worker waiting for the rest.
+        let mut slow = std::net::TcpStream::connect(apache.addr()).unwrap();
+        std::io::Write::write_all(&mut slow, b"GET / HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(2500));
+        let (code, out, err) = rec.stop(libc::SIGINT);
+        assert_eq!(code, Some(0), "{out}\n{err}");
+        drop(slow);
+        let svg_path = dir.path().join("timeline.svg");
+        let o = flowdar(&[
+            "render",
+            trace.to_str().unwrap(),
+            "--timeline",
+            "-o",
+            svg_path.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{profile}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("workers in {held_in} at once")),
+            "{profile}: {stdout}"
+        );
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("data-figure=\"timeline\""));
+        let requests = timeline_series(&svg, "requests");
+        assert_eq!(requests.iter().sum::<u64>(), 60, "{profile}: {requests:?}");
+        let held = timeline_series(&svg, "held");
+        assert_eq!(held.len(), requests.len(), "{profile}: a point a second");
+        assert_eq!(held.last(), Some(&1), "{profile}: {held:?}");
+        assert!(
+            !svg.contains("failures"),
+            "{profile}: a trace counts no failures"
+        );
+        assert!(svg.contains(&format!("workers in {held_in}")), "{profile}");
+    }
+}

@@ -157,6 +157,13 @@ fn json_intervals_raise_the_alert_and_add_up_to_the_trace() {
     assert_eq!(left_behind(), Vec::<String>::new());
 }
 
+/// The peak a `top` sparkline titles (" WHAT: N now, peak P ") on `screen`.
+fn sparkline_peak(screen: &str, what: &str) -> Option<u64> {
+    let rest = screen.split(&format!(" {what}: ")).nth(1)?;
+    let rest = rest.split(", peak ").nth(1)?;
+    rest.split(' ').next()?.parse().ok()
+}
+
 fn tmux(args: &[&str]) -> String {
     let out = Command::new("tmux").args(args).output().expect("tmux");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -220,6 +227,33 @@ fn the_terminal_view_survives_resizes_and_the_target_exiting() {
         s.contains("functions") && s.contains("ap_read_request"),
         "{s}"
     );
+    // Issue #30: the requests/s sparkline titles its peak and draws bars
+    // once an interval answered requests (ratatui's bar glyphs).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        fresh_connections(&apache, 5);
+        let s = tmux(&["capture-pane", "-p", "-t", &session]);
+        if sparkline_peak(&s, "requests/s").is_some_and(|p| p > 0) || Instant::now() > deadline {
+            break s;
+        }
+    };
+    assert!(
+        sparkline_peak(&s, "requests/s").is_some_and(|p| p > 0),
+        "{s}"
+    );
+    assert_eq!(
+        sparkline_peak(&s, "workers reading requests").map(|_| ()),
+        Some(()),
+        "{s}"
+    );
+    let bars = s
+        .lines()
+        .skip_while(|l| !l.contains(" requests/s: "))
+        .skip(1)
+        .take(3)
+        .filter(|l| l.chars().any(|c| ('\u{2581}'..='\u{2588}').contains(&c)))
+        .count();
+    assert!(bars > 0, "sparkline bars under its title:\n{s}");
     for (x, y) in [("60", "15"), ("200", "60"), ("20", "5"), ("120", "40")] {
         tmux(&["resize-window", "-t", &session, "-x", x, "-y", y]);
         std::thread::sleep(Duration::from_millis(700));

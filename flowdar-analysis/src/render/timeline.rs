@@ -162,15 +162,23 @@ fn nice(x: f64) -> f64 {
     }
 }
 
-const W: f64 = 960.0;
+/// Narrow enough for two variants side by side in a 1400 px window.
+const W: f64 = 660.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 48.0;
 /// Requests chart: top and height; held-workers chart below it.
 const RPS_Y: (f64, f64) = (56.0, 130.0);
 const HELD_Y: (f64, f64) = (226.0, 70.0);
-const H: f64 = 330.0;
+/// The key's rows start below the held-workers chart, one a series.
+const KEY_Y: f64 = 316.0;
+const KEY_ROW: f64 = 15.0;
 /// Seconds of blank between two segments.
 const GAP_S: f64 = 2.0;
+
+/// A series' numbers, space-separated, for readers of the SVG (and tests).
+fn values(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+}
 
 /// The figure of one variant, `<svg data-figure="timeline">`, on `scales`.
 pub fn svg(t: &Timeline, sc: Scales) -> String {
@@ -178,15 +186,24 @@ pub fn svg(t: &Timeline, sc: Scales) -> String {
         + GAP_S * t.segments.len().saturating_sub(1) as f64;
     let px = |s: f64| LEFT + (W - LEFT - RIGHT) * s / total.max(1.0);
     let y = |(top, h): (f64, f64), v: f64, max: f64| top + h - h * (v / max).min(1.0);
+    // The failures series and its scale only where a client counted them
+    // (a trace's own timeline has none).
+    let failures = t
+        .segments
+        .iter()
+        .any(|s| s.client.as_ref().is_some_and(|c| !c.failed.is_empty()));
+    let rows = if failures { 3.0 } else { 2.0 };
+    let h_total = KEY_Y + KEY_ROW * (rows - 1.0) + 8.0;
     let mut o = String::new();
     let _ = writeln!(
         o,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" data-figure="timeline" data-variant="{v}" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
-<title>Variant {v}: requests/s, failures/s and workers in {held}, second by second</title>
-<rect width="{W}" height="{H}" fill="#fff"/>
+        r##"<svg xmlns="http://www.w3.org/2000/svg" data-figure="timeline" data-variant="{v}" width="{W}" height="{h_total}" viewBox="0 0 {W} {h_total}" font-family="sans-serif" font-size="12">
+<title>Variant {v}: requests/s{f}and workers in {held}, second by second</title>
+<rect width="{W}" height="{h_total}" fill="#fff"/>
 <text x="{LEFT}" y="16" font-size="14" font-weight="bold">Variant {v}</text>"##,
         v = esc(&t.variant),
         held = esc(&t.held_in),
+        f = if failures { ", failures/s " } else { " " },
     );
     for (chart, max, unit) in [
         (RPS_Y, sc.rps, "requests answered a second".to_string()),
@@ -205,25 +222,31 @@ pub fn svg(t: &Timeline, sc: Scales) -> String {
             unit = esc(&unit),
         );
     }
-    let _ = writeln!(
-        o,
-        r##"<text x="{rx}" y="{ty}" fill="#c0392b">{f}</text><text x="{rx}" y="{b}" fill="#c0392b">0</text><text x="{ux}" y="{uy}" fill="#c0392b" font-size="10" text-anchor="end">failures a second</text>"##,
-        f = sc.failures,
-        rx = W - RIGHT + 6.0,
-        ux = W - RIGHT,
-        ty = RPS_Y.0 + 4.0,
-        b = RPS_Y.0 + RPS_Y.1,
-        uy = RPS_Y.0 - 20.0,
-    );
+    if failures {
+        let _ = writeln!(
+            o,
+            r##"<text x="{rx}" y="{ty}" fill="#c0392b">{f}</text><text x="{rx}" y="{b}" fill="#c0392b">0</text><text x="{ux}" y="{uy}" fill="#c0392b" font-size="10" text-anchor="end">failures a second</text>"##,
+            f = sc.failures,
+            rx = W - RIGHT + 6.0,
+            ux = W - RIGHT,
+            ty = RPS_Y.0 + 4.0,
+            b = RPS_Y.0 + RPS_Y.1,
+            uy = RPS_Y.0 - 20.0,
+        );
+    }
     let mut at = 0.0;
     for s in &t.segments {
         let x0 = px(at);
         let _ = writeln!(
             o,
-            r##"<g data-segment="{l}"><line x1="{x0:.1}" y1="{t}" x2="{x0:.1}" y2="{b}" stroke="#555" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ly}">{l} ({n} s)</text>"##,
+            // The boundary in each chart, not across the held chart's
+            // unit label between them.
+            r##"<g data-segment="{l}"><line x1="{x0:.1}" y1="{t}" x2="{x0:.1}" y2="{b}" stroke="#555" stroke-dasharray="4 3"/><line x1="{x0:.1}" y1="{t2}" x2="{x0:.1}" y2="{b2}" stroke="#555" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ly}">{l} ({n} s)</text>"##,
             l = esc(&s.label),
             t = RPS_Y.0 - 14.0,
-            b = HELD_Y.0 + HELD_Y.1,
+            b = RPS_Y.0 + RPS_Y.1,
+            t2 = HELD_Y.0,
+            b2 = HELD_Y.0 + HELD_Y.1,
             tx = x0 + 4.0,
             ly = RPS_Y.0 - 4.0,
             n = s.seconds,
@@ -237,9 +260,10 @@ pub fn svg(t: &Timeline, sc: Scales) -> String {
                     .map(|(k, &n)| format!("{:.1},{:.1}", at_s(k), y(RPS_Y, n as f64, max)))
                     .collect();
                 format!(
-                    r##"<polyline data-series="{series}" data-points="{}" points="{}" fill="none" stroke="{colour}" stroke-width="2"/>
+                    r##"<polyline data-series="{series}" data-points="{}" data-values="{}" points="{}" fill="none" stroke="{colour}" stroke-width="2"/>
 "##,
                     vals.len(),
+                    values(vals),
                     pts.join(" ")
                 )
             };
@@ -262,27 +286,38 @@ pub fn svg(t: &Timeline, sc: Scales) -> String {
                 .collect();
             let _ = writeln!(
                 o,
-                r##"<polyline data-series="held" data-points="{}" points="{}" fill="none" stroke="#e67e22" stroke-width="2"/>"##,
+                r##"<polyline data-series="held" data-points="{}" data-values="{}" points="{}" fill="none" stroke="#e67e22" stroke-width="2"/>"##,
                 h.len(),
+                values(h),
                 pts.join(" ")
             );
         }
         o.push_str("</g>\n");
         at += s.seconds as f64 + GAP_S;
     }
-    let ly = H - 8.0;
-    let _ = writeln!(
-        o,
-        r##"<g font-size="11"><line x1="{LEFT}" y1="{m}" x2="{a}" y2="{m}" stroke="#1f5fbf" stroke-width="2"/><text x="{ta}" y="{ly}">{src}</text>
-<line x1="260" y1="{m}" x2="280" y2="{m}" stroke="#c0392b" stroke-width="2"/><text x="284" y="{ly}">failures/s (right scale)</text>
-<line x1="470" y1="{m}" x2="490" y2="{m}" stroke="#e67e22" stroke-width="2"/><text x="494" y="{ly}">workers in {held} at each second (trace)</text></g>
-</svg>"##,
-        m = ly - 4.0,
-        src = esc(&t.requests_from),
-        held = esc(&t.held_in),
-        a = LEFT + 20.0,
-        ta = LEFT + 24.0,
-    );
+    // The key, a row a series: long names (a trace's own sources) never
+    // run into each other.
+    let mut keys = vec![("#1f5fbf", t.requests_from.clone())];
+    if failures {
+        keys.push(("#c0392b", "failures/s (right scale)".to_string()));
+    }
+    keys.push((
+        "#e67e22",
+        format!("workers in {} at each second (trace)", t.held_in),
+    ));
+    o.push_str("<g font-size=\"11\">");
+    for (k, (colour, label)) in keys.iter().enumerate() {
+        let ly = KEY_Y + KEY_ROW * k as f64;
+        let _ = write!(
+            o,
+            r##"<line x1="{LEFT}" y1="{m}" x2="{a}" y2="{m}" stroke="{colour}" stroke-width="2"/><text x="{ta}" y="{ly}">{label}</text>"##,
+            m = ly - 4.0,
+            a = LEFT + 20.0,
+            ta = LEFT + 24.0,
+            label = esc(label),
+        );
+    }
+    o.push_str("</g>\n</svg>\n");
     o
 }
 
@@ -377,13 +412,33 @@ mod tests {
             1
         );
         assert!(s.contains("<g data-segment=\"untraced\">") && s.contains("attack (5 s)"));
-        // 10 s of x (3 + 2 of gap + 5) over 848 px: the attack's client
+        // 10 s of x (3 + 2 of gap + 5) over 548 px: the attack's client
         // starts 2 s into the segment (5 s in), at 7.5 s for its first point; a full
         // requests chart is its top (56), zero its bottom (186).
         assert!(
-            s.contains("points=\"106.4,56.0 191.2,56.0 276.0,56.0\""),
+            s.contains("data-values=\"10 10 10\" points=\"91.4,56.0 146.2,56.0 201.0,56.0\""),
             "{s}"
         );
-        assert!(s.contains("points=\"700.0,186.0"), "{s}");
+        assert!(s.contains("points=\"475.0,186.0"), "{s}");
+        assert!(s.contains("data-values=\"50 100 150 150 150\""), "{s}");
+        // Failures counted (zeros here): their series, scale and key.
+        assert_eq!(s.matches("data-series=\"failures\"").count(), 2);
+        assert!(s.contains("failures/s (right scale)"));
+        // A trace's own timeline counts no failures: no series, no key.
+        let mut own = t.clone();
+        for seg in &mut own.segments {
+            if let Some(c) = &mut seg.client {
+                c.failed.clear();
+            }
+        }
+        let s = svg(
+            &own,
+            Scales {
+                rps: 10.0,
+                failures: 1.0,
+                held: 200.0,
+            },
+        );
+        assert!(!s.contains("failures"), "{s}");
     }
 }

@@ -53,8 +53,9 @@ pub struct RenderArgs {
     #[arg(long, conflicts_with = "timeline")]
     pub flame: bool,
     /// The trace's timeline instead of a sequence diagram: requests answered
-    /// a second (returns of ap_process_async_request) and workers inside
-    /// ap_read_request at each second (SVG).
+    /// a second (returns of ap_process_async_request; its calls in a lean
+    /// trace) and workers inside ap_read_request at each second (a lean
+    /// trace: workers waiting for a request in read or poll). SVG.
     #[arg(long, conflicts_with_all = ["compare", "session", "window"])]
     pub timeline: bool,
     /// Simplification applied before drawing.
@@ -126,13 +127,19 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", args.output.display()))?;
         let seg = &t.segments[0];
         let peak = |v: Option<&Vec<u64>>| v.and_then(|v| v.iter().max().copied()).unwrap_or(0);
+        let requests = match &seg.client {
+            Some(c) => format!(
+                "at most {} requests answered in a second",
+                peak(Some(&c.ok))
+            ),
+            None => "no requests (ap_process_async_request not probed)".to_string(),
+        };
         println!(
-            "wrote {}: {} s; at most {} requests answered in a second, {} workers inside {} at once",
+            "wrote {}: {} s; {requests}, at most {} workers in {} at once",
             args.output.display(),
             seg.seconds,
-            peak(seg.client.as_ref().map(|c| &c.ok)),
             peak(seg.held.as_ref()),
-            render::HELD_IN
+            t.held_in
         );
         return Ok(());
     }

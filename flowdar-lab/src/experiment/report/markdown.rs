@@ -22,9 +22,17 @@ pub(super) fn to_html(md: &str, inline: &HashMap<String, String>) -> String {
         }
         out
     };
-    let mut html = String::from("<style>.report{padding:8px 16px;background:#fff}.report table{border-collapse:collapse;font-size:13px}.report td,.report th{border:1px solid #ccd;padding:3px 8px;text-align:right}.report td:nth-child(2){text-align:left}</style>");
+    let mut html = String::from("<style>.report{padding:8px 16px;background:#fff}.report table{border-collapse:collapse;font-size:13px}.report td,.report th{border:1px solid #ccd;padding:3px 8px;text-align:right}.report td:nth-child(2){text-align:left}.report .figures{display:flex;flex-wrap:wrap;gap:12px 24px}.report figure{margin:0}</style>");
     let mut in_table = false;
+    // Figures in a row (the variants' timelines side by side), wrapping
+    // where the window is narrow; blank lines between them keep the row.
+    let mut in_figures = false;
     for line in md.lines() {
+        let is_image = image(line).is_some();
+        if in_figures && !is_image && !line.trim().is_empty() {
+            html.push_str("</div>");
+            in_figures = false;
+        }
         if line.starts_with('|') {
             if line.contains("---") {
                 continue;
@@ -47,6 +55,10 @@ pub(super) fn to_html(md: &str, inline: &HashMap<String, String>) -> String {
             in_table = false;
         }
         if let Some((alt, path)) = image(line) {
+            if !in_figures {
+                html.push_str("<div class=\"figures\">");
+                in_figures = true;
+            }
             match inline.get(path) {
                 Some(markup) => {
                     let _ = write!(html, "<figure>{markup}</figure>");
@@ -71,6 +83,9 @@ pub(super) fn to_html(md: &str, inline: &HashMap<String, String>) -> String {
     if in_table {
         html.push_str("</table>");
     }
+    if in_figures {
+        html.push_str("</div>");
+    }
     html
 }
 
@@ -89,7 +104,7 @@ mod tests {
     fn headings_bold_code_lists_and_tables() {
         let figures = HashMap::from([("a/t.svg".to_string(), "<svg/>".to_string())]);
         let html = to_html(
-            "# T\n\n**Denial.** `ap_read_request` <held>\n\n- a\n\n| f | n |\n|---|---:|\n| `x` | 1 |\n\n![A](a/t.svg)\n\n![B](b.png)\n",
+            "# T\n\n**Denial.** `ap_read_request` <held>\n\n- a\n\n| f | n |\n|---|---:|\n| `x` | 1 |\n\n![A](a/t.svg)\n\n![B](b.png)\n\nafter\n",
             &figures,
         );
         let body = html.split("</style>").nth(1).unwrap();
@@ -98,7 +113,7 @@ mod tests {
             "<h2>T</h2><p><b>Denial.</b> <code>ap_read_request</code> &lt;held&gt;</p>\
              <div>• a</div><table><tr><th>f</th><th>n</th></tr>\
              <tr><td><code>x</code></td><td>1</td></tr></table>\
-             <figure><svg/></figure><img alt=\"B\" src=\"b.png\">"
+             <div class=\"figures\"><figure><svg/></figure><img alt=\"B\" src=\"b.png\"></div><p>after</p>"
         );
     }
 }
