@@ -24,7 +24,7 @@ fn lab_leftovers(pid: u32) -> Vec<String> {
     left
 }
 
-/// `variant/phase` requests per second from experiment.json.
+/// `variant/phase` from experiment.json (`untraced`: the variant's untraced run).
 fn phase_of<'a>(exp: &'a serde_json::Value, variant: &str, phase: &str) -> &'a serde_json::Value {
     let v = exp["variants"]
         .as_array()
@@ -32,6 +32,9 @@ fn phase_of<'a>(exp: &'a serde_json::Value, variant: &str, phase: &str) -> &'a s
         .iter()
         .find(|v| v["name"] == variant)
         .unwrap_or_else(|| panic!("variant {variant} in {exp}"));
+    if phase == "untraced" {
+        return &v["untraced"];
+    }
     v["phases"]
         .as_array()
         .unwrap()
@@ -223,32 +226,14 @@ fn the_default_experiment_denies_service_and_reqtimeout_brings_it_back() {
                 "{g}"
             );
             // The figure draws the client's own counts, second by second.
-            let counted = |what: &str| -> Vec<u64> {
-                let p = if segment == "untraced" {
-                    &exp["variants"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .find(|x| x["name"] == v)
-                        .unwrap()["untraced"]
-                } else {
-                    phase_of(&exp, v, segment)
-                };
-                p["per_second"][what]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("{v} {segment}: per_second.{what} in {p}"))
-                    .iter()
-                    .map(|n| n.as_u64().unwrap())
-                    .collect()
-            };
             assert_eq!(
                 timeline_series(g, "requests"),
-                counted("ok"),
+                counted_per_second(&exp, v, segment, "ok"),
                 "{v} {segment}"
             );
             assert_eq!(
                 timeline_series(g, "failures"),
-                counted("failed"),
+                counted_per_second(&exp, v, segment, "failed"),
                 "{v} {segment}"
             );
         }
