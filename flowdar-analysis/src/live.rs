@@ -596,8 +596,9 @@ mod tests {
     use super::*;
     use crate::stats::tests::{ev, probe};
 
-    #[test]
-    fn a_lean_trace_shows_workers_reading_since_the_first_read_of_their_request() {
+    /// A live view of a lean trace (read, poll, writev and the counted
+    /// request entry) that alerts at `workers` held for 1 us.
+    fn lean_view(workers: usize) -> LiveView {
         let sys = |id, name: &str, nr| TraceProbe::syscall(id, name, nr, Default::default());
         let mut counted = probe(3, super::super::sessions::LEAN_REQUEST, None);
         counted.capture.entry_only = true;
@@ -608,10 +609,15 @@ mod tests {
             counted,
         ];
         let rule = AlertRule {
-            workers: 1,
+            workers,
             after_ns: 1_000,
         };
-        let mut v = LiveView::new(&probes, rule, 0);
+        LiveView::new(&probes, rule, 0)
+    }
+
+    #[test]
+    fn a_lean_trace_shows_workers_reading_since_the_first_read_of_their_request() {
+        let mut v = lean_view(1);
         let (slow, fast) = (1 << 47 | 0x100, 1 << 47 | 0x200);
         let attacker: SocketAddr = "198.18.0.6:1000".parse().unwrap();
         let legit: SocketAddr = "127.0.0.1:2000".parse().unwrap();
@@ -755,20 +761,7 @@ mod tests {
 
     #[test]
     fn a_lean_trace_names_each_worker_s_phase() {
-        let sys = |id, name: &str, nr| TraceProbe::syscall(id, name, nr, Default::default());
-        let mut counted = probe(3, super::super::sessions::LEAN_REQUEST, None);
-        counted.capture.entry_only = true;
-        let probes = [
-            sys(0, "read", 0),
-            sys(1, "poll", 7),
-            sys(2, "writev", 20),
-            counted,
-        ];
-        let rule = AlertRule {
-            workers: 10,
-            after_ns: 1_000,
-        };
-        let mut v = LiveView::new(&probes, rule, 0);
+        let mut v = lean_view(10);
         let c = |n: u64| 1 << 47 | n;
         // Thread 21: its request's bytes read, the request begun, no
         // system call since: in the handler.

@@ -8,6 +8,23 @@ use flowdar_analysis::render::{self, Lanes, SceneOptions};
 use flowdar_common::{Event, EventKind};
 use flowdar_trace::{Capture, Deref, TraceFooter, TraceHeader, TraceProbe, TraceWriter};
 
+/// A trace header for `probes`, its monotonic clock starting at 1 ms.
+fn header(probes: Vec<TraceProbe>) -> TraceHeader {
+    TraceHeader {
+        tool_version: "test".into(),
+        host: "h".into(),
+        kernel: "k".into(),
+        command_line: vec![],
+        start_unix_ns: 0,
+        start_monotonic_ns: 1_000_000,
+        target_pid: 1,
+        probes,
+        attach_mode: "uprobe_multi".into(),
+        attached_monotonic_ns: 0,
+        target_ns_pid: 0,
+    }
+}
+
 fn probe(id: u32, function: &str, object: &str, capture: Capture) -> TraceProbe {
     TraceProbe {
         id,
@@ -70,19 +87,7 @@ pub fn fixture(path: &Path) {
         ),
         probe(5, "ap_process_async_request", "/usr/sbin/apache2", one),
     ];
-    let header = TraceHeader {
-        tool_version: "test".into(),
-        host: "h".into(),
-        kernel: "k".into(),
-        command_line: vec![],
-        start_unix_ns: 0,
-        start_monotonic_ns: 1_000_000,
-        target_pid: 1,
-        probes,
-        attach_mode: "uprobe_multi".into(),
-        attached_monotonic_ns: 0,
-        target_ns_pid: 0,
-    };
+    let header = header(probes);
     let ev = |tid, us: u64, p, kind: EventKind, args| Event {
         tgid: 1,
         tid,
@@ -281,19 +286,7 @@ fn seconds_fixture(path: &Path) {
         probe(0, "ap_read_request", "/usr/sbin/apache2", one.clone()),
         probe(1, "ap_process_async_request", "/usr/sbin/apache2", one),
     ];
-    let header = TraceHeader {
-        tool_version: "test".into(),
-        host: "h".into(),
-        kernel: "k".into(),
-        command_line: vec![],
-        start_unix_ns: 0,
-        start_monotonic_ns: 1_000_000,
-        target_pid: 1,
-        probes,
-        attach_mode: "uprobe_multi".into(),
-        attached_monotonic_ns: 0,
-        target_ns_pid: 0,
-    };
+    let header = header(probes);
     let ms = |t: u64| 1_000_000 + t * 1_000_000;
     let ev = |tid, t: u64, p, kind: EventKind, args| Event {
         tgid: 1,

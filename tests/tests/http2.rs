@@ -33,9 +33,9 @@ fn h2load(url: &str, args: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("no succeeded count in {line}"))
 }
 
-#[test]
-fn http2_and_tls_sessions_clients_and_streams_are_exact() {
-    require_root();
+/// An Apache with mod_ssl and mod_http2 on a TLS port, and the URL of its
+/// index page there.
+fn tls_apache() -> (ThrowawayApache, String) {
     let apache = ThrowawayApache::start(&ApacheOptions {
         tls: true,
         ..Default::default()
@@ -45,6 +45,13 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
         "https://{}/index.html",
         apache.tls_addr().expect("a TLS port")
     );
+    (apache, url)
+}
+
+#[test]
+fn http2_and_tls_sessions_clients_and_streams_are_exact() {
+    require_root();
+    let (apache, url) = tls_apache();
     let pid = apache.pid();
     // The witness: entries of the two functions, and the thread of each
     // stream's ap_process_request.
@@ -233,15 +240,7 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
 #[test]
 fn top_shows_http2_clients_and_workers() {
     require_root();
-    let apache = ThrowawayApache::start(&ApacheOptions {
-        tls: true,
-        ..Default::default()
-    })
-    .expect("start apache with mod_ssl and mod_http2");
-    let url = format!(
-        "https://{}/index.html",
-        apache.tls_addr().expect("a TLS port")
-    );
+    let (apache, url) = tls_apache();
     let mut top = Command::new(flowdar_bin());
     top.args(["top", "--pid", &apache.pid().to_string()]).args([
         "--profile",

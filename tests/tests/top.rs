@@ -29,15 +29,20 @@ fn slowloris(lab: &Lab, port: u16, connections: u32) -> std::process::Child {
         .expect("slowhttptest")
 }
 
+/// An Apache on 127.0.0.1 and on the lab's server address.
+fn lab_apache(lab: &Lab) -> ThrowawayApache {
+    ThrowawayApache::start(&ApacheOptions {
+        listen: vec![lab.server.into()],
+        ..Default::default()
+    })
+    .expect("start apache")
+}
+
 #[test]
 fn json_intervals_raise_the_alert_and_add_up_to_the_trace() {
     require_root();
     let lab = Lab::create().expect("lab hosts");
-    let apache = ThrowawayApache::start(&ApacheOptions {
-        listen: vec![lab.server.into()],
-        ..Default::default()
-    })
-    .expect("start apache");
+    let apache = lab_apache(&lab);
     let trace = TraceFile::new();
     let mut cmd = Command::new(flowdar_bin());
     cmd.args(["top", "--pid", &apache.pid().to_string()])
@@ -280,11 +285,7 @@ fn the_terminal_view_survives_resizes_and_the_target_exiting() {
 fn top_started_during_an_attack_sees_the_workers_it_already_holds() {
     require_root();
     let lab = Lab::create().expect("lab hosts");
-    let apache = ThrowawayApache::start(&ApacheOptions {
-        listen: vec![lab.server.into()],
-        ..Default::default()
-    })
-    .expect("start apache");
+    let apache = lab_apache(&lab);
     let mut attack = slowloris(&lab, apache.port(), 50);
     // The attack's connections open within its first second and each holds
     // a worker reading headers from then on.
@@ -346,11 +347,7 @@ fn top_started_during_an_attack_sees_the_workers_it_already_holds() {
 fn top_by_default_is_lean_and_sees_the_workers_held_before_it_attached() {
     require_root();
     let lab = Lab::create().expect("lab hosts");
-    let apache = ThrowawayApache::start(&ApacheOptions {
-        listen: vec![lab.server.into()],
-        ..Default::default()
-    })
-    .expect("start apache");
+    let apache = lab_apache(&lab);
     let mut attack = slowloris(&lab, apache.port(), 50);
     std::thread::sleep(Duration::from_secs(4));
     let trace = TraceFile::new();
