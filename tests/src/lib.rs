@@ -855,6 +855,45 @@ impl SteadyLoad {
     }
 }
 
+/// A Slowloris (slowhttptest `-H`) from the lab's attacker host.
+#[derive(Debug, Clone, Copy)]
+pub struct Slowloris {
+    pub connections: u32,
+    /// Connections opened a second.
+    pub rate: u32,
+    /// Seconds between two header lines of a connection. slowhttptest
+    /// sends every connection's line on one tick, which ends every held
+    /// worker's poll at once: a capture stopped in those milliseconds
+    /// finds some of them between two calls.
+    pub interval_s: u32,
+    /// Seconds the attack lasts.
+    pub length_s: u32,
+}
+
+impl Slowloris {
+    /// Starts it against `port` on the lab's server address.
+    pub fn spawn(&self, lab: &flowdar::server::Lab, port: u16) -> Child {
+        let n = |v: u32| v.to_string();
+        lab.attacker
+            .command("slowhttptest")
+            .args(["-H", "-c", &n(self.connections), "-r", &n(self.rate)])
+            .args([
+                "-i",
+                &n(self.interval_s),
+                "-l",
+                &n(self.length_s),
+                "-p",
+                "5",
+            ])
+            .args(["-u", &format!("http://{}:{port}/index.html", lab.server)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("slowhttptest (cargo xtask setup installs it)")
+    }
+}
+
 /// The numbers a `flowdar` timeline's `series` polyline draws (its
 /// `data-values`: "requests", "failures", "held"), from the SVG text `g`
 /// (the first such series in it); empty when the series is not drawn.

@@ -7,7 +7,6 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
-    process::Stdio,
     time::Duration,
 };
 
@@ -99,18 +98,13 @@ fn clients_exact_with(profile: &str) {
     // 10 s here, 15 in the kernel matrix's guests) and shorter than the
     // server's Timeout (30 s).
     let attack_began = std::time::Instant::now();
-    let mut attack = lab
-        .attacker
-        .command("slowhttptest")
-        .args([
-            "-H", "-c", "60", "-r", "60", "-i", "20", "-l", "40", "-p", "5",
-        ])
-        .args(["-u", &format!("http://{}:{port}/index.html", lab.server)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("slowhttptest (cargo xtask setup installs it)");
+    let mut attack = Slowloris {
+        connections: 60,
+        rate: 60,
+        interval_s: 20,
+        length_s: 40,
+    }
+    .spawn(&lab, port);
     std::thread::sleep(Duration::from_secs(2));
     let wrk = run_wrk(
         apache.addr(),
@@ -259,8 +253,10 @@ fn clients_exact_with(profile: &str) {
     let slow = row(&lab.client.addr.to_string());
     assert_eq!(slow["requests"].as_u64(), Some(SLOW_REQUESTS), "{slow}");
     assert_eq!(slow["answered"].as_u64(), Some(SLOW_REQUESTS), "{slow}");
+    // From the server's first read of the request, which can come some
+    // milliseconds after the client's first bytes on a loaded machine.
     let p50 = slow["latency_p50_ns"].as_u64().unwrap();
-    assert!((second..3 * second).contains(&p50), "{slow}");
+    assert!((second * 9 / 10..3 * second).contains(&p50), "{slow}");
     // wrk's connections may be cut mid-answer when it stops: one each.
     let local = row("127.0.0.1");
     let answered = local["answered"].as_u64().unwrap();

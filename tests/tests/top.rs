@@ -4,7 +4,7 @@
 //! exit).
 use std::{
     collections::HashMap,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -13,20 +13,15 @@ use flowdar_common::EventKind;
 use flowdar_tests::*;
 
 /// A Slowloris of `connections` that sends a header line every 20 s: none
-/// before these tests stop (slowhttptest sends every connection's line on
-/// one tick, which ends every held worker's poll at once; a stop in those
-/// milliseconds would find some of them between two calls).
+/// before these tests stop (see [`Slowloris::interval_s`]).
 fn slowloris(lab: &Lab, port: u16, connections: u32) -> std::process::Child {
-    let c = connections.to_string();
-    lab.attacker
-        .command("slowhttptest")
-        .args(["-H", "-c", &c, "-r", &c, "-i", "20", "-l", "40", "-p", "5"])
-        .args(["-u", &format!("http://{}:{port}/index.html", lab.server)])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("slowhttptest")
+    Slowloris {
+        connections,
+        rate: connections,
+        interval_s: 20,
+        length_s: 40,
+    }
+    .spawn(lab, port)
 }
 
 /// An Apache on 127.0.0.1 and on the lab's server address.

@@ -4,13 +4,13 @@
 //! capture's system calls (`apache:lean`: reads and polls for input), on
 //! the same run: two recorders attached to one Apache at once, stopped
 //! together, under one Slowloris from a lab host and wrk on loopback.
-use std::{net::IpAddr, process::Stdio, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use flowdar::server::{run_wrk, ApacheOptions, Lab, ThrowawayApache, WrkPlan};
 use flowdar_tests::{flowdar_json, start_recorder};
 
 /// Slowloris connections (each holds a worker for the whole run).
-const ATTACK_CONNECTIONS: &str = "60";
+const ATTACK_CONNECTIONS: u32 = 60;
 
 #[derive(Debug, Clone)]
 pub struct ClientReads {
@@ -72,20 +72,13 @@ pub fn measure(secs: u64, out_dir: &std::path::Path) -> Run {
             ])
         })
         .collect();
-    let mut attack = lab
-        .attacker
-        .command("slowhttptest")
-        .args(["-H", "-c", ATTACK_CONNECTIONS, "-r", "60", "-i", "2"])
-        .args(["-l", &(secs + 10).to_string(), "-p", "5"])
-        .args([
-            "-u",
-            &format!("http://{}:{}/index.html", lab.server, apache.port()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("slowhttptest (cargo xtask setup installs it)");
+    let mut attack = flowdar_tests::Slowloris {
+        connections: ATTACK_CONNECTIONS,
+        rate: 60,
+        interval_s: 2,
+        length_s: secs as u32 + 10,
+    }
+    .spawn(&lab, apache.port());
     std::thread::sleep(Duration::from_secs(2));
     let wrk = run_wrk(
         apache.addr(),
