@@ -221,3 +221,69 @@ attack = {{ mode = "range", connections = 200, rate = 50, path = "/depth?s" }}
     }
     assert!(left_behind().is_empty(), "{:?}", left_behind());
 }
+
+/// A module stripped as distributions ship theirs, its symbols in a
+/// separate debug file named by its `.gnu_debuglink` in its `.debug/`
+/// folder (as a build of one's own installs it; a -dbgsym package or
+/// debuginfod gives the same file by build id): `probes --pid` finds its
+/// static functions there, and without the file finds none.
+#[test]
+fn a_stripped_module_is_found_through_its_debug_file() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let so = build_module(dir.path());
+    let debug_dir = so.parent().unwrap().join(".debug");
+    std::fs::create_dir(&debug_dir).unwrap();
+    let debug = debug_dir.join("mod_depth.so.debug");
+    run_ok(
+        Command::new("objcopy")
+            .arg("--only-keep-debug")
+            .arg(&so)
+            .arg(&debug),
+    );
+    run_ok(
+        Command::new("objcopy")
+            .arg("--strip-all")
+            .arg(format!("--add-gnu-debuglink={}", debug.display()))
+            .arg(&so),
+    );
+    let symtab = Command::new("readelf").arg("-S").arg(&so).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&symtab.stdout).contains(".symtab"),
+        "stripped: no symbol table left"
+    );
+    let apache = ThrowawayApache::start(&ApacheOptions {
+        extra_config: module_config(&so),
+        ..Default::default()
+    })
+    .expect("start apache with the stripped mod_depth");
+    let pid = apache.pid().to_string();
+    let in_module = || -> Vec<String> {
+        let probes = flowdar_json(&[
+            "probes",
+            "--pid",
+            &pid,
+            "--profile",
+            "apache:full",
+            "--json",
+        ]);
+        probes["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["object"] == so.to_str().unwrap())
+            .map(|p| p["function"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        in_module(),
+        [
+            "depth_handler",
+            "depth_leaf",
+            "depth_register_hooks",
+            "depth_work"
+        ]
+    );
+    std::fs::rename(&debug_dir, dir.path().join("elsewhere")).unwrap();
+    assert_eq!(in_module(), Vec::<String>::new(), "without its debug file");
+}
