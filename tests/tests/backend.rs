@@ -168,3 +168,91 @@ fn diff_says_the_backend_got_slower() {
         .unwrap_or_else(|| panic!("{verdict}"));
     assert!(share >= 90.0, "{verdict}");
 }
+
+/// The experiment's report says it too: a spec whose server hands `.php`
+/// to a PHP-FPM pool the test started, a `normal` phase on a script that
+/// answers in 20 ms and a `slow` phase on one that answers in 120 ms: the
+/// variant's comparison ends with the backend verdict, about 100 ms more a
+/// call, nearly all of it on the backend.
+#[test]
+fn the_experiment_report_says_the_backend_got_slower() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let php = PhpFpm::start(4).expect("start a php-fpm pool");
+    // PHP-FPM's workers run as www-data: the scripts must be theirs to read.
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(docs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for ms in [20, 120] {
+        std::fs::write(
+            docs.path().join(format!("sleep{ms}.php")),
+            format!("<?php usleep({}); echo \"ok\\n\";\n", ms * 1000),
+        )
+        .unwrap();
+    }
+    let config = format!(
+        "{}LoadModule alias_module /usr/lib/apache2/modules/mod_alias.so\nAlias /php/ \"{d}/\"\n<Directory \"{d}\">\n    Require all granted\n</Directory>\n",
+        php.apache_config(),
+        d = docs.path().display()
+    );
+    let spec = docs.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"version = 1
+profile = ["apache:request", "apache:backend"]
+[server]
+config = '''
+{config}'''
+[[phase]]
+name = "normal"
+duration = "5s"
+load = {{ connections = 2, path = "/php/sleep20.php" }}
+[[phase]]
+name = "slow"
+duration = "5s"
+load = {{ connections = 2, path = "/php/sleep120.php" }}
+"#
+        ),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = flowdar(&[
+        "experiment",
+        spec.to_str().unwrap(),
+        "--force",
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    let verdict = md
+        .lines()
+        .find(|l| l.starts_with("The backend got slower: "))
+        .unwrap_or_else(|| panic!("no backend verdict in the report:\n{md}"));
+    // The same sentence in the report's first paragraph, for the reader
+    // who reads no further.
+    let first = md.split("\n\n").nth(1).unwrap();
+    assert!(
+        first.starts_with("**No attack: phase `slow` against phase `normal`.**")
+            && first.contains(verdict),
+        "{first}"
+    );
+    let added: f64 = verdict
+        .split(" took ")
+        .nth(1)
+        .and_then(|t| t.split(" ms more").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{verdict}"));
+    assert!((95.0..=130.0).contains(&added), "{verdict}");
+    let share: f64 = verdict
+        .rsplit(": ")
+        .next()
+        .and_then(|t| t.trim_end_matches("%.").parse().ok())
+        .unwrap_or_else(|| panic!("{verdict}"));
+    assert!(share >= 90.0, "{verdict}");
+}

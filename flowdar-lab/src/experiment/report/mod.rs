@@ -128,7 +128,8 @@ pub fn write(dir: &Path, outcome: &Outcome, title: &str) -> Result<Report> {
     for v in &outcome.variants {
         held.push(held_workers(&v.phases.last().ok_or_else(no_phases)?.trace)?);
     }
-    let summary = summary::summary(outcome, &held)?;
+    let first_diff = diffs.first().map_or(&[][..], |(_, rows)| rows.as_slice());
+    let summary = summary::summary(outcome, &held, first_diff)?;
     let mut md = String::new();
     let _ = writeln!(md, "# {title}\n\n{summary}\n");
     let timelines = timeline::timelines(&outcome.variants)?;

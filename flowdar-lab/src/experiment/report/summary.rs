@@ -3,7 +3,7 @@
 //! held them, the observer effect, and what each further variant changed.
 use std::{fmt::Write as _, path::Path};
 
-use flowdar_analysis::{units::ns, Session};
+use flowdar_analysis::{units::ns, DiffRow, Session};
 
 use super::{super::held::Held, no_phases, rps};
 use crate::experiment::{error::Result, Hosts, Outcome, VariantResult};
@@ -97,7 +97,9 @@ fn held_by_clients(test_trace: &Path, hosts: &Hosts) -> Result<Option<String>> {
 
 /// The first paragraph: the denial, its cause and the attacker, then what
 /// each further variant changed.
-pub(super) fn summary(outcome: &Outcome, held: &[Held]) -> Result<String> {
+/// `first_diff`: the first variant's diff (last phase against first), for
+/// the backend verdict where the runs probed a backend.
+pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) -> Result<String> {
     let mut out = String::new();
     let first = &outcome.variants[0];
     let (base, test) = (&first.phases[0], first.phases.last().ok_or_else(no_phases)?);
@@ -142,6 +144,9 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held]) -> Result<String> {
              ({pct:.1}% of normal, {failures} connects or requests timed out or failed; counted over wall time).",
             first.name, base.name
         );
+    }
+    if let Some(v) = flowdar_analysis::backend_verdict(first_diff) {
+        let _ = write!(out, " {v}");
     }
     let held_now = &held[0];
     if held_now.workers > 0 {
