@@ -481,3 +481,72 @@ fn an_experiment_over_tls_and_http2_drives_h2load_from_the_lab() {
     );
     assert!(left_behind().is_empty());
 }
+
+/// `flowdar top` (its default, the lean capture) under a Slowloris over
+/// TLS: the attacker's connections finish their handshakes and then
+/// trickle header lines inside TLS; the workers they hold are reading
+/// their requests, and the alert names the attacker (loopback here: the
+/// TLS port listens there).
+#[test]
+fn top_raises_the_alert_for_a_slowloris_over_tls() {
+    require_root();
+    let (apache, _) = tls_apache();
+    let tls = apache.tls_addr().expect("a TLS port");
+    let mut top = Command::new(flowdar_bin());
+    top.args(["top", "--pid", &apache.pid().to_string(), "--json"])
+        .args(["--alert-workers", "20", "--alert-after", "2s"]);
+    let top = Background::start(top, "\"functions\"", Duration::from_secs(60));
+    // A line every 20 s: none before the stop (see Slowloris::interval_s).
+    let mut attack = Command::new("slowhttptest")
+        .args([
+            "-H", "-c", "50", "-r", "50", "-i", "20", "-l", "40", "-p", "5",
+        ])
+        .args(["-u", &format!("https://{tls}/index.html")])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("slowhttptest");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline && !top.stdout().contains("\"kind\":\"slow-http\"") {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, out, err) = top.stop(libc::SIGINT);
+    let _ = attack.kill();
+    let _ = attack.wait();
+    assert_eq!(code, Some(0), "{err}");
+    let intervals: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let alert = intervals
+        .iter()
+        .flat_map(|i| i["alerts"].as_array().unwrap().iter())
+        .next()
+        .unwrap_or_else(|| panic!("no slow-http alert:\n{out}\n{err}"));
+    assert_eq!(alert["kind"], "slow-http", "{alert}");
+    assert_eq!(
+        alert["clients"],
+        serde_json::json!(["127.0.0.1"]),
+        "{alert}"
+    );
+    assert!(alert["workers"].as_u64().unwrap() >= 20, "{alert}");
+    let last = intervals.last().unwrap();
+    let held: Vec<&serde_json::Value> = last["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["for_ns"].as_u64().unwrap() >= 1_000_000_000)
+        .collect();
+    assert!(held.len() >= 20, "{last}");
+    for w in held {
+        assert_eq!(w["phase"], "reading request", "{w}");
+        assert!(
+            w["client"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("127.0.0.1:")),
+            "{w}"
+        );
+    }
+    assert_eq!(left_behind(), Vec::<String>::new());
+}
