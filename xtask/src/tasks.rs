@@ -140,7 +140,10 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
     if let Some(f) = filter {
         readers.arg(f);
     }
-    eprintln!("xtask: {} on stable, without bpf-linker on PATH", READERS.join(", "));
+    eprintln!(
+        "xtask: {} on stable, without bpf-linker on PATH",
+        READERS.join(", ")
+    );
     tally.run(&mut readers)?;
     // Tier 2: root, the real kernel and a real Apache. One at a time: they
     // count the kernel's loaded programs and must not see each other's.
