@@ -258,7 +258,19 @@ pub fn fuzz(env: &Env, seconds: u64) -> Result<()> {
             Command::new("rustup")
                 .current_dir(&fuzz_dir)
                 .env("PATH", env.path())
-                .args(["run", "nightly", "cargo", "fuzz", "run", target])
+                // The dev profile at opt-level 1, without debug info, into
+                // one target directory for the three targets (their common
+                // dependencies built once): cargo-fuzz's default (release,
+                // one codegen unit) took 21 minutes of CI to build the
+                // three; this builds in about half that and runs about
+                // three quarters as many inputs a second (8,900/s against
+                // 12,000/s on probe_config here; opt-level 0: 220/s).
+                .env("CARGO_PROFILE_DEV_OPT_LEVEL", "1")
+                .env("CARGO_PROFILE_DEV_DEBUG", "0")
+                .args(["run", "nightly", "cargo", "fuzz", "run", "--dev"])
+                .arg("--target-dir")
+                .arg(workspace_root().join("target/fuzz-build"))
+                .arg(target)
                 .arg(&corpus)
                 .arg(&seeds)
                 .args([
