@@ -29,8 +29,10 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("Apache did not start within {secs} s on port {port}: {log}")]
     Startup { secs: u64, port: u16, log: String },
-    #[error("making the TLS listener's self-signed certificate with openssl (`cargo xtask setup` installs it): {0}")]
-    Certificate(String),
+    #[error("running openssl for the TLS listener's self-signed certificate (`cargo xtask setup` installs it)")]
+    CertificateTool(#[source] std::io::Error),
+    #[error("openssl could not make the TLS listener's self-signed certificate: {stderr}")]
+    Certificate { stderr: String },
 }
 
 /// Apache's multi-processing module.
@@ -313,11 +315,11 @@ fn make_certificate(dir: &Path) -> Result<(), ServerError> {
         .arg(dir.join("cert.pem"))
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| ServerError::Certificate(e.to_string()))?;
+        .map_err(ServerError::CertificateTool)?;
     if !out.status.success() {
-        return Err(ServerError::Certificate(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+        return Err(ServerError::Certificate {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
