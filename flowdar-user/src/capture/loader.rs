@@ -107,11 +107,6 @@ impl Attached {
             .sum()
     }
 
-    /// Whether detaching waits a grace period per uprobe (perf events).
-    pub fn slow_detach(&self) -> bool {
-        self.links.slow_detach()
-    }
-
     /// Detaches every probe and unloads the programs. Entry probes go
     /// first, then return probes: a call entered before the entries went
     /// can still return into the trace while the returns are in place.

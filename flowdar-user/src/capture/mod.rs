@@ -471,11 +471,6 @@ impl Recording {
         self.attached.mechanism
     }
 
-    /// Whether detaching waits a grace period per uprobe (perf-event mode).
-    pub fn slow_detach(&self) -> bool {
-        self.attached.slow_detach()
-    }
-
     /// Detaches every probe, drains what is left, writes the footer.
     pub fn stop(self, reason: &str) -> Result<RecordSummary, CaptureError> {
         let Self {
@@ -647,17 +642,18 @@ pub fn attach_mechanism(plan: &AttachPlan, functions: usize) -> Result<Mechanism
     let kernel = features::detect();
     let mechanism = kernel.mechanism(plan.mode)?;
     let uprobes = 2 * functions;
-    if mechanism == Mechanism::PerfEvent && uprobes > MAX_QUICK_PERF_UPROBES && !plan.slow_detach_ok
-    {
-        return Err(CaptureError::SlowDetach {
-            why: match kernel.uprobe_multi {
-                Ok(()) => "--attach-mode perf".into(),
-                Err(_) => format!("this kernel ({}) has no uprobe_multi links", kernel.release),
-            },
-            uprobes,
-            minutes: uprobes as f64 * loader::PERF_DETACH_SECS_EACH / 60.0,
-            each: loader::PERF_DETACH_SECS_EACH,
-        });
+    if let Some(each) = mechanism.detach_secs_each() {
+        if uprobes > MAX_QUICK_PERF_UPROBES && !plan.slow_detach_ok {
+            return Err(CaptureError::SlowDetach {
+                why: match kernel.uprobe_multi {
+                    Ok(()) => "--attach-mode perf".into(),
+                    Err(_) => format!("this kernel ({}) has no uprobe_multi links", kernel.release),
+                },
+                uprobes,
+                minutes: uprobes as f64 * each / 60.0,
+                each,
+            });
+        }
     }
     Ok(mechanism)
 }

@@ -311,13 +311,14 @@ pub(super) fn record_until_stopped(
                 }
             }
         };
-        if recording.slow_detach() && recording.uprobe_count() > 100 {
-            eprintln!(
-                "Stopping ({reason}): detaching {} perf-event uprobes one at a time (~{} s each, {})...",
-                recording.uprobe_count(),
-                capture::PERF_DETACH_SECS_EACH,
-                capture::PERF_DETACH_SOURCE
-            );
+        if let Some(each) = recording.mechanism().detach_secs_each() {
+            if recording.uprobe_count() > 100 {
+                eprintln!(
+                    "Stopping ({reason}): detaching {} perf-event uprobes one at a time (~{each} s each, {})...",
+                    recording.uprobe_count(),
+                    capture::PERF_DETACH_SOURCE
+                );
+            }
         }
         let summary = tokio::task::spawn_blocking(move || recording.stop(reason)).await??;
         if watch.started + watch.exited > 0 || !followed.is_empty() {

@@ -10,7 +10,7 @@ use flowdar_lab::{Recorded, Selection, Tracer, TracerError};
 use flowdar_trace::TraceProbe;
 
 use crate::{
-    capture::{self, AttachPlan, Mechanism, RecordOptions, Recording},
+    capture::{self, AttachPlan, RecordOptions, Recording},
     probes::{self, Capture, ProbeRequest, ResolvedProbe},
     symbols::DEBUG_ROOT,
 };
@@ -28,7 +28,7 @@ impl Tracer for CaptureTracer {
 
     fn allows_wide_sets(&self) -> Result<bool, TracerError> {
         let mechanism = capture::kernel_features().mechanism(self.plan.mode)?;
-        Ok(mechanism != Mechanism::PerfEvent || self.plan.slow_detach_ok)
+        Ok(mechanism.detach_secs_each().is_none() || self.plan.slow_detach_ok)
     }
 
     fn resolve(&self, pid: u32, selection: Selection<'_>) -> Result<Vec<TraceProbe>, TracerError> {

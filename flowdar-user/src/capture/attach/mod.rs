@@ -36,6 +36,17 @@ pub enum Mechanism {
 }
 
 impl Mechanism {
+    /// Seconds each uprobe's detach waits for a kernel grace period of its
+    /// own where the mechanism makes it wait (perf events; uprobe_multi
+    /// closes a file's whole link at once), as measured on the development
+    /// VM ([`super::PERF_DETACH_SOURCE`]).
+    pub fn detach_secs_each(self) -> Option<f64> {
+        match self {
+            Self::UprobeMulti => None,
+            Self::PerfEvent => Some(super::PERF_DETACH_SECS_EACH),
+        }
+    }
+
     /// The name written into traces and printed (`uprobe_multi`, `perf`).
     pub fn name(self) -> &'static str {
         match self {
@@ -72,8 +83,6 @@ pub(in crate::capture) struct Detaching {
 pub(in crate::capture) trait Links: Send {
     /// Uprobes attached (entry + exit per function).
     fn uprobes(&self) -> usize;
-    /// Whether closing each link waits a kernel grace period of its own.
-    fn slow_detach(&self) -> bool;
     /// Gives up the links, entry links and return links apart (some
     /// strategies' links are held by aya's programs in `ebpf`).
     fn detach(self: Box<Self>, ebpf: &mut Ebpf) -> Detaching;

@@ -30,11 +30,6 @@ impl Links for PerfLinks {
         self.0.len()
     }
 
-    /// Each perf-event uprobe's removal waits a grace period of its own.
-    fn slow_detach(&self) -> bool {
-        true
-    }
-
     fn detach(self: Box<Self>, ebpf: &mut Ebpf) -> Detaching {
         let mut entries: Closing = Vec::new();
         let mut returns: Closing = Vec::new();

@@ -49,12 +49,6 @@ impl Links for MultiLinks {
         self.uprobes
     }
 
-    /// Links' grace periods overlap: closing thousands takes well under a
-    /// second.
-    fn slow_detach(&self) -> bool {
-        false
-    }
-
     fn detach(self: Box<Self>, _: &mut Ebpf) -> Detaching {
         let closing = |links: Vec<OwnedFd>| -> Closing {
             links
