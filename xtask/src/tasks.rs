@@ -152,10 +152,6 @@ pub fn test(filter: Option<&str>, lint_first: bool) -> Result<()> {
     Ok(())
 }
 
-/// The crates that read, analyse and draw traces, and the lab: none may
-/// need the eBPF build (nightly and bpf-linker).
-const READERS: &[&str] = &["flowdar-trace", "flowdar-analysis", "flowdar-lab"];
-
 /// Counts cargo test's `test result:` lines while passing output through.
 #[derive(Default)]
 struct Tally {
@@ -350,6 +346,10 @@ pub fn demo() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The crates that read, analyse and draw traces, and the lab: none
+    /// may need the eBPF build (nightly and bpf-linker).
+    const READERS: &[&str] = &["flowdar-trace", "flowdar-analysis", "flowdar-lab"];
 
     /// Someone who only reads traces builds and tests the readers on stable
     /// Rust without the kernel toolchain: none of them depends, not even
