@@ -31,6 +31,28 @@ fn build_module(dir: &Path) -> PathBuf {
     so
 }
 
+/// The module's static functions.
+const FUNCTIONS: [&str; 4] = [
+    "depth_handler",
+    "depth_leaf",
+    "depth_register_hooks",
+    "depth_work",
+];
+
+/// `probes --pid PID --profile apache:full --json`, and the functions it
+/// found in the module `so`.
+fn module_probes(pid: &str, so: &Path) -> (serde_json::Value, Vec<String>) {
+    let probes = flowdar_json(&["probes", "--pid", pid, "--profile", "apache:full", "--json"]);
+    let in_module = probes["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["object"] == so.to_str().unwrap())
+        .map(|p| p["function"].as_str().unwrap().to_string())
+        .collect();
+    (probes, in_module)
+}
+
 fn module_config(so: &Path) -> String {
     format!(
         "LoadModule depth_module {}\n<Location /depth>\n    SetHandler depth\n</Location>\n",
@@ -51,31 +73,8 @@ fn full_finds_and_records_a_modules_own_functions_where_it_has_symbols() {
     let pid = apache.pid().to_string();
 
     // probes --pid: the module's static functions, from its symbol table.
-    let probes = flowdar_json(&[
-        "probes",
-        "--pid",
-        &pid,
-        "--profile",
-        "apache:full",
-        "--json",
-    ]);
-    let in_module: Vec<&str> = probes["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["object"] == so.to_str().unwrap())
-        .map(|p| p["function"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        in_module,
-        [
-            "depth_handler",
-            "depth_leaf",
-            "depth_register_hooks",
-            "depth_work"
-        ],
-        "{probes}"
-    );
+    let (probes, in_module) = module_probes(&pid, &so);
+    assert_eq!(in_module, FUNCTIONS, "{probes}");
     // The glob matched the module with symbols, and no stripped one
     // (mod_authz_core and mod_mpm_event are loaded, stripped).
     let globbed: Vec<&str> = probes["targets"]
@@ -258,32 +257,9 @@ fn a_stripped_module_is_found_through_its_debug_file() {
     })
     .expect("start apache with the stripped mod_depth");
     let pid = apache.pid().to_string();
-    let in_module = || -> Vec<String> {
-        let probes = flowdar_json(&[
-            "probes",
-            "--pid",
-            &pid,
-            "--profile",
-            "apache:full",
-            "--json",
-        ]);
-        probes["probes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["object"] == so.to_str().unwrap())
-            .map(|p| p["function"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(
-        in_module(),
-        [
-            "depth_handler",
-            "depth_leaf",
-            "depth_register_hooks",
-            "depth_work"
-        ]
-    );
+    let (probes, in_module) = module_probes(&pid, &so);
+    assert_eq!(in_module, FUNCTIONS, "{probes}");
     std::fs::rename(&debug_dir, dir.path().join("elsewhere")).unwrap();
-    assert_eq!(in_module(), Vec::<String>::new(), "without its debug file");
+    let (probes, in_module) = module_probes(&pid, &so);
+    assert!(in_module.is_empty(), "without its debug file: {probes}");
 }

@@ -473,74 +473,56 @@ impl Recording {
 
     /// Detaches every probe, drains what is left, writes the footer.
     pub fn stop(self, reason: &str) -> Result<RecordSummary, CaptureError> {
-        let Self {
-            attached,
-            drops,
-            short,
-            late_tx,
-            ns_per_call,
-            cpu_at_start,
-            filter_full,
-            stop,
-            drain,
-            writer,
-            footer_tx,
-            opts,
-            started_mono,
-            stats,
-            seeded_connections,
-            held_at_attach,
-            launch_to_attached,
-        } = self;
-        let program_times = if stats.is_some() {
+        let program_times = if self.stats.is_some() {
             introspect::program_run_times()
         } else {
             Vec::new()
         };
-        drop(stats);
-        let (seeded, attach_time) = (attached.seeded, attached.attach_time);
-        let skipped = attached.skipped.clone();
-        let mechanism = attached.mechanism;
-        let skipped_task_events = attached.skipped_task_events();
-        let server_cpu_ns = overhead::tree_cpu_ns(opts.pid).saturating_sub(cpu_at_start);
+        drop(self.stats);
+        let (seeded, attach_time) = (self.attached.seeded, self.attached.attach_time);
+        let skipped = self.attached.skipped.clone();
+        let mechanism = self.attached.mechanism;
+        let skipped_task_events = self.attached.skipped_task_events();
+        let server_cpu_ns = overhead::tree_cpu_ns(self.opts.pid).saturating_sub(self.cpu_at_start);
         // Dropping the programs closes their perf links: no probe stays.
         let end_mono = monotonic_ns();
-        let min_ns = opts.plan.min_duration_ns;
-        let mut attached = attached;
+        let min_ns = self.opts.plan.min_duration_ns;
+        let mut attached = self.attached;
         let stacks = attached.ebpf.take_map("SHADOW");
         let detached = attached.detach();
         // The calls still open whose entries the kernel held back: after
         // the detach, the shadow stacks no longer change.
         let held = match stacks {
             Some(map) if min_ns > 0 => {
-                shadow::held_entries(map, end_mono, min_ns, opts.probes.len())
+                shadow::held_entries(map, end_mono, min_ns, self.opts.probes.len())
             }
             _ => Vec::new(),
         };
         let held_open = held.len() as u64;
-        let untraced_tasks = filter_full.get(&0, 0).unwrap_or(0);
-        stop.store(true, std::sync::atomic::Ordering::Release);
-        let counts = drain
+        let untraced_tasks = self.filter_full.get(&0, 0).unwrap_or(0);
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let counts = self
+            .drain
             .join()
             .map_err(|_| CaptureError::ThreadPanicked("drain"))?;
         // After the drain's last batch: these entries are the newest
         // events of their threads.
         if !held.is_empty() {
-            let _ = late_tx.send(held);
+            let _ = self.late_tx.send(held);
         }
-        drop(late_tx);
+        drop(self.late_tx);
         let per_probe = |map: &PerCpuArray<MapData, u64>| -> Vec<u64> {
-            (0..opts.probes.len() as u32)
+            (0..self.opts.probes.len() as u32)
                 .map(|i| map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0))
                 .collect()
         };
-        let kernel_drops = per_probe(&drops);
+        let kernel_drops = per_probe(&self.drops);
         let min_duration = (min_ns > 0).then(|| MinDuration {
             ns: min_ns,
-            short_calls: per_probe(&short),
+            short_calls: per_probe(&self.short),
         });
-        let (calls, syscalls) = probed_calls(&opts.probes, &counts, min_duration.as_ref());
-        let overhead = ns_per_call.map(|ns_per_call| OverheadEstimate {
+        let (calls, syscalls) = probed_calls(&self.opts.probes, &counts, min_duration.as_ref());
+        let overhead = self.ns_per_call.map(|ns_per_call| OverheadEstimate {
             calls,
             ns_per_call,
             server_cpu_ns,
@@ -561,15 +543,16 @@ impl Recording {
             min_duration: min_duration.clone(),
             overhead: overhead.clone().ok(),
         };
-        let _ = footer_tx.send(footer);
-        let bytes_written = writer
+        let _ = self.footer_tx.send(footer);
+        let bytes_written = self
+            .writer
             .join()
             .map_err(|_| CaptureError::ThreadPanicked("writer"))??;
         Ok(RecordSummary {
-            probes: opts.probes,
+            probes: self.opts.probes,
             counts,
             kernel_drops,
-            duration: Duration::from_nanos(end_mono.saturating_sub(started_mono)),
+            duration: Duration::from_nanos(end_mono.saturating_sub(self.started_mono)),
             attach_time,
             detach_time: detached.took,
             mechanism,
@@ -579,14 +562,14 @@ impl Recording {
             skipped,
             bytes_written,
             stop_reason: reason.into(),
-            output: opts.output,
+            output: self.opts.output,
             program_times,
             min_duration,
             held_open,
             overhead,
-            seeded_connections,
-            held_at_attach,
-            launch_to_attached,
+            seeded_connections: self.seeded_connections,
+            held_at_attach: self.held_at_attach,
+            launch_to_attached: self.launch_to_attached,
         })
     }
 }
