@@ -250,3 +250,65 @@ fn perf_event_attach_mode_records_the_same_counts() {
     assert_eq!(t.count("ap_read_request", Exit), 40);
     assert_eq!(t.count("ap_invoke_handler", Exit), 20);
 }
+
+/// The lean capture (kernel tracepoints, one entry-only uprobe a request)
+/// counts requests as an independent tracer does: 20 keep-alive
+/// connections of 5 requests and 10 fresh ones give exactly 110 requests,
+/// as bpftrace counts `ap_process_request_internal` (one a request for a
+/// static file), 5 on each keep-alive connection and 1 on each fresh one.
+#[test]
+fn a_lean_capture_counts_requests_per_connection_as_bpftrace_does() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("lean.flowdar");
+    let witness = start_bpftrace_counter(
+        apache.pid(),
+        &[("/usr/sbin/apache2", "ap_process_request_internal")],
+    );
+    let rec = record_profile(apache.pid(), "apache:lean", &trace);
+    let r = flowdar::server::run_load(
+        apache.addr(),
+        &flowdar::server::LoadPlan {
+            connections: 20,
+            requests_per_connection: 5,
+            concurrency: 4,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.ok, r.errors), (100, 0));
+    fresh_connections(&apache, 10);
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    let (_, bt_out, _) = witness.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    let bt = parse_bpftrace_counts(&bt_out);
+    assert_eq!(
+        bt.get("entryap_process_request_internal").copied(),
+        Some(110),
+        "{bt_out}"
+    );
+    let path = trace.to_str().unwrap();
+    let sessions = flowdar_json(&["sessions", "--json", path]);
+    let mut per_connection: Vec<u64> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["requests"].as_u64().unwrap())
+        .filter(|&n| n > 0)
+        .collect();
+    per_connection.sort_unstable();
+    let mut expected = vec![1; 10];
+    expected.extend([5; 20]);
+    assert_eq!(per_connection, expected, "{sessions}");
+    let clients = flowdar_json(&["clients", "--json", path]);
+    let local = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "127.0.0.1")
+        .unwrap_or_else(|| panic!("{clients}"));
+    assert_eq!(local["requests"], 110, "{local}");
+    assert_eq!(local["connections"], 30, "{local}");
+    assert_eq!(left_behind(), Vec::<String>::new());
+}
