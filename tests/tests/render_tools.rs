@@ -191,7 +191,7 @@ fn a_trace_draws_its_own_timeline_request_and_lean() {
             String::from_utf8_lossy(&o.stderr)
         );
         assert!(
-            stdout.contains(&format!("workers in {held_in} at once")),
+            stdout.contains(&format!("workers in {held_in} at a second's end")),
             "{profile}: {stdout}"
         );
         let svg = std::fs::read_to_string(&svg_path).unwrap();

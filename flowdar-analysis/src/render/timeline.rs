@@ -64,9 +64,9 @@ fn answered_per_second(trace: &Path) -> Result<Option<(String, Vec<u64>)>, Store
         .iter()
         .any(|p| p.function == function && p.capture.entry_only)
     {
-        format!("{function} calls, entry only")
+        format!("requests/s begun (trace: {function} calls, entry only)")
     } else {
-        format!("{function} returns")
+        format!("requests/s answered (trace: {function} returns)")
     };
     let ids: Vec<u32> = header
         .probes
@@ -101,7 +101,7 @@ pub fn trace_timeline(trace: &Path, title: &str) -> Result<Timeline, StoreError>
     let answered = answered_per_second(trace)?;
     let requests_from = answered.as_ref().map_or_else(
         || "requests/s: not in this trace (ap_process_async_request not probed)".to_string(),
-        |(f, _)| format!("requests/s answered (trace: {f})"),
+        |(f, _)| f.clone(),
     );
     let held_in = held.function.clone();
     let seconds = held.threads.len();

@@ -127,15 +127,18 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", args.output.display()))?;
         let seg = &t.segments[0];
         let peak = |v: Option<&Vec<u64>>| v.and_then(|v| v.iter().max().copied()).unwrap_or(0);
+        // The key's words: returns (requests answered) or, in a lean
+        // trace, entry-only calls (requests begun).
         let requests = match &seg.client {
             Some(c) => format!(
-                "at most {} requests answered in a second",
-                peak(Some(&c.ok))
+                "at most {} a second ({})",
+                peak(Some(&c.ok)),
+                t.requests_from
             ),
-            None => "no requests (ap_process_async_request not probed)".to_string(),
+            None => t.requests_from.clone(),
         };
         println!(
-            "wrote {}: {} s; {requests}, at most {} workers in {} at once",
+            "wrote {}: {} s; {requests}; at most {} workers in {} at a second's end",
             args.output.display(),
             seg.seconds,
             peak(seg.held.as_ref()),

@@ -145,9 +145,6 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
             first.name, base.name
         );
     }
-    if let Some(v) = flowdar_analysis::backend_verdict(first_diff) {
-        let _ = write!(out, " {v}");
-    }
     let held_now = &held[0];
     if held_now.workers > 0 {
         let _ = write!(
@@ -183,6 +180,10 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
             );
         }
         None => {}
+    }
+    // After the held workers and their clients, which it does not explain.
+    if let Some(v) = flowdar_analysis::backend_verdict(first_diff) {
+        let _ = write!(out, " {v}");
     }
     if let Some(n) = &h.note {
         let _ = write!(out, " Lab: {n}.");
