@@ -29,15 +29,14 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flowdar_common::Event;
 
 pub use attach::Mechanism;
+pub use attach::{MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PERF_DETACH_SOURCE};
 pub use blocked::{blocked_on_sockets, BlockedThread};
 pub use budget::{choose as choose_within_budget, BudgetChoice, ProbeLoad};
 pub use calibration_cache::path as calibration_cache_path;
 pub use drain::{DrainCounts, BATCH_EVENTS};
 pub use features::{detect as kernel_features, AttachMode, FeatureError, KernelFeatures};
 pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
-pub use loader::{
-    AttachPlan, MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PERF_DETACH_SOURCE, PROGRAM_PREFIX,
-};
+pub use loader::{AttachPlan, PROGRAM_PREFIX};
 pub use overhead::{
     ns_per_call, remeasure as remeasure_ns_per_call, tree_cpu_ns, CalibrationError,
 };
@@ -107,7 +106,7 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{why}: detaching {uprobes} perf-event uprobes would take about {minutes:.0} min (one kernel grace period each, ~{each} s {}); select fewer functions, or pass --slow-detach to proceed anyway", loader::PERF_DETACH_SOURCE)]
+    #[error("{why}: detaching {uprobes} perf-event uprobes would take about {minutes:.0} min (one kernel grace period each, ~{each} s {}); select fewer functions, or pass --slow-detach to proceed anyway", attach::PERF_DETACH_SOURCE)]
     SlowDetach {
         why: String,
         uprobes: usize,

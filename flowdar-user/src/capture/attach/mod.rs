@@ -22,6 +22,7 @@ mod perf;
 use aya::Ebpf;
 
 pub use multi::{probe_support, LinkError, MultiError, Unavailable};
+pub use perf::{MAX_QUICK_PERF_UPROBES, PERF_DETACH_SECS_EACH, PERF_DETACH_SOURCE};
 
 use super::CaptureError;
 use crate::probes::ResolvedProbe;
@@ -39,11 +40,11 @@ impl Mechanism {
     /// Seconds each uprobe's detach waits for a kernel grace period of its
     /// own where the mechanism makes it wait (perf events; uprobe_multi
     /// closes a file's whole link at once), as measured on the development
-    /// VM ([`super::PERF_DETACH_SOURCE`]).
+    /// VM ([`PERF_DETACH_SOURCE`]).
     pub fn detach_secs_each(self) -> Option<f64> {
         match self {
             Self::UprobeMulti => None,
-            Self::PerfEvent => Some(super::PERF_DETACH_SECS_EACH),
+            Self::PerfEvent => Some(PERF_DETACH_SECS_EACH),
         }
     }
 

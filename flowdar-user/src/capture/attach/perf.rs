@@ -18,6 +18,21 @@ use crate::{
     probes::ResolvedProbe,
 };
 
+/// Perf-event uprobes beyond which the detach time is worth a refusal:
+/// each one's removal waits a grace period under the kernel's
+/// `event_mutex` (kernel/trace/trace_event_perf.c, `perf_trace_event_unreg`
+/// calls `tracepoint_synchronize_unregister`), so they cannot overlap.
+pub const MAX_QUICK_PERF_UPROBES: usize = 400;
+/// Seconds one perf-event uprobe's detach takes, for the estimates printed:
+/// `full`'s detach over its uprobes on the development VM (BENCHMARKS.md,
+/// "Perf-event uprobes"). It varies with the machine and is not measured
+/// where Flowdar runs (that would take a grace period per uprobe), so every
+/// message that uses it names its source, [`PERF_DETACH_SOURCE`].
+pub const PERF_DETACH_SECS_EACH: f64 = 0.113;
+/// Where [`PERF_DETACH_SECS_EACH`] comes from, as messages say it.
+pub const PERF_DETACH_SOURCE: &str =
+    "measured on a 2-core VM: BENCHMARKS.md, \"Perf-event uprobes\"";
+
 /// One aya perf-event link per function and program.
 pub(super) struct Perf;
 
