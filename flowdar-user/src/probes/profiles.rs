@@ -68,6 +68,7 @@ mod tests {
                 "connection",
                 "request",
                 "tls",
+                "h2",
                 "backend",
                 "io",
                 "lean",
@@ -82,7 +83,15 @@ mod tests {
     /// trace holds would depend on the order of `--profile`'s sets.
     #[test]
     fn a_function_in_two_sets_is_captured_alike_in_both() {
-        let all = ["connection", "request", "tls", "backend", "io", "handoff"];
+        let all = [
+            "connection",
+            "request",
+            "tls",
+            "h2",
+            "backend",
+            "io",
+            "handoff",
+        ];
         let mut seen: std::collections::HashMap<String, (String, crate::probes::Capture)> =
             Default::default();
         for set in all {
@@ -148,6 +157,7 @@ mod tests {
             "connection",
             "request",
             "tls",
+            "h2",
             "backend",
             "io",
             "handoff",
