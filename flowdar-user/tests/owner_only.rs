@@ -58,6 +58,7 @@ fn experiment_report_files_are_owner_only() {
             client: None,
             client_error: None,
             attack: None,
+            attack_report: None,
             events: 7,
             lost: 0,
             attach_mode: "uprobe_multi".into(),

@@ -43,6 +43,12 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "nghttp2-client",
     "php8.2-fpm",
+    // Issue #29: the TLS and HTTP/2 attack client (flowdar-lab/attacks,
+    // on h2, hpack and hyperframe) and mod_qos, one of the mitigations
+    // (built against PCRE 1: libpcre3, loaded with LoadFile).
+    "python3-h2",
+    "libapache2-mod-qos",
+    "libpcre3",
 ];
 /// PyPI packages the tests use (DuckDB reads the Parquet exports back).
 const PIP_PACKAGES: &[(&str, &str)] = &[("duckdb", "duckdb")];

@@ -91,9 +91,22 @@ pub fn held_workers(trace: &Path) -> Result<Held, flowdar_trace::StoreError> {
     // A lean trace's held readers: since their request's first read-wait,
     // named for where they wait (after the request began: its body).
     for w in &open_waits {
-        open.remove(&w.tid);
+        // Its uprobes' calls around the wait come first (SSL_accept: the
+        // wait is a TLS handshake's).
+        let mut around = open.remove(&w.tid).unwrap_or_default();
+        around.sort_unstable();
+        let mut stack: Vec<String> = around
+            .iter()
+            .filter(|&&(_, id, _)| {
+                !scanned
+                    .header
+                    .probes
+                    .get(id as usize)
+                    .is_some_and(|p| p.is_syscall())
+            })
+            .map(|&(_, id, _)| name(id))
+            .collect();
         durations.push(w.end_ns - w.start_ns);
-        let mut stack = Vec::new();
         if w.after_request {
             stack.push(flowdar_analysis::LEAN_REQUEST.to_string());
         }

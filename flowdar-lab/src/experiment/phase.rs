@@ -124,10 +124,8 @@ pub(super) fn run_phase(
     // Stop recording while the attack still holds its connections: the
     // calls it keeps stuck are the signal, recorded as in flight.
     let summary = recording.stop(&format!("phase {} over", phase.name))?;
-    let attack_cmd = attack.map(|mut a| {
-        a.stop();
-        a.command.clone()
-    });
+    let attack_report = attack.as_mut().and_then(|a| a.stop().cloned());
+    let attack_cmd = attack.map(|a| a.command.clone());
     if attack_cmd.is_some() {
         // Let the server release the attack's connections before what follows.
         std::thread::sleep(Duration::from_secs(2));
@@ -139,6 +137,7 @@ pub(super) fn run_phase(
         client,
         client_error,
         attack: attack_cmd,
+        attack_report,
         events: summary.events,
         lost: summary.lost,
         attach_mode: summary.mechanism,

@@ -184,8 +184,13 @@ fn describe(p: &Phase, lab: Option<&Lab>) -> String {
     });
     match &p.attack {
         Some(a) => format!(
-            "{load} plus slowhttptest ({:?}, {} connections at {}/s{})",
-            a.mode,
+            "{load} plus the {} attack ({}, {} connections, rate {}/s{})",
+            a.mode.name(),
+            if a.mode.needs_tls() {
+                "h2attack"
+            } else {
+                "slowhttptest"
+            },
             a.connections,
             a.rate,
             from(lab.map(|l| &l.attacker))

@@ -21,6 +21,8 @@ pub struct PhaseResult {
     /// Why the client produced no report, if it did not.
     pub client_error: Option<String>,
     pub attack: Option<String>,
+    /// What the TLS and HTTP/2 attack client says it sent.
+    pub attack_report: Option<crate::server::AttackReport>,
     pub events: u64,
     pub lost: u64,
     /// How the phase's uprobes were attached (`uprobe_multi`, `perf`).

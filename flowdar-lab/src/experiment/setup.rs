@@ -165,11 +165,22 @@ fn check_clients(spec: &Spec) -> Result<()> {
             }
             _ => {}
         }
-        if spec.server.tls && p.attack.is_some() {
-            return refused(format!(
-                "phase `{}`: the lab's attacks are cleartext HTTP/1.1 (slowhttptest); with server.tls there are none yet",
-                p.name
-            ));
+        match &p.attack {
+            Some(a) if spec.server.tls && !a.mode.needs_tls() => {
+                return refused(format!(
+                    "phase `{}`: attack `{}` is cleartext HTTP/1.1 (slowhttptest) and server.tls sends the phases to the TLS port; use tls-handshake or an h2-* attack",
+                    p.name,
+                    a.mode.name()
+                ));
+            }
+            Some(a) if !spec.server.tls && a.mode.needs_tls() => {
+                return refused(format!(
+                    "phase `{}`: attack `{}` speaks TLS and HTTP/2: set `tls = true` in [server]",
+                    p.name,
+                    a.mode.name()
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())

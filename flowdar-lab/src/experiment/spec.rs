@@ -225,6 +225,21 @@ mod humantime_serde_compat {
     }
 }
 
+/// The built-in experiments of the HTTP/2 era (`flowdar experiment --h2`),
+/// each run into a directory of its name: a TLS and an HTTP/2 attack that
+/// deny or degrade service on Debian's Apache with its default settings,
+/// each with the mitigation that restores it.
+pub const H2_SPECS: &[(&str, &str)] = &[
+    (
+        "tls-handshake",
+        include_str!("../../examples/dos-tls-handshake.toml"),
+    ),
+    (
+        "h2-slow-headers",
+        include_str!("../../examples/dos-h2-slow-headers.toml"),
+    ),
+];
+
 /// The built-in experiment: Debian's default worker pool, normal load,
 /// then the same load under a Slowloris attack sized to deny service;
 /// without mitigation and with mod_reqtimeout.
@@ -362,6 +377,17 @@ mod tests {
         for mode in ["body", "read", "range"] {
             let path = dir.join(format!("attack-{mode}.toml"));
             Spec::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+
+    #[test]
+    fn the_h2_specs_parse_with_tls_and_their_attack() {
+        for (name, text) in H2_SPECS {
+            let s = Spec::parse(Path::new(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(s.server.tls, "{name}");
+            let attack = s.phases.last().and_then(|p| p.attack.as_ref()).unwrap();
+            assert_eq!(attack.mode.name(), *name);
+            assert!(s.variants.len() >= 2, "{name}: a mitigation");
         }
     }
 

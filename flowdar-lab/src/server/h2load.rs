@@ -40,6 +40,15 @@ pub enum H2loadError {
     Log(#[source] std::io::Error),
 }
 
+/// How long each h2load run lasts: the wall time is covered by runs of
+/// this length one after the other, each with fresh connections. h2load
+/// 1.52 cannot end a run whose connections are stuck in the TLS handshake
+/// (a server whose workers are all held): it aborts on a libev assertion
+/// with -N, or waits forever without, and a connection that timed out is
+/// never opened again. Slices give every slice its own chance to connect,
+/// and lose at most one slice to that.
+const SLICE: Duration = Duration::from_secs(2);
+
 /// Runs h2load against `https://addr/path` from `host` (the lab's client
 /// host) or from this namespace; returns when the wall time is over.
 pub fn run(
@@ -47,14 +56,91 @@ pub fn run(
     plan: &H2loadPlan,
     host: Option<&Host>,
 ) -> Result<ClientReport, H2loadError> {
+    let started = Instant::now();
+    let t0_us = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut per_second = PerSecond::new(plan.duration.as_secs_f64().ceil() as usize);
+    per_second.start_unix_ns = t0_us * 1000;
+    let mut latencies = Vec::new();
+    let (mut succeeded, mut failed, mut stuck) = (0u64, 0u64, 0u64);
+    let mut last_error = None;
+    while started.elapsed() + Duration::from_millis(100) < plan.duration {
+        let left = plan.duration - started.elapsed();
+        let slice = slice(addr, plan, host, left.min(SLICE))?;
+        for (done_us, ns) in &slice.answered {
+            per_second.add(done_us.saturating_sub(t0_us) as f64 / 1e6, true);
+            latencies.push(*ns);
+        }
+        let end_s = started.elapsed().as_secs_f64().min(plan.duration.as_secs_f64() - 1e-3);
+        match slice.counts {
+            Some(c) => {
+                succeeded += c.succeeded;
+                failed += c.failed;
+                for _ in 0..c.failed {
+                    per_second.add(end_s, false);
+                }
+            }
+            None => {
+                // The run did not finish: its answered requests are in its
+                // log, and each of its connections failed.
+                succeeded += slice.answered.len() as u64;
+                stuck += u64::from(plan.connections.max(1));
+                for _ in 0..plan.connections.max(1) {
+                    per_second.add(end_s, false);
+                }
+                last_error = Some(slice.output);
+            }
+        }
+    }
+    if succeeded == 0 && failed == 0 && stuck == 0 {
+        return Err(H2loadError::Output {
+            status: "no run".into(),
+            output: last_error.unwrap_or_else(|| "nothing".into()),
+        });
+    }
+    latencies.sort_unstable();
+    let q = |q: f64| {
+        (!latencies.is_empty())
+            .then(|| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)])
+    };
+    Ok(ClientReport {
+        requests: succeeded,
+        requests_per_s: succeeded as f64 / plan.duration.as_secs_f64(),
+        connect_failures: stuck,
+        request_failures: failed,
+        wall_s: started.elapsed().as_secs_f64(),
+        p50_ns: q(0.5),
+        p99_ns: q(0.99),
+        per_second,
+    })
+}
+
+/// One h2load run of `length`.
+struct Slice {
+    /// Its summary's counts; None when it did not finish (see [`SLICE`]).
+    counts: Option<Counts>,
+    /// (answered at, latency) of its log's 2xx answers.
+    answered: Vec<(u64, u64)>,
+    /// Its last line of output (why it did not finish).
+    output: String,
+}
+
+fn slice(
+    addr: SocketAddr,
+    plan: &H2loadPlan,
+    host: Option<&Host>,
+    length: Duration,
+) -> Result<Slice, H2loadError> {
     let log = tempfile::NamedTempFile::new().map_err(H2loadError::Log)?;
+    let out_file = tempfile::tempfile().map_err(H2loadError::Log)?;
     let mut cmd = match host {
         Some(h) => h.command(H2LOAD),
         None => Command::new(H2LOAD),
     };
     // h2load takes durations with a unit.
     let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
-    cmd.args(["-D", &ms(plan.duration)])
+    cmd.args(["-D", &ms(length)])
         .args(["-c", &plan.connections.max(1).to_string()])
         .args(["-m", &plan.streams.max(1).to_string()])
         .args(["-N", &ms(plan.timeout)])
@@ -66,50 +152,50 @@ pub fn run(
     if let Some(rate) = plan.rate {
         cmd.args(["--rps", &rate.max(1).to_string()]);
     }
+    let out_read = out_file.try_clone().map_err(H2loadError::Log)?;
     cmd.arg(format!("https://{addr}{}", plan.path))
         .stdin(Stdio::null())
+        .stdout(out_file)
         .stderr(Stdio::null());
-    let started = Instant::now();
-    let t0_us = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
-    let out = cmd.output().map_err(H2loadError::Spawn)?;
-    let wall_s = started.elapsed().as_secs_f64();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some(counts) = counts(&text) else {
-        return Err(H2loadError::Output {
-            status: out.status.to_string(),
-            output: text
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or("nothing")
-                .trim()
-                .to_string(),
-        });
+    let mut child = cmd.spawn().map_err(H2loadError::Spawn)?;
+    // Its run, then the timeout for what is in flight, then a second.
+    let deadline = Instant::now() + length + plan.timeout + Duration::from_secs(1);
+    let status = loop {
+        match child.try_wait().map_err(H2loadError::Log)? {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => break None,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
     };
-    let text_log = std::fs::read_to_string(log.path()).map_err(H2loadError::Log)?;
-    let mut latencies: Vec<u64> = text_log.lines().filter_map(latency_ns).collect();
-    // The log has answered requests only: failures per second are unknown.
-    let mut per_second = PerSecond::new(plan.duration.as_secs_f64().ceil() as usize);
-    per_second.failed.clear();
-    per_second.start_unix_ns = t0_us * 1000;
-    for done_us in text_log.lines().filter_map(answered_at_us) {
-        per_second.add(done_us.saturating_sub(t0_us) as f64 / 1e6, true);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    latencies.sort_unstable();
-    let q = |q: f64| {
-        (!latencies.is_empty())
-            .then(|| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)])
-    };
-    Ok(ClientReport {
-        requests: counts.succeeded,
-        requests_per_s: counts.succeeded as f64 / plan.duration.as_secs_f64(),
-        connect_failures: 0,
-        request_failures: counts.failed,
-        wall_s,
-        p50_ns: q(0.5),
-        p99_ns: q(0.99),
-        per_second,
+    let mut text = String::new();
+    {
+        use std::io::{Read as _, Seek as _};
+        let mut f = out_read;
+        let _ = f.seek(std::io::SeekFrom::Start(0));
+        let _ = f.read_to_string(&mut text);
+    }
+    let text_log = std::fs::read_to_string(log.path()).map_err(H2loadError::Log)?;
+    let answered = text_log
+        .lines()
+        .filter_map(|l| Some((answered_at_us(l)?, latency_ns(l)?)))
+        .collect();
+    Ok(Slice {
+        counts: counts(&text),
+        answered,
+        output: match status {
+            Some(s) => format!(
+                "exit {s}: {}",
+                text.lines()
+                    .rfind(|l| !l.trim().is_empty())
+                    .unwrap_or("nothing")
+                    .trim()
+            ),
+            None => "killed: it did not end".into(),
+        },
     })
 }
 

@@ -60,13 +60,23 @@ Attack modes: headers (Slowloris, -H), body (R-U-Dead-Yet, -B), read (slow read,
 `flowdar experiment --print-default` shows the built-in experiment.")]
 pub struct ExperimentArgs {
     /// The experiment spec.
-    #[arg(required_unless_present_any = ["default", "print_default"])]
+    #[arg(required_unless_present_any = ["default", "h2", "print_default"])]
     pub spec: Option<PathBuf>,
     /// Run the built-in experiment (throwaway Apache with 150 workers,
     /// normal load, then the same load under a Slowloris attack; without
     /// mitigation and with mod_reqtimeout).
     #[arg(long, conflicts_with = "spec")]
     pub default: bool,
+    /// Run the built-in experiments of the HTTP/2 era, one after the other,
+    /// each into OUTPUT/NAME: stalled TLS handshakes (`tls-handshake`,
+    /// mitigated by mod_reqtimeout's handshake stage) and HTTP/2 streams
+    /// whose headers never end (`h2-slow-headers`, mitigated by mod_qos's
+    /// connections per address), against a throwaway Apache with TLS and
+    /// HTTP/2 and Debian's default settings, the legitimate load from
+    /// h2load; then OUTPUT/report.md, each attack's verdict. About 4
+    /// minutes. The specs: flowdar-lab/examples/dos-*.toml.
+    #[arg(long, conflicts_with_all = ["spec", "default"])]
+    pub h2: bool,
     /// Print the built-in spec and exit.
     #[arg(long)]
     pub print_default: bool,
@@ -134,14 +144,41 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
             spec.server.config = "ServerLimit 150\nMaxRequestWorkers 150\n".into();
         }
     }
-    let dir = args.output.expect("required by clap");
+    let dir = args.output.clone().expect("required by clap");
+    if !args.h2 {
+        run_one(&spec, &dir, &args)?;
+        return Ok(());
+    }
+    // The HTTP/2 era's experiments, each in a directory of its own.
+    let mut index = String::from(
+        "# Flowdar DoS experiments: TLS and HTTP/2\n\nEach attack against a throwaway Apache with TLS and HTTP/2 and Debian's default settings, without and with its mitigation; each directory holds its full report.\n",
+    );
+    std::fs::create_dir_all(&dir)?;
+    for (name, text) in experiment::H2_SPECS {
+        let mut spec = Spec::parse(std::path::Path::new(name), text)?;
+        if !args.profile.is_empty() {
+            spec.profile = args.profile.clone();
+            spec.probe.clear();
+        }
+        println!("\n=== {name} ({}/{name})", dir.display());
+        let summary = run_one(&spec, &dir.join(name), &args)?;
+        index.push_str(&format!("\n## {name} ([report]({name}/report.md))\n\n{summary}\n"));
+    }
+    std::fs::write(dir.join("report.md"), index)?;
+    println!("\nAll: {}/report.md", dir.display());
+    Ok(())
+}
+
+/// Runs `spec` into `dir`, writes its report and prints what it found;
+/// returns the report's summary.
+fn run_one(spec: &Spec, dir: &std::path::Path, args: &ExperimentArgs) -> anyhow::Result<String> {
     let outcome = experiment::run(
-        &spec,
-        &dir,
+        spec,
+        dir,
         &RunOptions {
             max_phase: args.max_phase,
             force: args.force,
-            allow_targets: args.allow_target,
+            allow_targets: args.allow_target.clone(),
             zoom: args.zoom.map(|levels| experiment::ZoomOptions {
                 levels: levels.into(),
                 budget_pct: args.budget,
@@ -154,7 +191,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         &mut |p| eprintln!("{p}"),
     )?;
     let title = format!("Flowdar DoS experiment ({:?} MPM)", spec.server.mpm);
-    let report = experiment::write_report(&dir, &outcome, &title)?;
+    let report = experiment::write_report(dir, &outcome, &title)?;
     println!("\n{}", report.summary.replace("**", ""));
     for (name, rows) in &report.diffs {
         let (base, test) = phase_names(&outcome, name);
@@ -221,7 +258,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         "\nReport: {0}/report.md, {0}/report.html, {0}/experiment.json (traces beside them)",
         dir.display()
     );
-    Ok(())
+    Ok(report.summary)
 }
 
 /// A percentage strictly between 0 and 100.

@@ -83,6 +83,10 @@ fn json(outcome: &Outcome) -> serde_json::Value {
                         "throughput_vs_first_phase": if first > 0.0 { Some(rps(p) / first) } else { None },
                         "throughput_vs_untraced": v.throughput_ratio(p),
                         "per_second": p.client.as_ref().map(|c| &c.per_second),
+                        "attack": p.attack.as_ref().map(|command| json!({
+                            "command": command,
+                            "sent": p.attack_report,
+                        })),
                     })
                 })
                 .collect();

@@ -16,7 +16,9 @@ fn doing(stack: &[String]) -> &'static str {
     let lean_wait = stack
         .iter()
         .any(|s| s.starts_with(crate::experiment::held::LEAN_READ_WAIT));
-    if lean_wait && has(flowdar_analysis::LEAN_REQUEST) {
+    if has("SSL_accept") {
+        ": the TLS handshake (SSL_accept), waiting in read or poll for a ClientHello or key exchange that the attacker never finishes, before any HTTP is read"
+    } else if lean_wait && has(flowdar_analysis::LEAN_REQUEST) {
         ": waiting in read or poll for a request body that comes a few bytes at a time"
     } else if lean_wait {
         ": the read path, waiting in read or poll for request headers that the attacker sends slowly or never"
@@ -58,18 +60,7 @@ fn held_by_clients(test_trace: &Path, hosts: &Hosts) -> Result<Option<String>> {
     if rows.is_empty() || rows.iter().all(|r| r.address == "unknown") {
         return Ok(None);
     }
-    let label = |a: &str| {
-        let is = |h: &Option<(std::net::IpAddr, String)>| {
-            h.as_ref().is_some_and(|(ip, _)| ip.to_string() == a)
-        };
-        if is(&hosts.attacker) {
-            " (the attacker's host)"
-        } else if is(&hosts.client) {
-            " (the legitimate client's host)"
-        } else {
-            ""
-        }
-    };
+    let label = |a: &str| host_label(hosts, a);
     let parts: Vec<String> = rows
         .iter()
         .take(3)
@@ -93,6 +84,76 @@ fn held_by_clients(test_trace: &Path, hosts: &Hosts) -> Result<Option<String>> {
             String::new()
         }
     )))
+}
+
+/// Connections open when capture ended on which no request was seen, per
+/// client address, most first: what a flood of idle or never-finished
+/// connections (HTTP/2 streams whose headers never end) holds instead of
+/// workers. None when the trace has no connections.
+fn open_without_request(trace: &Path) -> Result<Option<(u64, Vec<(String, u64)>)>> {
+    let sessions = match flowdar_analysis::sessions_of(trace) {
+        Ok((s, _)) => s,
+        Err(flowdar_analysis::SessionsError::NoConnections { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+    for s in sessions.iter().filter(|s| !s.closed && s.requests == 0) {
+        let ip = s.client.map_or("unknown".into(), |a| a.ip().to_string());
+        *by.entry(ip).or_default() += 1;
+    }
+    let total = by.values().sum();
+    let mut rows: Vec<(String, u64)> = by.into_iter().collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok((total > 0).then_some((total, rows)))
+}
+
+/// What HTTP/2's streams cost in the attack phase, from the `apache:h2`
+/// probes (libnghttp2) of the first variant's diff and what the attack
+/// client says it sent. None without those probes.
+fn h2_streams(diff: &[DiffRow], test: &crate::experiment::PhaseResult) -> Option<String> {
+    let row = |f: &str| diff.iter().find(|r| r.function == f);
+    let opened = row("nghttp2_session_set_stream_user_data")?.test_calls;
+    let answered = row("nghttp2_submit_response").map_or(0, |r| r.test_calls);
+    let parse_ns = row("nghttp2_session_mem_recv")
+        .map_or(0, |r| r.test_calls.saturating_mul(r.test_mean_ns));
+    let secs = test.duration_s.max(1e-3);
+    let mut line = format!(
+        "HTTP/2 in the trace (libnghttp2, `apache:h2`): the server opened {opened} streams in phase `{}` ({:.0} a second) and answered {answered}; \
+         {} were reset or refused before an answer. Parsing the clients' frames (`nghttp2_session_mem_recv`) took {} of server time.",
+        test.name,
+        opened as f64 / secs,
+        opened.saturating_sub(answered),
+        ns(parse_ns)
+    );
+    if let Some(a) = test.attack_report.as_ref().filter(|a| a.streams_opened > 0) {
+        let _ = write!(
+            line,
+            " The attack client reports {} streams opened and {} reset, {} refused after a GOAWAY, with {} bytes sent ({} GOAWAYs, {} connections closed by the server): {:.1} streams for each KB it sent.",
+            a.streams_opened,
+            a.streams_reset,
+            a.streams_refused,
+            a.bytes_sent,
+            a.goaways,
+            a.connections_closed_by_server,
+            a.streams_opened as f64 * 1024.0 / a.bytes_sent.max(1) as f64
+        );
+    }
+    Some(line)
+}
+
+/// ` (the attacker's host)` or ` (the legitimate client's host)` after an
+/// address of the lab's.
+fn host_label(hosts: &Hosts, a: &str) -> &'static str {
+    let is = |h: &Option<(std::net::IpAddr, String)>| {
+        h.as_ref().is_some_and(|(ip, _)| ip.to_string() == a)
+    };
+    if is(&hosts.attacker) {
+        " (the attacker's host)"
+    } else if is(&hosts.client) {
+        " (the legitimate client's host)"
+    } else {
+        ""
+    }
 }
 
 /// The first paragraph: the denial, its cause and the attacker, then what
@@ -166,6 +227,19 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
             ns(held_now.median_ns),
             doing(&held_now.stack)
         );
+    } else if let Some((n, rows)) = open_without_request(&test.trace)? {
+        let by: Vec<String> = rows
+            .iter()
+            .take(3)
+            .map(|(ip, c)| format!("{c} from {ip}{}", host_label(h, ip)))
+            .collect();
+        let _ = write!(
+            out,
+            " The trace says why: no worker was held when capture ended, but {n} connections were open on which no request had come ({}). \
+             The server had accepted them (over TLS, finished their handshakes) and keeps them in its event loop, waiting for a request that never completes (HTTP/2: headers that never end); \
+             they fill its connection slots, and once those are full the event MPM stops accepting new connections: the legitimate client's connects time out.",
+            by.join(", ")
+        );
     } else {
         let _ = write!(out, " No worker was held when capture ended.");
     }
@@ -180,6 +254,9 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
             );
         }
         None => {}
+    }
+    if let Some(line) = h2_streams(first_diff, test) {
+        let _ = write!(out, " {line}");
     }
     // After the held workers and their clients, which it does not explain.
     if let Some(v) = flowdar_analysis::backend_verdict(first_diff) {
@@ -242,6 +319,15 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
                     ns(held_now.longest_ns)
                 ))
         );
+        if held_now.workers == 0 {
+            if let Some((n0, _)) = open_without_request(&test.trace)? {
+                let n = open_without_request(&last.trace)?.map_or(0, |(n, _)| n);
+                let _ = write!(
+                    out,
+                    " Connections open without a request when capture ended: {n} (without mitigation: {n0})."
+                );
+            }
+        }
         if let Some(line) = last
             .client
             .as_ref()
@@ -339,5 +425,7 @@ mod tests {
                 .contains("the write path")
         );
         assert_eq!(doing(&stack(&["apr_pollset_poll"])), "");
+        // A stalled TLS handshake, in a lean trace with `handshake`.
+        assert!(doing(&stack(&["SSL_accept", "read-wait: poll"])).contains("TLS handshake"));
     }
 }

@@ -117,6 +117,7 @@ mod tests {
             }),
             client_error: None,
             attack: None,
+            attack_report: None,
             events: (2.0 * h0 * 1000.0) as u64,
             lost: 0,
             attach_mode: String::new(),
