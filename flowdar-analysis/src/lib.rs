@@ -15,6 +15,7 @@ mod calltree;
 mod clients;
 mod diff;
 mod flows;
+mod h2;
 mod inside;
 mod lean;
 mod live;
@@ -36,6 +37,7 @@ pub use calltree::CallTree;
 pub use clients::{by_client, ClientRow};
 pub use diff::{backend_verdict, diff, mann_whitney_p, DiffRow};
 pub use flows::{Flow, FlowTracker, ThreadPair};
+pub use h2::{h2_streams, H2Streams};
 pub use inside::{
     held_per_second, inside_per_second, read_waits_per_second, InsidePerSecond, READ_WAITS,
 };

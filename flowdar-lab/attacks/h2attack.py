@@ -78,7 +78,8 @@ def tls_context(alpn):
 
 
 def connect(args):
-    sock = socket.create_connection(args.target, timeout=10)
+    source = (args.source, 0) if args.source else None
+    sock = socket.create_connection(args.target, timeout=10, source_address=source)
     count("connections_opened")
     return sock
 
@@ -310,6 +311,7 @@ def main():
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--path", default="/")
+    p.add_argument("--source", help="address to connect from (e.g. 127.0.0.2)")
     p.add_argument("--connections", type=int, required=True)
     p.add_argument("--rate", type=int, required=True,
                    help="new connections a second; h2-rapid-reset: streams a "

@@ -22,8 +22,7 @@ pub use results::{
 };
 pub use run::{run, RunOptions};
 pub use spec::{
-    AttackSpec, LabSpec, Load, Phase, ServerSpec, Spec, SpecError, Variant, DEFAULT_SPEC,
-    H2_SPECS,
+    AttackSpec, LabSpec, Load, Phase, ServerSpec, Spec, SpecError, Variant, DEFAULT_SPEC, H2_SPECS,
     SPEC_VERSION,
 };
 pub use zoom::ZoomOptions;

@@ -84,6 +84,7 @@ pub(super) fn start_attack(
         rate: a.rate,
         interval: a.interval,
         duration,
+        source: None,
     };
     let path = a.path.as_deref().unwrap_or(match target.large_path {
         Some(large) if a.mode.wants_large_response() => large,

@@ -85,6 +85,9 @@ pub struct AttackPlan {
     /// Seconds between follow-up bytes (or reads) on each connection.
     pub interval: Duration,
     pub duration: Duration,
+    /// The address to connect from (TLS and HTTP/2 kinds; e.g. another
+    /// loopback address, to tell the attacker from a client on this host).
+    pub source: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

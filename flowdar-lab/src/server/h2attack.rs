@@ -59,6 +59,10 @@ pub(super) fn arguments(
         // Its own bound, past the phase's end: the phase stops it first.
         format!("{}", (plan.duration + Duration::from_secs(5)).as_secs_f64()),
     ];
+    let mut args = args;
+    if let Some(ip) = plan.source {
+        args.extend(["--source".to_string(), ip.to_string()]);
+    }
     (PYTHON, args)
 }
 

@@ -72,7 +72,10 @@ pub fn run(
             per_second.add(done_us.saturating_sub(t0_us) as f64 / 1e6, true);
             latencies.push(*ns);
         }
-        let end_s = started.elapsed().as_secs_f64().min(plan.duration.as_secs_f64() - 1e-3);
+        let end_s = started
+            .elapsed()
+            .as_secs_f64()
+            .min(plan.duration.as_secs_f64() - 1e-3);
         match slice.counts {
             Some(c) => {
                 succeeded += c.succeeded;

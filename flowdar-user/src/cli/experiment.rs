@@ -162,7 +162,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         }
         println!("\n=== {name} ({}/{name})", dir.display());
         let summary = run_one(&spec, &dir.join(name), &args)?;
-        index.push_str(&format!("\n## {name} ([report]({name}/report.md))\n\n{summary}\n"));
+        index.push_str(&format!(
+            "\n## {name} ([report]({name}/report.md))\n\n{summary}\n"
+        ));
     }
     std::fs::write(dir.join("report.md"), index)?;
     println!("\nAll: {}/report.md", dir.display());

@@ -108,37 +108,39 @@ fn open_without_request(trace: &Path) -> Result<Option<(u64, Vec<(String, u64)>)
 }
 
 /// What HTTP/2's streams cost in the attack phase, from the `apache:h2`
-/// probes (libnghttp2) of the first variant's diff and what the attack
-/// client says it sent. None without those probes.
-fn h2_streams(diff: &[DiffRow], test: &crate::experiment::PhaseResult) -> Option<String> {
-    let row = |f: &str| diff.iter().find(|r| r.function == f);
-    let opened = row("nghttp2_session_set_stream_user_data")?.test_calls;
-    let answered = row("nghttp2_submit_response").map_or(0, |r| r.test_calls);
-    let parse_ns = row("nghttp2_session_mem_recv")
-        .map_or(0, |r| r.test_calls.saturating_mul(r.test_mean_ns));
+/// probes (libnghttp2) and what the attack client says it sent. None
+/// without those probes.
+fn h2_streams(test: &crate::experiment::PhaseResult) -> Result<Option<String>> {
+    let Some(h2) = flowdar_analysis::h2_streams(&test.trace)? else {
+        return Ok(None);
+    };
     let secs = test.duration_s.max(1e-3);
     let mut line = format!(
-        "HTTP/2 in the trace (libnghttp2, `apache:h2`): the server opened {opened} streams in phase `{}` ({:.0} a second) and answered {answered}; \
-         {} were reset or refused before an answer. Parsing the clients' frames (`nghttp2_session_mem_recv`) took {} of server time.",
+        "HTTP/2 in the trace (libnghttp2, `apache:h2`): the server opened {} streams in phase `{}` ({:.0} a second) and answered {}; \
+         {} were reset by the client, refused, or still without the end of their headers. It sent {} resets and {} GOAWAYs, \
+         and parsing the clients' {} bytes of frames (`nghttp2_session_mem_recv`) took {} of server time.",
+        h2.opened,
         test.name,
-        opened as f64 / secs,
-        opened.saturating_sub(answered),
-        ns(parse_ns)
+        h2.opened as f64 / secs,
+        h2.answered,
+        h2.unanswered(),
+        h2.server_resets,
+        h2.goaways,
+        h2.parsed_bytes,
+        ns(h2.parse_ns)
     );
     if let Some(a) = test.attack_report.as_ref().filter(|a| a.streams_opened > 0) {
         let _ = write!(
             line,
-            " The attack client reports {} streams opened and {} reset, {} refused after a GOAWAY, with {} bytes sent ({} GOAWAYs, {} connections closed by the server): {:.1} streams for each KB it sent.",
+            " The attack client reports {} streams opened ({} reset, {} refused after a GOAWAY) with {} bytes sent, and {} connections closed by the server.",
             a.streams_opened,
             a.streams_reset,
             a.streams_refused,
             a.bytes_sent,
-            a.goaways,
             a.connections_closed_by_server,
-            a.streams_opened as f64 * 1024.0 / a.bytes_sent.max(1) as f64
         );
     }
-    Some(line)
+    Ok(Some(line))
 }
 
 /// ` (the attacker's host)` or ` (the legitimate client's host)` after an
@@ -255,7 +257,7 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
         }
         None => {}
     }
-    if let Some(line) = h2_streams(first_diff, test) {
+    if let Some(line) = h2_streams(test)? {
         let _ = write!(out, " {line}");
     }
     // After the held workers and their clients, which it does not explain.
@@ -307,6 +309,7 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
             ["ap_read_request", crate::experiment::held::LEAN_READ_WAIT]
                 .iter()
                 .find_map(|f| Some((*f, h.longest_returned_ns.get(*f)?)))
+                .filter(|_| held_now.workers > 0)
                 .map_or(String::new(), |(f, l)| format!(
                     "; the longest {} that {} took {} (without mitigation, workers were held for up to {})",
                     if f == "ap_read_request" {

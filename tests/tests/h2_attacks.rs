@@ -1,0 +1,211 @@
+//! The TLS and HTTP/2 attacks of the lab (issue #29), each for 5 s against
+//! a throwaway Apache with TLS and HTTP/2, recorded with the probes the
+//! HTTP/2-era experiments use (`apache:lean,handshake,h2`). The attack
+//! client connects from 127.0.0.2, so that the trace's client addresses
+//! tell it apart; what it reports it sent must be what the trace saw.
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use flowdar::{
+    analysis::{h2_streams, H2Streams},
+    server::{
+        ApacheOptions, Attack, AttackMode, AttackPlan, AttackReport, Targets, ThrowawayApache,
+        LARGE_PATH,
+    },
+};
+use flowdar_tests::*;
+
+const ATTACKER: &str = "127.0.0.2";
+const PROFILE: &str = "apache:lean,handshake,h2";
+
+/// An Apache with TLS and HTTP/2 and a pool larger than any attack here.
+fn apache() -> ThrowawayApache {
+    ThrowawayApache::start(&ApacheOptions {
+        tls: true,
+        ..Default::default()
+    })
+    .expect("start apache with mod_ssl and mod_http2")
+}
+
+fn start(apache: &ThrowawayApache, mode: AttackMode, connections: u32, rate: u32) -> Attack {
+    let plan = AttackPlan {
+        mode,
+        connections,
+        rate,
+        interval: Duration::from_secs(1),
+        duration: Duration::from_secs(20),
+        source: Some(ATTACKER.parse().unwrap()),
+    };
+    let path = if mode.wants_large_response() {
+        LARGE_PATH
+    } else {
+        "/index.html"
+    };
+    Attack::start(
+        apache.tls_addr().expect("a TLS port"),
+        path,
+        &plan,
+        None,
+        &Targets::default(),
+    )
+    .expect("start the attack client (cargo xtask setup installs python3-h2)")
+}
+
+/// Runs `mode` for 5 s under a recording. `held`: the recording stops
+/// while the attack still holds its connections (what it holds is the
+/// signal); otherwise the attack stops first, so that everything it sent
+/// is in the trace.
+fn attacked(
+    mode: AttackMode,
+    connections: u32,
+    rate: u32,
+    held: bool,
+) -> (AttackReport, TraceFile, ThrowawayApache) {
+    require_root();
+    let apache = apache();
+    let (rec, trace) = record(apache.pid(), &["--profile", PROFILE]);
+    let mut attack = start(&apache, mode, connections, rate);
+    std::thread::sleep(Duration::from_secs(5));
+    let stop_recording = |rec: Background| {
+        let (code, out, err) = rec.stop(libc::SIGINT);
+        assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    };
+    let report = if held {
+        stop_recording(rec);
+        attack.stop().cloned()
+    } else {
+        let report = attack.stop().cloned();
+        std::thread::sleep(Duration::from_secs(1));
+        stop_recording(rec);
+        report
+    };
+    let report = report.expect("the attack client's report");
+    assert_eq!(report.connections_failed, 0, "{report:?}");
+    for tool in ["python", "h2", "hpack", "hyperframe", "openssl"] {
+        assert!(report.versions.contains_key(tool), "{report:?}");
+    }
+    (report, trace, apache)
+}
+
+fn streams(trace: &Path) -> H2Streams {
+    h2_streams(trace)
+        .expect("read the trace")
+        .expect("the trace has the h2 probes")
+}
+
+/// The attacker's row of `flowdar clients`.
+fn attacker_row(trace: &Path) -> serde_json::Value {
+    let clients = flowdar_json(&["clients", "--json", trace.to_str().unwrap()]);
+    clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"] == ATTACKER)
+        .unwrap_or_else(|| panic!("no row for {ATTACKER}: {clients}"))
+        .clone()
+}
+
+/// The attacker's sessions (connections) still open when capture ended.
+fn attacker_open_sessions(trace: &Path) -> Vec<serde_json::Value> {
+    let sessions = flowdar_json(&["sessions", "--json", trace.to_str().unwrap()]);
+    sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["client"]
+                .as_str()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.ip())
+                == Some(ATTACKER.parse::<IpAddr>().unwrap())
+                && s["closed"] == false
+        })
+        .cloned()
+        .collect()
+}
+
+fn in_flight(trace: &Path, function: &str) -> u64 {
+    let stats = flowdar_json(&["stats", "--json", trace.to_str().unwrap()]);
+    stats["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == function)
+        .map_or(0, |r| r["in_flight"].as_u64().unwrap())
+}
+
+#[test]
+fn tls_handshake_holds_workers_in_ssl_accept_by_the_attackers_address() {
+    let (sent, trace, _apache) = attacked(AttackMode::TlsHandshake, 30, 30, true);
+    assert_eq!(sent.connections_opened, 30, "{sent:?}");
+    assert_eq!(sent.connections_held, 30, "{sent:?}");
+    // Every held connection is a worker in SSL_accept, from the attacker.
+    assert_eq!(in_flight(&trace, "SSL_accept"), 30);
+    let row = attacker_row(&trace);
+    assert_eq!(row["connections"], 30, "{row}");
+    assert_eq!(row["requests"], 0, "{row}");
+    assert_eq!(row["in_flight"].as_u64(), Some(30), "{row}");
+    let open = attacker_open_sessions(&trace);
+    assert_eq!(open.len(), 30);
+    // HTTP/2 never began: no stream.
+    assert_eq!(streams(&trace).opened, 0);
+}
+
+#[test]
+fn h2_rapid_reset_streams_opened_and_reset_match_the_attack_client() {
+    let (sent, trace, _apache) = attacked(AttackMode::H2RapidReset, 2, 500, false);
+    let s = streams(&trace);
+    assert!(sent.streams_opened >= 1000, "{sent:?}");
+    assert_eq!(sent.streams_reset, sent.streams_opened, "{sent:?}");
+    assert_eq!(s.opened, sent.streams_opened, "{s:?} {sent:?}");
+    assert_eq!(s.answered, 0, "every stream was reset at once: {s:?}");
+    assert_eq!(s.unanswered(), sent.streams_reset);
+    // The server's GOAWAYs are the client's (mod_http2 sends two when it
+    // ends a session for too many resets; the client counts both).
+    assert_eq!(s.goaways, sent.goaways, "{s:?} {sent:?}");
+    let row = attacker_row(&trace);
+    assert_eq!(row["connections"], sent.connections_opened, "{row}");
+}
+
+#[test]
+fn h2_slow_headers_streams_are_held_open_without_a_request() {
+    let (sent, trace, _apache) = attacked(AttackMode::H2SlowHeaders, 20, 40, true);
+    assert_eq!(sent.connections_held, 20, "{sent:?}");
+    assert_eq!(sent.streams_opened, 20, "{sent:?}");
+    let s = streams(&trace);
+    assert_eq!(s.opened, 20, "{s:?}");
+    assert_eq!(s.answered, 0, "no stream's headers ended: {s:?}");
+    // The connections wait in the event loop, not in workers: open, with
+    // no request, from the attacker.
+    let open = attacker_open_sessions(&trace);
+    assert_eq!(open.len(), 20, "{open:?}");
+    for o in &open {
+        assert_eq!(o["requests"], 0, "{o}");
+    }
+}
+
+#[test]
+fn h2_slow_read_streams_are_answered_and_held_behind_a_zero_window() {
+    let (sent, trace, _apache) = attacked(AttackMode::H2SlowRead, 5, 20, true);
+    assert_eq!(sent.connections_held, 5, "{sent:?}");
+    assert_eq!(sent.streams_opened, 40, "8 streams a connection: {sent:?}");
+    let s = streams(&trace);
+    assert_eq!(s.opened, 40, "{s:?}");
+    // Answered (headers sent), their 1 MiB bodies held by the window.
+    assert_eq!(s.answered, 40, "{s:?}");
+    assert_eq!(attacker_open_sessions(&trace).len(), 5);
+}
+
+#[test]
+fn h2_continuation_flood_is_cut_off_by_the_server() {
+    let (sent, trace, _apache) = attacked(AttackMode::H2Continuation, 10, 50, false);
+    assert_eq!(sent.streams_opened, 10, "{sent:?}");
+    // Debian's mod_http2 (patched for CVE-2024-27316) ends each session
+    // once the header block outgrows its limits.
+    assert_eq!(sent.connections_closed_by_server, 10, "{sent:?}");
+    let s = streams(&trace);
+    assert_eq!(s.opened, 10, "{s:?}");
+    assert_eq!(s.answered, 0, "{s:?}");
+    assert!(attacker_open_sessions(&trace).is_empty());
+    let row = attacker_row(&trace);
+    assert_eq!(row["connections"], 10, "{row}");
+}
