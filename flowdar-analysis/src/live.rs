@@ -166,6 +166,32 @@ pub struct LiveView {
     blocked_seeded: bool,
     /// Lean traces: each thread's phase, followed from call to call.
     lean_phases: LeanPhases,
+    /// `apache:h2`: the probes of streams opened and answered, and their
+    /// counts since the last snapshot.
+    streams_opened: Option<u32>,
+    streams_answered: Option<u32>,
+    stream_counts: (u64, u64),
+}
+
+/// SSL_accept: a worker inside it is in a TLS handshake.
+const HANDSHAKE: &str = "SSL_accept";
+/// Streams opened and never answered a second, beyond which (and beyond
+/// the answered ones) `top` raises the HTTP/2 reset alert.
+const RESETS_PER_S: f64 = 100.0;
+
+/// (address, count) pairs, most first.
+fn most_first(counts: HashMap<String, u64>) -> Vec<(String, u64)> {
+    let mut by: Vec<(String, u64)> = counts.into_iter().collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    by
+}
+
+fn top3(by: &[(String, u64)]) -> String {
+    by.iter()
+        .take(3)
+        .map(|(a, n)| format!("{a}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 const AGES: [(&str, u64); 4] = [
@@ -228,6 +254,15 @@ impl LiveView {
             blocked: HashMap::new(),
             blocked_seeded: false,
             lean_phases: LeanPhases::default(),
+            streams_opened: probes
+                .iter()
+                .find(|p| p.function == crate::h2::STREAM_OPENED)
+                .map(|p| p.id),
+            streams_answered: probes
+                .iter()
+                .find(|p| p.function == crate::h2::STREAM_ANSWERED)
+                .map(|p| p.id),
+            stream_counts: (0, 0),
         }
     }
 
@@ -282,6 +317,11 @@ impl LiveView {
         }
         if e.kind == EventKind::Entry as u32 {
             self.calls[id] += 1;
+            if Some(e.probe_id) == self.streams_opened && e.args[2] != 0 {
+                self.stream_counts.0 += 1;
+            } else if Some(e.probe_id) == self.streams_answered {
+                self.stream_counts.1 += 1;
+            }
             if role == Role::EntryOnly {
                 return;
             }
@@ -419,6 +459,7 @@ impl LiveView {
         let mut ages = [0u64; AGES.len()];
         let mut held_now: HashMap<IpAddr, (u64, u64)> = HashMap::new();
         let mut reading: HashMap<String, u64> = HashMap::new();
+        let mut handshaking: HashMap<String, u64> = HashMap::new();
         let mut reading_now = 0;
         for (&tid, (pid, stack)) in &self.threads {
             for f in stack {
@@ -456,7 +497,14 @@ impl LiveView {
                 h.1 += 1;
             }
             let for_ns = now_ns.saturating_sub(top.start_ns);
+            // In a TLS handshake, whatever the innermost call (lean: the
+            // read or poll SSL_accept waits in).
+            let handshake = stack
+                .iter()
+                .find(|f| self.names[f.probe_id as usize] == HANDSHAKE)
+                .map(|f| f.start_ns);
             let phase = match self.roles[top.probe_id as usize] {
+                _ if handshake.is_some() => handshake.map(|t| (Phase::Handshake, t)),
                 Role::Socket(_) => self.lean_phases.now(tid),
                 _ => Phase::of_stack(
                     stack
@@ -478,6 +526,12 @@ impl LiveView {
                 .find(|f| Some(f.probe_id) == self.read)
                 .map(|f| now_ns.saturating_sub(f.start_ns))
                 .or(lean_reading);
+            if let Some(since) = handshake {
+                if now_ns.saturating_sub(since) > self.rule.after_ns {
+                    let who = client.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+                    *handshaking.entry(who).or_default() += 1;
+                }
+            }
             reading_now += u64::from(reading_since.is_some());
             if reading_since.is_some_and(|t| t > self.rule.after_ns) {
                 let who = client.map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
@@ -542,8 +596,7 @@ impl LiveView {
         let held: u64 = reading.values().sum();
         let mut alerts = Vec::new();
         if held as usize >= self.rule.workers {
-            let mut by: Vec<(String, u64)> = reading.into_iter().collect();
-            by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let by = most_first(reading);
             alerts.push(Alert {
                 kind: "slow-http",
                 message: format!(
@@ -556,15 +609,47 @@ impl LiveView {
                     },
                     by.len(),
                     if by.len() == 1 { "" } else { "es" },
-                    by.iter()
-                        .take(3)
-                        .map(|(a, n)| format!("{a}: {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    top3(&by)
                 ),
                 workers: held,
                 clients: by.into_iter().map(|(a, _)| a).collect(),
             });
+        }
+        let held: u64 = handshaking.values().sum();
+        if held as usize >= self.rule.workers {
+            let by = most_first(handshaking);
+            alerts.push(Alert {
+                kind: "tls-handshake",
+                message: format!(
+                    "TLS handshakes held: {held} workers in {HANDSHAKE} > {} by {} client address{} ({})",
+                    crate::units::ns(self.rule.after_ns),
+                    by.len(),
+                    if by.len() == 1 { "" } else { "es" },
+                    top3(&by)
+                ),
+                workers: held,
+                clients: by.into_iter().map(|(a, _)| a).collect(),
+            });
+        }
+        // HTTP/2 streams reset faster than served (Rapid Reset).
+        if self.streams_opened.is_some() {
+            let (o, a) = (
+                std::mem::take(&mut self.stream_counts.0),
+                std::mem::take(&mut self.stream_counts.1),
+            );
+            let unanswered = o.saturating_sub(a);
+            let per_s = unanswered as f64 / secs;
+            if per_s >= RESETS_PER_S && unanswered > a {
+                alerts.push(Alert {
+                    kind: "h2-reset",
+                    message: format!(
+                        "HTTP/2 streams reset faster than served: {per_s:.0}/s opened and never answered, against {:.0}/s answered",
+                        a as f64 / secs
+                    ),
+                    workers: 0,
+                    clients: Vec::new(),
+                });
+            }
         }
         Interval {
             t: now_ns.saturating_sub(self.started_ns) as f64 / 1e9,
@@ -804,5 +889,111 @@ mod tests {
             ]
         );
         assert_eq!(i.reading_now, 0, "a keep-alive wait reads no request yet");
+    }
+
+    /// A lean trace with `handshake`: workers whose read waits inside
+    /// SSL_accept are in TLS handshakes, alerted as such (not as slow
+    /// HTTP), with the client holding them.
+    #[test]
+    fn workers_held_in_ssl_accept_raise_the_tls_handshake_alert() {
+        let sys = |id, name: &str, nr| TraceProbe::syscall(id, name, nr, Default::default());
+        let probes = [
+            sys(0, "read", 0),
+            sys(1, "poll", 7),
+            probe(2, HANDSHAKE, None),
+        ];
+        let rule = AlertRule {
+            workers: 2,
+            after_ns: 1_000,
+        };
+        let mut v = LiveView::new(&probes, rule, 0);
+        let attacker: SocketAddr = "198.18.0.6:1000".parse().unwrap();
+        for (tid, conn) in [(11u32, 1u64 << 47 | 1), (12, 1 << 47 | 2)] {
+            v.push(&Event {
+                tgid: 1,
+                tid,
+                ts_ns: 5,
+                probe_id: 0,
+                kind: EventKind::Client as u32,
+                args: Event::client_args(conn, attacker),
+            });
+            v.push(&ev(tid, 10, 2, EventKind::Entry, [0x5000, 0, 0]));
+            v.push(&ev(tid, 11, 0, EventKind::Entry, [9, conn, 5]));
+            v.push(&ev(tid, 12, 0, EventKind::Exit, [5, 0, 0]));
+            v.push(&ev(tid, 13, 1, EventKind::Entry, [9, conn, 1]));
+        }
+        let i = v.snapshot(5_000);
+        assert_eq!(i.alerts.len(), 1, "{:?}", i.alerts);
+        let a = &i.alerts[0];
+        assert_eq!((a.kind, a.workers), ("tls-handshake", 2));
+        assert_eq!(a.clients, ["198.18.0.6"]);
+        assert!(
+            a.message
+                .starts_with("TLS handshakes held: 2 workers in SSL_accept"),
+            "{}",
+            a.message
+        );
+        assert!(i.workers.iter().all(|w| w.phase == Some(Phase::Handshake)));
+        assert_eq!(i.reading_now, 0, "a handshake reads no request");
+    }
+
+    /// `apache:h2`: streams opened and never answered, faster than
+    /// answered and past 100 a second, raise the reset alert; a load whose
+    /// streams are answered does not.
+    #[test]
+    fn streams_reset_faster_than_served_raise_the_h2_reset_alert() {
+        let probes = [
+            probe(0, crate::h2::STREAM_OPENED, None),
+            probe(1, crate::h2::STREAM_ANSWERED, None),
+        ];
+        let rule = AlertRule {
+            workers: 1,
+            after_ns: 1_000,
+        };
+        let mut v = LiveView::new(&probes, rule, 0);
+        let second = 1_000_000_000;
+        // Served: 500 streams opened and answered (and the NULL set of
+        // each answered stream's clean-up, which opens nothing).
+        for k in 0..500u64 {
+            for (p, state) in [(0, 0x7000 + k), (1, 0), (0, 0)] {
+                v.push(&ev(
+                    10,
+                    k * 10,
+                    p,
+                    EventKind::Entry,
+                    [0x1, 2 * k + 1, state],
+                ));
+                v.push(&ev(10, k * 10 + 1, p, EventKind::Exit, [0, 0, 0]));
+            }
+        }
+        assert!(v.snapshot(second).alerts.is_empty());
+        // Reset: 1000 opened, 50 answered.
+        for k in 0..1000u64 {
+            v.push(&ev(
+                10,
+                second + k * 10,
+                0,
+                EventKind::Entry,
+                [0x1, 2 * k + 1, 0x9000],
+            ));
+            v.push(&ev(10, second + k * 10 + 1, 0, EventKind::Exit, [0, 0, 0]));
+        }
+        for k in 0..50u64 {
+            v.push(&ev(
+                10,
+                second + 20_000 + k,
+                1,
+                EventKind::Entry,
+                [0x1, 0, 0],
+            ));
+            v.push(&ev(10, second + 20_000 + k, 1, EventKind::Exit, [0, 0, 0]));
+        }
+        let i = v.snapshot(2 * second);
+        assert_eq!(i.alerts.len(), 1, "{:?}", i.alerts);
+        assert_eq!(i.alerts[0].kind, "h2-reset");
+        assert_eq!(
+            i.alerts[0].message,
+            "HTTP/2 streams reset faster than served: 950/s opened and never answered, against 50/s answered"
+        );
     }
 }

@@ -209,3 +209,131 @@ fn h2_continuation_flood_is_cut_off_by_the_server() {
     let row = attacker_row(&trace);
     assert_eq!(row["connections"], 10, "{row}");
 }
+
+/// The HTTP/2 era's TLS handshake experiment (`flowdar experiment --h2`
+/// runs it first), phases cut to 15 s: the denial without mitigation, its
+/// cause in the trace (workers held in SSL_accept by the attacker), and
+/// mod_reqtimeout's handshake stage bringing service back.
+#[test]
+fn the_tls_handshake_experiment_shows_the_denial_its_cause_and_the_fix() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("exp");
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../flowdar-lab/examples/dos-tls-handshake.toml");
+    let o = flowdar(&[
+        "experiment",
+        spec.to_str().unwrap(),
+        "--max-phase",
+        "15s",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let exp = read_json(&out.join("experiment.json"));
+    let variants = exp["variants"].as_array().unwrap();
+    let names: Vec<&str> = variants
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["none", "handshake"]);
+    let rps = |v: &serde_json::Value, i: usize| v["phases"][i]["requests_per_s"].as_f64().unwrap();
+    let (none, fixed) = (&variants[0], &variants[1]);
+    // The attack's own report, in the issue-19 shape's phase.
+    let sent = &none["phases"][1]["attack"]["sent"];
+    assert!(
+        sent["connections_opened"].as_u64().unwrap() > 150,
+        "more than the 150 workers: {sent}"
+    );
+    assert!(none["phases"][1]["attack"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("tls-handshake"));
+    // Second by second: without mitigation no second of the attack phase
+    // serves a tenth of the normal rate; with it, service comes back (the
+    // attack's first handshakes are cut at 5 s, and its 400 connections
+    // are all opened by then) to at least half of it.
+    let best = |v: &serde_json::Value| {
+        v["phases"][1]["per_second"]["ok"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_f64())
+            .fold(0.0, f64::max)
+    };
+    assert!(rps(none, 0) > 1000.0, "{none}");
+    assert!(
+        best(none) <= 0.1 * rps(none, 0),
+        "a denial without mitigation: {none}"
+    );
+    assert!(
+        best(fixed) >= 0.5 * rps(fixed, 0),
+        "handshake=5 brings service back: {fixed}"
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("**Denial of service.**"), "{report}");
+    assert!(
+        report.contains("`SSL_accept` > `read-wait: poll`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("the TLS handshake (SSL_accept)"),
+        "{report}"
+    );
+    assert!(report.contains("(the attacker's host)"), "{report}");
+}
+
+/// `flowdar top` on a server with mod_ssl, with the profile the HTTP/2
+/// experiments use (lean, SSL_accept and libnghttp2): held handshakes
+/// raise their own alert, naming the attacker; a Rapid Reset raises the
+/// reset alert. (The default profile there is lean and SSL_accept: see
+/// `top`'s unit tests and the README.)
+#[test]
+fn top_alerts_on_held_handshakes_and_on_streams_reset_faster_than_served() {
+    require_root();
+    let apache = apache();
+    let mut top = std::process::Command::new(flowdar_bin());
+    top.args(["top", "--pid", &apache.pid().to_string(), "--json"])
+        .args(["--profile", PROFILE])
+        .args(["--alert-workers", "20", "--alert-after", "2s"]);
+    let top = Background::start(top, "\"functions\"", Duration::from_secs(60));
+    let mut handshakes = start(&apache, AttackMode::TlsHandshake, 30, 30);
+    std::thread::sleep(Duration::from_secs(5));
+    let held = handshakes.stop().cloned().expect("its report");
+    assert_eq!(held.connections_held, 30, "{held:?}");
+    let mut resets = start(&apache, AttackMode::H2RapidReset, 2, 500);
+    std::thread::sleep(Duration::from_secs(4));
+    let sent = resets.stop().cloned().expect("its report");
+    assert!(sent.streams_reset >= 1000, "{sent:?}");
+    let (code, out, err) = top.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "top failed:\n{err}");
+    let alerts: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|i| i["alerts"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let handshake = alerts
+        .iter()
+        .find(|a| a["kind"] == "tls-handshake")
+        .unwrap_or_else(|| panic!("no handshake alert: {out}"));
+    assert_eq!(handshake["clients"][0], ATTACKER, "{handshake}");
+    let most = alerts
+        .iter()
+        .filter(|a| a["kind"] == "tls-handshake")
+        .filter_map(|a| a["workers"].as_u64())
+        .max();
+    assert_eq!(most, Some(30), "all 30 held past 2 s at last: {alerts:?}");
+    assert!(
+        !alerts.iter().any(|a| a["kind"] == "slow-http"),
+        "a handshake is not a slow request: {alerts:?}"
+    );
+    assert!(
+        alerts.iter().any(|a| a["kind"] == "h2-reset"),
+        "no reset alert: {alerts:?}"
+    );
+}

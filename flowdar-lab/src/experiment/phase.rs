@@ -19,10 +19,12 @@ use crate::{
 };
 
 /// The legitimate client's load for `duration`: its report, or why none.
+/// `under_attack`: h2load runs in slices (see `server::h2load`).
 pub(super) fn drive_client(
     target: &Target<'_>,
     load: &super::spec::Load,
     duration: Duration,
+    under_attack: bool,
 ) -> Result<(Option<ClientReport>, Option<String>)> {
     let path = load.path.clone().unwrap_or_else(|| target.path.into());
     target.targets.check(target.addr.ip())?;
@@ -46,6 +48,7 @@ pub(super) fn drive_client(
                 path,
                 h1: load.protocol == Protocol::Http11,
                 rate: load.rate,
+                sliced: under_attack,
             };
             server::run_h2load(target.addr, &plan, host).map_err(|e| crate::one_line(&e))
         }
@@ -116,7 +119,7 @@ pub(super) fn run_phase(
         load_time = duration - ramp;
     }
     let (client, client_error) = match &phase.load {
-        Some(l) => drive_client(target, l, load_time)?,
+        Some(l) => drive_client(target, l, load_time, attack.is_some())?,
         None => {
             std::thread::sleep(load_time);
             (None, None)

@@ -260,7 +260,7 @@ fn run_untraced(
         phase: &phase.name,
         duration,
     });
-    let (client, client_error) = drive_client(target, load, duration)?;
+    let (client, client_error) = drive_client(target, load, duration, false)?;
     let u = Untraced {
         phase: phase.name.clone(),
         client,

@@ -3,7 +3,7 @@
 //! sent, to be checked against what the trace saw.
 use std::{io::Read as _, net::SocketAddr, process::Child, time::Duration};
 
-use super::attack::AttackPlan;
+use super::attack_plan::AttackPlan;
 
 /// The client, embedded in the binary and given to `python3 -c`.
 const SCRIPT: &str = include_str!("../../attacks/h2attack.py");

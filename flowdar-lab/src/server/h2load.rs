@@ -28,6 +28,10 @@ pub struct H2loadPlan {
     /// Requests per second on each connection (`--rps`); `None`: as fast
     /// as the server answers.
     pub rate: Option<u32>,
+    /// Run in [`SLICE`]s, each with fresh connections (under an attack
+    /// that can leave connections stuck in a TLS handshake); otherwise one
+    /// run, the same connections for the whole time.
+    pub sliced: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +44,9 @@ pub enum H2loadError {
     Log(#[source] std::io::Error),
 }
 
-/// How long each h2load run lasts: the wall time is covered by runs of
-/// this length one after the other, each with fresh connections. h2load
+/// How long each h2load run lasts under an attack: the wall time is
+/// covered by runs of this length one after the other, each with fresh
+/// connections. h2load
 /// 1.52 cannot end a run whose connections are stuck in the TLS handshake
 /// (a server whose workers are all held): it aborts on a libev assertion
 /// with -N, or waits forever without, and a connection that timed out is
@@ -67,7 +72,8 @@ pub fn run(
     let mut last_error = None;
     while started.elapsed() + Duration::from_millis(100) < plan.duration {
         let left = plan.duration - started.elapsed();
-        let slice = slice(addr, plan, host, left.min(SLICE))?;
+        let length = if plan.sliced { left.min(SLICE) } else { left };
+        let slice = slice(addr, plan, host, length)?;
         for (done_us, ns) in &slice.answered {
             per_second.add(done_us.saturating_sub(t0_us) as f64 / 1e6, true);
             latencies.push(*ns);

@@ -6,6 +6,7 @@
 //! the rule of which addresses traffic may go to.
 mod apache;
 mod attack;
+mod attack_plan;
 mod client;
 mod h2attack;
 mod h2load;

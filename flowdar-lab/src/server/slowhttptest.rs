@@ -2,7 +2,7 @@
 //! attacks.
 use std::net::SocketAddr;
 
-use super::attack::{AttackMode, AttackPlan};
+use super::attack_plan::{AttackMode, AttackPlan};
 
 /// slowhttptest's command line for `plan`.
 pub(super) fn arguments(addr: SocketAddr, path: &str, plan: &AttackPlan) -> Vec<String> {

@@ -86,11 +86,14 @@ fn held_by_clients(test_trace: &Path, hosts: &Hosts) -> Result<Option<String>> {
     )))
 }
 
+/// (client address, count), most first.
+type ByAddress = Vec<(String, u64)>;
+
 /// Connections open when capture ended on which no request was seen, per
 /// client address, most first: what a flood of idle or never-finished
 /// connections (HTTP/2 streams whose headers never end) holds instead of
 /// workers. None when the trace has no connections.
-fn open_without_request(trace: &Path) -> Result<Option<(u64, Vec<(String, u64)>)>> {
+fn open_without_request(trace: &Path) -> Result<Option<(u64, ByAddress)>> {
     let sessions = match flowdar_analysis::sessions_of(trace) {
         Ok((s, _)) => s,
         Err(flowdar_analysis::SessionsError::NoConnections { .. }) => return Ok(None),

@@ -442,7 +442,7 @@ fn discover(
             None
         })
     } else {
-        drive_client(t, load, window).and_then(|(client, client_error)| {
+        drive_client(t, load, window, false).and_then(|(client, client_error)| {
             client.map(Some).ok_or_else(|| {
                 ExperimentError::Refused(format!(
                     "no client figures for the discovery window: {}",

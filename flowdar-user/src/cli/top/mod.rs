@@ -82,12 +82,26 @@ pub struct TopArgs {
 
 /// What `top` watches when nothing is chosen.
 pub const DEFAULT_PROFILE: &str = "apache:lean";
+/// ...plus the TLS handshakes (one SSL_accept a connection) when the
+/// server has OpenSSL mapped (mod_ssl): workers held in a handshake are an
+/// alert of their own.
+const DEFAULT_PROFILE_TLS: &str = "apache:lean,handshake";
+
+/// The default profile for the server `pid`.
+fn default_profile(pid: u32) -> &'static str {
+    let tls = probes::ProcMaps::read(pid).is_ok_and(|m| m.find("libssl").is_ok());
+    if tls {
+        DEFAULT_PROFILE_TLS
+    } else {
+        DEFAULT_PROFILE
+    }
+}
 
 pub fn run(args: TopArgs) -> anyhow::Result<()> {
     if !args.json && !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         bail!("flowdar top draws on a terminal; use --json for a pipe or a file");
     }
-    let select = args.select.clone().or_profile(DEFAULT_PROFILE);
+    let select = args.select.clone().or_profile(default_profile(args.pid));
     let requests = select.requests()?;
     capture::check_privileges(("top", Some(args.pid), args.attach.plan(false).mode))?;
     capture::kernel_features().check_required()?;
