@@ -13,8 +13,9 @@ use crate::{
 /// Run a denial-of-service experiment: a lab of hosts (the legitimate
 /// client and the attacker each in a network namespace of their own,
 /// 198.18.0.0/15), a server (by default a throwaway Apache, recorded by
-/// PID) per variant of its settings, and phases of load with and without a
-/// slow-HTTP attack (slowhttptest: headers, body, read, range), each phase
+/// PID) per variant of its settings, and phases of load with and without an
+/// attack (slowhttptest: headers, body, read, range; over TLS and HTTP/2,
+/// the lab's own client: tls-handshake, h2-*), each phase
 /// recorded to DIR/VARIANT/PHASE.flowdar; then DIR/report.md (what happened
 /// in plain words first), a self-contained DIR/report.html,
 /// DIR/experiment.json and DIR/VARIANT/diff.json.
@@ -56,7 +57,11 @@ duration = \"40s\"\n\
 load = { connections = 20 }\n\
 attack = { mode = \"headers\", connections = 1000, rate = 200, interval = \"10s\", ramp = \"5s\" }\n\
 ```\n\
-Attack modes: headers (Slowloris, -H), body (R-U-Dead-Yet, -B), read (slow read, -X), range (Apache Killer, -R).\n\
+Attack modes: headers (Slowloris, -H), body (R-U-Dead-Yet, -B), read (slow read, -X), range (Apache Killer, -R), all slowhttptest's; \
+with [server] tls = true, the lab's TLS and HTTP/2 client (python3-h2): tls-handshake (ClientHellos held one byte short), \
+h2-slow-headers (HEADERS never ended), h2-slow-read (a zero window), h2-rapid-reset (HEADERS then RST_STREAM; rate: streams/s), \
+h2-continuation (CONTINUATION floods; rate: frames/s a connection).\n\
+`flowdar experiment --h2` runs the built-in TLS and HTTP/2 experiments.\n\
 `flowdar experiment --print-default` shows the built-in experiment.")]
 pub struct ExperimentArgs {
     /// The experiment spec.

@@ -125,6 +125,18 @@ pub(super) const CHECKS: &[Check] = &[
             test: "http2_and_tls_sessions_clients_and_streams_are_exact",
         },
     },
+    // The HTTP/2 era's attacks (issue #29): a Rapid Reset from the lab's
+    // attack client, streams opened and reset in libnghttp2 (uprobes on a
+    // library of mod_http2's) exactly as the client counts them, beside the
+    // lean capture's tracepoints.
+    Check {
+        name: "h2_rapid_reset_streams_opened_and_reset_match_the_attack_client",
+        limit: 180,
+        what: What::Test {
+            file: "h2_attacks",
+            test: "h2_rapid_reset_streams_opened_and_reset_match_the_attack_client",
+        },
+    },
     // The lean capture (apache:lean): syscall tracepoints with the peer
     // address read at accept, one uprobe a request; exact per client
     // (IPv4, IPv6) against the access log, a Slowloris holding the reads.
