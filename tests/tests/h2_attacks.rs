@@ -339,3 +339,29 @@ fn top_alerts_on_held_handshakes_and_on_streams_reset_faster_than_served() {
         "no reset alert: {alerts:?}"
     );
 }
+
+/// The `h2` set under a legitimate HTTP/2 load: each stream opened once
+/// and answered once (mod_http2 sets an answered stream's state back to
+/// NULL at its clean-up, which opens nothing).
+#[test]
+fn h2_streams_of_a_legitimate_load_are_each_opened_and_answered_once() {
+    require_root();
+    let apache = apache();
+    let url = format!("https://{}/index.html", apache.tls_addr().unwrap());
+    let (rec, trace) = record(apache.pid(), &["--profile", PROFILE]);
+    let out = std::process::Command::new("timeout")
+        .args(["60", "h2load", "-n", "200", "-c", "2", "-m", "10", &url])
+        .output()
+        .expect("h2load (cargo xtask setup installs nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("200 succeeded, 0 failed"), "h2load: {text}");
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    let s = streams(&trace);
+    assert_eq!(
+        (s.opened, s.answered, s.server_resets),
+        (200, 200, 0),
+        "{s:?}"
+    );
+}

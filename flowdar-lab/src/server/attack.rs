@@ -71,7 +71,10 @@ impl Attack {
             .stderr(Stdio::null());
         let shown: Vec<&str> = args
             .iter()
-            .map(|a| if a.len() > 200 { "<h2attack.py>" } else { a })
+            .map(|a| match a.as_str() {
+                h2attack::SCRIPT => "<h2attack.py>",
+                a => a,
+            })
             .collect();
         let command = format!("{program} {}", shown.join(" "));
         let child = cmd.spawn().map_err(|source| AttackError::Spawn {

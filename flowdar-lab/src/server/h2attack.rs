@@ -6,7 +6,7 @@ use std::{io::Read as _, net::SocketAddr, process::Child, time::Duration};
 use super::attack_plan::AttackPlan;
 
 /// The client, embedded in the binary and given to `python3 -c`.
-const SCRIPT: &str = include_str!("../../attacks/h2attack.py");
+pub(super) const SCRIPT: &str = include_str!("../../attacks/h2attack.py");
 /// Debian's interpreter, which has python3-h2 (not a virtualenv's).
 const PYTHON: &str = "/usr/bin/python3";
 

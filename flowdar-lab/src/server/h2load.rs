@@ -90,15 +90,23 @@ pub fn run(
                     per_second.add(end_s, false);
                 }
             }
+            // One run for the whole time that printed no counts: an error,
+            // as it always was.
+            None if !plan.sliced => {
+                return Err(H2loadError::Output {
+                    status: slice.status,
+                    output: slice.output,
+                })
+            }
             None => {
-                // The run did not finish: its answered requests are in its
-                // log, and each of its connections failed.
+                // A slice that did not finish: its answered requests are in
+                // its log, and each of its connections failed.
                 succeeded += slice.answered.len() as u64;
                 stuck += u64::from(plan.connections.max(1));
                 for _ in 0..plan.connections.max(1) {
                     per_second.add(end_s, false);
                 }
-                last_error = Some(slice.output);
+                last_error = Some(format!("{}: {}", slice.status, slice.output));
             }
         }
     }
@@ -107,6 +115,11 @@ pub fn run(
             status: "no run".into(),
             output: last_error.unwrap_or_else(|| "nothing".into()),
         });
+    }
+    if !plan.sliced {
+        // One run's log has answered requests only: when its failures
+        // happened is unknown.
+        per_second.failed.clear();
     }
     latencies.sort_unstable();
     let q = |q: f64| {
@@ -131,7 +144,9 @@ struct Slice {
     counts: Option<Counts>,
     /// (answered at, latency) of its log's 2xx answers.
     answered: Vec<(u64, u64)>,
-    /// Its last line of output (why it did not finish).
+    /// How it ended (`exit status: 134`, `killed: it did not end`) and its
+    /// last line of output: why it printed no counts.
+    status: String,
     output: String,
 }
 
@@ -195,16 +210,13 @@ fn slice(
     Ok(Slice {
         counts: counts(&text),
         answered,
-        output: match status {
-            Some(s) => format!(
-                "exit {s}: {}",
-                text.lines()
-                    .rfind(|l| !l.trim().is_empty())
-                    .unwrap_or("nothing")
-                    .trim()
-            ),
-            None => "killed: it did not end".into(),
-        },
+        status: status.map_or_else(|| "killed: it did not end".into(), |s| s.to_string()),
+        output: text
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("nothing")
+            .trim()
+            .to_string(),
     })
 }
 

@@ -129,29 +129,17 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         print!("{}", experiment::DEFAULT_SPEC);
         return Ok(());
     }
-    let mut spec = match &args.spec {
-        Some(path) => Spec::load(path)?,
-        None => Spec::default_spec(),
-    };
-    if !args.profile.is_empty() {
-        for p in &args.profile {
-            // Refused now, with the profile's own message, not mid-run.
-            crate::probes::profile_requests(p)?;
-        }
-        spec.profile = args.profile.clone();
-        spec.probe.clear();
-    }
-    if let Some(m) = args.mpm.map(Mpm::from) {
-        spec.server.mpm = m;
-        if args.default && m == Mpm::Prefork {
-            // 150 workers are 150 processes under prefork (ServerLimit
-            // counts processes there, threads x processes elsewhere).
-            spec.server.config = "ServerLimit 150\nMaxRequestWorkers 150\n".into();
-        }
+    for p in &args.profile {
+        // Refused now, with the profile's own message, not mid-run.
+        crate::probes::profile_requests(p)?;
     }
     let dir = args.output.clone().expect("required by clap");
     if !args.h2 {
-        run_one(&spec, &dir, &args)?;
+        let spec = match &args.spec {
+            Some(path) => Spec::load(path)?,
+            None => Spec::default_spec(),
+        };
+        run_one(&overridden(spec, &args), &dir, &args)?;
         return Ok(());
     }
     // The HTTP/2 era's experiments, each in a directory of its own.
@@ -160,11 +148,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(&dir)?;
     for (name, text) in experiment::H2_SPECS {
-        let mut spec = Spec::parse(std::path::Path::new(name), text)?;
-        if !args.profile.is_empty() {
-            spec.profile = args.profile.clone();
-            spec.probe.clear();
-        }
+        let spec = overridden(Spec::parse(std::path::Path::new(name), text)?, &args);
         println!("\n=== {name} ({}/{name})", dir.display());
         let summary = run_one(&spec, &dir.join(name), &args)?;
         index.push_str(&format!(
@@ -174,6 +158,27 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     std::fs::write(dir.join("report.md"), index)?;
     println!("\nAll: {}/report.md", dir.display());
     Ok(())
+}
+
+/// `spec` with the command line's `--profile` and `--mpm`.
+fn overridden(mut spec: Spec, args: &ExperimentArgs) -> Spec {
+    if !args.profile.is_empty() {
+        spec.profile = args.profile.clone();
+        spec.probe.clear();
+    }
+    if let Some(m) = args.mpm.map(Mpm::from) {
+        spec.server.mpm = m;
+        if (args.default || args.h2) && m == Mpm::Prefork {
+            // The built-in specs' 150 workers are 150 processes under
+            // prefork (ServerLimit counts processes there, threads x
+            // processes elsewhere).
+            spec.server.config = spec
+                .server
+                .config
+                .replace("ServerLimit 6\n", "ServerLimit 150\n");
+        }
+    }
+    spec
 }
 
 /// Runs `spec` into `dir`, writes its report and prints what it found;

@@ -212,6 +212,12 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
         );
     }
     let held_now = &held[0];
+    // With no worker held, the connections held instead (read once: the
+    // variants below compare with it).
+    let open_unmitigated = match held_now.workers {
+        0 => open_without_request(&test.trace)?,
+        _ => None,
+    };
     if held_now.workers > 0 {
         let _ = write!(
             out,
@@ -232,7 +238,7 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
             ns(held_now.median_ns),
             doing(&held_now.stack)
         );
-    } else if let Some((n, rows)) = open_without_request(&test.trace)? {
+    } else if let Some((n, rows)) = &open_unmitigated {
         let by: Vec<String> = rows
             .iter()
             .take(3)
@@ -325,14 +331,12 @@ pub(super) fn summary(outcome: &Outcome, held: &[Held], first_diff: &[DiffRow]) 
                     ns(held_now.longest_ns)
                 ))
         );
-        if held_now.workers == 0 {
-            if let Some((n0, _)) = open_without_request(&test.trace)? {
-                let n = open_without_request(&last.trace)?.map_or(0, |(n, _)| n);
-                let _ = write!(
-                    out,
-                    " Connections open without a request when capture ended: {n} (without mitigation: {n0})."
-                );
-            }
+        if let Some((n0, _)) = &open_unmitigated {
+            let n = open_without_request(&last.trace)?.map_or(0, |(n, _)| n);
+            let _ = write!(
+                out,
+                " Connections open without a request when capture ended: {n} (without mitigation: {n0})."
+            );
         }
         if let Some(line) = last
             .client
