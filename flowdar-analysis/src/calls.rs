@@ -116,6 +116,21 @@ impl CallPairer {
             // connection's client: not calls.
             return;
         }
+        // A uprobe call written at attach (a worker already blocked in it)
+        // ends at its thread's next event: its return probe came too late.
+        // An event stamped before it means the probes saw that thread go
+        // on after attach: the written call was not in progress, dropped.
+        if t.stack
+            .first()
+            .is_some_and(|c| flowdar_common::held_uprobe_at_attach(&c.args))
+        {
+            let mut held = t.stack.remove(0);
+            if ev.ts_ns > held.start_ns {
+                held.end_ns = ev.ts_ns;
+                held.returned = true;
+                out(held);
+            }
+        }
         if ev.kind == EventKind::Entry as u32 {
             let entry_only = self.entry_only.contains(&ev.probe_id);
             let call = Call {
@@ -229,6 +244,48 @@ mod tests {
             [(0, 10, 20, true), (1, 30, 30, true), (0, 40, 100, false)]
         );
         assert_eq!((counts.lost_exits, counts.unmatched_exits), (0, 0));
+    }
+
+    /// A call written at attach for a worker already in it ends at its
+    /// thread's next event (its return probe never fires); one the probes
+    /// saw the thread leave before (an earlier stamp) is dropped.
+    #[test]
+    fn a_call_held_at_attach_ends_at_its_threads_next_event() {
+        let held = flowdar_common::SOCKET_CONN_BIT | flowdar_common::SEEDED_CONN_BIT | 1;
+        assert!(flowdar_common::held_uprobe_at_attach(&[held, 0, 0]));
+        assert!(!flowdar_common::held_uprobe_at_attach(&[u64::MAX, 0, 0]));
+        assert!(!flowdar_common::held_uprobe_at_attach(&[
+            0x7f00_0000_1000,
+            0,
+            0
+        ]));
+        let (calls, counts) = pair(
+            &[
+                ev(7, 100, 0, In, held),
+                ev(7, 250, 1, In, 0xabc),
+                ev(7, 300, 1, Out, 0),
+                ev(8, 100, 0, In, held + 1),
+                ev(8, 90, 0, Out, 0x55),
+                ev(9, 100, 0, In, held + 2),
+            ],
+            1000,
+        );
+        let got: Vec<(u32, u32, u64, u64, bool, Option<u64>)> = calls
+            .iter()
+            .map(|c| (c.tid, c.probe_id, c.start_ns, c.end_ns, c.returned, c.ret))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (7, 0, 100, 250, true, None),
+                (7, 1, 250, 300, true, Some(0)),
+                (9, 0, 100, 1000, false, None),
+            ]
+        );
+        assert_eq!(
+            counts.unmatched_exits, 1,
+            "tid 8's exit: its call was not the written one"
+        );
     }
 
     #[test]

@@ -297,6 +297,12 @@ impl LiveView {
         if id >= self.names.len() {
             return;
         }
+        if e.kind == EventKind::Entry as u32 && flowdar_common::held_uprobe_at_attach(&e.args) {
+            // A uprobe trace's worker held since before attach, written by
+            // the capture from /proc: the view has it from `set_blocked`,
+            // which also sees it leave (its return never comes).
+            return;
+        }
         self.blocked.remove(&e.tid);
         let role = self.roles[id];
         if self.threads.get(&e.tid).is_some_and(|(t, _)| *t != e.tgid) {

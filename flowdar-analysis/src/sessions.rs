@@ -20,9 +20,11 @@
 //! `ap_process_async_request` call (once per request read from a client;
 //! subrequests and internal redirects run `ap_process_request_internal`
 //! but not it), given to the connection its
-//! thread last did socket I/O on (it has read the request there). A
-//! lean trace cannot attribute HTTP/2 streams (their workers do no
-//! socket I/O of their own): record `apache:request` for those.
+//! thread last did socket I/O on (it has read the request there). An
+//! HTTP/2 stream's worker does no socket I/O of the client's connection:
+//! the counted call reads `r->connection->master` and that connection's
+//! client (address and port), and the stream is given to the socket the
+//! kernel accepted from that client.
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -237,6 +239,10 @@ pub struct SessionTracker {
     /// thread's connection of its latest socket call.
     lean_request: Option<u32>,
     thread_conn: HashMap<(u32, u32), u64>,
+    /// Lean traces: the socket (connection id) of each client address and
+    /// port, from its socket calls: an HTTP/2 stream names its client's
+    /// `conn_rec`, whose client event gives the address.
+    peer_conn: HashMap<(u32, SocketAddr), u64>,
 }
 
 impl SessionTracker {
@@ -260,6 +266,7 @@ impl SessionTracker {
                 .collect(),
             lean_request: Self::lean_request(probes),
             thread_conn: HashMap::new(),
+            peer_conn: HashMap::new(),
         }
     }
 
@@ -361,6 +368,14 @@ impl SessionTracker {
         let stream = primary.is_some() && matches!(role, Role::Request { .. });
         let lean_request = self.lean_request == Some(c.probe_id);
         let conn = match (role, primary) {
+            // A lean trace's HTTP/2 stream: the socket of its client.
+            (_, Some(c1)) if lean_request => {
+                let peer = clients.client_at(c.tgid, c1, c.start_ns);
+                match peer.and_then(|a| self.peer_conn.get(&(c.tgid, a))) {
+                    Some(&conn) => conn,
+                    None => return,
+                }
+            }
             (_, Some(c1)) => c1,
             (Role::Socket { .. }, None) => {
                 self.thread_conn.insert((c.tgid, c.tid), c.args[1]);
@@ -409,6 +424,9 @@ impl SessionTracker {
             Role::Connection { .. } => clients.client_of(c.tgid, conn, c.start_ns, c.end_ns),
             _ => clients.client_at(c.tgid, conn, c.start_ns),
         };
+        if let (Role::Socket { .. }, Some(a)) = (role, client) {
+            self.peer_conn.insert((c.tgid, a), conn);
+        }
         let key = (c.tgid, conn, client);
         let idx = match self.latest.get(&key).copied() {
             // The same client on the same connection: the same session.
@@ -474,6 +492,7 @@ impl SessionTracker {
         match role {
             Role::Read => {
                 s.read_ns += c.duration_ns();
+                s.held_at_attach |= flowdar_common::held_uprobe_at_attach(&c.args);
                 match c.ret {
                     Some(0) => ends = true,
                     Some(r) => {
@@ -492,7 +511,11 @@ impl SessionTracker {
             }
             Role::Request { .. } if lean_request => {
                 s.requests += 1;
-                s.reads += 1;
+                if stream {
+                    s.streams += 1;
+                } else {
+                    s.reads += 1;
+                }
                 s.request_starts.push(c.start_ns);
             }
             Role::Request { .. } if self.backend.contains(&c.probe_id) => {
@@ -528,7 +551,7 @@ impl SessionTracker {
                 ..
             } if some_bytes(c.ret) => Some((c.start_ns, Mark::Data)),
             Role::Socket { writing: true, .. } if some_bytes(c.ret) => Some((c.end_ns, Mark::Sent)),
-            Role::Request { .. } if lean_request => Some((c.start_ns, Mark::Request)),
+            Role::Request { .. } if lean_request && !stream => Some((c.start_ns, Mark::Request)),
             Role::Request { .. }
                 if !stream && c.returned && self.answered.contains(&c.probe_id) =>
             {

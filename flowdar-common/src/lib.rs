@@ -358,6 +358,19 @@ pub const SEEDED_CONN_BIT: u64 = 1 << 46;
 /// duration counts from then, a lower bound.
 pub const HELD_AT_ATTACH: u64 = u64::MAX;
 
+/// Whether an entry's arguments are those user space writes at attach for
+/// a uprobe call already in progress (a worker blocked reading its client
+/// inside `ap_read_request`, from /proc): its first argument is the
+/// socket's seeded connection id ([`SOCKET_CONN_BIT`] and
+/// [`SEEDED_CONN_BIT`], nothing above them), which no `conn_rec *` or
+/// other user pointer is. Only the first slot counts: a trace keeps the
+/// slots its probe captures. Its return is never seen (the return probe
+/// was not there when it began): readers end it at its thread's next
+/// event.
+pub fn held_uprobe_at_attach(args: &[u64; MAX_ARGS]) -> bool {
+    args[0] >> 46 == (SOCKET_CONN_BIT | SEEDED_CONN_BIT) >> 46
+}
+
 /// Syscall numbers the `SYSCALL_PROBES` array covers.
 pub const MAX_SYSCALL_NR: u32 = 512;
 /// Sockets the kernel knows as connections at once (per traced server).

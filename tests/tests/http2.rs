@@ -235,6 +235,67 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
     assert_eq!(arrows, all_ends);
 }
 
+/// The lean capture (one entry-only uprobe a request) counts HTTP/2
+/// streams for their client's socket: each stream's counted call reads
+/// `r->connection->master` and that connection's client, and the stream
+/// goes to the socket the kernel accepted from that address and port.
+/// Exact against bpftrace on the counted function.
+#[test]
+fn a_lean_capture_gives_each_http2_stream_to_its_clients_socket() {
+    require_root();
+    let (apache, url) = tls_apache();
+    let pid = apache.pid();
+    let filter = format!("/pid == {pid} || curtask->real_parent->tgid == {pid}/");
+    let mut witness = Command::new("bpftrace");
+    witness.arg("-e").arg(format!(
+        "uprobe:{APACHE}:ap_process_async_request {filter} {{ @entry[\"ap_process_async_request\"] = count(); }}\n"
+    ));
+    let witness = Background::start(witness, "Attaching", Duration::from_secs(60));
+    let (rec, trace) = record(pid, &["--profile", "apache:lean"]);
+    assert_eq!(h2load(&url, &["-n", "400", "-c", "4", "-m", "10"]), 400);
+    assert_eq!(h2load(&url, &["--h1", "-n", "200", "-c", "4"]), 200);
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    let (_, witnessed, _) = witness.stop(libc::SIGINT);
+    let counts = parse_bpftrace_counts(&witnessed);
+    let path = trace.to_str().unwrap();
+    assert_eq!(counts["entryap_process_async_request"], 600, "{witnessed}");
+
+    let sessions = flowdar_json(&["sessions", "--json", path]);
+    let sessions = sessions.as_array().unwrap();
+    let summary: Vec<(String, u64, String)> = sessions
+        .iter()
+        .map(|s| {
+            (
+                s["protocol"].as_str().unwrap_or("null").to_string(),
+                s["requests"].as_u64().unwrap(),
+                s["client"].as_str().unwrap_or("null").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sessions.len(), 8, "{summary:?}");
+    let mut by_protocol: HashMap<&str, Vec<u64>> = HashMap::new();
+    for (p, n, client) in &summary {
+        assert!(client.starts_with("127.0.0.1:"), "{summary:?}");
+        by_protocol.entry(p.as_str()).or_default().push(*n);
+    }
+    assert_eq!(by_protocol["h2"], [100; 4], "{summary:?}");
+    assert_eq!(by_protocol["http/1.1"], [50; 4], "{summary:?}");
+
+    let clients = flowdar_json(&["clients", "--json", path]);
+    let clients = clients.as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{clients:?}");
+    assert_eq!(
+        (
+            clients[0]["address"].as_str().unwrap(),
+            clients[0]["connections"].as_u64().unwrap(),
+            clients[0]["requests"].as_u64().unwrap()
+        ),
+        ("127.0.0.1", 8, 600)
+    );
+}
+
 /// `flowdar top` under HTTP/2: the live view's clients and workers count
 /// the streams for their client's connection.
 #[test]

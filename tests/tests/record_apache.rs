@@ -312,3 +312,65 @@ fn a_lean_capture_counts_requests_per_connection_as_bpftrace_does() {
     assert_eq!(local["connections"], 30, "{local}");
     assert_eq!(left_behind(), Vec::<String>::new());
 }
+
+/// A uprobe recording started while workers are already held: the 6
+/// connections sending a request line and one header, then nothing, hold
+/// 6 workers inside `ap_read_request` before the probes exist. The trace
+/// has each of them from the first instant, held since the attach, with
+/// its client; the 2 whose requests are then completed leave the read
+/// (their calls end, and are no longer in flight), the other 4 stay held.
+#[test]
+fn a_uprobe_recording_shows_the_workers_held_before_it_began() {
+    use std::io::{Read, Write};
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let mut held: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+            s.write_all(b"GET /index.html HTTP/1.1\r\nHost: held\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Each connection's worker is reading (polling for) the rest.
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("held.flowdar");
+    let rec = record_profile(apache.pid(), "apache:request", &trace);
+    std::thread::sleep(Duration::from_millis(500));
+    for s in &mut held[..2] {
+        s.write_all(b"Connection: close\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    drop(held);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(
+        out.contains(
+            "Open at attach: 6 client connections (from /proc), 6 workers already waiting"
+        ),
+        "{out}\n{err}"
+    );
+    let path = trace.to_str().unwrap();
+    let clients = flowdar_json(&["clients", "--json", path]);
+    let local = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "127.0.0.1")
+        .unwrap_or_else(|| panic!("{clients}"));
+    assert_eq!(local["held_at_attach"], 6, "{local}");
+    assert_eq!(local["in_flight"], 4, "{local}");
+    let stats = flowdar_json(&["stats", "--json", path]);
+    let read = stats["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["function"] == "ap_read_request")
+        .unwrap_or_else(|| panic!("{stats}"));
+    assert_eq!(read["in_flight"], 4, "{read}");
+    assert_eq!(left_behind(), Vec::<String>::new());
+}

@@ -347,6 +347,10 @@ impl Recording {
             header.attached_monotonic_ns,
         );
         let seeded = match seeded {
+            // A uprobe trace: the workers already reading their clients.
+            Ok(s) if s.events.is_empty() => {
+                seed::seed_readers(opts.pid, &opts.probes, header.attached_monotonic_ns)
+            }
             Ok(s) => s,
             Err(e) => {
                 attached.detach();

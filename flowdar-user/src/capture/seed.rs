@@ -127,6 +127,54 @@ pub(super) fn seed(
     Ok(out)
 }
 
+/// Uprobe traces (no system call watched): the workers blocked reading a
+/// client's socket at attach, from /proc, are inside `ap_read_request`,
+/// whose entry came before the probes: each gets that entry, marked held
+/// at attach ([`flowdar_common::held_uprobe_at_attach`]), on a connection
+/// named by its socket (a client event each), so the trace shows them in
+/// flight with their client from the first instant. Their return is never
+/// seen; readers end the call at the thread's next event. Nothing when
+/// `ap_read_request` is not probed with its return.
+pub(super) fn seed_readers(root: u32, probes: &[ResolvedProbe], ts_ns: u64) -> Seeded {
+    let Some(read) = probes
+        .iter()
+        .find(|p| !p.is_syscall() && p.function == "ap_read_request" && !p.capture.entry_only)
+    else {
+        return Seeded::default();
+    };
+    let mut out = Seeded::default();
+    let mut conns: HashMap<(u32, std::net::SocketAddr), u64> = HashMap::new();
+    for b in super::blocked::blocked_on_sockets(root)
+        .into_iter()
+        .filter(|b| b.reading)
+    {
+        let next = conns.len() as u64 + 1;
+        let conn = *conns.entry((b.pid, b.peer)).or_insert_with(|| {
+            let conn = SOCKET_CONN_BIT | SEEDED_CONN_BIT | next;
+            out.events.push(Event {
+                tgid: b.pid,
+                tid: b.pid,
+                ts_ns,
+                probe_id: read.id,
+                kind: EventKind::Client as u32,
+                args: Event::client_args(conn, b.peer),
+            });
+            out.connections += 1;
+            conn
+        });
+        out.events.push(Event {
+            tgid: b.pid,
+            tid: b.tid,
+            ts_ns,
+            probe_id: read.id,
+            kind: EventKind::Entry as u32,
+            args: [conn, HELD_AT_ATTACH, HELD_AT_ATTACH],
+        });
+        out.held += 1;
+    }
+    out
+}
+
 /// (fd, inode, client) of `pid`'s sockets that clients opened to it:
 /// established, on a port one of its sockets listens on (not the
 /// connections it opened itself, to a backend).
