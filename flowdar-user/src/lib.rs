@@ -18,6 +18,7 @@ pub mod capture;
 pub mod cli;
 pub mod errors;
 pub mod import;
+pub mod otlp;
 pub mod probes;
 /// Analysis and pictures of traces (their own crate, `flowdar-analysis`).
 pub use flowdar_analysis as analysis;

@@ -17,7 +17,7 @@ use std::{
 /// `flowdar-trace`, are kept below by Cargo.)
 const LAYERS: &[&[&str]] = &[
     &["cli"],
-    &["import"],
+    &["import", "otlp"],
     &["capture"],
     &["probes"],
     &["symbols"],

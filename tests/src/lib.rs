@@ -6,6 +6,7 @@
 //! `cargo xtask test`, which sets `FLOWDAR_BIN`.
 pub mod browser;
 pub mod looper;
+pub mod otlp_receiver;
 
 use std::{
     collections::HashMap,

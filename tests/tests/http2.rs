@@ -233,6 +233,33 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
         .filter(|e| e["cat"] == "stream" && e["ph"] == "s")
         .count();
     assert_eq!(arrows, all_ends);
+
+    // OTLP: one server span a request, in the protocol it came in, from
+    // its client (an HTTP/2 stream's, through its connection's master).
+    let receiver = flowdar_tests::otlp_receiver::Receiver::start(None);
+    let out = flowdar(&[
+        "export",
+        path,
+        "--format",
+        "otlp",
+        "--endpoint",
+        &receiver.endpoint(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    for r in receiver.spans().iter().filter(|r| r.span.name == "HTTP") {
+        let a = |k| flowdar_tests::otlp_receiver::attr(&r.span.attributes, k);
+        assert_eq!(a("client.address"), "127.0.0.1", "{:?}", r.span);
+        *versions.entry(a("network.protocol.version")).or_default() += 1;
+    }
+    assert_eq!(
+        versions,
+        HashMap::from([("2".into(), 400), ("1.1".into(), 200)])
+    );
 }
 
 /// The lean capture (one entry-only uprobe a request) counts HTTP/2

@@ -13,6 +13,7 @@ mod import;
 mod info;
 mod kernel;
 mod manual;
+mod otlp;
 mod probes;
 mod record;
 mod render;

@@ -191,6 +191,9 @@ pub enum Format {
     Parquet,
     /// events.csv and calls.csv (a directory).
     Csv,
+    /// OpenTelemetry spans, sent over OTLP/HTTP to --endpoint: one server
+    /// span per request, child spans for --span-functions.
+    Otlp,
 }
 
 /// Export a trace for other tools: Perfetto/Chrome trace JSON (one track
@@ -200,18 +203,23 @@ pub enum Format {
 /// Parquet or CSV for DuckDB, Spark or DataFusion. With --dataset, the
 /// Parquet tables are appended to a hive-partitioned dataset shared by many
 /// traces: DIR/calls/host=H/run=R/phase=P/calls-<trace id>.parquet and the
-/// same under DIR/events (schema and layout: docs/dataset.md).
+/// same under DIR/events (schema and layout: docs/dataset.md). With
+/// --format otlp, the requests go to an OpenTelemetry collector as spans
+/// (OTLP/HTTP protobuf): one server span per request (client address and
+/// port, protocol version), child spans for the functions named by
+/// --span-functions, held calls as unfinished spans.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     flowdar export t.flowdar --format perfetto -o t.json\n  \
     flowdar export t.flowdar --format parquet -o t-tables\n  \
-    flowdar export normal.flowdar --format parquet --dataset lab --host web1 --run r1 --phase normal")]
+    flowdar export normal.flowdar --format parquet --dataset lab --host web1 --run r1 --phase normal\n  \
+    flowdar export t.flowdar --format otlp --endpoint http://127.0.0.1:4318 --span-functions ap_invoke_handler")]
 pub struct ExportArgs {
     pub trace: PathBuf,
     #[arg(long, value_enum)]
     pub format: Format,
     /// Output file (perfetto) or directory (parquet, csv).
-    #[arg(long, short, required_unless_present = "dataset")]
+    #[arg(long, short, required_unless_present_any = ["dataset", "endpoint"])]
     pub output: Option<PathBuf>,
     /// Append to this Parquet dataset instead (created if missing). A trace
     /// already in it is refused.
@@ -228,12 +236,24 @@ pub struct ExportArgs {
     /// experiment` directory, its phase: the file name without .flowdar].
     #[arg(long)]
     pub phase: Option<String>,
+    #[command(flatten)]
+    pub otlp: super::otlp::OtlpArgs,
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     super::note_if_lean(&args.trace);
     if let Some(root) = &args.dataset {
         return export_dataset(&args, root);
+    }
+    match (args.format, &args.otlp.endpoint) {
+        (Format::Otlp, Some(endpoint)) => {
+            return super::otlp::export(&args.trace, endpoint, &args.otlp)
+        }
+        (Format::Otlp, None) => {
+            bail!("--format otlp sends spans to a collector: add --endpoint http://HOST:4318")
+        }
+        (_, Some(_)) => bail!("--endpoint is where --format otlp sends spans: add --format otlp"),
+        _ => {}
     }
     if args.host.is_some() || args.run.is_some() || args.phase.is_some() {
         bail!("--host, --run and --phase label a --dataset export: add --dataset DIR");
@@ -246,6 +266,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         Format::Perfetto => Box::new(render::Perfetto),
         Format::Parquet => Box::new(render::Tables(TableFormat::Parquet)),
         Format::Csv => Box::new(render::Tables(TableFormat::Csv)),
+        Format::Otlp => bail!("--format otlp needs --endpoint"),
     };
     exporter
         .export(&args.trace, output, &ExportOptions::default())

@@ -1,0 +1,353 @@
+//! Requests as spans, for exporters to tracing back ends (OTLP): one
+//! server span per request, with the calls of chosen functions inside it
+//! as child spans.
+//!
+//! A request (a uprobe trace with `apache:request`) runs from the start
+//! of the `ap_read_request` that returned its `request_rec` (HTTP/1.x) or
+//! from the start of its stream's `ap_process_request` (HTTP/2: no read
+//! on the worker) to the end of `ap_process_request` /
+//! `ap_process_async_request` (its response; one call nested in the other
+//! is one request). A read that never returned (a client that never
+//! finished its request: a Slowloris) is an unfinished `read request`
+//! span, with its duration so far; so is a request whose processing was
+//! still going at the end of capture. A child span is a call of one of
+//! the chosen functions on the request's thread inside its span.
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    path::Path,
+};
+
+use super::{
+    addresses::ClientBook,
+    scan,
+    sessions::{pointer, Role, SessionTracker, READ},
+    Call, Scanned,
+};
+use flowdar_trace::TraceProbe;
+
+/// The calls that end with a request's response sent.
+const ANSWERING: &[&str] = &["ap_process_request", "ap_process_async_request"];
+/// At most this many child calls wait on a thread for their request (a
+/// thread's calls outside any request are dropped past it).
+const CHILDREN_PER_THREAD: usize = 4096;
+
+/// What a span stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SpanKind {
+    /// A request read and answered (or still being answered).
+    Request,
+    /// A request still being read at the end: the client never finished it.
+    ReadRequest,
+}
+
+/// A call inside a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildSpan {
+    pub function: String,
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub finished: bool,
+}
+
+/// One request. Times are the trace's (CLOCK_MONOTONIC, ns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestSpan {
+    pub kind: SpanKind,
+    pub pid: u32,
+    /// The thread that processed it (read it, for a read still going).
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// False when it was still going when capture ended.
+    pub finished: bool,
+    pub client: Option<SocketAddr>,
+    /// "2" for an HTTP/2 stream, "1.1" for a request read from a connection.
+    pub protocol: &'static str,
+    pub children: Vec<ChildSpan>,
+}
+
+/// Why a trace gives no spans.
+#[derive(Debug, thiserror::Error)]
+pub enum SpansError {
+    #[error("{path}: no request boundaries in this trace (it needs ap_read_request and ap_process_request or ap_process_async_request with their returns): record with --profile apache:request")]
+    NoRequests { path: std::path::PathBuf },
+    #[error(
+        "{path}: --span-functions: `{function}` is not probed in this trace (probed: {probed})"
+    )]
+    UnknownFunction {
+        path: std::path::PathBuf,
+        function: String,
+        probed: String,
+    },
+    #[error(transparent)]
+    Store(#[from] flowdar_trace::StoreError),
+}
+
+/// Builds spans from calls in `scan`'s order.
+struct SpanBuilder {
+    roles: HashMap<u32, Role>,
+    read: Option<u32>,
+    answering: HashSet<u32>,
+    children_of: HashSet<u32>,
+    names: Vec<String>,
+    /// (process, request_rec) -> the read that returned it: start, thread,
+    /// connection.
+    reads: HashMap<(u32, u64), (u64, u32, u64)>,
+    /// (process, request_rec) -> its span, while its calls may still come.
+    open: HashMap<(u32, u64), usize>,
+    waiting: HashMap<u32, Vec<ChildSpan>>,
+    spans: Vec<RequestSpan>,
+}
+
+impl SpanBuilder {
+    fn new(probes: &[TraceProbe], children: &HashSet<u32>) -> Self {
+        let returning = |p: &&TraceProbe| !p.is_syscall() && !p.capture.entry_only;
+        Self {
+            roles: SessionTracker::roles_of(probes),
+            read: probes
+                .iter()
+                .filter(returning)
+                .find(|p| p.function == READ)
+                .map(|p| p.id),
+            answering: probes
+                .iter()
+                .filter(returning)
+                .filter(|p| ANSWERING.contains(&p.function.as_str()))
+                .map(|p| p.id)
+                .collect(),
+            children_of: children.clone(),
+            names: probes.iter().map(|p| p.function.clone()).collect(),
+            reads: HashMap::new(),
+            open: HashMap::new(),
+            waiting: HashMap::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.read.is_some() && !self.answering.is_empty()
+    }
+
+    fn add(&mut self, c: &Call, clients: &ClientBook) {
+        if self.children_of.contains(&c.probe_id) {
+            let name = self.names.get(c.probe_id as usize).cloned();
+            let waiting = self.waiting.entry(c.tid).or_default();
+            if waiting.len() >= CHILDREN_PER_THREAD {
+                waiting.remove(0);
+            }
+            waiting.push(ChildSpan {
+                function: name.unwrap_or_default(),
+                tid: c.tid,
+                start_ns: c.start_ns,
+                end_ns: c.end_ns,
+                finished: c.returned,
+            });
+        }
+        if Some(c.probe_id) == self.read {
+            match (c.returned, c.ret) {
+                (true, Some(r)) if r != 0 => {
+                    self.reads
+                        .insert((c.tgid, r), (c.start_ns, c.tid, c.args[0]));
+                }
+                (false, _) => {
+                    let client = clients.client_at(c.tgid, c.args[0], c.start_ns);
+                    self.push(c, SpanKind::ReadRequest, c.start_ns, client, "1.1");
+                }
+                _ => {}
+            }
+            return;
+        }
+        if !self.answering.contains(&c.probe_id) {
+            return;
+        }
+        let r = c.args[0];
+        let stream = match self.roles.get(&c.probe_id) {
+            Some(Role::Request { stream: Some(k) }) => pointer(c.args[*k]),
+            _ => None,
+        };
+        let stream_client = stream.and_then(|c1| clients.client_at(c.tgid, c1, c.start_ns));
+        if let Some(&i) = self.open.get(&(c.tgid, r)) {
+            let s = &self.spans[i];
+            // The outer call of the same request (ap_process_request
+            // around ap_process_async_request): one span. An HTTP/2
+            // stream is known by the outer one (it reads the master).
+            if c.start_ns <= s.end_ns && c.end_ns >= s.start_ns && c.tid == s.tid {
+                let s = &mut self.spans[i];
+                s.start_ns = s.start_ns.min(c.start_ns);
+                s.end_ns = s.end_ns.max(c.end_ns);
+                s.finished &= c.returned;
+                if stream.is_some() {
+                    s.protocol = "2";
+                    s.client = stream_client.or(s.client);
+                }
+                self.adopt(i);
+                return;
+            }
+        }
+        let (start, client, protocol) = match (stream, self.reads.remove(&(c.tgid, r))) {
+            (Some(_), _) => (c.start_ns, stream_client, "2"),
+            (None, Some((start, _, conn))) => {
+                (start, clients.client_at(c.tgid, conn, start), "1.1")
+            }
+            (None, None) => (c.start_ns, None, "1.1"),
+        };
+        let i = self.push(c, SpanKind::Request, start, client, protocol);
+        self.open.insert((c.tgid, r), i);
+    }
+
+    fn push(
+        &mut self,
+        c: &Call,
+        kind: SpanKind,
+        start_ns: u64,
+        client: Option<SocketAddr>,
+        protocol: &'static str,
+    ) -> usize {
+        self.spans.push(RequestSpan {
+            kind,
+            pid: c.tgid,
+            tid: c.tid,
+            start_ns,
+            end_ns: c.end_ns,
+            finished: c.returned,
+            client,
+            protocol,
+            children: Vec::new(),
+        });
+        let i = self.spans.len() - 1;
+        self.adopt(i);
+        i
+    }
+
+    /// Gives span `i` the waiting calls of its thread inside it.
+    fn adopt(&mut self, i: usize) {
+        let s = &mut self.spans[i];
+        let Some(waiting) = self.waiting.get_mut(&s.tid) else {
+            return;
+        };
+        let (inside, rest): (Vec<ChildSpan>, Vec<ChildSpan>) = waiting
+            .drain(..)
+            .partition(|k| k.start_ns >= s.start_ns && k.end_ns <= s.end_ns);
+        s.children.extend(inside);
+        s.children
+            .sort_by_key(|k| (k.start_ns, std::cmp::Reverse(k.end_ns)));
+        // Older calls than this request can no longer find one.
+        *waiting = rest.into_iter().filter(|k| k.start_ns > s.end_ns).collect();
+    }
+}
+
+/// The requests of the trace at `path`, with the calls of `children`
+/// (function names, as probed) inside each. In start order.
+pub fn spans_of(
+    path: &Path,
+    children: &[String],
+) -> Result<(Vec<RequestSpan>, Scanned), SpansError> {
+    let header = flowdar_trace::TraceReader::open(path)?.header().clone();
+    let mut ids = HashSet::new();
+    for f in children {
+        let found: Vec<u32> = header
+            .probes
+            .iter()
+            .filter(|p| &p.function == f && !p.capture.entry_only)
+            .map(|p| p.id)
+            .collect();
+        if found.is_empty() {
+            let mut probed: Vec<&str> = header.probes.iter().map(|p| p.function.as_str()).collect();
+            probed.sort_unstable();
+            probed.dedup();
+            return Err(SpansError::UnknownFunction {
+                path: path.into(),
+                function: f.clone(),
+                probed: probed.join(", "),
+            });
+        }
+        ids.extend(found);
+    }
+    let b = SpanBuilder::new(&header.probes, &ids);
+    if !b.usable() {
+        return Err(SpansError::NoRequests { path: path.into() });
+    }
+    let clients = std::cell::RefCell::new(ClientBook::default());
+    let b = std::cell::RefCell::new(b);
+    let scanned = scan(
+        path,
+        |e| clients.borrow_mut().add(e),
+        |c| b.borrow_mut().add(c, &clients.borrow()),
+    )?;
+    let mut spans = b.into_inner().spans;
+    spans.sort_by_key(|s| (s.start_ns, s.pid, s.tid));
+    Ok((spans, scanned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::tests::probe;
+
+    fn call(id: u32, tid: u32, start: u64, end: u64, arg0: u64, ret: Option<u64>) -> Call {
+        Call {
+            probe_id: id,
+            tgid: 1,
+            tid,
+            start_ns: start,
+            end_ns: end,
+            returned: ret.is_some(),
+            depth: 0,
+            args: [arg0, 0, 0],
+            ret,
+            children_ns: 0,
+            backend_ns: 0,
+        }
+    }
+
+    /// A read and its request's processing make one span from the read's
+    /// start; the nested ap_process_async_request adds nothing; a chosen
+    /// function inside becomes a child; a read still going is an
+    /// unfinished `read request`.
+    #[test]
+    fn a_request_spans_its_read_and_its_processing() {
+        let probes = [
+            probe(0, "ap_read_request", None),
+            probe(1, "ap_process_async_request", None),
+            probe(2, "ap_process_request", None),
+            probe(3, "ap_invoke_handler", None),
+        ];
+        let mut b = SpanBuilder::new(&probes, &HashSet::from([3]));
+        assert!(b.usable());
+        let book = ClientBook::default();
+        for c in [
+            call(0, 7, 100, 200, 0xc0, Some(0x70)),
+            call(3, 7, 230, 260, 0x70, Some(0)),
+            call(1, 7, 210, 300, 0x70, Some(0)),
+            call(2, 7, 205, 310, 0x70, Some(0)),
+            call(0, 8, 150, 1000, 0xc1, None),
+        ] {
+            b.add(&c, &book);
+        }
+        let got: Vec<(SpanKind, u32, u64, u64, bool, usize)> = b
+            .spans
+            .iter()
+            .map(|s| {
+                (
+                    s.kind,
+                    s.tid,
+                    s.start_ns,
+                    s.end_ns,
+                    s.finished,
+                    s.children.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (SpanKind::Request, 7, 100, 310, true, 1),
+                (SpanKind::ReadRequest, 8, 150, 1000, false, 0),
+            ]
+        );
+        assert_eq!(b.spans[0].children[0].function, "ap_invoke_handler");
+    }
+}

@@ -1,0 +1,198 @@
+//! `flowdar export --format otlp`: a recorded Apache's requests as
+//! OpenTelemetry spans, sent over OTLP/HTTP to a receiver on loopback
+//! (`flowdar_tests::otlp_receiver`, decoding with the official protobuf
+//! definitions). Exact: N requests sent give N server spans.
+use std::{collections::HashMap, io::Write, time::Duration};
+
+use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
+use flowdar_tests::{otlp_receiver::*, *};
+
+/// 40 keep-alive requests (10 connections of 4) and 3 clients that never
+/// finish their request, recorded with `apache:request,io`: 40 `HTTP`
+/// server spans from 127.0.0.1, each with its handler and its socket reads
+/// as children inside it, and 3 unfinished `read request` spans.
+#[test]
+fn each_request_is_one_server_span_with_its_calls_inside() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("otlp.flowdar");
+    let rec = record_profile(apache.pid(), "apache:request,io", &trace);
+    let r = run_load(
+        apache.addr(),
+        &LoadPlan {
+            connections: 10,
+            requests_per_connection: 4,
+            concurrency: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.ok, r.errors), (40, 0));
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: held\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    drop(held);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+
+    let receiver = Receiver::start(None);
+    let path = trace.to_str().unwrap();
+    let out = flowdar(&[
+        "export",
+        path,
+        "--format",
+        "otlp",
+        "--endpoint",
+        &receiver.endpoint(),
+        "--span-functions",
+        "ap_invoke_handler,apr_socket_recv",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("40 requests and 3 requests still being read"),
+        "{text}"
+    );
+    let spans = receiver.spans();
+    let servers: Vec<&Received> = spans.iter().filter(|r| r.span.kind == 2).collect();
+    let names: Vec<&str> = servers.iter().map(|r| r.span.name.as_str()).collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "HTTP").count(),
+        40,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| **n == "read request").count(),
+        3,
+        "{names:?}"
+    );
+    assert!(
+        text.contains(&format!("sent {} spans", spans.len())),
+        "{text}"
+    );
+    for s in &servers {
+        assert_eq!(attr(&s.span.attributes, "client.address"), "127.0.0.1");
+        assert!(
+            attr(&s.span.attributes, "client.port")
+                .parse::<u16>()
+                .unwrap()
+                > 0
+        );
+        assert_eq!(attr(&s.span.attributes, "network.protocol.version"), "1.1");
+        let unfinished = attr(&s.span.attributes, "flowdar.unfinished") == "true";
+        assert_eq!(unfinished, s.span.name == "read request", "{:?}", s.span);
+        assert_eq!(attr(&s.resource, "service.name"), "apache");
+        assert_eq!(attr(&s.resource, "process.pid"), apache.pid().to_string());
+        assert_eq!(attr(&s.resource, "flowdar.trace"), path);
+    }
+    // Children: inside their request, in its trace, its span their parent.
+    let by_id: HashMap<&[u8], &Received> = servers
+        .iter()
+        .map(|r| (r.span.span_id.as_slice(), *r))
+        .collect();
+    let mut per_request: HashMap<&[u8], HashMap<String, usize>> = HashMap::new();
+    for c in spans.iter().filter(|r| r.span.kind == 1) {
+        let parent = by_id
+            .get(c.span.parent_span_id.as_slice())
+            .unwrap_or_else(|| panic!("a child without its request: {:?}", c.span));
+        assert_eq!(c.span.trace_id, parent.span.trace_id);
+        assert!(
+            c.span.start_time_unix_nano >= parent.span.start_time_unix_nano
+                && c.span.end_time_unix_nano <= parent.span.end_time_unix_nano,
+            "{:?} outside {:?}",
+            c.span,
+            parent.span
+        );
+        assert_eq!(attr(&c.span.attributes, "code.function.name"), c.span.name);
+        *per_request
+            .entry(parent.span.span_id.as_slice())
+            .or_default()
+            .entry(c.span.name.clone())
+            .or_default() += 1;
+    }
+    for s in servers.iter().filter(|s| s.span.name == "HTTP") {
+        let children = per_request.get(s.span.span_id.as_slice());
+        let count = |f: &str| children.and_then(|c| c.get(f)).copied().unwrap_or(0);
+        assert_eq!(count("ap_invoke_handler"), 1, "{children:?}");
+        assert!(count("apr_socket_recv") >= 1, "{children:?}");
+    }
+    assert_eq!(left_behind(), Vec::<String>::new());
+}
+
+/// A collector that goes away after its first batch: the export says how
+/// many spans were dropped and fails; the receiver has exactly the first
+/// batch; the trace file is unchanged and still holds every request.
+#[test]
+fn a_collector_gone_mid_export_costs_counted_spans_and_no_event() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("gone.flowdar");
+    let rec = record_profile(apache.pid(), "apache:request", &trace);
+    let r = run_load(
+        apache.addr(),
+        &LoadPlan {
+            connections: 30,
+            requests_per_connection: 50,
+            concurrency: 4,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.ok, r.errors), (1500, 0));
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    let path = trace.to_str().unwrap();
+    let before = std::fs::read(&trace).unwrap();
+
+    let receiver = Receiver::start(Some(1));
+    let out = flowdar(&[
+        "export",
+        path,
+        "--format",
+        "otlp",
+        "--endpoint",
+        &receiver.endpoint(),
+        "--otlp-timeout",
+        "2s",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert_eq!(receiver.batches(), 1);
+    // 1500 requests: batches of 512, 512 and 476; the first one taken.
+    assert_eq!(receiver.spans().len(), 512);
+    assert!(stdout.contains("1500 requests"), "{stdout}");
+    assert!(
+        stdout.contains("sent 512 spans") && stdout.contains("dropped 988"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("988 of 1500 spans were not taken"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&trace).unwrap(),
+        before,
+        "the trace file is unchanged"
+    );
+    let stats = flowdar_json(&["stats", "--json", path]);
+    let calls = stats["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == "ap_process_request_internal")
+        .map(|f| f["calls"].as_u64().unwrap());
+    assert_eq!(calls, Some(1500), "{stats}");
+}
