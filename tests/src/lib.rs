@@ -6,7 +6,6 @@
 //! `cargo xtask test`, which sets `FLOWDAR_BIN`.
 pub mod browser;
 pub mod looper;
-pub mod otlp_receiver;
 
 use std::{
     collections::HashMap,

@@ -236,7 +236,7 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
 
     // OTLP: one server span a request, in the protocol it came in, from
     // its client (an HTTP/2 stream's, through its connection's master).
-    let receiver = flowdar_tests::otlp_receiver::Receiver::start(None);
+    let receiver = flowdar::server::otlp_receiver::Receiver::start(None).unwrap();
     let out = flowdar(&[
         "export",
         path,
@@ -252,7 +252,7 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
     );
     let mut versions: HashMap<String, u64> = HashMap::new();
     for r in receiver.spans().iter().filter(|r| r.span.name == "HTTP") {
-        let a = |k| flowdar_tests::otlp_receiver::attr(&r.span.attributes, k);
+        let a = |k| flowdar::server::otlp_receiver::attr(&r.span.attributes, k);
         assert_eq!(a("client.address"), "127.0.0.1", "{:?}", r.span);
         *versions.entry(a("network.protocol.version")).or_default() += 1;
     }

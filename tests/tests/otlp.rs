@@ -4,8 +4,9 @@
 //! definitions). Exact: N requests sent give N server spans.
 use std::{collections::HashMap, io::Write, time::Duration};
 
+use flowdar::server::otlp_receiver::{attr, Received, Receiver};
 use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
-use flowdar_tests::{otlp_receiver::*, *};
+use flowdar_tests::*;
 
 /// 40 keep-alive requests (10 connections of 4) and 3 clients that never
 /// finish their request, recorded with `apache:request,io`: 40 `HTTP`
@@ -40,7 +41,7 @@ fn each_request_is_one_server_span_with_its_calls_inside() {
     drop(held);
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
 
-    let receiver = Receiver::start(None);
+    let receiver = Receiver::start(None).unwrap();
     let path = trace.to_str().unwrap();
     let out = flowdar(&[
         "export",
@@ -154,7 +155,7 @@ fn a_collector_gone_mid_export_costs_counted_spans_and_no_event() {
     let path = trace.to_str().unwrap();
     let before = std::fs::read(&trace).unwrap();
 
-    let receiver = Receiver::start(Some(1));
+    let receiver = Receiver::start(Some(1)).unwrap();
     let out = flowdar(&[
         "export",
         path,

@@ -12,6 +12,7 @@ mod h2attack;
 mod h2load;
 mod lab;
 mod load;
+pub mod otlp_receiver;
 mod per_second;
 mod php;
 pub(crate) mod process;

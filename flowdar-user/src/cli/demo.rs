@@ -55,7 +55,24 @@ pub struct DemoArgs {
     pub wrk_connections: u32,
     #[command(flatten)]
     pub attach: AttachArgs,
+    /// Then send the demo's requests as OpenTelemetry spans over OTLP/HTTP:
+    /// to URL, or with no URL to a throwaway receiver on loopback that says
+    /// what it took. The demo records `apache:request,io` then (client
+    /// addresses need its probes), unless probes are chosen.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = THROWAWAY)]
+    pub otlp: Option<String>,
+    /// With --otlp: the functions sent as child spans of each request.
+    #[arg(
+        long,
+        value_name = "F,F...",
+        value_delimiter = ',',
+        default_value = "ap_invoke_handler,apr_socket_recv"
+    )]
+    pub span_functions: Vec<String>,
 }
+
+/// `--otlp` without a URL.
+const THROWAWAY: &str = "throwaway";
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     capture::check_privileges(("demo", None, args.attach.plan(false).mode))?;
@@ -77,10 +94,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         && args.select.probes.is_none()
         && args.select.probe.is_empty()
     {
-        DEMO_PROBES
-            .iter()
-            .map(|s| s.parse().expect("valid demo probe"))
-            .collect()
+        match args.otlp {
+            Some(_) => crate::probes::profile_requests("apache:request,io")?,
+            None => DEMO_PROBES
+                .iter()
+                .map(|s| s.parse().expect("valid demo probe"))
+                .collect(),
+        }
     } else {
         args.select.requests()?
     };
@@ -160,6 +180,38 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     let (rows, _) = stats::compute(&args.output).context("reading the demo trace back")?;
     stats::print_table(&rows);
+    if let Some(url) = &args.otlp {
+        println!();
+        send_spans(&args.output, url, &args.span_functions)?;
+    }
     println!("\nNext: flowdar dump {} | less", args.output.display());
+    Ok(())
+}
+
+/// `--otlp`: the trace's requests to `url`, or to a throwaway receiver
+/// whose catch is summed up.
+fn send_spans(trace: &std::path::Path, url: &str, functions: &[String]) -> anyhow::Result<()> {
+    let receiver = match url {
+        THROWAWAY => Some(server::otlp_receiver::Receiver::start(None)?),
+        _ => None,
+    };
+    let endpoint = receiver
+        .as_ref()
+        .map_or_else(|| url.to_string(), |r| r.endpoint());
+    let otlp = super::otlp::OtlpArgs {
+        endpoint: Some(endpoint.clone()),
+        span_functions: functions.to_vec(),
+        service_name: "apache".into(),
+        otlp_timeout: Duration::from_secs(5),
+    };
+    super::otlp::export(trace, &endpoint, &otlp)?;
+    let Some(mut receiver) = receiver else {
+        return Ok(());
+    };
+    receiver.stop();
+    println!(
+        "{}",
+        super::otlp::received_summary(&receiver.spans(), receiver.batches())
+    );
     Ok(())
 }

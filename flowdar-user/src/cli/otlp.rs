@@ -67,3 +67,77 @@ pub fn export(trace: &Path, endpoint: &str, args: &OtlpArgs) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// What a throwaway receiver took, as an operator reads it: spans by kind,
+/// name, protocol and client, and the first request as a back end draws it.
+pub fn received_summary(
+    spans: &[crate::server::otlp_receiver::Received],
+    batches: usize,
+) -> String {
+    use crate::server::otlp_receiver::attr;
+    use std::collections::BTreeMap;
+    let count = |pairs: BTreeMap<String, usize>| {
+        pairs
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (mut names, mut versions, mut clients, mut children) = (
+        BTreeMap::new(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+        BTreeMap::new(),
+    );
+    let mut unfinished = 0;
+    for r in spans {
+        let a = |k| attr(&r.span.attributes, k);
+        unfinished += usize::from(a("flowdar.unfinished") == "true");
+        if r.span.parent_span_id.is_empty() {
+            *names.entry(r.span.name.clone()).or_default() += 1;
+            *versions
+                .entry(format!("HTTP/{}", a("network.protocol.version")))
+                .or_default() += 1;
+            *clients.entry(a("client.address")).or_default() += 1;
+        } else {
+            *children.entry(r.span.name.clone()).or_default() += 1;
+        }
+    }
+    let servers: usize = names.values().sum();
+    let resource = spans.first().map(|r| &r.resource);
+    let mut out = format!(
+        "The throwaway OTLP receiver took {} spans in {batches} batch(es) (service.name {}, process.pid {}):\n  {servers} server spans: {}; {}; clients: {}\n  {} child spans: {}\n  {unfinished} unfinished (still going when the recording stopped)",
+        spans.len(),
+        resource.map_or_else(String::new, |r| attr(r, "service.name")),
+        resource.map_or_else(String::new, |r| attr(r, "process.pid")),
+        count(names),
+        count(versions),
+        count(clients),
+        children.values().sum::<usize>(),
+        count(children),
+    );
+    if let Some(first) = spans.iter().find(|r| r.span.parent_span_id.is_empty()) {
+        let s = &first.span;
+        let us = |a: u64, b: u64| format!("{} µs", b.saturating_sub(a) / 1000);
+        out.push_str(&format!(
+            "\nIts first request, as a tracing back end draws it:\n  {} from {}:{} ({})",
+            s.name,
+            attr(&s.attributes, "client.address"),
+            attr(&s.attributes, "client.port"),
+            us(s.start_time_unix_nano, s.end_time_unix_nano)
+        ));
+        for c in spans
+            .iter()
+            .map(|r| &r.span)
+            .filter(|c| c.parent_span_id == s.span_id)
+        {
+            out.push_str(&format!(
+                "\n    {:<20} at +{:<10} {}",
+                c.name,
+                us(s.start_time_unix_nano, c.start_time_unix_nano),
+                us(c.start_time_unix_nano, c.end_time_unix_nano)
+            ));
+        }
+    }
+    out
+}

@@ -1,9 +1,9 @@
-//! An OTLP/HTTP receiver for the export tests, on loopback: it decodes
-//! each `POST /v1/traces` body with the official protobuf definitions
-//! (`opentelemetry-proto`) and keeps the spans with their resource's
-//! attributes. No OpenTelemetry Collector or Jaeger binary can be
-//! installed from the registries this machine reaches (Debian, crates.io,
-//! PyPI, npm): this is the receiver the issue allows instead.
+//! A throwaway OTLP/HTTP receiver on loopback, for `flowdar demo --otlp`
+//! and the export tests: it decodes each `POST /v1/traces` body with the
+//! official protobuf definitions (`opentelemetry-proto`) and keeps the
+//! spans with their resource's attributes. (No OpenTelemetry Collector or
+//! Jaeger binary comes from the registries the developers' machines reach:
+//! Debian, crates.io, PyPI, npm.)
 use std::{
     net::SocketAddr,
     sync::{
@@ -40,9 +40,12 @@ pub struct Receiver {
 impl Receiver {
     /// Listens on 127.0.0.1 (a free port). After `take_batches` batches it
     /// closes its port, as a collector killed mid-export does.
-    pub fn start(take_batches: Option<usize>) -> Self {
-        let server = tiny_http::Server::http("127.0.0.1:0").expect("bind the OTLP receiver");
-        let addr = server.server_addr().to_ip().expect("an IP address");
+    pub fn start(take_batches: Option<usize>) -> std::io::Result<Self> {
+        let server = tiny_http::Server::http("127.0.0.1:0").map_err(std::io::Error::other)?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("the OTLP receiver has no IP address"))?;
         let spans = Arc::new(Mutex::new(Vec::new()));
         let batches = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -62,7 +65,7 @@ impl Receiver {
                     .filter(|_| req.url() == "/v1/traces");
                 let ok = decoded.is_some();
                 if let Some(export) = decoded {
-                    let mut kept = s.lock().expect("spans");
+                    let mut kept = s.lock().unwrap_or_else(|e| e.into_inner());
                     for rs in export.resource_spans {
                         let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
                         for ss in rs.scope_spans {
@@ -83,13 +86,13 @@ impl Receiver {
             }
             // Dropping the server closes the port: later batches are refused.
         });
-        Self {
+        Ok(Self {
             addr,
             spans,
             batches,
             stop,
             thread: Some(thread),
-        }
+        })
     }
 
     /// Its endpoint, as `--endpoint` takes it.
@@ -98,7 +101,7 @@ impl Receiver {
     }
 
     pub fn spans(&self) -> Vec<Received> {
-        self.spans.lock().expect("spans").clone()
+        self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn batches(&self) -> usize {
