@@ -13,7 +13,7 @@
 //! still going at the end of capture. A child span is a call of one of
 //! the chosen functions on the request's thread inside its span.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
     path::Path,
 };
@@ -86,8 +86,10 @@ pub enum SpansError {
     Store(#[from] flowdar_trace::StoreError),
 }
 
-/// Builds spans from calls in `scan`'s order.
-struct SpanBuilder {
+/// Builds spans from calls in `scan`'s order (or a live capture's, through
+/// a [`CallPairer`](crate::CallPairer)): feed events and calls, take the
+/// spans that have settled.
+pub struct SpanBuilder {
     roles: HashMap<u32, Role>,
     read: Option<u32>,
     answering: HashSet<u32>,
@@ -96,14 +98,20 @@ struct SpanBuilder {
     /// (process, request_rec) -> the read that returned it: start, thread,
     /// connection.
     reads: HashMap<(u32, u64), (u64, u32, u64)>,
-    /// (process, request_rec) -> its span, while its calls may still come.
+    /// (process, request_rec) -> its span (an absolute index), while its
+    /// calls may still come.
     open: HashMap<(u32, u64), usize>,
     waiting: HashMap<u32, Vec<ChildSpan>>,
-    spans: Vec<RequestSpan>,
+    /// Spans not taken yet; `spans[0]` has absolute index `taken`.
+    spans: VecDeque<RequestSpan>,
+    taken: usize,
+    clients: ClientBook,
 }
 
 impl SpanBuilder {
-    fn new(probes: &[TraceProbe], children: &HashSet<u32>) -> Self {
+    /// A builder for `probes`, making child spans of the calls of the
+    /// probe ids in `children`.
+    pub fn new(probes: &[TraceProbe], children: &HashSet<u32>) -> Self {
         let returning = |p: &&TraceProbe| !p.is_syscall() && !p.capture.entry_only;
         Self {
             roles: SessionTracker::roles_of(probes),
@@ -123,15 +131,93 @@ impl SpanBuilder {
             reads: HashMap::new(),
             open: HashMap::new(),
             waiting: HashMap::new(),
-            spans: Vec::new(),
+            spans: VecDeque::new(),
+            taken: 0,
+            clients: ClientBook::default(),
         }
     }
 
-    fn usable(&self) -> bool {
+    /// A builder for the trace at `path` (named in errors) with `probes`,
+    /// making child spans of the calls of `children` (function names, as
+    /// probed, with their returns).
+    pub fn for_trace(
+        path: &Path,
+        probes: &[TraceProbe],
+        children: &[String],
+    ) -> Result<Self, SpansError> {
+        let mut ids = HashSet::new();
+        for f in children {
+            let found: Vec<u32> = probes
+                .iter()
+                .filter(|p| &p.function == f && !p.capture.entry_only)
+                .map(|p| p.id)
+                .collect();
+            if found.is_empty() {
+                let mut probed: Vec<&str> = probes.iter().map(|p| p.function.as_str()).collect();
+                probed.sort_unstable();
+                probed.dedup();
+                return Err(SpansError::UnknownFunction {
+                    path: path.into(),
+                    function: f.clone(),
+                    probed: probed.join(", "),
+                });
+            }
+            ids.extend(found);
+        }
+        let b = Self::new(probes, &ids);
+        if !b.usable() {
+            return Err(SpansError::NoRequests { path: path.into() });
+        }
+        Ok(b)
+    }
+
+    /// Whether the probes tell where requests begin and end.
+    pub fn usable(&self) -> bool {
         self.read.is_some() && !self.answering.is_empty()
     }
 
-    fn add(&mut self, c: &Call, clients: &ClientBook) {
+    /// Sees an event, in trace order, before the calls it completes.
+    pub fn add_event(&mut self, e: &flowdar_common::Event) {
+        self.clients.add(e);
+    }
+
+    /// The spans that ended before `before_ns` (CLOCK_MONOTONIC), in the
+    /// order they ended: a request's outer call comes microseconds after
+    /// its inner one, so a second's margin leaves nothing to add to them.
+    pub fn take_settled(&mut self, before_ns: u64) -> Vec<RequestSpan> {
+        let n = self
+            .spans
+            .iter()
+            .position(|s| s.end_ns >= before_ns)
+            .unwrap_or(self.spans.len());
+        self.take(n)
+    }
+
+    /// Every span left (at the end of the calls).
+    pub fn take_all(&mut self) -> Vec<RequestSpan> {
+        self.take(self.spans.len())
+    }
+
+    fn take(&mut self, n: usize) -> Vec<RequestSpan> {
+        self.taken += n;
+        let taken = self.taken;
+        self.open.retain(|_, i| *i >= taken);
+        self.spans.drain(..n).collect()
+    }
+
+    fn span_mut(&mut self, i: usize) -> Option<&mut RequestSpan> {
+        i.checked_sub(self.taken)
+            .and_then(|k| self.spans.get_mut(k))
+    }
+
+    /// Adds a call (completion order, then in-flight ones).
+    pub fn add(&mut self, c: &Call) {
+        let clients = std::mem::take(&mut self.clients);
+        self.add_with(c, &clients);
+        self.clients = clients;
+    }
+
+    fn add_with(&mut self, c: &Call, clients: &ClientBook) {
         if self.children_of.contains(&c.probe_id) {
             let name = self.names.get(c.probe_id as usize).cloned();
             let waiting = self.waiting.entry(c.tid).or_default();
@@ -170,12 +256,13 @@ impl SpanBuilder {
         };
         let stream_client = stream.and_then(|c1| clients.client_at(c.tgid, c1, c.start_ns));
         if let Some(&i) = self.open.get(&(c.tgid, r)) {
-            let s = &self.spans[i];
             // The outer call of the same request (ap_process_request
             // around ap_process_async_request): one span. An HTTP/2
             // stream is known by the outer one (it reads the master).
-            if c.start_ns <= s.end_ns && c.end_ns >= s.start_ns && c.tid == s.tid {
-                let s = &mut self.spans[i];
+            let same = |s: &RequestSpan| {
+                c.start_ns <= s.end_ns && c.end_ns >= s.start_ns && c.tid == s.tid
+            };
+            if let Some(s) = self.span_mut(i).filter(|s| same(s)) {
                 s.start_ns = s.start_ns.min(c.start_ns);
                 s.end_ns = s.end_ns.max(c.end_ns);
                 s.finished &= c.returned;
@@ -206,7 +293,7 @@ impl SpanBuilder {
         client: Option<SocketAddr>,
         protocol: &'static str,
     ) -> usize {
-        self.spans.push(RequestSpan {
+        self.spans.push_back(RequestSpan {
             kind,
             pid: c.tgid,
             tid: c.tid,
@@ -217,14 +304,17 @@ impl SpanBuilder {
             protocol,
             children: Vec::new(),
         });
-        let i = self.spans.len() - 1;
+        let i = self.taken + self.spans.len() - 1;
         self.adopt(i);
         i
     }
 
     /// Gives span `i` the waiting calls of its thread inside it.
     fn adopt(&mut self, i: usize) {
-        let s = &mut self.spans[i];
+        let Some(k) = i.checked_sub(self.taken).filter(|&k| k < self.spans.len()) else {
+            return;
+        };
+        let s = &mut self.spans[k];
         let Some(waiting) = self.waiting.get_mut(&s.tid) else {
             return;
         };
@@ -246,38 +336,14 @@ pub fn spans_of(
     children: &[String],
 ) -> Result<(Vec<RequestSpan>, Scanned), SpansError> {
     let header = flowdar_trace::TraceReader::open(path)?.header().clone();
-    let mut ids = HashSet::new();
-    for f in children {
-        let found: Vec<u32> = header
-            .probes
-            .iter()
-            .filter(|p| &p.function == f && !p.capture.entry_only)
-            .map(|p| p.id)
-            .collect();
-        if found.is_empty() {
-            let mut probed: Vec<&str> = header.probes.iter().map(|p| p.function.as_str()).collect();
-            probed.sort_unstable();
-            probed.dedup();
-            return Err(SpansError::UnknownFunction {
-                path: path.into(),
-                function: f.clone(),
-                probed: probed.join(", "),
-            });
-        }
-        ids.extend(found);
-    }
-    let b = SpanBuilder::new(&header.probes, &ids);
-    if !b.usable() {
-        return Err(SpansError::NoRequests { path: path.into() });
-    }
-    let clients = std::cell::RefCell::new(ClientBook::default());
+    let b = SpanBuilder::for_trace(path, &header.probes, children)?;
     let b = std::cell::RefCell::new(b);
     let scanned = scan(
         path,
-        |e| clients.borrow_mut().add(e),
-        |c| b.borrow_mut().add(c, &clients.borrow()),
+        |e| b.borrow_mut().add_event(e),
+        |c| b.borrow_mut().add(c),
     )?;
-    let mut spans = b.into_inner().spans;
+    let mut spans = b.into_inner().take_all();
     spans.sort_by_key(|s| (s.start_ns, s.pid, s.tid));
     Ok((spans, scanned))
 }
@@ -317,7 +383,6 @@ mod tests {
         ];
         let mut b = SpanBuilder::new(&probes, &HashSet::from([3]));
         assert!(b.usable());
-        let book = ClientBook::default();
         for c in [
             call(0, 7, 100, 200, 0xc0, Some(0x70)),
             call(3, 7, 230, 260, 0x70, Some(0)),
@@ -325,10 +390,11 @@ mod tests {
             call(2, 7, 205, 310, 0x70, Some(0)),
             call(0, 8, 150, 1000, 0xc1, None),
         ] {
-            b.add(&c, &book);
+            b.add(&c);
         }
-        let got: Vec<(SpanKind, u32, u64, u64, bool, usize)> = b
-            .spans
+        assert_eq!(b.take_settled(310).len(), 0, "the request ends at 310");
+        let spans = b.take_all();
+        let got: Vec<(SpanKind, u32, u64, u64, bool, usize)> = spans
             .iter()
             .map(|s| {
                 (
@@ -348,6 +414,6 @@ mod tests {
                 (SpanKind::ReadRequest, 8, 150, 1000, false, 0),
             ]
         );
-        assert_eq!(b.spans[0].children[0].function, "ap_invoke_handler");
+        assert_eq!(spans[0].children[0].function, "ap_invoke_handler");
     }
 }

@@ -197,3 +197,169 @@ fn a_collector_gone_mid_export_costs_counted_spans_and_no_event() {
         .map(|f| f["calls"].as_u64().unwrap());
     assert_eq!(calls, Some(1500), "{stats}");
 }
+
+/// `record --otlp URL`: each request goes to the collector while the
+/// recording runs, exactly one span a request.
+#[test]
+fn record_sends_each_request_while_it_records() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let receiver = Receiver::start(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("live.flowdar");
+    let pid = apache.pid().to_string();
+    let endpoint = receiver.endpoint();
+    let rec = start_recorder(&[
+        "--pid",
+        &pid,
+        "--profile",
+        "apache:request,io",
+        "--otlp",
+        &endpoint,
+        "--span-functions",
+        "ap_invoke_handler",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    let r = run_load(
+        apache.addr(),
+        &LoadPlan {
+            connections: 10,
+            requests_per_connection: 4,
+            concurrency: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.ok, r.errors), (40, 0));
+    // Spans go about a second after their request: some before the stop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while receiver.spans().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!receiver.spans().is_empty(), "nothing sent while recording");
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    let spans = receiver.spans();
+    let http = spans.iter().filter(|r| r.span.name == "HTTP").count();
+    let handlers = spans
+        .iter()
+        .filter(|r| r.span.name == "ap_invoke_handler")
+        .count();
+    assert_eq!((http, handlers), (40, 40), "{out}");
+    assert!(
+        out.contains(&format!(
+            "OTLP: {} spans sent to {endpoint}/v1/traces while recording, 0 dropped.",
+            spans.len()
+        )),
+        "{out}"
+    );
+    assert_eq!(left_behind(), Vec::<String>::new());
+}
+
+/// A collector that goes away during a live export: the recording goes
+/// on and loses no event; the spans it could not send are counted, and
+/// the ones it took plus the dropped ones are every request.
+#[test]
+fn a_collector_gone_during_recording_costs_counted_spans_and_no_event() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let receiver = Receiver::start(Some(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("gone-live.flowdar");
+    let pid = apache.pid().to_string();
+    let endpoint = receiver.endpoint();
+    let rec = start_recorder(&[
+        "--pid",
+        &pid,
+        "--profile",
+        "apache:request",
+        "--otlp",
+        &endpoint,
+        "--otlp-timeout",
+        "1s",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    // Three rounds a second and a half apart: several batches.
+    for _ in 0..3 {
+        let r = run_load(
+            apache.addr(),
+            &LoadPlan {
+                connections: 20,
+                requests_per_connection: 50,
+                concurrency: 4,
+                ..Default::default()
+            },
+        );
+        assert_eq!((r.ok, r.errors), (1000, 0));
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert_eq!(receiver.batches(), 1);
+    let sent = receiver.spans().len();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("OTLP: "))
+        .unwrap_or_else(|| panic!("no OTLP line:\n{out}"));
+    let dropped: usize = line
+        .split(" dropped")
+        .next()
+        .and_then(|h| h.rsplit(", ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dropped count in {line}"));
+    assert!(
+        line.starts_with(&format!("OTLP: {sent} spans sent")),
+        "{line}"
+    );
+    assert!(dropped > 0, "{line}");
+    assert_eq!(sent + dropped, 3000, "{line}");
+    assert!(out.contains(", 0 lost,"), "no event lost:\n{out}");
+    let stats = flowdar_json(&["stats", "--json", trace.to_str().unwrap()]);
+    let calls = stats["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["function"] == "ap_process_request_internal")
+        .map(|f| f["calls"].as_u64().unwrap());
+    assert_eq!(calls, Some(3000), "{stats}");
+}
+
+/// `top --otlp URL`: the live view and the spans from the same batches.
+#[test]
+fn top_sends_each_request_while_it_shows_them() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let receiver = Receiver::start(None).unwrap();
+    let endpoint = receiver.endpoint();
+    let mut cmd = std::process::Command::new(flowdar_bin());
+    cmd.args(["top", "--pid", &apache.pid().to_string(), "--json"])
+        .args(["--profile", "apache:request", "--otlp", &endpoint]);
+    let top = Background::start(cmd, "\"functions\"", Duration::from_secs(60));
+    let r = run_load(
+        apache.addr(),
+        &LoadPlan {
+            connections: 10,
+            requests_per_connection: 4,
+            concurrency: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.ok, r.errors), (40, 0));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, _, err) = top.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "top failed:\n{err}");
+    let http = receiver
+        .spans()
+        .iter()
+        .filter(|r| r.span.name == "HTTP")
+        .count();
+    assert_eq!(http, 40, "{err}");
+    assert!(
+        err.contains(&format!(
+            "OTLP: 40 spans sent to {endpoint}/v1/traces while recording, 0 dropped."
+        )),
+        "{err}"
+    );
+    assert_eq!(left_behind(), Vec::<String>::new());
+}

@@ -200,9 +200,11 @@ fn send_spans(trace: &std::path::Path, url: &str, functions: &[String]) -> anyho
         .map_or_else(|| url.to_string(), |r| r.endpoint());
     let otlp = super::otlp::OtlpArgs {
         endpoint: Some(endpoint.clone()),
-        span_functions: functions.to_vec(),
-        service_name: "apache".into(),
-        otlp_timeout: Duration::from_secs(5),
+        spans: super::otlp::SpanArgs {
+            span_functions: functions.to_vec(),
+            service_name: "apache".into(),
+            otlp_timeout: Duration::from_secs(5),
+        },
     };
     super::otlp::export(trace, &endpoint, &otlp)?;
     let Some(mut receiver) = receiver else {

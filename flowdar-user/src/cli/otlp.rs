@@ -7,16 +7,12 @@ use clap::Args;
 
 use crate::{analysis, otlp};
 
-#[derive(Debug, Args)]
-pub struct OtlpArgs {
-    /// Where --format otlp sends spans: an OTLP/HTTP receiver,
-    /// http://HOST:PORT[/PATH] (the OpenTelemetry Collector, Jaeger and
-    /// Grafana Tempo listen on 4318; the path defaults to /v1/traces).
-    #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+/// What spans carry, for `export --format otlp` and `--otlp` alike.
+#[derive(Debug, Clone, Args)]
+pub struct SpanArgs {
     /// Functions whose calls inside a request become its child spans,
-    /// comma-separated (they must be probed in the trace, with their
-    /// returns), e.g. ap_invoke_handler,apr_socket_recv.
+    /// comma-separated (they must be probed, with their returns), e.g.
+    /// ap_invoke_handler,apr_socket_recv.
     #[arg(long, value_name = "F,F...", value_delimiter = ',')]
     pub span_functions: Vec<String>,
     /// The resource's service.name.
@@ -28,7 +24,79 @@ pub struct OtlpArgs {
     pub otlp_timeout: Duration,
 }
 
+#[derive(Debug, Args)]
+pub struct OtlpArgs {
+    /// Where --format otlp sends spans: an OTLP/HTTP receiver,
+    /// http://HOST:PORT[/PATH] (the OpenTelemetry Collector, Jaeger and
+    /// Grafana Tempo listen on 4318; the path defaults to /v1/traces).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    #[command(flatten)]
+    pub spans: SpanArgs,
+}
+
+/// `--otlp URL` on `record` and `top`: spans sent while recording.
+#[derive(Debug, Args)]
+pub struct LiveOtlpArgs {
+    /// Also send each request as an OpenTelemetry span while recording, to
+    /// this OTLP/HTTP receiver (http://HOST:4318[/PATH]): a request goes
+    /// about a second after it ends. Needs the request set's probes
+    /// (--profile apache:request). A slow or absent collector costs spans
+    /// (counted in the summary), never events: the trace holds everything.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
+    #[command(flatten)]
+    pub spans: SpanArgs,
+}
+
+impl LiveOtlpArgs {
+    /// The live export for a recording of `probes` into `output`, checked
+    /// before anything is attached; None without --otlp.
+    pub fn prepare(
+        &self,
+        pid: u32,
+        output: &Path,
+        probes: &[crate::store::TraceProbe],
+    ) -> anyhow::Result<Option<otlp::LivePlan>> {
+        let Some(url) = &self.otlp else {
+            return Ok(None);
+        };
+        let builder = analysis::SpanBuilder::for_trace(output, probes, &self.spans.span_functions)?;
+        let realtime = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        let monotonic = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let ns = |t: rustix::time::Timespec| {
+            i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+        };
+        let resource = otlp::Resource {
+            service_name: self.spans.service_name.clone(),
+            host: crate::capture::hostname(),
+            pid,
+            trace_file: output.display().to_string(),
+            id_seed: ns(realtime) as u64 ^ u64::from(pid).rotate_left(32),
+            unix_offset_ns: ns(realtime) - ns(monotonic),
+        };
+        let sender = otlp::Sender::new(url, resource, self.spans.otlp_timeout)?;
+        Ok(Some(otlp::LivePlan {
+            builder,
+            probes: probes.to_vec(),
+            sender,
+        }))
+    }
+}
+
+/// The summary line of a live export.
+pub fn live_line(url: &str, r: &otlp::SendReport) -> String {
+    match &r.error {
+        None => format!("OTLP: {} spans sent to {url} while recording, 0 dropped.", r.sent),
+        Some(e) => format!(
+            "OTLP: {} spans sent to {url} while recording, {} dropped (last failure: {e}); the trace holds every request: `flowdar export TRACE --format otlp --endpoint URL` sends them again.",
+            r.sent, r.dropped
+        ),
+    }
+}
+
 pub fn export(trace: &Path, endpoint: &str, args: &OtlpArgs) -> anyhow::Result<()> {
+    let args = &args.spans;
     let (spans, scanned) = analysis::spans_of(trace, &args.span_functions)?;
     let header = &scanned.header;
     let resource = otlp::Resource {

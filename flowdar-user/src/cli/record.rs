@@ -88,6 +88,8 @@ pub struct RecordArgs {
     /// exits.
     #[arg(long)]
     pub follow: bool,
+    #[command(flatten)]
+    pub otlp: super::otlp::LiveOtlpArgs,
 }
 
 pub fn run(args: RecordArgs) -> anyhow::Result<()> {
@@ -138,8 +140,25 @@ pub fn run(args: RecordArgs) -> anyhow::Result<()> {
     if let Some(pct) = args.budget {
         opts.probes = super::budget::fit(&opts, pct, args.budget_window)?;
     }
-    let summary = record_until_stopped(opts, args.duration, args.follow)?;
+    let table: Vec<crate::store::TraceProbe> = opts
+        .probes
+        .iter()
+        .map(|p| p.trace_probe().clone())
+        .collect();
+    let (tap, live) = match args.otlp.prepare(args.pid, &opts.output, &table)? {
+        Some(plan) => {
+            let (tap, live) = crate::otlp::LiveExport::start(plan)?;
+            (Some(tap), Some(live))
+        }
+        None => (None, None),
+    };
+    let summary = record_until_stopped(opts, args.duration, args.follow, tap)?;
     print_summary(&summary);
+    if let Some(live) = live {
+        let url = live.url().to_string();
+        eprintln!("Sending the last spans to {url}...");
+        println!("{}", super::otlp::live_line(&url, &live.finish()));
+    }
     Ok(())
 }
 
@@ -202,6 +221,7 @@ pub(super) fn record_until_stopped(
     opts: RecordOptions,
     duration: Option<Duration>,
     follow: bool,
+    tap: Option<std::sync::mpsc::Sender<Vec<flowdar_common::Event>>>,
 ) -> anyhow::Result<RecordSummary> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,7 +233,8 @@ pub(super) fn record_until_stopped(
         let files = distinct_files(&opts.probes);
         let output = opts.output.clone();
         let identity = capture::ServerIdentity::of(pid);
-        let mut recording = tokio::task::spawn_blocking(move || Recording::start(opts)).await??;
+        let mut recording =
+            tokio::task::spawn_blocking(move || Recording::start_with_tap(opts, tap)).await??;
         let started = std::time::Instant::now();
         eprintln!(
             "Recording PID {pid} ({}{}): {nprobes} probes in {files} files, {} processes, attached in {} ({}); writing {}. Ctrl-C to stop.",

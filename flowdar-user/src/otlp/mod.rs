@@ -3,7 +3,9 @@
 //! for long (`send`): a slow or absent collector costs the spans it did
 //! not take, counted, never the trace file.
 mod encode;
+mod live;
 mod send;
 
 pub use encode::{encode, Resource};
+pub use live::{LiveExport, LivePlan};
 pub use send::{EndpointError, SendReport, Sender, BATCH_SPANS};

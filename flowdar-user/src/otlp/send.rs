@@ -1,9 +1,9 @@
 //! OTLP/HTTP (protobuf) to a collector, in batches. A batch the collector
 //! does not take (refused, an error status, no answer within the timeout)
-//! is dropped and counted; after [`GIVE_UP_AFTER`] failures in a row the
-//! rest is dropped without trying, so an absent collector costs at most
-//! that many timeouts.
-use std::time::Duration;
+//! is dropped and counted; after [`GIVE_UP_AFTER`] failures in a row,
+//! batches are dropped without trying for [`COOL_DOWN`], so an absent
+//! collector costs a few timeouts, and a restarted one is found again.
+use std::time::{Duration, Instant};
 
 use flowdar_analysis::RequestSpan;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -13,8 +13,10 @@ use super::encode::{encode, Resource};
 
 /// Requests per OTLP message (each with its child spans).
 pub const BATCH_SPANS: usize = 512;
-/// Failed batches in a row before the exporter stops trying.
+/// Failed batches in a row before the exporter stops trying...
 const GIVE_UP_AFTER: u32 = 3;
+/// ...for this long (a live export then tries one batch again).
+const COOL_DOWN: Duration = Duration::from_secs(5);
 
 /// What an export did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +42,7 @@ pub struct Sender {
     resource: Resource,
     next: u64,
     failures_in_a_row: u32,
+    retry_at: Option<Instant>,
     report: SendReport,
 }
 
@@ -75,6 +78,7 @@ impl Sender {
             resource,
             next: 0,
             failures_in_a_row: 0,
+            retry_at: None,
             report: SendReport::default(),
         })
     }
@@ -90,7 +94,9 @@ impl Sender {
             let count: u64 = batch.iter().map(|s| 1 + s.children.len() as u64).sum();
             let first = self.next;
             self.next += batch.len() as u64;
-            if self.failures_in_a_row >= GIVE_UP_AFTER {
+            if self.failures_in_a_row >= GIVE_UP_AFTER
+                && self.retry_at.is_some_and(|t| Instant::now() < t)
+            {
                 self.report.dropped += count;
                 continue;
             }
@@ -110,6 +116,9 @@ impl Sender {
                 }
                 Err(e) => {
                     self.failures_in_a_row += 1;
+                    if self.failures_in_a_row >= GIVE_UP_AFTER {
+                        self.retry_at = Some(Instant::now() + COOL_DOWN);
+                    }
                     self.report.dropped += count;
                     self.report.error = Some(e.to_string());
                 }

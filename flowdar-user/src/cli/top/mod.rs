@@ -78,6 +78,8 @@ pub struct TopArgs {
     pub alert_after: Duration,
     #[command(flatten)]
     pub attach: AttachArgs,
+    #[command(flatten)]
+    pub otlp: super::otlp::LiveOtlpArgs,
 }
 
 /// What `top` watches when nothing is chosen.
@@ -144,6 +146,14 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         plan: args.attach.plan(false),
         ..Default::default()
     };
+    let trace_path = opts.output.clone();
+    let (otlp_tap, live) = match args.otlp.prepare(args.pid, &trace_path, &table)? {
+        Some(plan) => {
+            let (tap, live) = crate::otlp::LiveExport::start(plan)?;
+            (Some(tap), Some(live))
+        }
+        None => (None, None),
+    };
     let (tap, events) = mpsc::channel();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -176,6 +186,9 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
             }
             while let Ok(batch) = events.try_recv() {
                 batch.iter().for_each(|e| view.push(e));
+                if let Some(t) = &otlp_tap {
+                    let _ = t.send(batch);
+                }
             }
             if let Some(s) = screen.as_mut() {
                 if s.quit_requested()? {
@@ -205,7 +218,11 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         // The writer is done: every batch it wrote is in the channel.
         for batch in events.iter() {
             batch.iter().for_each(|e| view.push(e));
+            if let Some(t) = &otlp_tap {
+                let _ = t.send(batch);
+            }
         }
+        drop(otlp_tap);
         let last = view.snapshot_at(monotonic_ns(), stopping_ns);
         if let Some(s) = screen.take() {
             s.leave()?;
@@ -226,6 +243,10 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         // estimated overhead (stderr: stdout holds the last view).
         for line in record::attach_and_cost(&summary) {
             eprintln!("{line}");
+        }
+        if let Some(live) = live {
+            let url = live.url().to_string();
+            eprintln!("{}", super::otlp::live_line(&url, &live.finish()));
         }
         anyhow::Ok(())
     })
