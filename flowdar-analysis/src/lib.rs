@@ -49,6 +49,6 @@ pub use reads::{ReadWait, ReadWaits};
 pub use scan::{scan, Scanned};
 pub use sessions::{sessions_of, Session, SessionTracker, SessionsError, LEAN_REQUEST};
 pub use simplify::{simplify, SimplifyOptions, SimplifyReport};
-pub use spans::{spans_of, ChildSpan, RequestSpan, SpanBuilder, SpanKind, SpansError};
+pub use spans::{spans_of, ChildSpan, RequestSpan, SpanBuilder, SpanKind, SpansError, TraceParent};
 pub use stats::{FunctionStats, Stats};
 pub use streams::{StreamFlow, StreamTracker};

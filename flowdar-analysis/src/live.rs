@@ -288,9 +288,12 @@ impl LiveView {
     }
 
     pub fn push(&mut self, e: &Event) {
-        if let Some((conn, addr)) = e.client() {
-            self.conn_client.insert((e.tgid, conn), addr);
-            self.client_conns.entry(addr.ip()).or_default().insert(addr);
+        if e.kind == EventKind::Client as u32 {
+            // A connection's client (a request's trace context: not here).
+            if let Some((conn, addr)) = e.client() {
+                self.conn_client.insert((e.tgid, conn), addr);
+                self.client_conns.entry(addr.ip()).or_default().insert(addr);
+            }
             return;
         }
         let id = e.probe_id as usize;

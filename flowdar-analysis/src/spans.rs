@@ -67,6 +67,17 @@ pub struct RequestSpan {
     /// "2" for an HTTP/2 stream, "1.1" for a request read from a connection.
     pub protocol: &'static str,
     pub children: Vec<ChildSpan>,
+    /// The caller's W3C trace context, from the request's `traceparent`
+    /// header (read by the kernel; probes with `traceparent`).
+    pub parent: Option<TraceParent>,
+}
+
+/// A W3C `traceparent`: the trace a request joins and its parent span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub flags: u8,
 }
 
 /// Why a trace gives no spans.
@@ -85,6 +96,9 @@ pub enum SpansError {
     #[error(transparent)]
     Store(#[from] flowdar_trace::StoreError),
 }
+
+/// A request's trace id and (parent span, flags), as their events came.
+type ContextHalves = (Option<u128>, Option<(u64, u8)>);
 
 /// Builds spans from calls in `scan`'s order (or a live capture's, through
 /// a [`CallPairer`](crate::CallPairer)): feed events and calls, take the
@@ -106,6 +120,8 @@ pub struct SpanBuilder {
     spans: VecDeque<RequestSpan>,
     taken: usize,
     clients: ClientBook,
+    /// (process, request_rec) -> the halves of its trace context seen.
+    contexts: HashMap<(u32, u64), ContextHalves>,
 }
 
 impl SpanBuilder {
@@ -134,6 +150,7 @@ impl SpanBuilder {
             spans: VecDeque::new(),
             taken: 0,
             clients: ClientBook::default(),
+            contexts: HashMap::new(),
         }
     }
 
@@ -178,7 +195,35 @@ impl SpanBuilder {
 
     /// Sees an event, in trace order, before the calls it completes.
     pub fn add_event(&mut self, e: &flowdar_common::Event) {
+        use flowdar_common::TraceContextPart as Part;
         self.clients.add(e);
+        match e.trace_context() {
+            Some(Part::TraceId { request, id }) => {
+                self.contexts.insert((e.tgid, request), (Some(id), None));
+            }
+            Some(Part::Parent {
+                request,
+                span,
+                flags,
+            }) => {
+                if let Some(c) = self.contexts.get_mut(&(e.tgid, request)) {
+                    c.1 = Some((span, flags));
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// The trace context sent for request `r` at its entry, taken.
+    fn context_of(&mut self, tgid: u32, r: u64) -> Option<TraceParent> {
+        match self.contexts.remove(&(tgid, r))? {
+            (Some(trace_id), Some((span_id, flags))) => Some(TraceParent {
+                trace_id,
+                span_id,
+                flags,
+            }),
+            _ => None,
+        }
     }
 
     /// The spans that ended before `before_ns` (CLOCK_MONOTONIC), in the
@@ -282,6 +327,10 @@ impl SpanBuilder {
             (None, None) => (c.start_ns, None, "1.1"),
         };
         let i = self.push(c, SpanKind::Request, start, client, protocol);
+        let parent = self.context_of(c.tgid, r);
+        if let Some(s) = self.span_mut(i) {
+            s.parent = parent;
+        }
         self.open.insert((c.tgid, r), i);
     }
 
@@ -303,6 +352,7 @@ impl SpanBuilder {
             client,
             protocol,
             children: Vec::new(),
+            parent: None,
         });
         let i = self.taken + self.spans.len() - 1;
         self.adopt(i);

@@ -68,6 +68,17 @@ pub struct Event {
     pub args: [u64; MAX_ARGS],
 }
 
+/// Marks the second half of a trace context ([`Event::trace_context`]): no
+/// user pointer has bit 47.
+pub const TRACE_CONTEXT_SECOND: u64 = 1 << 47;
+
+/// Half of a request's W3C trace context ([`Event::trace_context`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceContextPart {
+    TraceId { request: u64, id: u128 },
+    Parent { request: u64, span: u64, flags: u8 },
+}
+
 /// Wire size of [`Event`].
 pub const EVENT_SIZE: usize = 48;
 const _: () = assert!(core::mem::size_of::<Event>() == EVENT_SIZE);
@@ -121,7 +132,7 @@ impl Event {
 
     /// A client event's connection (`conn_rec *`) and client address.
     pub fn client(&self) -> Option<(u64, core::net::SocketAddr)> {
-        if self.kind != EventKind::Client as u32 {
+        if self.kind != EventKind::Client as u32 || self.args[0] >> 48 == 0 {
             return None;
         }
         let mut bytes = [0u8; 16];
@@ -134,6 +145,33 @@ impl Event {
             None => core::net::SocketAddr::new(ip.into(), port),
         };
         Some((self.args[0] & ((1 << 48) - 1), addr))
+    }
+
+    /// A request's W3C trace context, half of it: Client-kind events whose
+    /// port is 0 (no TCP client has port 0) carry it, sent by the entry
+    /// program of a probe that reads `traceparent` (bounded: the header's
+    /// 55 bytes parsed in the kernel, only the ids sent). The first half:
+    /// `args[0]` the `request_rec *`, `args[1..3]` the 16-byte trace id
+    /// (big-endian halves); the second: `args[0]` the `request_rec *` with
+    /// [`TRACE_CONTEXT_SECOND`] set, `args[1]` the parent span id, `args[2]`
+    /// the trace flags.
+    pub fn trace_context(&self) -> Option<TraceContextPart> {
+        if self.kind != EventKind::Client as u32 || self.args[0] >> 48 != 0 {
+            return None;
+        }
+        let request = self.args[0] & !TRACE_CONTEXT_SECOND;
+        Some(if self.args[0] & TRACE_CONTEXT_SECOND == 0 {
+            TraceContextPart::TraceId {
+                request,
+                id: (u128::from(self.args[1]) << 64) | u128::from(self.args[2]),
+            }
+        } else {
+            TraceContextPart::Parent {
+                request,
+                span: self.args[1],
+                flags: self.args[2] as u8,
+            }
+        })
     }
 
     /// The wire bytes of this event.
@@ -277,7 +315,13 @@ pub struct ProbeConfig {
     /// (an HTTP/2 stream's primary connection) instead of `client_arg`;
     /// nothing is sent when the read yields 0.
     pub client_from_read: u8,
-    pub _pad: [u8; 6],
+    /// Where a request's headers table is (`request_rec->headers_in`, an
+    /// APR table): this byte offset from argument
+    /// [`ProbeConfig::traceparent_arg`]; 0 for none. Its W3C `traceparent`
+    /// header is read at entry ([`Event::trace_context`]).
+    pub traceparent_off: u16,
+    pub traceparent_arg: u8,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<ProbeConfig>() == 32);
 
@@ -294,7 +338,9 @@ impl Default for ProbeConfig {
             read_offset2: 0,
             read_hops: 1,
             client_from_read: 0,
-            _pad: [0; 6],
+            traceparent_off: 0,
+            traceparent_arg: NO_ARG,
+            _pad: [0; 3],
         }
     }
 }
@@ -306,6 +352,7 @@ impl ProbeConfig {
             && (self.read_arg != NO_ARG
                 || self.client_arg != NO_ARG
                 || self.client_from_read == 1
+                || self.traceparent_off != 0
                 || self.deref.iter().any(|&d| d != NO_ARG))
     }
 }

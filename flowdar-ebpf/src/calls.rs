@@ -45,6 +45,14 @@ pub fn flowdar_entry(ctx: ProbeContext) -> u32 {
         } else if cfg.client_arg != NO_ARG {
             crate::client::send_if_new(pid_tgid, probe_id, pick(&regs, cfg.client_arg));
         }
+        if cfg.traceparent_off != 0 {
+            crate::traceparent::send(
+                pid_tgid,
+                probe_id,
+                pick(&regs, cfg.traceparent_arg),
+                u64::from(cfg.traceparent_off),
+            );
+        }
     }
     if shadow::min_duration() != 0 && shadow::hold_entry(pid_tgid, probe_id, args) {
         return 0;

@@ -1,7 +1,8 @@
 //! Flowdar's kernel programs. This file only wires the modules together:
 //! `calls` (uprobe/uretprobe programs), `client` (connection clients),
 //! `shadow` (held entries for `record --min-duration`), `syscalls`
-//! (socket I/O from syscall tracepoints: lean capture), `tree`
+//! (socket I/O from syscall tracepoints: lean capture), `traceparent`
+//! (a request's W3C trace context), `tree`
 //! (process-tree filter); below them `emit` (ring-buffer records) and
 //! `maps` (maps and load-time settings), which import none of them.
 #![no_std]
@@ -17,6 +18,7 @@ mod emit;
 mod maps;
 mod shadow;
 mod syscalls;
+mod traceparent;
 mod tree;
 
 #[cfg(not(test))]

@@ -66,6 +66,11 @@ pub struct Capture {
     /// trap a call instead of two; `ret`, `deref` and durations are lost).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub entry_only: bool,
+    /// Where the request's headers table is (`request_rec->headers_in`:
+    /// `offset` bytes from argument `arg`): its W3C `traceparent` header
+    /// is read at entry and sent as the request's trace context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<FieldRead>,
 }
 
 /// How a function's return value says it failed.
@@ -100,6 +105,7 @@ impl Default for Capture {
             errors: None,
             client: None,
             entry_only: false,
+            traceparent: None,
         }
     }
 }
@@ -150,6 +156,14 @@ impl Capture {
                         "client takes either `arg` (a conn_rec * argument) or `read = true`".into(),
                     )
                 }
+            }
+        }
+        if let Some(t) = &self.traceparent {
+            if t.arg > MAX_ARG_INDEX || t.then.is_some() || t.offset == 0 || t.offset > 0xffff {
+                return Err(format!(
+                    "traceparent = {{ arg = {}, offset = {} }}: the headers table is one pointer at an offset (1..=65535) from an argument 0..={MAX_ARG_INDEX}",
+                    t.arg, t.offset
+                ));
             }
         }
         if self.entry_only && !self.deref.is_empty() {
@@ -207,6 +221,10 @@ impl Capture {
             }
             k.client_from_read = u8::from(c.read);
         }
+        if let Some(t) = self.traceparent {
+            k.traceparent_arg = t.arg;
+            k.traceparent_off = t.offset as u16;
+        }
         debug_assert!(k.deref[0] != NO_ARG || k.deref[1] == NO_ARG);
         k
     }
@@ -230,9 +248,15 @@ mod tests {
             errors: None,
             client: None,
             entry_only: false,
+            traceparent: Some(FieldRead {
+                arg: 0,
+                offset: 232,
+                then: None,
+            }),
         };
         c.check().unwrap();
         let k = c.to_kernel();
+        assert_eq!((k.traceparent_arg, k.traceparent_off), (0, 232));
         assert_eq!(k.deref, [1, 3]);
         assert_eq!(k.deref_bytes, [8, 4]);
         assert_eq!((k.read_arg, k.read_slot, k.read_offset), (0, 1, 0x10));

@@ -352,6 +352,7 @@ fn header_shape_is_format_version_2() {
             read: false,
         }),
         entry_only: false,
+        traceparent: None,
     };
     h.probes[0].optional = true;
     h.probes[0].source = Some("x.c:1".into());

@@ -363,3 +363,87 @@ fn top_sends_each_request_while_it_shows_them() {
     );
     assert_eq!(left_behind(), Vec::<String>::new());
 }
+
+/// A request that carries a W3C `traceparent` joins the caller's trace:
+/// the kernel reads the header from `r->headers_in` (only the ids leave
+/// it), and its server span gets the caller's trace id and parent span.
+/// Requests without one, or with a malformed one, are roots of their own.
+#[test]
+fn a_traceparent_sent_by_the_client_is_joined() {
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("context.flowdar");
+    let rec = record_profile(apache.pid(), "apache:request", &trace);
+    let url = format!("http://{}/index.html", apache.addr());
+    let curl = |header: Option<&str>| {
+        let mut c = std::process::Command::new("curl");
+        c.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ]);
+        if let Some(h) = header {
+            c.args(["-H", h]);
+        }
+        let out = c.arg(&url).output().expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    };
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for i in 0..5 {
+        curl(Some(&format!("traceparent: 00-{id}-00f067aa0ba902b{i}-01")));
+    }
+    // Header names are case-insensitive.
+    curl(Some(&format!("TraceParent: 00-{id}-00f067aa0ba902c0-00")));
+    curl(None);
+    curl(Some("traceparent: 00-not-a-trace-id-01"));
+    curl(Some(&format!(
+        "traceparent: 00-{}-00f067aa0ba902b1-01",
+        "0".repeat(32)
+    )));
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+
+    let receiver = Receiver::start(None).unwrap();
+    let out = flowdar(&[
+        "export",
+        trace.to_str().unwrap(),
+        "--format",
+        "otlp",
+        "--endpoint",
+        &receiver.endpoint(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut joined: Vec<(String, String, u32)> = Vec::new();
+    let mut roots = 0;
+    for r in receiver.spans().iter().filter(|r| r.span.name == "HTTP") {
+        if r.span.parent_span_id.is_empty() {
+            roots += 1;
+            assert_ne!(hex(&r.span.trace_id), id);
+        } else {
+            joined.push((
+                hex(&r.span.trace_id),
+                hex(&r.span.parent_span_id),
+                r.span.flags,
+            ));
+        }
+    }
+    joined.sort();
+    let mut want: Vec<(String, String, u32)> = (0..5)
+        .map(|i| (id.to_string(), format!("00f067aa0ba902b{i}"), 1))
+        .collect();
+    want.push((id.to_string(), "00f067aa0ba902c0".into(), 0));
+    want.sort();
+    assert_eq!(joined, want);
+    assert_eq!(roots, 3, "no header, a malformed one, an all-zero trace id");
+}

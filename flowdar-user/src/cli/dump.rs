@@ -50,6 +50,20 @@ pub fn run(args: DumpArgs) -> anyhow::Result<()> {
                 "{}   client {client} (connection {conn:#x})",
                 "  ".repeat(pairer.depth(ev.tid))
             )
+        } else if let Some(part) = ev.trace_context() {
+            let depth = "  ".repeat(pairer.depth(ev.tid));
+            match part {
+                flowdar_common::TraceContextPart::TraceId { request, id } => {
+                    format!("{depth}   traceparent of request {request:#x}: trace id {id:032x}")
+                }
+                flowdar_common::TraceContextPart::Parent {
+                    request,
+                    span,
+                    flags,
+                } => format!(
+                    "{depth}   traceparent of request {request:#x}: parent span {span:016x}, flags {flags:02x}"
+                ),
+            }
         } else if ev.kind == EventKind::Fold as u32 {
             let depth = pairer.depth(ev.tid);
             format!(

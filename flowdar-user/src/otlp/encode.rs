@@ -5,7 +5,9 @@
 //! `network.protocol.name`/`version`; INTERNAL child spans named by
 //! function with `code.function.name`. A request still going at the end
 //! of capture ends there, with `flowdar.unfinished = true`; one still
-//! being read is named `read request`.
+//! being read is named `read request`. A request that carried a W3C
+//! `traceparent` joins that trace, under the caller's span; any other is
+//! a root span of a trace of its own.
 use flowdar_analysis::{RequestSpan, SpanKind};
 use opentelemetry_proto::tonic::{
     common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
@@ -58,11 +60,18 @@ pub fn encode(resource: &Resource, spans: &[RequestSpan], first: u64) -> Resourc
     let mut out = Vec::new();
     for (i, s) in spans.iter().enumerate() {
         let n = first + i as u64;
-        let trace_id = [
-            mix(resource.id_seed ^ n).to_be_bytes(),
-            mix(n.rotate_left(17) ^ !resource.id_seed).to_be_bytes(),
-        ]
-        .concat();
+        // The caller's trace when the request carried a `traceparent`.
+        let trace_id = match s.parent {
+            Some(p) => p.trace_id.to_be_bytes().to_vec(),
+            None => [
+                mix(resource.id_seed ^ n).to_be_bytes(),
+                mix(n.rotate_left(17) ^ !resource.id_seed).to_be_bytes(),
+            ]
+            .concat(),
+        };
+        let parent_span_id = s
+            .parent
+            .map_or_else(Vec::new, |p| p.span_id.to_be_bytes().to_vec());
         let span = mix(resource.id_seed.wrapping_add(n << 16));
         let span_id = span.to_be_bytes().to_vec();
         let mut attributes = vec![
@@ -81,6 +90,8 @@ pub fn encode(resource: &Resource, spans: &[RequestSpan], first: u64) -> Resourc
         out.push(Span {
             trace_id: trace_id.clone(),
             span_id: span_id.clone(),
+            parent_span_id,
+            flags: s.parent.map_or(0, |p| u32::from(p.flags)),
             name: match s.kind {
                 SpanKind::Request => "HTTP".into(),
                 SpanKind::ReadRequest => "read request".into(),

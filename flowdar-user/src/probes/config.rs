@@ -121,6 +121,8 @@ pub struct FunctionCapture {
     pub read: Option<FieldRead>,
     pub errors: Option<ErrorRule>,
     pub client: Option<ClientRead>,
+    /// `request_rec->headers_in` (see `Capture::traceparent`).
+    pub traceparent: Option<FieldRead>,
 }
 
 impl ProbeFile {
@@ -275,6 +277,7 @@ impl ProbeGroup {
             errors: c.errors.or(base.errors),
             client: c.client,
             entry_only: c.entry_only.unwrap_or(base.entry_only),
+            traceparent: c.traceparent,
         }
     }
 }

@@ -137,6 +137,18 @@ pub(super) const CHECKS: &[Check] = &[
             test: "h2_rapid_reset_streams_opened_and_reset_match_the_attack_client",
         },
     },
+    // W3C trace context (issue #32): the request set's entry program scans
+    // r->headers_in for `traceparent` in BPF functions of its own (bounded
+    // loops, calls between BPF functions, 512 bytes of stack shared), and
+    // the OTLP export joins the caller's trace.
+    Check {
+        name: "a_traceparent_sent_by_the_client_is_joined",
+        limit: 180,
+        what: What::Test {
+            file: "otlp",
+            test: "a_traceparent_sent_by_the_client_is_joined",
+        },
+    },
     // The lean capture (apache:lean): syscall tracepoints with the peer
     // address read at accept, one uprobe a request; exact per client
     // (IPv4, IPv6) against the access log, a Slowloris holding the reads.

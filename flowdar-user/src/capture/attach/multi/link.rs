@@ -154,10 +154,19 @@ pub(super) fn load_one(
                     let text = CStr::from_bytes_until_nul(&log)
                         .map(|c| c.to_string_lossy().into_owned())
                         .unwrap_or_default();
-                    match text.lines().rfind(|l| !l.trim().is_empty()) {
+                    // The verdict is the last line before the statistics.
+                    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                    let verdict = lines
+                        .iter()
+                        .rev()
+                        .find(|l| {
+                            !l.starts_with("processed ") && !l.starts_with("verification time")
+                        })
+                        .or(lines.last());
+                    match verdict {
                         Some(last) => Err(MultiError::Verifier {
                             name: name.into(),
-                            reason: last.into(),
+                            reason: last.to_string(),
                         }),
                         None => Err(MultiError::Unsupported(e)),
                     }
