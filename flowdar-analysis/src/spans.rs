@@ -70,7 +70,30 @@ pub struct RequestSpan {
     /// The caller's W3C trace context, from the request's `traceparent`
     /// header (read by the kernel; probes with `traceparent`).
     pub parent: Option<TraceParent>,
+    /// Its final status and method (`ap_run_log_transaction` reading
+    /// `r->status` and `r->method_number`), when probed.
+    pub status: Option<u16>,
+    pub method: Option<&'static str>,
 }
+
+/// Apache's method numbers (`M_GET`...: httpd.h) as OpenTelemetry names
+/// them; a HEAD request is `M_GET` (with `header_only`), so GET here.
+fn method_name(number: u32) -> &'static str {
+    match number {
+        0 => "GET",
+        1 => "PUT",
+        2 => "POST",
+        3 => "DELETE",
+        4 => "CONNECT",
+        5 => "OPTIONS",
+        6 => "TRACE",
+        7 => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
+/// `r->status` and `r->method_number` as one read u64 (offset 104).
+const OUTCOME_OFF: u64 = 104;
 
 /// A W3C `traceparent`: the trace a request joins and its parent span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +145,10 @@ pub struct SpanBuilder {
     clients: ClientBook,
     /// (process, request_rec) -> the halves of its trace context seen.
     contexts: HashMap<(u32, u64), ContextHalves>,
+    /// The probe reading a request's outcome, and the slot it lands in.
+    outcome_probe: Option<(u32, usize)>,
+    /// (process, request_rec) -> (status, method number), logged.
+    outcomes: HashMap<(u32, u64), (u16, u32)>,
 }
 
 impl SpanBuilder {
@@ -151,6 +178,15 @@ impl SpanBuilder {
             taken: 0,
             clients: ClientBook::default(),
             contexts: HashMap::new(),
+            outcome_probe: probes.iter().find_map(|p| {
+                let r = p.capture.read?;
+                (p.function == "ap_run_log_transaction"
+                    && r.offset == OUTCOME_OFF
+                    && r.then.is_none())
+                .then(|| Some((p.id, p.capture.read_slot()?)))
+                .flatten()
+            }),
+            outcomes: HashMap::new(),
         }
     }
 
@@ -212,6 +248,28 @@ impl SpanBuilder {
             }
             None => {}
         }
+    }
+
+    /// A request logged with `v` (`status | method_number << 32`). The
+    /// event MPM logs a request when the end of its response has been
+    /// written, which can be after `ap_process_async_request` returned (and
+    /// on another thread): then its span exists already. Otherwise the log
+    /// runs inside the processing of the request whose read is pending.
+    fn add_outcome(&mut self, c: &Call, v: u64) {
+        let key = (c.tgid, c.args[0]);
+        let outcome = (v as u32 as u16, (v >> 32) as u32);
+        let pending = self.reads.get(&key).map(|r| r.0);
+        if let Some(&i) = self.open.get(&key) {
+            if let Some(s) = self.span_mut(i) {
+                let newer_read = pending.is_some_and(|start| start > s.end_ns);
+                if s.status.is_none() && !newer_read && c.start_ns >= s.start_ns {
+                    s.status = Some(outcome.0);
+                    s.method = Some(method_name(outcome.1));
+                    return;
+                }
+            }
+        }
+        self.outcomes.insert(key, outcome);
     }
 
     /// The trace context sent for request `r` at its entry, taken.
@@ -291,6 +349,11 @@ impl SpanBuilder {
             }
             return;
         }
+        if let Some((id, k)) = self.outcome_probe {
+            if c.probe_id == id && c.args[k] != flowdar_common::DEREF_UNKNOWN {
+                self.add_outcome(c, c.args[k]);
+            }
+        }
         if !self.answering.contains(&c.probe_id) {
             return;
         }
@@ -328,8 +391,11 @@ impl SpanBuilder {
         };
         let i = self.push(c, SpanKind::Request, start, client, protocol);
         let parent = self.context_of(c.tgid, r);
+        let outcome = self.outcomes.remove(&(c.tgid, r));
         if let Some(s) = self.span_mut(i) {
             s.parent = parent;
+            s.status = outcome.map(|o| o.0);
+            s.method = outcome.map(|o| method_name(o.1));
         }
         self.open.insert((c.tgid, r), i);
     }
@@ -353,6 +419,8 @@ impl SpanBuilder {
             protocol,
             children: Vec::new(),
             parent: None,
+            status: None,
+            method: None,
         });
         let i = self.taken + self.spans.len() - 1;
         self.adopt(i);

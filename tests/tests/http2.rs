@@ -251,7 +251,7 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut versions: HashMap<String, u64> = HashMap::new();
-    for r in receiver.spans().iter().filter(|r| r.span.name == "HTTP") {
+    for r in receiver.spans().iter().filter(|r| r.span.name == "GET") {
         let a = |k| flowdar::server::otlp_receiver::attr(&r.span.attributes, k);
         assert_eq!(a("client.address"), "127.0.0.1", "{:?}", r.span);
         *versions.entry(a("network.protocol.version")).or_default() += 1;

@@ -29,6 +29,35 @@ fn each_request_is_one_server_span_with_its_calls_inside() {
         },
     );
     assert_eq!((r.ok, r.errors), (40, 0));
+    // A missing page, a POST and a DELETE of a static file: their status
+    // and method.
+    let url = format!("http://{}", apache.addr());
+    for (args, want) in [
+        (vec![format!("{url}/missing.html")], "404"),
+        (
+            vec!["-d".into(), "x=1".into(), format!("{url}/index.html")],
+            "200",
+        ),
+        (
+            vec!["-X".into(), "DELETE".into(), format!("{url}/index.html")],
+            "405",
+        ),
+    ] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .args(&args)
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    }
     let held: Vec<std::net::TcpStream> = (0..3)
         .map(|_| {
             let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
@@ -60,21 +89,34 @@ fn each_request_is_one_server_span_with_its_calls_inside() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("40 requests and 3 requests still being read"),
+        text.contains("43 requests and 3 requests still being read"),
         "{text}"
     );
     let spans = receiver.spans();
     let servers: Vec<&Received> = spans.iter().filter(|r| r.span.kind == 2).collect();
-    let names: Vec<&str> = servers.iter().map(|r| r.span.name.as_str()).collect();
+    // Named by method (OpenTelemetry's name without a route), with the
+    // method and the final status.
+    let outcome = |r: &Received| {
+        (
+            r.span.name.clone(),
+            attr(&r.span.attributes, "http.request.method"),
+            attr(&r.span.attributes, "http.response.status_code"),
+        )
+    };
+    let mut outcomes: HashMap<(String, String, String), usize> = HashMap::new();
+    for s in &servers {
+        *outcomes.entry(outcome(s)).or_default() += 1;
+    }
+    let key = |n: &str, m: &str, c: &str| (n.to_string(), m.to_string(), c.to_string());
     assert_eq!(
-        names.iter().filter(|n| **n == "HTTP").count(),
-        40,
-        "{names:?}"
-    );
-    assert_eq!(
-        names.iter().filter(|n| **n == "read request").count(),
-        3,
-        "{names:?}"
+        outcomes,
+        HashMap::from([
+            (key("GET", "GET", "200"), 40),
+            (key("GET", "GET", "404"), 1),
+            (key("POST", "POST", "200"), 1),
+            (key("DELETE", "DELETE", "405"), 1),
+            (key("read request", "", ""), 3),
+        ])
     );
     assert!(
         text.contains(&format!("sent {} spans", spans.len())),
@@ -120,7 +162,10 @@ fn each_request_is_one_server_span_with_its_calls_inside() {
             .entry(c.span.name.clone())
             .or_default() += 1;
     }
-    for s in servers.iter().filter(|s| s.span.name == "HTTP") {
+    for s in servers
+        .iter()
+        .filter(|s| outcome(s) == key("GET", "GET", "200"))
+    {
         let children = per_request.get(s.span.span_id.as_slice());
         let count = |f: &str| children.and_then(|c| c.get(f)).copied().unwrap_or(0);
         assert_eq!(count("ap_invoke_handler"), 1, "{children:?}");
@@ -240,7 +285,7 @@ fn record_sends_each_request_while_it_records() {
     let (code, out, err) = rec.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
     let spans = receiver.spans();
-    let http = spans.iter().filter(|r| r.span.name == "HTTP").count();
+    let http = spans.iter().filter(|r| r.span.name == "GET").count();
     let handlers = spans
         .iter()
         .filter(|r| r.span.name == "ap_invoke_handler")
@@ -352,7 +397,7 @@ fn top_sends_each_request_while_it_shows_them() {
     let http = receiver
         .spans()
         .iter()
-        .filter(|r| r.span.name == "HTTP")
+        .filter(|r| r.span.name == "GET")
         .count();
     assert_eq!(http, 40, "{err}");
     assert!(
@@ -426,7 +471,7 @@ fn a_traceparent_sent_by_the_client_is_joined() {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let mut joined: Vec<(String, String, u32)> = Vec::new();
     let mut roots = 0;
-    for r in receiver.spans().iter().filter(|r| r.span.name == "HTTP") {
+    for r in receiver.spans().iter().filter(|r| r.span.name == "GET") {
         if r.span.parent_span_id.is_empty() {
             roots += 1;
             assert_ne!(hex(&r.span.trace_id), id);

@@ -12,7 +12,9 @@ use flowdar_analysis::{RequestSpan, SpanKind};
 use opentelemetry_proto::tonic::{
     common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
     resource::v1::Resource as OtlpResource,
-    trace::v1::{span::SpanKind as OtlpKind, ResourceSpans, ScopeSpans, Span},
+    trace::v1::{
+        span::SpanKind as OtlpKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+    },
 };
 
 /// Who the spans are from.
@@ -84,6 +86,12 @@ pub fn encode(resource: &Resource, spans: &[RequestSpan], first: u64) -> Resourc
             attributes.push(text("client.address", c.ip().to_string()));
             attributes.push(int("client.port", i64::from(c.port())));
         }
+        if let Some(m) = s.method {
+            attributes.push(text("http.request.method", m));
+        }
+        if let Some(code) = s.status {
+            attributes.push(int("http.response.status_code", i64::from(code)));
+        }
         if !s.finished {
             attributes.push(kv("flowdar.unfinished", Value::BoolValue(true)));
         }
@@ -92,10 +100,18 @@ pub fn encode(resource: &Resource, spans: &[RequestSpan], first: u64) -> Resourc
             span_id: span_id.clone(),
             parent_span_id,
             flags: s.parent.map_or(0, |p| u32::from(p.flags)),
-            name: match s.kind {
-                SpanKind::Request => "HTTP".into(),
-                SpanKind::ReadRequest => "read request".into(),
+            // OpenTelemetry's name for a server span without a route:
+            // the method, or HTTP when it is not known.
+            name: match (s.kind, s.method) {
+                (SpanKind::Request, Some(m)) if m != "_OTHER" => m.into(),
+                (SpanKind::Request, _) => "HTTP".into(),
+                (SpanKind::ReadRequest, _) => "read request".into(),
             },
+            // Server errors are errors of the span; 4xx are the client's.
+            status: s.status.filter(|&c| c >= 500).map(|c| Status {
+                code: StatusCode::Error as i32,
+                message: format!("HTTP {c}"),
+            }),
             kind: OtlpKind::Server as i32,
             start_time_unix_nano: unix(s.start_ns),
             end_time_unix_nano: unix(s.end_ns),
