@@ -151,7 +151,8 @@ pub fn received_summary(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (mut names, mut versions, mut clients, mut children) = (
+    let (mut names, mut versions, mut clients, mut children, mut statuses) = (
+        BTreeMap::new(),
         BTreeMap::new(),
         BTreeMap::new(),
         BTreeMap::new(),
@@ -167,6 +168,9 @@ pub fn received_summary(
                 .entry(format!("HTTP/{}", a("network.protocol.version")))
                 .or_default() += 1;
             *clients.entry(a("client.address")).or_default() += 1;
+            *statuses
+                .entry(format!("status {}", a("http.response.status_code")))
+                .or_default() += 1;
         } else {
             *children.entry(r.span.name.clone()).or_default() += 1;
         }
@@ -174,12 +178,13 @@ pub fn received_summary(
     let servers: usize = names.values().sum();
     let resource = spans.first().map(|r| &r.resource);
     let mut out = format!(
-        "The throwaway OTLP receiver took {} spans in {batches} batch(es) (service.name {}, process.pid {}):\n  {servers} server spans: {}; {}; clients: {}\n  {} child spans: {}\n  {unfinished} unfinished (still going when the recording stopped)",
+        "The throwaway OTLP receiver took {} spans in {batches} batch(es) (service.name {}, process.pid {}):\n  {servers} server spans: {}; {}; {}; clients: {}\n  {} child spans: {}\n  {unfinished} unfinished (still going when the recording stopped)",
         spans.len(),
         resource.map_or_else(String::new, |r| attr(r, "service.name")),
         resource.map_or_else(String::new, |r| attr(r, "process.pid")),
         count(names),
         count(versions),
+        count(statuses),
         count(clients),
         children.values().sum::<usize>(),
         count(children),
