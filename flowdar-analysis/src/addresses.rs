@@ -24,6 +24,18 @@ impl ClientBook {
         }
     }
 
+    /// Forgets what no call from `ts` on can ask for: the clients each
+    /// connection had before its latest one older than `ts` (a long live
+    /// view keeps one entry a connection address, not one a connection).
+    pub fn forget_before(&mut self, ts: u64) {
+        for seen in self.by_conn.values_mut() {
+            let older = seen.iter().filter(|(t, _)| *t < ts).count();
+            if older > 1 {
+                seen.drain(..older - 1);
+            }
+        }
+    }
+
     /// Connections with a known client.
     pub fn len(&self) -> usize {
         self.by_conn.values().map(Vec::len).sum()

@@ -49,6 +49,9 @@ impl CallTree {
             let Some(name) = names.get(e.probe_id as usize) else {
                 return;
             };
+            if e.kind == EventKind::Entry as u32 && flowdar_common::held_uprobe_at_attach(&e.args) {
+                return; // held since attach, its return never seen: no caller
+            }
             let stack = stacks.entry(e.tid).or_default();
             if e.kind == EventKind::Entry as u32 {
                 *tree.calls.entry(name.clone()).or_default() += 1;

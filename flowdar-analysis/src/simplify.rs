@@ -120,8 +120,12 @@ const FLUSH_AT: usize = 64 * 1024;
 impl Simplifier {
     fn push(&mut self, e: &Event) -> Result<(), StoreError> {
         self.report.events_before += 1;
-        if e.kind == EventKind::Client as u32 {
-            // Connection metadata: kept as is, before the call it came with.
+        if e.kind == EventKind::Client as u32
+            || (e.kind == EventKind::Entry as u32 && flowdar_common::held_uprobe_at_attach(&e.args))
+        {
+            // Connection metadata, kept as is before the call it came with;
+            // a call held since attach (its return never comes: readers end
+            // it at the thread's next event), kept as is, not a frame.
             self.ready.push(*e);
             return Ok(());
         }

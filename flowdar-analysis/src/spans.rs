@@ -92,6 +92,9 @@ fn method_name(number: u32) -> &'static str {
     }
 }
 
+/// Live export keeps what it needs to finish spans for ten times this.
+const SETTLED_KEPT_NS: u64 = 1_000_000_000;
+
 /// `r->status` and `r->method_number` as one read u64 (offset 104).
 const OUTCOME_OFF: u64 = 104;
 
@@ -138,17 +141,23 @@ pub struct SpanBuilder {
     /// (process, request_rec) -> its span (an absolute index), while its
     /// calls may still come.
     open: HashMap<(u32, u64), usize>,
-    waiting: HashMap<u32, Vec<ChildSpan>>,
+    waiting: HashMap<u32, VecDeque<ChildSpan>>,
     /// Spans not taken yet; `spans[0]` has absolute index `taken`.
     spans: VecDeque<RequestSpan>,
     taken: usize,
     clients: ClientBook,
-    /// (process, request_rec) -> the halves of its trace context seen.
-    contexts: HashMap<(u32, u64), ContextHalves>,
+    /// (process, request_rec) -> when the first half of its trace context
+    /// came, and the halves seen.
+    contexts: HashMap<(u32, u64), (u64, ContextHalves)>,
+    /// (process, request_rec) -> (thread, start, end) of spans already
+    /// taken (live export): an outer call of the same request ending later
+    /// is part of it, not a request of its own.
+    recent: HashMap<(u32, u64), (u32, u64, u64)>,
     /// The probe reading a request's outcome, and the slot it lands in.
     outcome_probe: Option<(u32, usize)>,
-    /// (process, request_rec) -> (status, method number), logged.
-    outcomes: HashMap<(u32, u64), (u16, u32)>,
+    /// (process, request_rec) -> when it was logged, (status, method
+    /// number): a log that came before its request's span.
+    outcomes: HashMap<(u32, u64), (u64, (u16, u32))>,
 }
 
 impl SpanBuilder {
@@ -178,6 +187,7 @@ impl SpanBuilder {
             taken: 0,
             clients: ClientBook::default(),
             contexts: HashMap::new(),
+            recent: HashMap::new(),
             outcome_probe: probes.iter().find_map(|p| {
                 let r = p.capture.read?;
                 (p.function == "ap_run_log_transaction"
@@ -235,15 +245,16 @@ impl SpanBuilder {
         self.clients.add(e);
         match e.trace_context() {
             Some(Part::TraceId { request, id }) => {
-                self.contexts.insert((e.tgid, request), (Some(id), None));
+                self.contexts
+                    .insert((e.tgid, request), (e.ts_ns, (Some(id), None)));
             }
             Some(Part::Parent {
                 request,
                 span,
                 flags,
             }) => {
-                if let Some(c) = self.contexts.get_mut(&(e.tgid, request)) {
-                    c.1 = Some((span, flags));
+                if let Some((_, halves)) = self.contexts.get_mut(&(e.tgid, request)) {
+                    halves.1 = Some((span, flags));
                 }
             }
             None => {}
@@ -269,12 +280,20 @@ impl SpanBuilder {
                 }
             }
         }
-        self.outcomes.insert(key, outcome);
+        self.outcomes.insert(key, (c.start_ns, outcome));
     }
 
-    /// The trace context sent for request `r` at its entry, taken.
-    fn context_of(&mut self, tgid: u32, r: u64) -> Option<TraceParent> {
-        match self.contexts.remove(&(tgid, r))? {
+    /// The trace context sent for request `r` at the entry of the call that
+    /// began at `start_ns`, taken: the kernel sends it just before that
+    /// entry; one sent for an earlier request at the same address (whose
+    /// entry was dropped: `--min-duration`, a lost event) is not this one's.
+    fn context_of(&mut self, tgid: u32, r: u64, start_ns: u64) -> Option<TraceParent> {
+        const SENT_BEFORE_ENTRY_NS: u64 = 100_000;
+        let (ts, halves) = self.contexts.remove(&(tgid, r))?;
+        if ts > start_ns || start_ns - ts > SENT_BEFORE_ENTRY_NS {
+            return None;
+        }
+        match halves {
             (Some(trace_id), Some((span_id, flags))) => Some(TraceParent {
                 trace_id,
                 span_id,
@@ -288,6 +307,10 @@ impl SpanBuilder {
     /// order they ended: a request's outer call comes microseconds after
     /// its inner one, so a second's margin leaves nothing to add to them.
     pub fn take_settled(&mut self, before_ns: u64) -> Vec<RequestSpan> {
+        // What live export keeps per connection and request stays bounded.
+        let horizon = before_ns.saturating_sub(10 * SETTLED_KEPT_NS);
+        self.recent.retain(|_, (_, _, end)| *end >= horizon);
+        self.clients.forget_before(horizon);
         let n = self
             .spans
             .iter()
@@ -302,10 +325,21 @@ impl SpanBuilder {
     }
 
     fn take(&mut self, n: usize) -> Vec<RequestSpan> {
+        let out: Vec<RequestSpan> = self.spans.drain(..n).collect();
+        let first = self.taken;
         self.taken += n;
         let taken = self.taken;
-        self.open.retain(|_, i| *i >= taken);
-        self.spans.drain(..n).collect()
+        let recent = &mut self.recent;
+        self.open.retain(|key, i| {
+            if *i >= taken {
+                return true;
+            }
+            if let Some(s) = i.checked_sub(first).and_then(|k| out.get(k)) {
+                recent.insert(*key, (s.tid, s.start_ns, s.end_ns));
+            }
+            false
+        });
+        out
     }
 
     fn span_mut(&mut self, i: usize) -> Option<&mut RequestSpan> {
@@ -325,9 +359,9 @@ impl SpanBuilder {
             let name = self.names.get(c.probe_id as usize).cloned();
             let waiting = self.waiting.entry(c.tid).or_default();
             if waiting.len() >= CHILDREN_PER_THREAD {
-                waiting.remove(0);
+                waiting.pop_front();
             }
-            waiting.push(ChildSpan {
+            waiting.push_back(ChildSpan {
                 function: name.unwrap_or_default(),
                 tid: c.tid,
                 start_ns: c.start_ns,
@@ -340,6 +374,10 @@ impl SpanBuilder {
                 (true, Some(r)) if r != 0 => {
                     self.reads
                         .insert((c.tgid, r), (c.start_ns, c.tid, c.args[0]));
+                    // A new request at this address: nothing parked for an
+                    // earlier one is its.
+                    self.outcomes.remove(&(c.tgid, r));
+                    self.contexts.remove(&(c.tgid, r));
                 }
                 (false, _) => {
                     let client = clients.client_at(c.tgid, c.args[0], c.start_ns);
@@ -363,6 +401,11 @@ impl SpanBuilder {
             _ => None,
         };
         let stream_client = stream.and_then(|c1| clients.client_at(c.tgid, c1, c.start_ns));
+        if let Some(&(tid, start, end)) = self.recent.get(&(c.tgid, r)) {
+            if tid == c.tid && c.start_ns <= end && c.end_ns >= start {
+                return; // the outer call of a request already taken
+            }
+        }
         if let Some(&i) = self.open.get(&(c.tgid, r)) {
             // The outer call of the same request (ap_process_request
             // around ap_process_async_request): one span. An HTTP/2
@@ -390,8 +433,13 @@ impl SpanBuilder {
             (None, None) => (c.start_ns, None, "1.1"),
         };
         let i = self.push(c, SpanKind::Request, start, client, protocol);
-        let parent = self.context_of(c.tgid, r);
-        let outcome = self.outcomes.remove(&(c.tgid, r));
+        let parent = self.context_of(c.tgid, r, c.start_ns);
+        // A log parked before this span, not one of an earlier request.
+        let outcome = self
+            .outcomes
+            .remove(&(c.tgid, r))
+            .filter(|(ts, _)| *ts >= start)
+            .map(|(_, o)| o);
         if let Some(s) = self.span_mut(i) {
             s.parent = parent;
             s.status = outcome.map(|o| o.0);
@@ -533,5 +581,32 @@ mod tests {
             ]
         );
         assert_eq!(spans[0].children[0].function, "ap_invoke_handler");
+    }
+
+    /// Live export takes a span once its request has been over a while;
+    /// an outer call of the same request that ends later (a slow client's
+    /// last flush under prefork) belongs to it, and makes no second span.
+    #[test]
+    fn an_outer_call_after_its_span_was_taken_is_not_a_request() {
+        let probes = [
+            probe(0, "ap_read_request", None),
+            probe(1, "ap_process_async_request", None),
+            probe(2, "ap_process_request", None),
+        ];
+        let mut b = SpanBuilder::new(&probes, &HashSet::new());
+        b.add(&call(0, 7, 100, 200, 0xc0, Some(0x70)));
+        b.add(&call(1, 7, 210, 300, 0x70, Some(0)));
+        assert_eq!(b.take_settled(5_000).len(), 1);
+        b.add(&call(2, 7, 205, 4_000, 0x70, Some(0)));
+        // The next request at the same address is one.
+        b.add(&call(0, 7, 5_000, 5_100, 0xc0, Some(0x70)));
+        b.add(&call(1, 7, 5_110, 5_200, 0x70, Some(0)));
+        let rest = b.take_all();
+        assert_eq!(
+            rest.iter()
+                .map(|s| (s.start_ns, s.end_ns))
+                .collect::<Vec<_>>(),
+            [(5_000, 5_200)]
+        );
     }
 }

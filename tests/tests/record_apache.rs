@@ -372,5 +372,38 @@ fn a_uprobe_recording_shows_the_workers_held_before_it_began() {
         .find(|r| r["function"] == "ap_read_request")
         .unwrap_or_else(|| panic!("{stats}"));
     assert_eq!(read["in_flight"], 4, "{read}");
+    // Simplified (outermost calls only), the held reads are still the
+    // trace's, and the requests after them are not taken for their
+    // children: the two released ones' requests stay outermost calls.
+    let simple = dir.path().join("held-simple.flowdar");
+    let out = flowdar(&[
+        "simplify",
+        path,
+        "--max-depth",
+        "0",
+        "-o",
+        simple.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = flowdar_json(&["stats", "--json", simple.to_str().unwrap()]);
+    let calls = |f: &str| {
+        stats["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["function"] == f)
+            .map(|r| {
+                (
+                    r["calls"].as_u64().unwrap(),
+                    r["in_flight"].as_u64().unwrap(),
+                )
+            })
+    };
+    assert_eq!(calls("ap_read_request").map(|c| c.1), Some(4), "{stats}");
+    assert_eq!(calls("ap_process_async_request"), Some((2, 0)), "{stats}");
     assert_eq!(left_behind(), Vec::<String>::new());
 }

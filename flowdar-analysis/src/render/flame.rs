@@ -41,6 +41,9 @@ pub fn folded(path: &Path) -> Result<Vec<String>, RenderError> {
     };
     let reader = reader.for_each_event(|e| {
         last = last.max(e.ts_ns);
+        if e.kind == EventKind::Entry as u32 && flowdar_common::held_uprobe_at_attach(&e.args) {
+            return; // held since attach, its return never seen: no frame
+        }
         let stack = threads.entry(e.tid).or_default();
         if e.kind == EventKind::Entry as u32 {
             stack.push((e.probe_id, e.ts_ns, 0));

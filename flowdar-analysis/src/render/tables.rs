@@ -240,6 +240,7 @@ impl EventRows {
         self.kind.append_value(match EventKind::from_u32(e.kind) {
             Some(EventKind::Entry) => "entry",
             Some(EventKind::Exit) => "exit",
+            Some(EventKind::Client) if e.trace_context().is_some() => "trace_context",
             Some(EventKind::Client) => "client",
             _ => "fold",
         });

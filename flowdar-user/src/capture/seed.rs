@@ -128,7 +128,9 @@ pub(super) fn seed(
 }
 
 /// Uprobe traces (no system call watched): the workers blocked reading a
-/// client's socket at attach, from /proc, are inside `ap_read_request`,
+/// client's socket at attach, from /proc, are taken to be inside
+/// `ap_read_request` (a worker reading a request body in a handler looks
+/// the same from /proc, and is labelled so too),
 /// whose entry came before the probes: each gets that entry, marked held
 /// at attach ([`flowdar_common::held_uprobe_at_attach`]), on a connection
 /// named by its socket (a client event each), so the trace shows them in
@@ -136,18 +138,30 @@ pub(super) fn seed(
 /// seen; readers end the call at the thread's next event. Nothing when
 /// `ap_read_request` is not probed with its return.
 pub(super) fn seed_readers(root: u32, probes: &[ResolvedProbe], ts_ns: u64) -> Seeded {
-    let Some(read) = probes
-        .iter()
-        .find(|p| !p.is_syscall() && p.function == "ap_read_request" && !p.capture.entry_only)
-    else {
+    // The marker is in the first argument: the probe must keep it.
+    let Some(read) = probes.iter().find(|p| {
+        !p.is_syscall()
+            && p.function == "ap_read_request"
+            && !p.capture.entry_only
+            && p.capture.args >= 1
+    }) else {
         return Seeded::default();
     };
     let mut out = Seeded::default();
     let mut conns: HashMap<(u32, std::net::SocketAddr), u64> = HashMap::new();
+    // Only clients' connections (to a port the server listens on): a
+    // worker waiting on a backend (mod_proxy) is not reading a request.
+    let mut clients: HashMap<u32, Vec<std::net::SocketAddr>> = HashMap::new();
     for b in super::blocked::blocked_on_sockets(root)
         .into_iter()
         .filter(|b| b.reading)
     {
+        let peers = clients
+            .entry(b.pid)
+            .or_insert_with(|| connections_of(b.pid).into_iter().map(|c| c.2).collect());
+        if !peers.contains(&b.peer) {
+            continue;
+        }
         let next = conns.len() as u64 + 1;
         let conn = *conns.entry((b.pid, b.peer)).or_insert_with(|| {
             let conn = SOCKET_CONN_BIT | SEEDED_CONN_BIT | next;

@@ -1,13 +1,13 @@
 //! Requests ([`flowdar_analysis::RequestSpan`]) as OTLP spans, following
 //! OpenTelemetry's HTTP semantic conventions as far as the trace knows
-//! them: a SERVER span per request named `HTTP` (the method is not in the
-//! trace), `client.address` and `client.port`,
-//! `network.protocol.name`/`version`; INTERNAL child spans named by
-//! function with `code.function.name`. A request still going at the end
-//! of capture ends there, with `flowdar.unfinished = true`; one still
-//! being read is named `read request`. A request that carried a W3C
-//! `traceparent` joins that trace, under the caller's span; any other is
-//! a root span of a trace of its own.
+//! them: a SERVER span per request named by its method (`HTTP` when it is
+//! not known), `http.request.method`, `http.response.status_code`,
+//! `client.address` and `client.port`, `network.protocol.name`/`version`;
+//! INTERNAL child spans named by function with `code.function.name`. A
+//! request still going at the end of capture ends there, with
+//! `flowdar.unfinished = true`; one still being read is named `read
+//! request`. A request that carried a W3C `traceparent` joins that trace,
+//! under the caller's span; any other is a root span of a trace of its own.
 use flowdar_analysis::{RequestSpan, SpanKind};
 use opentelemetry_proto::tonic::{
     common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},

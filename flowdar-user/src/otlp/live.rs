@@ -38,6 +38,12 @@ pub struct LiveExport {
     sender: JoinHandle<SendReport>,
 }
 
+/// CLOCK_MONOTONIC, the events' clock.
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 fn spans_in(batch: &[RequestSpan]) -> u64 {
     batch.iter().map(|s| 1 + s.children.len() as u64).sum()
 }
@@ -65,7 +71,17 @@ impl LiveExport {
                         *dropped += n;
                     }
                 };
-                for batch in events {
+                loop {
+                    // An idle server sends nothing: its last requests still
+                    // go, a second after they ended, by the clock.
+                    let batch = match events.recv_timeout(BATCH_AGE) {
+                        Ok(batch) => batch,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            latest = latest.max(monotonic_ns());
+                            Vec::new()
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    };
                     for e in &batch {
                         latest = latest.max(e.ts_ns);
                         builder.add_event(e);

@@ -246,6 +246,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<()> {
         }
         if let Some(live) = live {
             let url = live.url().to_string();
+            eprintln!("Sending the last spans to {url}...");
             eprintln!("{}", super::otlp::live_line(&url, &live.finish()));
         }
         anyhow::Ok(())
