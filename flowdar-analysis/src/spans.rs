@@ -146,9 +146,13 @@ pub struct SpanBuilder {
     spans: VecDeque<RequestSpan>,
     taken: usize,
     clients: ClientBook,
-    /// (process, request_rec) -> when the first half of its trace context
-    /// came, and the halves seen.
-    contexts: HashMap<(u32, u64), (u64, ContextHalves)>,
+    /// (process, request_rec) -> the start of the call its trace context
+    /// was sent with (the next entry on the sending thread), and the
+    /// halves seen.
+    contexts: HashMap<(u32, u64), (Option<u64>, ContextHalves)>,
+    /// (process, thread) -> the request whose context that thread sent and
+    /// whose entry has not come yet.
+    unbound: HashMap<(u32, u32), u64>,
     /// (process, request_rec) -> (thread, start, end) of spans already
     /// taken (live export): an outer call of the same request ending later
     /// is part of it, not a request of its own.
@@ -187,6 +191,7 @@ impl SpanBuilder {
             taken: 0,
             clients: ClientBook::default(),
             contexts: HashMap::new(),
+            unbound: HashMap::new(),
             recent: HashMap::new(),
             outcome_probe: probes.iter().find_map(|p| {
                 let r = p.capture.read?;
@@ -243,10 +248,21 @@ impl SpanBuilder {
     pub fn add_event(&mut self, e: &flowdar_common::Event) {
         use flowdar_common::TraceContextPart as Part;
         self.clients.add(e);
+        if e.kind == flowdar_common::EventKind::Entry as u32 {
+            // The entry the kernel sent right after the context, on the
+            // same thread: the call the context belongs to.
+            if let Some(r) = self.unbound.remove(&(e.tgid, e.tid)) {
+                if let Some(c) = self.contexts.get_mut(&(e.tgid, r)) {
+                    c.0 = Some(e.ts_ns);
+                }
+            }
+            return;
+        }
         match e.trace_context() {
             Some(Part::TraceId { request, id }) => {
                 self.contexts
-                    .insert((e.tgid, request), (e.ts_ns, (Some(id), None)));
+                    .insert((e.tgid, request), (None, (Some(id), None)));
+                self.unbound.insert((e.tgid, e.tid), request);
             }
             Some(Part::Parent {
                 request,
@@ -283,14 +299,15 @@ impl SpanBuilder {
         self.outcomes.insert(key, (c.start_ns, outcome));
     }
 
-    /// The trace context sent for request `r` at the entry of the call that
-    /// began at `start_ns`, taken: the kernel sends it just before that
-    /// entry; one sent for an earlier request at the same address (whose
-    /// entry was dropped: `--min-duration`, a lost event) is not this one's.
+    /// The trace context sent for request `r` with the entry of the call
+    /// that began at `start_ns`, taken: the kernel sends it just before that
+    /// entry, on the same thread; one sent for an earlier request at the
+    /// same address (whose entry was dropped: `--min-duration`, a lost
+    /// event) is not this one's. No time window: a slow machine (a guest
+    /// under emulation) can take long between the two.
     fn context_of(&mut self, tgid: u32, r: u64, start_ns: u64) -> Option<TraceParent> {
-        const SENT_BEFORE_ENTRY_NS: u64 = 100_000;
-        let (ts, halves) = self.contexts.remove(&(tgid, r))?;
-        if ts > start_ns || start_ns - ts > SENT_BEFORE_ENTRY_NS {
+        let (entry, halves) = self.contexts.remove(&(tgid, r))?;
+        if entry != Some(start_ns) {
             return None;
         }
         match halves {
