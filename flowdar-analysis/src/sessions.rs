@@ -677,11 +677,19 @@ pub enum SessionsError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::tests::probe;
 
-    fn call(probe_id: u32, tid: u32, start: u64, end: u64, arg0: u64, ret: Option<u64>) -> Call {
+    /// A call of process 1 (returned when `ret` is given).
+    pub(crate) fn call(
+        probe_id: u32,
+        tid: u32,
+        start: u64,
+        end: u64,
+        arg0: u64,
+        ret: Option<u64>,
+    ) -> Call {
         Call {
             probe_id,
             tgid: 1,

@@ -135,9 +135,9 @@ pub struct SpanBuilder {
     answering: HashSet<u32>,
     children_of: HashSet<u32>,
     names: Vec<String>,
-    /// (process, request_rec) -> the read that returned it: start, thread,
+    /// (process, request_rec) -> the read that returned it: start and
     /// connection.
-    reads: HashMap<(u32, u64), (u64, u32, u64)>,
+    reads: HashMap<(u32, u64), (u64, u64)>,
     /// (process, request_rec) -> its span (an absolute index), while its
     /// calls may still come.
     open: HashMap<(u32, u64), usize>,
@@ -389,8 +389,7 @@ impl SpanBuilder {
         if Some(c.probe_id) == self.read {
             match (c.returned, c.ret) {
                 (true, Some(r)) if r != 0 => {
-                    self.reads
-                        .insert((c.tgid, r), (c.start_ns, c.tid, c.args[0]));
+                    self.reads.insert((c.tgid, r), (c.start_ns, c.args[0]));
                     // A new request at this address: nothing parked for an
                     // earlier one is its.
                     self.outcomes.remove(&(c.tgid, r));
@@ -444,9 +443,7 @@ impl SpanBuilder {
         }
         let (start, client, protocol) = match (stream, self.reads.remove(&(c.tgid, r))) {
             (Some(_), _) => (c.start_ns, stream_client, "2"),
-            (None, Some((start, _, conn))) => {
-                (start, clients.client_at(c.tgid, conn, start), "1.1")
-            }
+            (None, Some((start, conn))) => (start, clients.client_at(c.tgid, conn, start), "1.1"),
             (None, None) => (c.start_ns, None, "1.1"),
         };
         let i = self.push(c, SpanKind::Request, start, client, protocol);
@@ -534,23 +531,7 @@ pub fn spans_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::tests::probe;
-
-    fn call(id: u32, tid: u32, start: u64, end: u64, arg0: u64, ret: Option<u64>) -> Call {
-        Call {
-            probe_id: id,
-            tgid: 1,
-            tid,
-            start_ns: start,
-            end_ns: end,
-            returned: ret.is_some(),
-            depth: 0,
-            args: [arg0, 0, 0],
-            ret,
-            children_ns: 0,
-            backend_ns: 0,
-        }
-    }
+    use crate::{sessions::tests::call, stats::tests::probe};
 
     /// A read and its request's processing make one span from the read's
     /// start; the nested ap_process_async_request adds nothing; a chosen
