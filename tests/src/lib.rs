@@ -45,6 +45,18 @@ pub fn flowdar(args: &[&str]) -> Output {
         .expect("run flowdar")
 }
 
+/// `flowdar export TRACE --format otlp --endpoint (the receiver) EXTRA...`.
+pub fn export_otlp(
+    trace: &str,
+    receiver: &flowdar::server::otlp_receiver::Receiver,
+    extra: &[&str],
+) -> Output {
+    let endpoint = receiver.endpoint();
+    let mut args = vec!["export", trace, "--format", "otlp", "--endpoint", &endpoint];
+    args.extend_from_slice(extra);
+    flowdar(&args)
+}
+
 /// `flowdar ARGS...` (a `--json` command), which must succeed: its output.
 pub fn flowdar_json(args: &[&str]) -> serde_json::Value {
     let out = flowdar(args);

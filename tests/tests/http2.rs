@@ -237,14 +237,7 @@ fn http2_and_tls_sessions_clients_and_streams_are_exact() {
     // OTLP: one server span a request, in the protocol it came in, from
     // its client (an HTTP/2 stream's, through its connection's master).
     let receiver = flowdar::server::otlp_receiver::Receiver::start(None).unwrap();
-    let out = flowdar(&[
-        "export",
-        path,
-        "--format",
-        "otlp",
-        "--endpoint",
-        &receiver.endpoint(),
-    ]);
+    let out = export_otlp(path, &receiver, &[]);
     assert!(
         out.status.success(),
         "{}",

@@ -8,6 +8,20 @@ use flowdar::server::otlp_receiver::{attr, Received, Receiver};
 use flowdar::server::{run_load, ApacheOptions, LoadPlan, ThrowawayApache};
 use flowdar_tests::*;
 
+/// 10 keep-alive connections of 4 requests, 2 at a time: 40 answered.
+fn forty_requests(apache: &ThrowawayApache) {
+    let r = run_load(
+        apache.addr(),
+        &LoadPlan {
+            connections: 10,
+            requests_per_connection: 4,
+            concurrency: 2,
+            ..Default::default()
+        },
+    );
+    assert_eq!((r.ok, r.errors), (40, 0));
+}
+
 /// 40 keep-alive requests (10 connections of 4) and 3 clients that never
 /// finish their request, recorded with `apache:request,io`: 40 `HTTP`
 /// server spans from 127.0.0.1, each with its handler and its socket reads
@@ -19,16 +33,7 @@ fn each_request_is_one_server_span_with_its_calls_inside() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("otlp.flowdar");
     let rec = record_profile(apache.pid(), "apache:request,io", &trace);
-    let r = run_load(
-        apache.addr(),
-        &LoadPlan {
-            connections: 10,
-            requests_per_connection: 4,
-            concurrency: 2,
-            ..Default::default()
-        },
-    );
-    assert_eq!((r.ok, r.errors), (40, 0));
+    forty_requests(&apache);
     // A missing page, a POST and a DELETE of a static file: their status
     // and method.
     let url = format!("http://{}", apache.addr());
@@ -72,16 +77,11 @@ fn each_request_is_one_server_span_with_its_calls_inside() {
 
     let receiver = Receiver::start(None).unwrap();
     let path = trace.to_str().unwrap();
-    let out = flowdar(&[
-        "export",
+    let out = export_otlp(
         path,
-        "--format",
-        "otlp",
-        "--endpoint",
-        &receiver.endpoint(),
-        "--span-functions",
-        "ap_invoke_handler,apr_socket_recv",
-    ]);
+        &receiver,
+        &["--span-functions", "ap_invoke_handler,apr_socket_recv"],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -201,16 +201,7 @@ fn a_collector_gone_mid_export_costs_counted_spans_and_no_event() {
     let before = std::fs::read(&trace).unwrap();
 
     let receiver = Receiver::start(Some(1)).unwrap();
-    let out = flowdar(&[
-        "export",
-        path,
-        "--format",
-        "otlp",
-        "--endpoint",
-        &receiver.endpoint(),
-        "--otlp-timeout",
-        "2s",
-    ]);
+    let out = export_otlp(path, &receiver, &["--otlp-timeout", "2s"]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -266,16 +257,7 @@ fn record_sends_each_request_while_it_records() {
         "-o",
         trace.to_str().unwrap(),
     ]);
-    let r = run_load(
-        apache.addr(),
-        &LoadPlan {
-            connections: 10,
-            requests_per_connection: 4,
-            concurrency: 2,
-            ..Default::default()
-        },
-    );
-    assert_eq!((r.ok, r.errors), (40, 0));
+    forty_requests(&apache);
     // Spans go about a second after their request: some before the stop.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while receiver.spans().is_empty() && std::time::Instant::now() < deadline {
@@ -381,16 +363,7 @@ fn top_sends_each_request_while_it_shows_them() {
     cmd.args(["top", "--pid", &apache.pid().to_string(), "--json"])
         .args(["--profile", "apache:request", "--otlp", &endpoint]);
     let top = Background::start(cmd, "\"functions\"", Duration::from_secs(60));
-    let r = run_load(
-        apache.addr(),
-        &LoadPlan {
-            connections: 10,
-            requests_per_connection: 4,
-            concurrency: 2,
-            ..Default::default()
-        },
-    );
-    assert_eq!((r.ok, r.errors), (40, 0));
+    forty_requests(&apache);
     std::thread::sleep(Duration::from_millis(1500));
     let (code, _, err) = top.stop(libc::SIGINT);
     assert_eq!(code, Some(0), "top failed:\n{err}");
@@ -455,14 +428,7 @@ fn a_traceparent_sent_by_the_client_is_joined() {
     assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
 
     let receiver = Receiver::start(None).unwrap();
-    let out = flowdar(&[
-        "export",
-        trace.to_str().unwrap(),
-        "--format",
-        "otlp",
-        "--endpoint",
-        &receiver.endpoint(),
-    ]);
+    let out = export_otlp(trace.to_str().unwrap(), &receiver, &[]);
     assert!(
         out.status.success(),
         "{}",
