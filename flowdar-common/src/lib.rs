@@ -432,6 +432,9 @@ pub const SOCKET_CONN_BIT: u64 = 1 << 47;
 /// (include/trace/syscall.h, `struct syscall_trace_enter`).
 pub const SYSCALL_NR_OFF: usize = 8;
 pub const SYSCALL_ARGS_OFF: usize = 16;
+/// `IN_SYSCALL`'s value for a thread between watched calls (its entry is
+/// kept and written in place, not deleted): no probe id is this.
+pub const NOT_IN_SYSCALL: u32 = u32::MAX;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -14,6 +14,7 @@ use aya_ebpf::{
     macros::{map, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::TracePointContext,
+    EbpfContext as _,
 };
 use flowdar_common::{
     EventKind, SyscallProbe, SyscallRole, AF_INET, AF_INET6, MAX_CONN_FDS, MAX_SYSCALL_NR,
@@ -38,9 +39,14 @@ static SYSCALL_PROBES: Array<SyscallProbe> = Array::with_max_entries(MAX_SYSCALL
 static CONN_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_CONN_FDS, 0);
 
 /// Per thread: the probe id of its watched call in progress (its exit is
-/// sent only when its entry was).
+/// sent only when its entry was), [`NOT_IN_SYSCALL`] between calls. A
+/// thread's entry stays and is written in place: an insert and a delete
+/// of an LRU hash entry for every call cost the entry program about half
+/// of its time (BENCHMARKS.md, row b).
 #[map]
 static IN_SYSCALL: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
+const NOT_IN_SYSCALL: u32 = flowdar_common::NOT_IN_SYSCALL;
 
 /// Per thread: the peer-address buffer of an `accept` in progress.
 #[map]
@@ -72,10 +78,16 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
     let Some((probe_id, role)) = watched(&ctx) else {
         return 0;
     };
+    // SAFETY: the arguments sit at fixed offsets in every syscall
+    // tracepoint's record (flowdar_common::SYSCALL_ARGS_OFF). The first
+    // is read directly (every watched call has one); the others through
+    // the helper, as `close` has no second (see [`record`]).
     let arg = |n: usize| -> u64 {
-        // SAFETY: the arguments sit at fixed offsets in every syscall
-        // tracepoint's record (flowdar_common::SYSCALL_ARGS_OFF).
-        unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8 * n) }.unwrap_or(0)
+        if n == 0 {
+            unsafe { record::<u64>(&ctx, SYSCALL_ARGS_OFF) }
+        } else {
+            unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8 * n) }.unwrap_or(0)
+        }
     };
     let (fd, third) = match role {
         r if r == SyscallRole::Accept as u32 => {
@@ -105,7 +117,14 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
         let _ = CONN_FDS.remove(key);
     }
     if emit(pid_tgid, probe_id, EventKind::Entry, [fd, conn, third]) {
-        let _ = IN_SYSCALL.insert(pid_tgid as u32, probe_id, 0);
+        let tid = pid_tgid as u32;
+        match IN_SYSCALL.get_ptr_mut(tid) {
+            // SAFETY: `p` points into the thread's live map value.
+            Some(p) => unsafe { *p = probe_id },
+            None => {
+                let _ = IN_SYSCALL.insert(tid, probe_id, 0);
+            }
+        }
     }
     0
 }
@@ -124,7 +143,7 @@ pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
     };
     let tid = pid_tgid as u32;
     // SAFETY: `ret` sits at a fixed offset in every sys_exit record.
-    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_ARGS_OFF) }.unwrap_or(-1);
+    let ret = unsafe { record::<i64>(&ctx, SYSCALL_ARGS_OFF) };
     if role == SyscallRole::Accept as u32 {
         // SAFETY: read-only copy of the value.
         let Some(addr) = (unsafe { ACCEPTING.get(tid) }).copied() else {
@@ -136,20 +155,41 @@ pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
         }
         return 0;
     }
-    // SAFETY: read-only copy of the value.
-    if unsafe { IN_SYSCALL.get(tid) }.copied() != Some(probe_id) {
+    let Some(p) = IN_SYSCALL.get_ptr_mut(tid) else {
         return 0;
+    };
+    // SAFETY: `p` points into the thread's live map value.
+    unsafe {
+        if *p != probe_id {
+            return 0;
+        }
+        *p = NOT_IN_SYSCALL;
     }
-    let _ = IN_SYSCALL.remove(tid);
     emit(pid_tgid, probe_id, EventKind::Exit, [ret as u64, 0, 0]);
     0
+}
+
+/// A field of the tracepoint's record, read directly: the verifier lets a
+/// tracepoint program load any aligned field past the common header,
+/// where `read_at` pays a `bpf_probe_read_kernel` call for each. The
+/// kernel refuses to attach a program to a tracepoint whose record is
+/// shorter than the furthest field it loads directly (`EACCES`): the
+/// shared programs load only `__syscall_nr`, the first argument and
+/// `ret`, within every syscall's record.
+///
+/// # Safety
+/// `offset` must lie in the record, past its first 8 bytes, aligned to `T`.
+#[inline(always)]
+unsafe fn record<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: the caller's contract; the verifier checks the access.
+    unsafe { *(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
 }
 
 /// The probe id and role of the syscall this record is for, if watched.
 #[inline(always)]
 fn watched(ctx: &TracePointContext) -> Option<(u32, u32)> {
     // SAFETY: `__syscall_nr` sits at a fixed offset in every syscall record.
-    let nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR_OFF) }.ok()?;
+    let nr = unsafe { record::<i32>(ctx, SYSCALL_NR_OFF) };
     let p = SYSCALL_PROBES.get(nr as u32)?;
     (p.probe_id_plus_one != 0).then(|| (p.probe_id_plus_one - 1, p.role))
 }

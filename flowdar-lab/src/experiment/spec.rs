@@ -359,7 +359,8 @@ mod tests {
     /// would leave the fuzzer exploring only the parser's error paths.
     #[test]
     fn every_fuzz_seed_is_a_valid_spec() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flowdar-user/fuzz/seeds/experiment_spec");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../flowdar-user/fuzz/seeds/experiment_spec");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let text = std::fs::read_to_string(e.path()).unwrap();

@@ -14,7 +14,9 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     Ebpf,
 };
-use flowdar_common::{Event, EventKind, HELD_AT_ATTACH, SEEDED_CONN_BIT, SOCKET_CONN_BIT};
+use flowdar_common::{
+    Event, EventKind, HELD_AT_ATTACH, NOT_IN_SYSCALL, SEEDED_CONN_BIT, SOCKET_CONN_BIT,
+};
 
 use super::{
     blocked::{socket_inode, tcp_sockets, waiting_fd},
@@ -109,8 +111,11 @@ pub(super) fn seed(
             let (Some(&conn), Some(&probe_id)) = (by_fd.get(&fd), by_nr.get(&nr)) else {
                 continue;
             };
-            // A call the entry program saw already has its entry sent.
-            if held.insert(tid, probe_id, BPF_NOEXIST).is_err() {
+            // A call the entry program saw already has its entry sent
+            // (a thread's value stays between calls, NOT_IN_SYSCALL).
+            if held.get(&tid, 0).is_ok_and(|p| p != NOT_IN_SYSCALL)
+                || held.insert(tid, probe_id, 0).is_err()
+            {
                 continue;
             }
             out.events.push(Event {
