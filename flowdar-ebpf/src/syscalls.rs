@@ -78,14 +78,16 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
     let Some((probe_id, role)) = watched(&ctx) else {
         return 0;
     };
-    // SAFETY: the arguments sit at fixed offsets in every syscall
-    // tracepoint's record (flowdar_common::SYSCALL_ARGS_OFF). The first
-    // is read directly (every watched call has one); the others through
-    // the helper, as `close` has no second (see [`record`]).
+    // The arguments sit at fixed offsets in every syscall tracepoint's
+    // record (flowdar_common::SYSCALL_ARGS_OFF). The first is read
+    // directly (every watched call has one); the others through the
+    // helper, as `close` has no second (see [`record`]).
     let arg = |n: usize| -> u64 {
         if n == 0 {
+            // SAFETY: the first argument, in every watched call's record.
             unsafe { record::<u64>(&ctx, SYSCALL_ARGS_OFF) }
         } else {
+            // SAFETY: the helper faults safely past the record's end.
             unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8 * n) }.unwrap_or(0)
         }
     };
