@@ -10,7 +10,7 @@
 //! `cargo bench -p flowdar-tests --bench tracer -- [a] [b] [d] [e] [h] [m] [r] [z]` runs
 //! some. Environment: BENCH_ROUNDS (default 3), BENCH_CALLS (default
 //! 1000000), BENCH_WRK_SECS (default 5), BENCH_PAIRS (row b's extra
-//! floor/`request` pairs, default 8).
+//! floor/`request` pairs and untraced/lean/top triples, default 8).
 //!
 //! Every row says in its heading how it was measured (rounds, median or
 //! not, attach mode); the table's first line names the machine, the date
@@ -149,7 +149,7 @@ fn main() {
         let mode = get(Config::Request).attach_mode.clone().unwrap_or_default();
         let _ = writeln!(
             md,
-            "### b. Server throughput and c. storage (wrk -t2 -c20, {secs} s per run; requests/s and p99: medians of {rounds} interleaved rounds (the floor's and `request`'s {pairs} more pairs count in their ratio below, not here); events and bytes/event: the last round's, lost: the most; Flowdar's attach mode: {mode})\n"
+            "### b. Server throughput and c. storage (wrk -t2 -c20, {secs} s per run; requests/s and p99: medians of {rounds} interleaved rounds (the floor's and `request`'s {pairs} more pairs, and {pairs} untraced/lean/top triples, count in their ratios below, not here); events and bytes/event: the last round's, lost: the most; Flowdar's attach mode: {mode})\n"
         );
         let _ = writeln!(md, "| configuration | requests/s | vs untraced | p99 latency | events | lost | bytes/event |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
@@ -203,7 +203,7 @@ fn main() {
             .saturating_add(get(Config::TopLean).lost.unwrap_or(1));
         let _ = writeln!(
             md,
-            "Issue #28's lean capture: `lean` served {}x untraced's requests/s and `top -o` {}x, the median of each round's ratio (target >= 0.90: {}, {}); lost with the two: {lean_lost} (target 0: {}).\n",
+            "Issue #28's lean capture: `lean` served {}x untraced's requests/s and `top -o` {}x, the median of the ratios of its {rounds} rounds and {pairs} triples (target >= 0.90: {}, {}); lost with the two: {lean_lost} (target 0: {}).\n",
             lean.show(2),
             top.show(2),
             verdict(lean.median >= 0.9),

@@ -137,34 +137,55 @@ pub fn measure(secs: u64, out_dir: &std::path::Path) -> Run {
     }
 }
 
+/// Clients holding at least this share of the run's read time (under
+/// `request,io`) are judged by the 5% target; the figures of the others
+/// differ by what each side counts as reading (`ap_read_request` parses
+/// the request and pays its probes' traps, `read` is the copy alone), a
+/// few microseconds a request that no worker is held for.
+const JUDGED_SHARE: f64 = 0.01;
+
 pub fn render(run: &Run, secs: u64) -> String {
     let mut md = format!(
         "### r. Read time per client, `apache:request,io` against `apache:lean` (one Apache, both recorders attached at once and stopped together; a {ATTACK_CONNECTIONS}-connection Slowloris from a lab host, wrk -t1 -c4 for {secs} s on 127.0.0.1)\n\n"
     );
-    md.push_str("| client | requests (uprobes / lean) | read time, `request,io` (`ap_read_request`) | read time, `lean` (read, poll) | lean / uprobes |\n|---|---:|---:|---:|---:|\n");
+    md.push_str("| client | requests (uprobes / lean) | read time, `request,io` (`ap_read_request`) | read time, `lean` (read, poll) | share of the read time | lean / uprobes | within 5% |\n|---|---:|---:|---:|---:|---:|---|\n");
+    let total = |f: fn(&ClientReads) -> u64| run.clients.iter().map(f).sum::<u64>() as f64;
+    let (uprobes_total, lean_total) = (total(|c| c.uprobes_ns), total(|c| c.lean_ns));
+    let (mut judged, mut met) = (0, 0);
     for c in &run.clients {
         let role = if c.address == run.attacker {
             " (attacker)"
         } else {
             ""
         };
+        let ratio = c.lean_ns as f64 / c.uprobes_ns.max(1) as f64;
+        let share = c.uprobes_ns as f64 / uprobes_total.max(1.0);
+        let verdict = if share >= JUDGED_SHARE {
+            judged += 1;
+            let ok = (ratio - 1.0).abs() <= 0.05;
+            met += usize::from(ok);
+            crate::verdict(ok).to_string()
+        } else {
+            let per_request =
+                (c.uprobes_ns as f64 - c.lean_ns as f64) / c.uprobes_requests.max(1) as f64 / 1e3;
+            format!("not judged (under 1%: {per_request:.1} µs a request apart)")
+        };
         md.push_str(&format!(
-            "| {}{role} | {} / {} | {:.3} s | {:.3} s | {:.3} |\n",
+            "| {}{role} | {} / {} | {:.3} s | {:.3} s | {:.1}% | {ratio:.3} | {verdict} |\n",
             c.address,
             c.uprobes_requests,
             c.lean_requests,
             c.uprobes_ns as f64 / 1e9,
             c.lean_ns as f64 / 1e9,
-            c.lean_ns as f64 / c.uprobes_ns.max(1) as f64,
+            100.0 * share,
         ));
     }
-    let attacker = run.clients.iter().find(|c| c.address == run.attacker);
-    let ratio = attacker.map_or(0.0, |c| c.lean_ns as f64 / c.uprobes_ns.max(1) as f64);
-    let total = |f: fn(&ClientReads) -> u64| run.clients.iter().map(f).sum::<u64>() as f64;
-    let all = total(|c| c.lean_ns) / total(|c| c.uprobes_ns).max(1.0);
+    let all = lean_total / uprobes_total.max(1.0);
     md.push_str(&format!(
-        "\nThe attacker's read time, lean / uprobes: {ratio:.3} (target: within 5%: {}); all clients together: {all:.3}. Lost: {} (uprobes), {} (lean).\n\n",
-        crate::verdict((ratio - 1.0).abs() <= 0.05),
+        "\nRead time per client, lean / uprobes, within 5% for every client holding at least {:.0}% of the run's read time: {met} of {judged} ({}; the attacker among them: {}); all clients together: {all:.3}. Lost: {} (uprobes), {} (lean).\n\n",
+        100.0 * JUDGED_SHARE,
+        crate::verdict(judged > 0 && met == judged),
+        if run.clients.iter().any(|c| c.address == run.attacker && c.uprobes_ns as f64 >= JUDGED_SHARE * uprobes_total) { "yes" } else { "NO" },
         run.lost.0,
         run.lost.1,
     ));

@@ -233,6 +233,22 @@ pub fn measure(secs: u64, rounds: usize, pairs: usize, out_dir: &Path) -> Vec<Th
             all[i].push(measure_one(&apache, c, secs, &out));
         }
     }
+    // The lean capture against untraced, side by side: in a round, up to
+    // six other runs separate them (a minute of this machine's drift,
+    // which moved one round's ratio by 0.2); a triple, 20 seconds.
+    let triple = [Config::Untraced, Config::Lean, Config::TopLean];
+    for p in 0..pairs {
+        for (_, c) in round_order(&triple, rounds + p) {
+            eprintln!(
+                "  b. server, untraced/lean/top triple {}/{pairs}: {} (wrk {secs} s)",
+                p + 1,
+                c.label()
+            );
+            let i = Config::ALL.iter().position(|x| *x == c).unwrap();
+            let out = out_dir.join(format!("server-{i}.flowdar"));
+            all[i].push(measure_one(&apache, c, secs, &out));
+        }
+    }
     // The table compares the rows over the same rounds (the pairs ran
     // later, in another minute of this machine's drift); the pairs only
     // add to the paired ratio, kept in `rounds`, and to the losses.
