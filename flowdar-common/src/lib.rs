@@ -375,6 +375,9 @@ pub enum SyscallRole {
     Accept = 3,
     /// `close`: the fd's connection ends.
     Close = 4,
+    /// `shutdown`: the first argument is the fd, and there is no third
+    /// (its entry's third slot is 0).
+    FdTwoArgs = 5,
 }
 
 /// Lean capture: a watched system call, indexed by syscall number in the

@@ -40,17 +40,19 @@ static CONN_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_CONN_FD
 
 /// Per thread: the probe id of its watched call in progress (its exit is
 /// sent only when its entry was), [`NOT_IN_SYSCALL`] between calls. A
-/// thread's entry stays and is written in place: an insert and a delete
+/// thread's entry stays and is written in place (an insert and a delete
 /// of an LRU hash entry for every call cost the entry program about half
-/// of its time (BENCHMARKS.md, row b).
+/// of its time: BENCHMARKS.md, "What the lean capture's events cost"),
+/// and goes when the thread exits (`tree::flowdar_exit_task`), so that
+/// dead threads never crowd out a worker held in a call.
 #[map]
-static IN_SYSCALL: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static IN_SYSCALL: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
 const NOT_IN_SYSCALL: u32 = flowdar_common::NOT_IN_SYSCALL;
 
 /// Per thread: the peer-address buffer of an `accept` in progress.
 #[map]
-static ACCEPTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static ACCEPTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// What runs, set by user space: [`SYSCALLS_ALL`] from attach; at detach,
 /// `SYSCALLS_OFF`, entries and exits at once, when the uprobe entries are
@@ -81,13 +83,16 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
     // The arguments sit at fixed offsets in every syscall tracepoint's
     // record (flowdar_common::SYSCALL_ARGS_OFF). The first is read
     // directly (every watched call has one); the others through the
-    // helper, as `close` has no second (see [`record`]).
+    // helper, as `close` has no second (see [`record`]). A slot past the
+    // call's own arguments holds whatever the kernel's stack held: never
+    // read one (`close` and `shutdown` get 0 for the third).
     let arg = |n: usize| -> u64 {
         if n == 0 {
             // SAFETY: the first argument, in every watched call's record.
             unsafe { record::<u64>(&ctx, SYSCALL_ARGS_OFF) }
         } else {
-            // SAFETY: the helper faults safely past the record's end.
+            // SAFETY: a bounded kernel read; callers ask only for slots
+            // within the call's own arguments.
             unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8 * n) }.unwrap_or(0)
         }
     };
@@ -108,7 +113,8 @@ pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
                 Err(_) => return 0,
             }
         }
-        _ => (arg(0) & 0xffff_ffff, arg(2)),
+        r if r == SyscallRole::Fd as u32 => (arg(0) & 0xffff_ffff, arg(2)),
+        _ => (arg(0) & 0xffff_ffff, 0),
     };
     let key = tgid << 32 | fd;
     // SAFETY: read-only copy of the value.

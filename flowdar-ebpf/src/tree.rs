@@ -4,8 +4,11 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 
-use crate::maps::{
-    add_target, count_one, is_target, remove_target, EXIT_LAYOUT, FILTER_FULL, FORK_LAYOUT,
+use crate::{
+    maps::{
+        add_target, count_one, is_target, remove_target, EXIT_LAYOUT, FILTER_FULL, FORK_LAYOUT,
+    },
+    syscalls::{ACCEPTING, IN_SYSCALL},
 };
 
 /// `sched/sched_process_fork` runs in the forking task: if it is ours, so is
@@ -41,6 +44,9 @@ pub fn flowdar_exit_task(ctx: TracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
+    // The lean capture's per-thread state goes with the thread.
+    let _ = IN_SYSCALL.remove(tid);
+    let _ = ACCEPTING.remove(tid);
     let off = EXIT_LAYOUT.load().group_dead_off;
     let group_dead = if off == u32::MAX {
         // Older kernels lack `group_dead`: take the leader's exit as the end.

@@ -60,7 +60,7 @@ enum Command {
     Demo,
     /// rustfmt --check and clippy -D warnings (user space and eBPF crates).
     Lint,
-    /// Fuzz the trace reader and the probe-file parser (cargo fuzz).
+    /// Fuzz the trace reader, the probe-file parser and the experiment-spec parser (cargo fuzz).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]

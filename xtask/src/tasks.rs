@@ -217,13 +217,12 @@ pub fn fuzz(env: &Env, seconds: u64) -> Result<()> {
             Command::new("rustup")
                 .current_dir(&fuzz_dir)
                 .env("PATH", env.path())
-                // The dev profile at opt-level 1, without debug info, into
-                // one target directory for the three targets (their common
-                // dependencies built once): cargo-fuzz's default (release,
-                // one codegen unit) took 21 minutes of CI to build the
-                // three (trace_reader 93 s, probe_config 632 s); this
-                // builds them in 40 s and 407 s here, with the same debug
-                // assertions and overflow checks, and runs about three
+                // The dev profile at opt-level 1, without debug info:
+                // cargo-fuzz's default (release, one codegen unit) took 21
+                // minutes of CI to build the targets (then in three
+                // crates: trace_reader 93 s, probe_config 632 s, against
+                // 40 s and 407 s at opt-level 1), with the same debug
+                // assertions and overflow checks; it runs about three
                 // quarters as many inputs a second (8,900/s against
                 // 12,000/s on probe_config; opt-level 0: 220/s).
                 .env("CARGO_PROFILE_DEV_OPT_LEVEL", "1")

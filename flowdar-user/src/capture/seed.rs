@@ -14,9 +14,7 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     Ebpf,
 };
-use flowdar_common::{
-    Event, EventKind, HELD_AT_ATTACH, NOT_IN_SYSCALL, SEEDED_CONN_BIT, SOCKET_CONN_BIT,
-};
+use flowdar_common::{Event, EventKind, HELD_AT_ATTACH, SEEDED_CONN_BIT, SOCKET_CONN_BIT};
 
 use super::{
     blocked::{socket_inode, tcp_sockets, waiting_fd},
@@ -111,11 +109,12 @@ pub(super) fn seed(
             let (Some(&conn), Some(&probe_id)) = (by_fd.get(&fd), by_nr.get(&nr)) else {
                 continue;
             };
-            // A call the entry program saw already has its entry sent
-            // (a thread's value stays between calls, NOT_IN_SYSCALL).
-            if held.get(&tid, 0).is_ok_and(|p| p != NOT_IN_SYSCALL)
-                || held.insert(tid, probe_id, 0).is_err()
-            {
+            // A thread the entry program has seen since attach has an
+            // entry (its value stays between calls, NOT_IN_SYSCALL): its
+            // call now was sent, or began after attach. Only an insert
+            // that fails where the key exists is safe against the program
+            // writing it meanwhile (user space has no compare-and-swap).
+            if held.insert(tid, probe_id, BPF_NOEXIST).is_err() {
                 continue;
             }
             out.events.push(Event {

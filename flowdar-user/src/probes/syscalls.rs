@@ -22,7 +22,7 @@ const TABLE: &[(&str, u32, SyscallRole)] = &[
     ("recvfrom", 45, SyscallRole::Fd),
     ("sendmsg", 46, SyscallRole::Fd),
     ("recvmsg", 47, SyscallRole::Fd),
-    ("shutdown", 48, SyscallRole::Fd),
+    ("shutdown", 48, SyscallRole::FdTwoArgs),
     ("accept4", 288, SyscallRole::Accept),
 ];
 
@@ -38,7 +38,7 @@ const TABLE: &[(&str, u32, SyscallRole)] = &[
     ("accept", 202, SyscallRole::Accept),
     ("sendto", 206, SyscallRole::Fd),
     ("recvfrom", 207, SyscallRole::Fd),
-    ("shutdown", 210, SyscallRole::Fd),
+    ("shutdown", 210, SyscallRole::FdTwoArgs),
     ("sendmsg", 211, SyscallRole::Fd),
     ("recvmsg", 212, SyscallRole::Fd),
     ("accept4", 242, SyscallRole::Accept),

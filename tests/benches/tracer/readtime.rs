@@ -159,7 +159,10 @@ pub fn render(run: &Run, secs: u64) -> String {
             ""
         };
         let ratio = c.lean_ns as f64 / c.uprobes_ns.max(1) as f64;
-        let share = c.uprobes_ns as f64 / uprobes_total.max(1.0);
+        // Either side's share: a client only one recorder saw reading
+        // is the largest mismatch there can be, and is judged.
+        let share = (c.uprobes_ns as f64 / uprobes_total.max(1.0))
+            .max(c.lean_ns as f64 / lean_total.max(1.0));
         let verdict = if share >= JUDGED_SHARE {
             judged += 1;
             let ok = (ratio - 1.0).abs() <= 0.05;
@@ -181,11 +184,16 @@ pub fn render(run: &Run, secs: u64) -> String {
         ));
     }
     let all = lean_total / uprobes_total.max(1.0);
+    let attacker_judged = run.clients.iter().any(|c| {
+        c.address == run.attacker
+            && (c.uprobes_ns as f64 >= JUDGED_SHARE * uprobes_total
+                || c.lean_ns as f64 >= JUDGED_SHARE * lean_total)
+    });
     md.push_str(&format!(
         "\nRead time per client, lean / uprobes, within 5% for every client holding at least {:.0}% of the run's read time: {met} of {judged} ({}; the attacker among them: {}); all clients together: {all:.3}. Lost: {} (uprobes), {} (lean).\n\n",
         100.0 * JUDGED_SHARE,
-        crate::verdict(judged > 0 && met == judged),
-        if run.clients.iter().any(|c| c.address == run.attacker && c.uprobes_ns as f64 >= JUDGED_SHARE * uprobes_total) { "yes" } else { "NO" },
+        crate::verdict(attacker_judged && met == judged),
+        if attacker_judged { "yes" } else { "NO" },
         run.lost.0,
         run.lost.1,
     ));

@@ -194,8 +194,10 @@ fn top_summary(stderr: &str) -> (u64, u64) {
 /// floor and `request` alone, side by side in alternating order: their
 /// ratio is issue #15's target, and this machine's drift from minute to
 /// minute (+-10% and more) needs more than three pairs to see a few
-/// percent. Each row's figures are the medians of the `rounds` rounds;
-/// `rounds` holds every run's requests/s, the pairs' included.
+/// percent; and `pairs` triples of untraced, `lean` and `top -o`, side by
+/// side likewise (issue #28's ratio). Each row's figures are the medians
+/// of the `rounds` rounds; `rounds` holds every run's requests/s, the
+/// pairs' and triples' included.
 pub fn measure(secs: u64, rounds: usize, pairs: usize, out_dir: &Path) -> Vec<Throughput> {
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
     // Warm Apache up (children, caches) before the first measured run.
