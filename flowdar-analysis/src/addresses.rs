@@ -87,11 +87,11 @@ pub fn worker_time(windows: &[(u32, u64, u64)]) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flowdar_common::EventKind;
 
-    fn client_event(tgid: u32, ts: u64, conn: u64, ip: [u8; 16], port: u16) -> Event {
+    pub(crate) fn client_event(tgid: u32, ts: u64, conn: u64, ip: [u8; 16], port: u16) -> Event {
         Event {
             tgid,
             tid: tgid,

@@ -429,8 +429,17 @@ impl SessionTracker {
         }
         let key = (c.tgid, conn, client);
         let idx = match self.latest.get(&key).copied() {
-            // The same client on the same connection: the same session.
-            Some(i) if client.is_some() || belongs(&self.sessions[i]) => i,
+            // The same client on the same connection: the same session,
+            // unless that one was closed before this call began. A client
+            // can connect again from the same port (Apache closed first,
+            // so the TIME_WAIT is the server's), and Apache hand it the
+            // same `conn_rec` address: 2 connections of 101 requests seen
+            // as one of 202 (h2load over HTTP/1.1, one run in five).
+            Some(i)
+                if (client.is_some() && !self.sessions[i].closed) || belongs(&self.sessions[i]) =>
+            {
+                i
+            }
             _ => {
                 // A recycled address: whatever was open for it is over.
                 if let Some(i) = self.latest.remove(&key) {
@@ -809,6 +818,41 @@ pub(crate) mod tests {
         // Sends before any request (a connection seeded at attach) are no
         // request's.
         assert!(latencies(vec![(1, Sent), (2, Data)]).is_empty());
+    }
+
+    /// A client that connects again from the same port, served at a
+    /// recycled `conn_rec` address, after its first connection closed:
+    /// two sessions, not one with both connections' requests.
+    #[test]
+    fn the_same_client_and_port_again_at_a_recycled_address_is_a_new_session() {
+        use crate::addresses::tests::client_event;
+        let probes = [
+            probe(0, "ap_run_process_connection", None),
+            probe(1, READ, None),
+        ];
+        let mut t = SessionTracker::new(&probes);
+        let c = 0xc0;
+        let ip = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2];
+        let mut book = ClientBook::default();
+        book.add(&client_event(1, 10, c, ip, 47626));
+        book.add(&client_event(1, 500, c, ip, 47626));
+        for call in [
+            call(1, 11, 10, 20, c, Some(0x71)),
+            call(1, 11, 30, 40, c, Some(0)), // the connection ends
+            call(0, 11, 5, 45, c, Some(0)),
+            call(1, 12, 500, 510, c, Some(0x72)),
+            call(0, 12, 495, 520, c, Some(0)),
+        ] {
+            t.add_with(&call, &book);
+        }
+        let s = t.finish(&book);
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(
+            (s[0].requests, s[0].closed, s[0].start_ns, s[0].end_ns),
+            (1, true, 5, 45)
+        );
+        assert_eq!((s[1].requests, s[1].start_ns, s[1].end_ns), (1, 495, 520));
+        assert_eq!(s[0].client, s[1].client);
     }
 
     #[test]

@@ -22,7 +22,8 @@ use crate::{
 ///
 /// DIR/experiment.json: {"variants": [{"name", "config", "untraced":
 /// {"phase", "requests_per_s", ...}, "phases": [{"name", "requests_per_s",
-/// "p99_ns", "errors", "events", "lost", "throughput_vs_first_phase",
+/// "p99_ns", "errors", "client_error" (why the load generator gave no
+/// figures, or null), "events", "lost", "throughput_vs_first_phase",
 /// "throughput_vs_untraced"}]}]}: client figures over wall time, with
 /// connect and answer timeouts counted as errors. Each variant runs its
 /// normal load once more with nothing attached (`untraced`): the observer

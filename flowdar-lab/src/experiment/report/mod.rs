@@ -78,6 +78,7 @@ fn json(outcome: &Outcome) -> serde_json::Value {
                         "requests_per_s": rps(p),
                         "p99_ns": p.client.as_ref().and_then(|c| c.p99_ns),
                         "errors": p.client.as_ref().map_or(0, |c| c.errors()),
+                        "client_error": p.client_error,
                         "events": p.events,
                         "lost": p.lost,
                         "throughput_vs_first_phase": if first > 0.0 { Some(rps(p) / first) } else { None },
