@@ -220,35 +220,30 @@ pub fn measure(secs: u64, rounds: usize, pairs: usize, out_dir: &Path) -> Vec<Th
             all[i].push(measure_one(&apache, c, secs, &out));
         }
     }
-    let pair = [Config::Floor, Config::Request];
-    for p in 0..pairs {
-        // Continue the alternation of the rounds before: with an odd
-        // number of them, a restart would run the floor first twice in a row.
-        for (_, c) in round_order(&pair, rounds + p) {
-            eprintln!(
-                "  b. server, floor/request pair {}/{pairs}: {} (wrk {secs} s)",
-                p + 1,
-                c.label()
-            );
-            let i = Config::ALL.iter().position(|x| *x == c).unwrap();
-            let out = out_dir.join(format!("server-{i}.flowdar"));
-            all[i].push(measure_one(&apache, c, secs, &out));
-        }
-    }
-    // The lean capture against untraced, side by side: in a round, up to
-    // six other runs separate them (a minute of this machine's drift,
-    // which moved one round's ratio by 0.2); a triple, 20 seconds.
-    let triple = [Config::Untraced, Config::Lean, Config::TopLean];
-    for p in 0..pairs {
-        for (_, c) in round_order(&triple, rounds + p) {
-            eprintln!(
-                "  b. server, untraced/lean/top triple {}/{pairs}: {} (wrk {secs} s)",
-                p + 1,
-                c.label()
-            );
-            let i = Config::ALL.iter().position(|x| *x == c).unwrap();
-            let out = out_dir.join(format!("server-{i}.flowdar"));
-            all[i].push(measure_one(&apache, c, secs, &out));
+    // Side by side, in alternating order continuing the rounds' (with an
+    // odd number of them, a restart would run one first twice in a row):
+    // the floor and `request` (issue #15's ratio), and untraced, `lean`
+    // and `top -o` (issue #28's: in a round up to six other runs, a
+    // minute of this machine's drift, separate them; a triple, 20 s).
+    let groups: [(&str, &[Config]); 2] = [
+        ("floor/request pair", &[Config::Floor, Config::Request]),
+        (
+            "untraced/lean/top triple",
+            &[Config::Untraced, Config::Lean, Config::TopLean],
+        ),
+    ];
+    for (what, group) in groups {
+        for p in 0..pairs {
+            for (_, c) in round_order(group, rounds + p) {
+                eprintln!(
+                    "  b. server, {what} {}/{pairs}: {} (wrk {secs} s)",
+                    p + 1,
+                    c.label()
+                );
+                let i = Config::ALL.iter().position(|x| *x == c).unwrap();
+                let out = out_dir.join(format!("server-{i}.flowdar"));
+                all[i].push(measure_one(&apache, c, secs, &out));
+            }
         }
     }
     // The table compares the rows over the same rounds (the pairs ran
