@@ -10,19 +10,46 @@ use flowdar_trace::TraceProbe;
 
 use super::{
     error::Result,
-    results::PhaseResult,
-    spec::{ClientKind, Phase, Protocol},
+    progress::Progress,
+    results::{PhaseResult, Untraced},
+    spec::{ClientKind, Load, Phase, Protocol},
 };
 use crate::{
     server::{self, Attack, AttackPlan, ClientPlan, ClientReport, H2loadPlan, Lab, Targets},
     tracer::Tracer,
 };
 
+/// The load of `phase` for `duration` with nothing attached: the observer
+/// effect's baseline (`label`: the variant, or the zoom level measuring it
+/// again beside its own phases).
+pub(super) fn run_untraced_load(
+    target: &Target<'_>,
+    phase: &Phase,
+    load: &Load,
+    duration: Duration,
+    label: &str,
+    progress: &mut dyn FnMut(&Progress<'_>),
+) -> Result<Untraced> {
+    progress(&Progress::UntracedStart {
+        variant: label,
+        phase: &phase.name,
+        duration,
+    });
+    let (client, client_error) = drive_client(target, load, duration, false)?;
+    let u = Untraced {
+        phase: phase.name.clone(),
+        client,
+        client_error,
+    };
+    progress(&Progress::UntracedDone(&u));
+    Ok(u)
+}
+
 /// The legitimate client's load for `duration`: its report, or why none.
 /// `under_attack`: h2load runs in slices (see `server::h2load`).
 pub(super) fn drive_client(
     target: &Target<'_>,
-    load: &super::spec::Load,
+    load: &Load,
     duration: Duration,
     under_attack: bool,
 ) -> Result<(Option<ClientReport>, Option<String>)> {

@@ -114,8 +114,13 @@ pub struct CallCost {
 pub struct Level {
     pub level: usize,
     pub functions: Vec<String>,
-    /// Traced normal-phase throughput over the untraced run's.
+    /// Traced normal-phase throughput over the untraced run's (the one
+    /// measured again beside the level when there is one).
     pub throughput_ratio: Option<f64>,
+    /// The untraced load measured again beside this level (requests/s),
+    /// when its normal phase looked over budget against the experiment's
+    /// baseline; its ratios are against it.
+    pub untraced_again_rps: Option<f64>,
     /// The set's estimated probed calls per request, and the budget's.
     pub estimated_calls_per_request: f64,
     pub budget_calls_per_request: f64,
@@ -142,6 +147,10 @@ pub struct Rerun {
     pub cost_per_call: f64,
     /// The calls per request that cost allows within the budget.
     pub budget_calls_per_request: f64,
+    /// The walk's budget before this rerun lowered it (restored when the
+    /// rerun served no more).
+    #[serde(skip)]
+    pub walk_budget: f64,
     pub trace: PathBuf,
 }
 

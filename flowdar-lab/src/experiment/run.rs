@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     error::{create_dir, ExperimentError, Result},
-    phase::{drive_client, run_phase, Target},
+    phase::{run_phase, run_untraced_load, Target},
     progress::Progress,
     results::{Hosts, Outcome, PhaseResult, Untraced, VariantResult, Zoom},
     setup::{check_spec, setup_hosts, start_server, Server},
@@ -254,19 +254,7 @@ fn run_untraced(
     let Some((phase, load)) = normal.and_then(|p| Some((p, p.load.as_ref()?))) else {
         return Ok(None);
     };
-    let duration = cx.capped(phase);
-    progress(&Progress::UntracedStart {
-        variant,
-        phase: &phase.name,
-        duration,
-    });
-    let (client, client_error) = drive_client(target, load, duration, false)?;
-    let u = Untraced {
-        phase: phase.name.clone(),
-        client,
-        client_error,
-    };
-    progress(&Progress::UntracedDone(&u));
+    let u = run_untraced_load(target, phase, load, cx.capped(phase), variant, progress)?;
     Ok(Some(u))
 }
 

@@ -78,6 +78,13 @@ pub(super) fn zoom_section(md: &mut String, z: &Zoom, variant: &str) {
         z.call_cost.share, z.call_cost.from
     );
     for l in &z.levels {
+        if let Some(u) = l.untraced_again_rps {
+            let _ = writeln!(
+                md,
+                "\nLevel {}'s normal phase looked over its budget against the experiment's untraced run: the untraced load was measured again beside it ({u:.0} requests/s), and the level's ratios are against that.",
+                l.level
+            );
+        }
         for (i, r) in l.reruns.iter().enumerate() {
             let next = l
                 .reruns

@@ -25,6 +25,12 @@
 //! cheaper ones deeper down (the nearest probed caller stands in for it in
 //! the tree), and every drop is reported. When nothing probed below a tail
 //! changed, the next level probes the tail's functions not tried yet.
+//!
+//! **Measured, beside the level**: a level whose normal phase serves less
+//! than its budget allows first measures the untraced load again (the
+//! experiment's baseline is minutes old, and throughput drifts), then
+//! reruns with a refitted set; a rerun that serves no more than the noise
+//! above the run before ends the reruns and gives the budget back.
 use std::{
     path::{Path, PathBuf},
     time::Duration,
@@ -34,7 +40,7 @@ use flowdar_analysis::{diff, CallTree, DiffRow};
 
 use super::{
     error::{create_dir, ExperimentError, Result},
-    phase::{drive_client, run_phase, start_attack, Target},
+    phase::{drive_client, run_phase, run_untraced_load, start_attack, Target},
     progress::Progress,
     results::{CallCost, Discovery, Dropped, Level, PhaseResult, Rerun, Row, Zoom},
     spec::Phase,
@@ -157,7 +163,8 @@ pub(super) fn run(
         levels.push(Level {
             level,
             functions: set,
-            throughput_ratio: ratio(&normal, ground.untraced_rps),
+            throughput_ratio: ratio(&normal, fitted.untraced_rps),
+            untraced_again_rps: fitted.untraced_again_rps,
             estimated_calls_per_request: fitted.estimate.unwrap_or(estimate),
             budget_calls_per_request: budget,
             rows: rows.iter().map(Row::from).collect(),
@@ -196,6 +203,7 @@ fn level_zero(
         level: 0,
         functions: normal_functions(&rows0),
         throughput_ratio: ratio0,
+        untraced_again_rps: None,
         estimated_calls_per_request: calls_per_request(normal),
         budget_calls_per_request: budget,
         rows: rows0.iter().map(Row::from).collect(),
@@ -228,6 +236,12 @@ struct Fitted {
     /// The last set's calls per request as measured, when it was refitted.
     estimate: Option<f64>,
     reruns: Vec<Rerun>,
+    /// The untraced load measured again beside the level, when its first
+    /// normal phase looked over budget against the experiment's baseline.
+    untraced_again_rps: Option<f64>,
+    /// The baseline the level's ratios are against: the one measured
+    /// beside it, else the experiment's.
+    untraced_rps: Option<f64>,
 }
 
 fn normal_within_budget(
@@ -237,26 +251,55 @@ fn normal_within_budget(
     progress: &mut dyn FnMut(&Progress<'_>),
 ) -> Result<Fitted> {
     let floor = 1.0 - run.opts.budget_pct / 100.0;
-    let untraced = run.ground.untraced_rps;
+    let mut untraced = run.ground.untraced_rps;
     let mut fitted = Fitted {
         set: Vec::new(),
         normal: run.phase(&walk.shape, &set, Which::Normal(0), progress)?,
         dropped: Vec::new(),
         estimate: None,
         reruns: Vec::new(),
+        untraced_again_rps: None,
+        untraced_rps: None,
     };
-    while fitted.reruns.len() < MAX_RERUNS && set.len() > 1 {
+    loop {
         let normal = &fitted.normal;
         let calls = calls_per_request(normal);
         let Some((served, cost, budget)) = over_budget(ratio(normal, untraced), calls, floor)
         else {
             break;
         };
+        // The baseline is minutes old: on a busy machine its throughput
+        // drifts by more than a level's probes cost. Measured again beside
+        // the level (once) before fewer functions are tried.
+        if fitted.untraced_again_rps.is_none() {
+            let again = run.untraced(progress)?;
+            fitted.untraced_again_rps = Some(again);
+            untraced = Some(again).filter(|u| *u > 0.0).or(untraced);
+            continue;
+        }
+        if fitted.reruns.len() == MAX_RERUNS || set.len() == 1 {
+            break;
+        }
+        // A rerun with fewer functions that served no more than the run
+        // before it (by more than the noise) shows noise, not the probes'
+        // cost: the budget it lowered is restored for the levels after,
+        // and no more reruns.
+        if let Some(before) = fitted.reruns.last() {
+            if served < before.throughput_ratio + RERUN_MARGIN {
+                walk.restore_budget(before.walk_budget, &fitted.dropped);
+                break;
+            }
+        }
+        let walk_budget = walk.budget();
         let measured = measured_per_request(normal)?;
         let (fit, out, estimate) =
             walk.refit(&set, budget, &|f| measured.get(f).copied().unwrap_or(0.0));
         // Nothing smaller fits, or everything does: no rerun to learn from.
-        if fit.is_empty() || fit.len() == set.len() {
+        if fit.is_empty() {
+            walk.probed_after_all(&out);
+            break;
+        }
+        if fit.len() == set.len() {
             break;
         }
         fitted.reruns.push(Rerun {
@@ -265,6 +308,7 @@ fn normal_within_budget(
             measured_calls_per_request: calls,
             cost_per_call: cost,
             budget_calls_per_request: budget,
+            walk_budget,
             trace: normal.trace.clone(),
         });
         set = fit;
@@ -274,6 +318,7 @@ fn normal_within_budget(
         fitted.normal = run.phase(&walk.shape, &set, again, progress)?;
     }
     fitted.set = set;
+    fitted.untraced_rps = untraced;
     Ok(fitted)
 }
 
@@ -367,6 +412,21 @@ impl<'a> LevelRun<'a> {
         let r = run_phase(&target, phase, duration, &trace)?;
         progress(&Progress::PhaseDone(&r));
         Ok(r)
+    }
+}
+
+impl LevelRun<'_> {
+    /// The normal phase's load once more with nothing attached, beside the
+    /// level: its requests per second (0 without client figures).
+    fn untraced(&self, progress: &mut dyn FnMut(&Progress<'_>)) -> Result<f64> {
+        let (phase, duration) = (self.ground.normal.0, self.ground.durations.0);
+        let load = phase.load.as_ref().ok_or_else(|| {
+            ExperimentError::Refused("the zoom needs a normal phase with a load".into())
+        })?;
+        let label = format!("zoom {}", self.level);
+        let duration = duration.min(self.opts.max_phase);
+        let u = run_untraced_load(&self.ground.target, phase, load, duration, &label, progress)?;
+        Ok(u.client.map_or(0.0, |c| c.requests_per_s))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The walk down the discovered call tree: from the tail of the chain
 //! found so far, the next set of functions to probe within the budget, and
 //! the chain extended by what a level found significant.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flowdar_analysis::{CallTree, DiffRow};
 
@@ -27,6 +27,10 @@ pub(super) struct Walk {
     /// Functions below the current tail already probed (or over the budget
     /// on their own): a tail is searched in batches until none is left.
     tried: BTreeSet<String>,
+    /// Of `tried`, what costs more than the whole budget alone (its calls
+    /// per request): never probed, and named when the walk stops short
+    /// of where the attack held workers.
+    too_costly: BTreeMap<String, f64>,
 }
 
 /// The function with calls in flight at the end of `held` that no other
@@ -79,7 +83,61 @@ impl Walk {
             requests: discovery.requests,
             budget,
             tried: BTreeSet::new(),
+            too_costly: BTreeMap::new(),
         })
+    }
+
+    /// The calls per request a level may probe.
+    pub(super) fn budget(&self) -> f64 {
+        self.budget
+    }
+
+    /// Back to `budget` after a rerun showed noise, not cost: what the
+    /// lowered budget left out for good but fits `budget` may be tried by
+    /// a later batch again.
+    pub(super) fn restore_budget(&mut self, budget: f64, dropped: &[Dropped]) {
+        self.budget = budget;
+        self.release(dropped);
+    }
+
+    /// A refit that led to no rerun (nothing fitted): what it set aside
+    /// was probed by the level after all (the lowered budget stays, for
+    /// the levels after).
+    pub(super) fn probed_after_all(&mut self, dropped: &[Dropped]) {
+        for d in dropped {
+            self.too_costly.remove(&d.function);
+        }
+    }
+
+    /// What the budget left out but fits it alone: a later batch may try it.
+    fn release(&mut self, dropped: &[Dropped]) {
+        for d in dropped
+            .iter()
+            .filter(|d| d.calls_per_request <= self.budget)
+        {
+            self.tried.remove(&d.function);
+            self.too_costly.remove(&d.function);
+        }
+    }
+
+    /// What the budget left out that cannot fit it even alone.
+    fn set_aside(&mut self, dropped: &[Dropped]) {
+        for d in dropped.iter().filter(|d| d.calls_per_request > self.budget) {
+            self.tried.insert(d.function.clone());
+            self.too_costly
+                .insert(d.function.clone(), d.calls_per_request);
+        }
+    }
+
+    /// The nearest function below `tail` that the attack held workers in
+    /// and that costs more than the budget alone, with its calls per
+    /// request.
+    fn held_over_budget(&self, tail: &str) -> Option<(String, f64)> {
+        self.shape
+            .below(tail, usize::MAX)
+            .into_iter()
+            .filter(|(f, _)| self.held_now(f) > 0)
+            .find_map(|(f, _)| Some((f.clone(), *self.too_costly.get(&f)?)))
     }
 
     pub(super) fn tail(&self) -> &str {
@@ -106,6 +164,11 @@ impl Walk {
         if below.is_empty() {
             return Err(if self.tried.is_empty() {
                 format!("`{tail}` called no probed function in the discovery window (a leaf)")
+            } else if let Some((f, calls)) = self.held_over_budget(&tail) {
+                format!(
+                    "where the attack held workers below `{tail}`, `{f}` alone costs more than the budget ({calls:.1} probed calls per request, the budget {:.1}): a larger --budget reaches it",
+                    self.budget
+                )
             } else {
                 format!(
                     "nothing below `{tail}` (up to {MAX_DEPTH} calls down, or where the attack held workers) got significantly slower under attack"
@@ -129,13 +192,7 @@ impl Walk {
         }
         self.tried.extend(set.iter().cloned());
         // What cannot fit even alone will never be probed.
-        let budget = self.budget;
-        self.tried.extend(
-            dropped
-                .iter()
-                .filter(|d| d.calls_per_request > budget)
-                .map(|d| d.function.clone()),
-        );
+        self.set_aside(&dropped);
         Ok((set, dropped, estimate))
     }
 
@@ -164,12 +221,8 @@ impl Walk {
             &|f| self.tree.mean_ns(f),
             &|f| self.held_now(f),
         );
-        for d in dropped
-            .iter()
-            .filter(|d| d.calls_per_request <= self.budget)
-        {
-            self.tried.remove(&d.function);
-        }
+        self.release(&dropped);
+        self.set_aside(&dropped);
         (fit, dropped, spent)
     }
 
@@ -309,5 +362,56 @@ mod tests {
             ]
         );
         assert_eq!(spent, 4.5);
+    }
+
+    /// ap_get_mime_headers_core calls apr_table_compress (half a call a
+    /// request) and apr_socket_recv (1.7 a request, where the attack held
+    /// 150 workers), with a budget of 1.2 calls a request.
+    fn walk_below_the_header_read() -> Walk {
+        let mut tree = CallTree::default();
+        for (f, n) in [
+            ("ap_get_mime_headers_core", 100),
+            ("apr_table_compress", 50),
+            ("apr_socket_recv", 170),
+        ] {
+            tree.calls.insert(f.into(), n);
+        }
+        tree.edges.insert(
+            "ap_get_mime_headers_core".into(),
+            [
+                ("apr_table_compress".into(), 50),
+                ("apr_socket_recv".into(), 170),
+            ]
+            .into(),
+        );
+        let mut held = CallTree::default();
+        held.open_at_end.insert("apr_socket_recv".into(), 150);
+        Walk {
+            shape: tree.clone(),
+            tree,
+            held,
+            requests: 100,
+            budget: 1.2,
+            chain: vec!["ap_get_mime_headers_core".into()],
+            tried: BTreeSet::new(),
+            too_costly: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_held_function_over_the_budget_alone_is_named_where_the_walk_stops() {
+        let mut walk = walk_below_the_header_read();
+        let (set, dropped, _) = walk.next_set().unwrap();
+        assert_eq!(set, ["apr_table_compress"]);
+        assert_eq!(dropped.len(), 1);
+        let why = walk.next_set().unwrap_err();
+        assert_eq!(
+            why,
+            "where the attack held workers below `ap_get_mime_headers_core`, `apr_socket_recv` alone costs more than the budget (1.7 probed calls per request, the budget 1.2): a larger --budget reaches it"
+        );
+        // A budget restored after a noisy rerun lets it be tried again.
+        walk.restore_budget(2.0, &dropped);
+        let (set, _, _) = walk.next_set().unwrap();
+        assert_eq!(set, ["apr_socket_recv"]);
     }
 }
