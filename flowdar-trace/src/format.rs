@@ -168,12 +168,41 @@ pub struct OverheadEstimate {
     /// is not measured per call.
     #[serde(default)]
     pub syscalls: u64,
+    /// Of `calls`, those of functions that begin with `push REG`, which
+    /// x86 uprobes emulate (one trap, no single step): priced at
+    /// `ns_per_push_call`, the others at `ns_per_call` (a single-stepped
+    /// first instruction: a bound for the kinds not told apart). 0 in
+    /// traces from before the kinds were told apart.
+    #[serde(default)]
+    pub push_calls: u64,
+    /// Measured like `ns_per_call`, on a function that begins with a `push`.
+    #[serde(default)]
+    pub ns_per_push_call: u64,
+    /// What one recorded system call costs (both tracepoint programs and
+    /// their events), measured like `ns_per_call` on a `read` of a
+    /// loopback connection; 0 when not measured (the `syscalls` go
+    /// unpriced).
+    #[serde(default)]
+    pub ns_per_syscall: u64,
 }
 
 impl OverheadEstimate {
     /// Time the server spent in the probes, in ns.
     pub fn probe_ns(&self) -> u64 {
-        self.calls.saturating_mul(self.ns_per_call)
+        let push = self.push_calls.min(self.calls);
+        (self.calls - push)
+            .saturating_mul(self.ns_per_call)
+            .saturating_add(push.saturating_mul(self.ns_per_push_call))
+            .saturating_add(self.syscalls.saturating_mul(self.ns_per_syscall))
+    }
+
+    /// What one probed call of a function that begins with a `push`
+    /// (`push_first`), or otherwise, is priced at.
+    pub fn ns_per_call_of(&self, push_first: bool) -> u64 {
+        match push_first && self.ns_per_push_call > 0 {
+            true => self.ns_per_push_call,
+            false => self.ns_per_call,
+        }
     }
 
     /// The share of the server's CPU time spent in the probes, as

@@ -20,14 +20,23 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::Mechanism;
+use super::{overhead::FirstInstruction, Mechanism};
 
 /// Entries kept: the newest, one per key.
 const KEEP: usize = 16;
 /// A week: machines change under a kernel (firmware, microcode, load).
 pub const MAX_AGE_S: u64 = 7 * 24 * 3600;
-/// What a probed call can cost (1.1 to 19 µs measured on the VMs here).
-pub const PLAUSIBLE_NS: std::ops::Range<u64> = 100..1_000_000;
+/// What a probed or recorded system call can cost (0.2 to 19 µs measured
+/// on the VMs here).
+pub const PLAUSIBLE_NS: std::ops::Range<u64> = 50..1_000_000;
+
+/// What was measured: a probed call (by how its function begins), or a
+/// system call the lean capture records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Call(FirstInstruction),
+    Syscall,
+}
 
 /// What a measurement depends on. Another kernel, binary or CPU, or
 /// another attach mechanism, is another figure.
@@ -57,8 +66,10 @@ struct File {
 }
 
 impl Key {
-    /// This machine's key for `mechanism`.
-    pub fn here(mechanism: Mechanism) -> Self {
+    /// This machine's key for `mechanism` and `kind` (the single-stepped
+    /// call keeps the mechanism's bare name, as before the kinds were told
+    /// apart).
+    pub fn here(mechanism: Mechanism, kind: Kind) -> Self {
         let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_owned();
         Key {
             kernel: format!(
@@ -69,7 +80,11 @@ impl Key {
             ),
             binary: own_binary(),
             cpu: cpu_model(&read("/proc/cpuinfo")),
-            mechanism: mechanism.name().to_owned(),
+            mechanism: match kind {
+                Kind::Call(FirstInstruction::Other) => mechanism.name().to_owned(),
+                Kind::Call(FirstInstruction::Push) => format!("{}, push first", mechanism.name()),
+                Kind::Syscall => format!("{}, system call", mechanism.name()),
+            },
         }
     }
 }

@@ -38,7 +38,8 @@ pub use features::{detect as kernel_features, AttachMode, FeatureError, KernelFe
 pub use introspect::{loaded_flowdar_links, loaded_flowdar_programs};
 pub use loader::{AttachPlan, PROGRAM_PREFIX};
 pub use overhead::{
-    ns_per_call, remeasure as remeasure_ns_per_call, tree_cpu_ns, CalibrationError,
+    ns_per_call, remeasure as remeasure_ns_per_call, tree_cpu_ns, CalibrationError, CallCosts,
+    FirstInstruction,
 };
 pub use privileges::{check as check_privileges, PrivilegeError};
 pub use proctree::{
@@ -253,9 +254,9 @@ pub struct Recording {
     /// For events the recording adds after the drain: entries the kernel
     /// held back for calls still open at the end (minimum duration).
     late_tx: mpsc::SyncSender<Vec<Event>>,
-    /// One probed call's measured cost (or why not), and the server's CPU
+    /// Probed calls' measured costs (or why not), and the server's CPU
     /// time at start.
-    ns_per_call: Result<u64, Arc<CaptureError>>,
+    ns_per_call: Result<CallCosts, Arc<CaptureError>>,
     cpu_at_start: u64,
     filter_full: aya::maps::Array<MapData, u64>,
     stop: Arc<AtomicBool>,
@@ -524,12 +525,20 @@ impl Recording {
             ns: min_ns,
             short_calls: per_probe(&self.short),
         });
-        let (calls, syscalls) = probed_calls(&self.opts.probes, &counts, min_duration.as_ref());
-        let overhead = self.ns_per_call.map(|ns_per_call| OverheadEstimate {
-            calls,
-            ns_per_call,
+        let probed = probed_calls(
+            &self.opts.probes,
+            &counts,
+            min_duration.as_ref(),
+            &first_instruction,
+        );
+        let overhead = self.ns_per_call.map(|costs| OverheadEstimate {
+            calls: probed.calls,
+            ns_per_call: costs.stepped_ns,
             server_cpu_ns,
-            syscalls,
+            syscalls: probed.syscalls,
+            push_calls: probed.push_calls,
+            ns_per_push_call: costs.push_ns,
+            ns_per_syscall: costs.syscall_ns.unwrap_or(0),
         });
         let footer = TraceFooter {
             end_monotonic_ns: end_mono,
@@ -602,24 +611,46 @@ fn since_launch() -> Option<Duration> {
 
 /// Calls that hit both uprobes: those recorded (the more of entries and
 /// returns: one side may be cut by attach or detach) and those dropped in
-/// the kernel for being short; and apart, the system calls recorded from
-/// tracepoints.
+/// the kernel for being short; of them, those of functions that begin with
+/// a `push` (priced apart: [`overhead::FirstInstruction`]); and apart, the
+/// system calls recorded from tracepoints.
+#[derive(Debug, Default, PartialEq)]
+struct ProbedCalls {
+    calls: u64,
+    push_calls: u64,
+    syscalls: u64,
+}
+
 fn probed_calls(
     probes: &[ResolvedProbe],
     counts: &DrainCounts,
     min: Option<&MinDuration>,
-) -> (u64, u64) {
-    let (mut uprobe, mut syscall) = (0, 0);
-    for ((e, x), p) in counts.entries.iter().zip(&counts.exits).zip(probes) {
-        match p.is_syscall() {
-            true => syscall += *e.max(x),
-            false => uprobe += *e.max(x),
+    first: &dyn Fn(&ResolvedProbe) -> FirstInstruction,
+) -> ProbedCalls {
+    let mut c = ProbedCalls::default();
+    for (i, p) in probes.iter().enumerate() {
+        let side = |v: &[u64]| v.get(i).copied().unwrap_or(0);
+        let recorded = side(&counts.entries).max(side(&counts.exits));
+        if p.is_syscall() {
+            c.syscalls += recorded;
+            continue;
+        }
+        let n = recorded + min.map_or(0, |m| side(&m.short_calls));
+        c.calls += n;
+        if n > 0 && first(p) == FirstInstruction::Push {
+            c.push_calls += n;
         }
     }
-    (
-        uprobe + min.map_or(0, |m| m.short_calls.iter().sum::<u64>()),
-        syscall,
-    )
+    c
+}
+
+/// How a probed function begins, read from its file (where the probe was
+/// attached, else its path on the host).
+pub fn first_instruction(p: &ResolvedProbe) -> FirstInstruction {
+    match FirstInstruction::read(&p.attach_path, p.file_offset) {
+        FirstInstruction::Other => FirstInstruction::read(&p.path, p.file_offset),
+        push => push,
+    }
 }
 
 /// The mechanism `plan` resolves to on this kernel (probed once per run),
@@ -661,4 +692,56 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().into())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(id: u32, function: &str, path: &str) -> ResolvedProbe {
+        ResolvedProbe::new(flowdar_trace::TraceProbe {
+            id,
+            function: function.into(),
+            path: path.into(),
+            attach_path: path.into(),
+            address: 0,
+            file_offset: 0,
+            capture: Default::default(),
+            optional: false,
+            source: None,
+            params: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn probed_calls_are_priced_by_how_their_functions_begin() {
+        let probes = [
+            probe(0, "ap_process_request_internal", "/usr/sbin/apache2"),
+            probe(1, "ap_run_handler", "/usr/sbin/apache2"),
+            probe(2, "read", flowdar_trace::KERNEL_PATH),
+            probe(3, "apr_palloc", "/usr/lib/libapr-1.so.0"),
+        ];
+        let counts = DrainCounts {
+            entries: vec![100, 40, 500, 0],
+            // One return cut by the detach; the syscall's exits.
+            exits: vec![99, 40, 480, 0],
+            ..Default::default()
+        };
+        let min = MinDuration {
+            ns: 1000,
+            short_calls: vec![0, 10, 0, 7],
+        };
+        let first = |p: &ResolvedProbe| match p.function.as_str() {
+            "ap_run_handler" => FirstInstruction::Other,
+            _ => FirstInstruction::Push,
+        };
+        assert_eq!(
+            probed_calls(&probes, &counts, Some(&min), &first),
+            ProbedCalls {
+                calls: 100 + 50 + 7,
+                push_calls: 100 + 7,
+                syscalls: 500,
+            }
+        );
+    }
 }

@@ -1,17 +1,23 @@
 //! What the probes cost the server, estimated. One probed call's cost to
 //! the thread that makes it (both traps, both programs, the ring buffer) is
-//! measured on this machine, by probing a function of Flowdar's own with the
+//! measured on this machine, by probing functions of Flowdar's own with the
 //! same programs, once per kernel, binary, CPU and attach mechanism (kept in
 //! the calibration cache); times the calls recorded, against the CPU time
 //! the server's processes used.
 //!
-//! The call measured is the dear kind: its first instruction is one that
-//! x86 uprobes single-step out of line (a second trap), not one they
-//! emulate (`push`, `call`, `jmp`). On the development VM the two cost
-//! ~10 µs and ~1.1 µs a call (BENCHMARKS.md, "the estimated overhead").
-//! Most of Apache's and APR's functions begin with a `push`, some (the
-//! `ap_run_*` hooks) with a `mov`, so the estimate is an upper bound for
-//! servers, and a budget built on it errs on the side of fewer probes.
+//! A call's cost depends on how its function begins: x86 uprobes emulate a
+//! `push` (one trap) and single-step most other first instructions out of
+//! line (a second trap). On the development VM the two cost ~0.9 µs and
+//! ~17 µs a call (BENCHMARKS.md, "Beneath the uprobe floor"); on a kernel
+//! that does not emulate `push`, both measure alike. So two kinds are
+//! measured ([`CallCosts`]), and each probed function is priced by its
+//! first instruction ([`FirstInstruction`]): most of Apache's and APR's
+//! functions begin with a `push`, the `ap_run_*` hooks with a `mov`. The
+//! kinds not told apart are priced as single-stepped: an upper bound.
+//!
+//! The same attach prices the lean capture's system calls: a loopback
+//! connection accepted under the syscall programs, and non-blocking
+//! `read`s of it that find nothing, without and with them.
 use std::{hint::black_box, sync::Mutex, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
@@ -39,11 +45,11 @@ pub enum CalibrationError {
     NoCost { plain_ns: u64, probed_ns: u64 },
 }
 
-// The function the calibration probes. Its first instruction, a `lea`,
-// is single-stepped out of line by x86 uprobes (a second trap), the dear
-// case; the `push` most compiled functions begin with is emulated and
-// costs about a tenth. Written in assembly so that no compiler setting
-// changes that.
+// The functions the calibration probes. The first begins with a `lea`,
+// which x86 uprobes single-step out of line (a second trap): the dear
+// kind. The second begins with the `push` most compiled functions begin
+// with, which they emulate (where the kernel does). Written in assembly so
+// that no compiler setting changes that.
 #[cfg(target_arch = "x86_64")]
 std::arch::global_asm!(
     ".pushsection .text.flowdar_calibration_target,\"ax\",@progbits",
@@ -53,12 +59,21 @@ std::arch::global_asm!(
     "lea rax, [rdi + 1]",
     "ret",
     ".size flowdar_calibration_target, .-flowdar_calibration_target",
+    ".globl flowdar_calibration_target_push",
+    ".type flowdar_calibration_target_push,@function",
+    "flowdar_calibration_target_push:",
+    "push rbx",
+    "lea rax, [rdi + 1]",
+    "pop rbx",
+    "ret",
+    ".size flowdar_calibration_target_push, .-flowdar_calibration_target_push",
     ".popsection",
 );
 
 #[cfg(target_arch = "x86_64")]
 unsafe extern "C" {
     safe fn flowdar_calibration_target(x: u64) -> u64;
+    safe fn flowdar_calibration_target_push(x: u64) -> u64;
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -68,14 +83,83 @@ extern "C" fn flowdar_calibration_target(x: u64) -> u64 {
     black_box(x).wrapping_add(1)
 }
 
+#[cfg(not(target_arch = "x86_64"))]
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn flowdar_calibration_target_push(x: u64) -> u64 {
+    black_box(x).wrapping_add(2)
+}
+
+/// How a probed function begins, as far as a uprobe's cost goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstInstruction {
+    /// `push REG` (x86-64: `50+r`, or `41 50+r` for r8-r15).
+    Push,
+    /// Anything else, or unknown: priced as single-stepped.
+    Other,
+}
+
+impl FirstInstruction {
+    /// From a function's first bytes.
+    pub fn of_bytes(b: &[u8]) -> Self {
+        match b {
+            [0x50..=0x57, ..] | [0x41, 0x50..=0x57, ..] if cfg!(target_arch = "x86_64") => {
+                Self::Push
+            }
+            _ => Self::Other,
+        }
+    }
+
+    /// From the first bytes at `file_offset` in `path` (unreadable: `Other`).
+    pub fn read(path: &std::path::Path, file_offset: u64) -> Self {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 2];
+        match std::fs::File::open(path).and_then(|f| f.read_exact_at(&mut b, file_offset)) {
+            Ok(()) => Self::of_bytes(&b),
+            Err(_) => Self::Other,
+        }
+    }
+}
+
+/// What one probed call costs the thread that makes it, in ns, by how its
+/// function begins; and one system call the lean capture records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCosts {
+    /// A single-stepped first instruction (the dear kind, and the price of
+    /// every kind not told apart).
+    pub stepped_ns: u64,
+    /// A function that begins with `push REG`.
+    pub push_ns: u64,
+    /// A recorded system call: a non-blocking `read` on an accepted
+    /// loopback socket, both tracepoint programs and their events. `None`
+    /// when it could not be measured (the calls go unpriced).
+    pub syscall_ns: Option<u64>,
+}
+
 /// Calls per timed round, and rounds (the median is kept): a fraction of a
 /// second in all at the per-call cost `flowdar kernel` prints.
 const CALLS: u64 = 2000;
 const ROUNDS: usize = 3;
-/// A ring that holds the probed rounds' every entry and return, read once
-/// they are done: nothing drains it meanwhile, and a full ring would lose
-/// events the check counts.
-const RING_BYTES: u32 = (CALLS * ROUNDS as u64 * 2 * RECORD_BYTES).next_power_of_two() as u32;
+/// A calibration target's signature.
+type Target = extern "C" fn(u64) -> u64;
+/// The calibration's targets, by probe id: single-stepped, then `push`.
+const TARGETS: [(&str, Target); 2] = [
+    ("flowdar_calibration_target", flowdar_calibration_target),
+    (
+        "flowdar_calibration_target_push",
+        flowdar_calibration_target_push,
+    ),
+];
+/// The calibration's system call probes, by probe id after the targets:
+/// the accept that makes its socket a connection, and the call measured.
+const SYSCALLS: [&str; 2] = ["accept4", "read"];
+/// A ring that holds the probed rounds' every entry and return of both
+/// targets and of the system call, read once they are done: nothing drains
+/// it meanwhile, and a full ring would lose events the check counts (and
+/// the accept's few).
+const RING_BYTES: u32 = ((CALLS * ROUNDS as u64 * 2 * (TARGETS.len() as u64 + 1) + 16)
+    * RECORD_BYTES)
+    .next_power_of_two() as u32;
 
 /// What a calibration saw: the median CPU time of [`CALLS`] calls without
 /// and with the probes, and the events the probed rounds sent.
@@ -110,72 +194,119 @@ impl Sample {
     }
 }
 
-/// Per mechanism, what one probed call was measured to cost (ns).
-static MEASURED: Mutex<Vec<(Mechanism, u64)>> = Mutex::new(Vec::new());
+/// Per mechanism, what probed calls were measured to cost.
+static MEASURED: Mutex<Vec<(Mechanism, CallCosts)>> = Mutex::new(Vec::new());
 
-/// What one probed call costs the calling thread, in ns, with `mechanism`:
-/// remembered for the run, and across runs in the calibration cache
-/// ([`calibration_cache`]) for this kernel, binary and CPU; measured when
-/// neither has it.
-pub fn ns_per_call(mechanism: Mechanism) -> Result<u64, CaptureError> {
-    let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, ns)) = measured.iter().find(|(m, _)| *m == mechanism) {
-        return Ok(*ns);
-    }
-    let key = calibration_cache::Key::here(mechanism);
-    let cached = calibration_cache::path()
-        .and_then(|f| calibration_cache::lookup(&f, &key, calibration_cache::now_unix()));
-    let ns = match cached {
-        Some(ns) => ns,
-        None => measure_and_store(mechanism, &key)?.0,
-    };
-    measured.push((mechanism, ns));
-    Ok(ns)
+/// The calibration cache's keys for `mechanism`: single-stepped, `push`,
+/// a recorded system call.
+fn keys(mechanism: Mechanism) -> [calibration_cache::Key; 3] {
+    use calibration_cache::{Key, Kind};
+    [
+        Key::here(mechanism, Kind::Call(FirstInstruction::Other)),
+        Key::here(mechanism, Kind::Call(FirstInstruction::Push)),
+        Key::here(mechanism, Kind::Syscall),
+    ]
 }
 
-/// Measures one probed call's cost now, whatever is cached, and caches it;
-/// also returns where it was cached, if it was.
-pub fn remeasure(mechanism: Mechanism) -> Result<(u64, Option<std::path::PathBuf>), CaptureError> {
-    let (ns, stored) = measure_and_store(mechanism, &calibration_cache::Key::here(mechanism))?;
+/// What probed calls cost the calling thread with `mechanism`: remembered
+/// for the run, and across runs in the calibration cache
+/// ([`calibration_cache`]) for this kernel, binary and CPU; measured when
+/// neither has both kinds.
+pub fn ns_per_call(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
+    let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = measured.iter().find(|(m, _)| *m == mechanism) {
+        return Ok(*c);
+    }
+    let [stepped, push, syscall] = keys(mechanism);
+    let cached = |key: &calibration_cache::Key| {
+        calibration_cache::path()
+            .and_then(|f| calibration_cache::lookup(&f, key, calibration_cache::now_unix()))
+    };
+    let costs = match (cached(&stepped), cached(&push), cached(&syscall)) {
+        (Some(stepped_ns), Some(push_ns), Some(syscall_ns)) => CallCosts {
+            stepped_ns,
+            push_ns,
+            syscall_ns: Some(syscall_ns),
+        },
+        _ => measure_and_store(mechanism)?.0,
+    };
+    measured.push((mechanism, costs));
+    Ok(costs)
+}
+
+/// Measures probed calls' costs now, whatever is cached, and caches them;
+/// also returns where they were cached, if they were.
+pub fn remeasure(
+    mechanism: Mechanism,
+) -> Result<(CallCosts, Option<std::path::PathBuf>), CaptureError> {
+    let (costs, stored) = measure_and_store(mechanism)?;
     let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
     measured.retain(|(m, _)| *m != mechanism);
-    measured.push((mechanism, ns));
-    Ok((ns, stored))
+    measured.push((mechanism, costs));
+    Ok((costs, stored))
 }
 
-/// Measures, and caches the figure; the cache file when that worked (a
+/// Measures, and caches the figures; the cache file when that worked (a
 /// cache that cannot be written only means measuring next time).
 fn measure_and_store(
     mechanism: Mechanism,
-    key: &calibration_cache::Key,
-) -> Result<(u64, Option<std::path::PathBuf>), CaptureError> {
-    let ns = measure(mechanism)?;
-    let stored =
-        calibration_cache::path().filter(|file| calibration_cache::store(file, key, ns).is_ok());
-    Ok((ns, stored))
+) -> Result<(CallCosts, Option<std::path::PathBuf>), CaptureError> {
+    let costs = measure(mechanism)?;
+    let [stepped, push, syscall] = keys(mechanism);
+    // Without the system call's figure nothing is cached: the next run
+    // measures again rather than go on without it.
+    let stored = calibration_cache::path().filter(|file| {
+        costs.syscall_ns.is_some_and(|ns| {
+            calibration_cache::store(file, &stepped, costs.stepped_ns).is_ok()
+                && calibration_cache::store(file, &push, costs.push_ns).is_ok()
+                && calibration_cache::store(file, &syscall, ns).is_ok()
+        })
+    });
+    Ok((costs, stored))
 }
 
-fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
+fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
     let exe = std::fs::read_link("/proc/self/exe").map_err(CalibrationError::Place)?;
-    let offset = own_code_offset(flowdar_calibration_target as *const () as usize)
-        .map_err(CalibrationError::Place)?;
-    let probe = ResolvedProbe::new(flowdar_trace::TraceProbe {
-        id: 0,
-        function: "flowdar_calibration_target".into(),
-        path: exe.clone(),
-        attach_path: exe,
-        address: 0,
-        file_offset: offset,
-        capture: Default::default(),
-        optional: false,
-        source: None,
-        params: Vec::new(),
-    });
-    let plain = median_round();
+    let mut probes = Vec::new();
+    for (id, (name, f)) in TARGETS.iter().enumerate() {
+        let offset = own_code_offset(*f as *const () as usize).map_err(CalibrationError::Place)?;
+        probes.push(ResolvedProbe::new(flowdar_trace::TraceProbe {
+            id: id as u32,
+            function: (*name).into(),
+            path: exe.clone(),
+            attach_path: exe.clone(),
+            address: 0,
+            file_offset: offset,
+            capture: Default::default(),
+            optional: false,
+            source: None,
+            params: Vec::new(),
+        }));
+    }
+    // A loopback connection whose server side this process accepts once
+    // the programs are in: the kernel then records its calls as a
+    // connection's. Without one, system calls go unpriced.
+    let socket = Loopback::open();
+    if socket.is_ok() {
+        for name in SYSCALLS {
+            let (nr, _) = crate::probes::syscall_lookup(name).ok_or(CalibrationError::Place(
+                std::io::Error::other(format!("no system call {name} here")),
+            ))?;
+            let id = probes.len() as u32;
+            probes.push(ResolvedProbe::new(flowdar_trace::TraceProbe::syscall(
+                id,
+                name,
+                nr,
+                Default::default(),
+            )));
+        }
+    }
+    let plain = TARGETS.map(|(_, f)| median_round(f));
+    let plain_read = socket.as_ref().ok().map(|s| s.median_read_round(&s.client));
     let before = introspect::loaded_flowdar_program_ids();
     let mut attached = loader::attach(
         std::process::id(),
-        &[probe],
+        &probes,
         RING_BYTES,
         mechanism,
         &AttachPlan::default(),
@@ -185,7 +316,10 @@ fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
         .take_map("EVENTS")
         .ok_or(CaptureError::MissingMap("EVENTS"))
         .and_then(|m| RingBuf::try_from(m).map_err(CaptureError::map));
-    let probed = median_round();
+    let probed = TARGETS.map(|(_, f)| median_round(f));
+    let probed_read = socket
+        .ok()
+        .and_then(|s| Some(s.median_read_round(&s.accept().ok()?)));
     let seen = ring.map(|mut r| count_calls(&mut r));
     attached.detach();
     // The kernel frees closed links and their programs after a grace
@@ -196,41 +330,96 @@ fn measure(mechanism: Mechanism) -> Result<u64, CaptureError> {
     {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let (entries, returns) = seen?;
-    let sample = Sample {
+    let seen = seen?;
+    let sample = |plain: Duration, probed: Duration, id: usize| Sample {
         plain,
         probed,
-        entries,
-        returns,
+        entries: seen.get(id).map_or(0, |s| s.0),
+        returns: seen.get(id).map_or(0, |s| s.1),
     };
-    Ok(sample.ns_per_call()?)
+    let read_id = TARGETS.len() + 1;
+    Ok(CallCosts {
+        stepped_ns: sample(plain[0], probed[0], 0).ns_per_call()?,
+        push_ns: sample(plain[1], probed[1], 1).ns_per_call()?,
+        syscall_ns: plain_read
+            .zip(probed_read)
+            .and_then(|(p, q)| sample(p, q, read_id).ns_per_call().ok()),
+    })
 }
 
-/// Entries and returns of the calibration probe (id 0) in `ring`.
-fn count_calls(ring: &mut RingBuf<MapData>) -> (u64, u64) {
-    let (mut entries, mut returns) = (0, 0);
+/// A loopback TCP connection made by the calibration, to time `read`s
+/// that find nothing (`EAGAIN`, as a keep-alive server's last read of a
+/// request does) without and with the programs.
+struct Loopback {
+    listener: std::net::TcpListener,
+    client: std::net::TcpStream,
+}
+
+impl Loopback {
+    fn open() -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        client.set_nonblocking(true)?;
+        Ok(Self { listener, client })
+    }
+
+    /// The server side, accepted now (with `accept4`), non-blocking.
+    fn accept(&self) -> std::io::Result<std::net::TcpStream> {
+        let (s, _) = self.listener.accept()?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }
+
+    /// [`median_round`] for [`CALLS`] `read` system calls on `s` (as
+    /// APR makes them; std's sockets would `recvfrom`).
+    fn median_read_round(&self, s: &std::net::TcpStream) -> Duration {
+        median_of(|| {
+            let mut buf = [0u8; 64];
+            for _ in 0..CALLS {
+                let _ = black_box(rustix::io::read(s, &mut buf));
+            }
+        })
+    }
+}
+
+/// Entries and returns of each calibration probe (by id) in `ring`.
+fn count_calls(ring: &mut RingBuf<MapData>) -> [(u64, u64); TARGETS.len() + SYSCALLS.len()] {
+    let mut seen = [(0, 0); TARGETS.len() + SYSCALLS.len()];
     while let Some(item) = ring.next() {
-        match Event::from_bytes(&item) {
-            Some(ev) if ev.probe_id == 0 && ev.kind == EventKind::Entry as u32 => entries += 1,
-            Some(ev) if ev.probe_id == 0 && ev.kind == EventKind::Exit as u32 => returns += 1,
+        let Some(ev) = Event::from_bytes(&item) else {
+            continue;
+        };
+        let Some(s) = seen.get_mut(ev.probe_id as usize) else {
+            continue;
+        };
+        match ev.kind {
+            k if k == EventKind::Entry as u32 => s.0 += 1,
+            k if k == EventKind::Exit as u32 => s.1 += 1,
             _ => {}
         }
     }
-    (entries, returns)
+    seen
 }
 
-/// The median time of [`ROUNDS`] rounds of [`CALLS`] calls, in this
-/// thread's CPU time (user + system, where the traps are accounted): on a
-/// busy machine, time spent preempted is not the probes' cost.
-fn median_round() -> Duration {
+/// The median time of [`ROUNDS`] rounds of [`CALLS`] calls of `target`, in
+/// this thread's CPU time (user + system, where the traps are accounted):
+/// on a busy machine, time spent preempted is not the probes' cost.
+fn median_round(target: Target) -> Duration {
+    median_of(|| {
+        let mut x = 0;
+        for i in 0..CALLS {
+            x = target(black_box(x ^ i));
+        }
+        black_box(x);
+    })
+}
+
+/// The median of [`ROUNDS`] runs of `round`, in this thread's CPU time.
+fn median_of(mut round: impl FnMut()) -> Duration {
     let mut rounds: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
             let t = thread_cpu();
-            let mut x = 0;
-            for i in 0..CALLS {
-                x = flowdar_calibration_target(x ^ i);
-            }
-            black_box(x);
+            round();
             thread_cpu().saturating_sub(t)
         })
         .collect();
@@ -344,8 +533,34 @@ mod tests {
 
     #[test]
     fn the_ring_holds_every_event_of_the_probed_rounds() {
-        assert!(u64::from(RING_BYTES) >= CALLS * ROUNDS as u64 * 2 * RECORD_BYTES);
+        assert!(u64::from(RING_BYTES) >= CALLS * ROUNDS as u64 * 2 * 3 * RECORD_BYTES);
         assert!(RING_BYTES.is_power_of_two());
+    }
+
+    #[test]
+    fn a_function_that_begins_with_a_push_is_told_apart() {
+        use FirstInstruction::*;
+        // push rbp; push r15 (REX.B); lea; mov (an ap_run_* hook); endbr64.
+        assert_eq!(FirstInstruction::of_bytes(&[0x55, 0x48]), Push);
+        assert_eq!(FirstInstruction::of_bytes(&[0x41, 0x57]), Push);
+        assert_eq!(FirstInstruction::of_bytes(&[0x48, 0x8d]), Other);
+        assert_eq!(FirstInstruction::of_bytes(&[0x48, 0x8b]), Other);
+        assert_eq!(FirstInstruction::of_bytes(&[0xf3, 0x0f]), Other);
+        assert_eq!(FirstInstruction::of_bytes(&[0x41, 0x8b]), Other);
+        assert_eq!(FirstInstruction::of_bytes(&[]), Other);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_calibration_targets_begin_as_they_should() {
+        // Read from this very binary, as a probe's first bytes are.
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let first = |f: Target| {
+            FirstInstruction::read(&exe, own_code_offset(f as *const () as usize).unwrap())
+        };
+        assert_eq!(first(TARGETS[0].1), FirstInstruction::Other);
+        assert_eq!(first(TARGETS[1].1), FirstInstruction::Push);
+        assert_eq!(flowdar_calibration_target_push(1), 2);
     }
 
     #[test]

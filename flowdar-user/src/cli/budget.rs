@@ -65,10 +65,13 @@ pub(super) fn fit(
                     .iter()
                     .find(|s| s.function == p.function)
                     .map_or(0, |s| s.mean_ns),
+                ns_per_call: o.ns_per_call_of(
+                    capture::first_instruction(p) == capture::FirstInstruction::Push,
+                ),
             }
         })
         .collect();
-    let choice = capture::choose_within_budget(&loads, o.ns_per_call, o.server_cpu_ns, pct / 100.0);
+    let choice = capture::choose_within_budget(&loads, o.server_cpu_ns, pct / 100.0);
     let secs = summary.duration.as_secs_f64().max(1e-3);
     let pc = |f: f64| format!("{:.1}%", 100.0 * f);
     let all = if choice.all > 1.0 {
@@ -76,10 +79,20 @@ pub(super) fn fit(
     } else {
         format!("at most {} of the server's CPU time", pc(choice.all))
     };
+    let per_call = match o.push_calls {
+        0 => format!(
+            "x {} an isolated probed call",
+            format::duration(Duration::from_nanos(o.ns_per_call))
+        ),
+        _ => format!(
+            "x {} an isolated probed call of a function that begins with a push, {} of one that does not",
+            format::duration(Duration::from_nanos(o.ns_per_push_call)),
+            format::duration(Duration::from_nanos(o.ns_per_call))
+        ),
+    };
     eprintln!(
-        "Budget {pct}%: all {n} functions would cost {all} ({} calls/s x {} an isolated probed call, against {} of CPU a second).",
+        "Budget {pct}%: all {n} functions would cost {all} ({} calls/s {per_call}, against {} of CPU a second).",
         (o.calls as f64 / secs).round(),
-        format::duration(Duration::from_nanos(o.ns_per_call)),
         format::duration(Duration::from_nanos((o.server_cpu_ns as f64 / secs) as u64)),
     );
     if choice.kept.is_empty() {
@@ -107,7 +120,7 @@ pub(super) fn fit(
         }
     }
     eprintln!(
-        "Keeping {} of {n} functions: estimated overhead at most {} (an isolated probed call's cost: an upper bound inside servers).",
+        "Keeping {} of {n} functions: estimated overhead at most {} (isolated probed calls' costs, by how each function begins: an upper bound inside servers).",
         choice.kept.len(),
         pc(choice.kept_overhead)
     );

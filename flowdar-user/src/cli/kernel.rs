@@ -24,14 +24,26 @@ pub fn run(_: KernelArgs) -> anyhow::Result<()> {
             println!("{:<20} {m}", "attach mode (auto)");
             // What every capture's overhead estimate starts from.
             match capture::remeasure_ns_per_call(m) {
-                Ok((ns, stored)) => println!(
-                    "{:<20} {} (both probes of one call, measured now on flowdar's own code; {})",
-                    "probed call cost",
-                    super::format::duration(std::time::Duration::from_nanos(ns)),
-                    stored.map_or("not cached: recordings will measure it again".into(), |p| {
-                        format!("recordings reuse it, cached in {}", p.display())
-                    })
-                ),
+                Ok((costs, stored)) => {
+                    let d = |ns| super::format::duration(std::time::Duration::from_nanos(ns));
+                    println!(
+                        "{:<20} {} for a function that begins with a push, {} for one whose first instruction is single-stepped (both probes of one call, measured now on flowdar's own code; {})",
+                        "probed call cost",
+                        d(costs.push_ns),
+                        d(costs.stepped_ns),
+                        stored.map_or("not cached: recordings will measure them again".into(), |p| {
+                            format!("recordings reuse them, cached in {}", p.display())
+                        })
+                    );
+                    println!(
+                        "{:<20} {}",
+                        "system call cost",
+                        costs.syscall_ns.map_or(
+                            "not measured (no loopback connection, or the programs missed calls): lean captures' system calls go unpriced".into(),
+                            |ns| format!("{} a recorded system call (a non-blocking `read` of a loopback connection accepted under the lean programs)", d(ns))
+                        )
+                    );
+                }
                 Err(e) => println!(
                     "{:<20} not measured: {}",
                     "probed call cost",

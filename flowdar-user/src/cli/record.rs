@@ -374,20 +374,41 @@ fn distinct_files(probes: &[ResolvedProbe]) -> usize {
 /// "Estimated overhead: ...", as record, demo and `info` print it.
 pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
     let d = |ns: u64| format::duration(std::time::Duration::from_nanos(ns));
-    let syscalls = match o.syscalls {
-        0 => String::new(),
-        n => format!(", plus {n} system calls from the kernel's tracepoints (no trap into user space; not in this figure)"),
+    let syscalls = match (o.syscalls, o.ns_per_syscall) {
+        (0, _) => String::new(),
+        (n, 0) => format!(" + {n} system calls from the kernel's tracepoints (no trap into user space; not measured here, not priced)"),
+        (n, ns) => format!(" + {n} system calls from the kernel's tracepoints x {} (a recorded `read`, measured here)", d(ns)),
+    };
+    let push = o.push_calls.min(o.calls);
+    let priced = match push {
+        0 => format!(
+            "{} probed calls x {} (an isolated probed call, measured here)",
+            o.calls,
+            d(o.ns_per_call)
+        ),
+        p if p == o.calls => format!(
+            "{} probed calls of functions that begin with a push x {} (an isolated such call, measured here)",
+            o.calls,
+            d(o.ns_per_push_call)
+        ),
+        _ => format!(
+            "{} probed calls: {push} of functions that begin with a push x {}, {} others x {} (isolated probed calls by first instruction, measured here)",
+            o.calls,
+            d(o.ns_per_push_call),
+            o.calls - push,
+            d(o.ns_per_call)
+        ),
     };
     let cost = format!(
-        "{} probed calls x {} (an isolated probed call, measured here) = {} of CPU; the server used {}{syscalls}",
-        o.calls,
-        d(o.ns_per_call),
+        "{priced}{syscalls} = {} of CPU; the server used {}",
         d(o.probe_ns()),
         d(o.server_cpu_ns)
     );
+    // The others are priced as single-stepped: a bound for them.
+    let bound = if push < o.calls { "at most" } else { "about" };
     match o.ratio() {
         Some(r) if r < 1.0 => format!(
-            "Estimated overhead: at most {:.1}% of the server's CPU time ({cost}).",
+            "Estimated overhead: {bound} {:.1}% of the server's CPU time ({cost}).",
             100.0 * r
         ),
         Some(_) => format!(
