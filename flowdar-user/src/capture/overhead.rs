@@ -286,12 +286,13 @@ fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
     // A loopback connection whose server side this process accepts once
     // the programs are in: the kernel then records its calls as a
     // connection's. Without one, system calls go unpriced.
-    let socket = Loopback::open();
-    if socket.is_ok() {
-        for name in SYSCALLS {
-            let (nr, _) = crate::probes::syscall_lookup(name).ok_or(CalibrationError::Place(
-                std::io::Error::other(format!("no system call {name} here")),
-            ))?;
+    let mut socket = Loopback::open().ok();
+    let syscalls: Option<Vec<(u32, &str)>> = SYSCALLS
+        .iter()
+        .map(|name| Some((crate::probes::syscall_lookup(name)?.0, *name)))
+        .collect();
+    if let (Some(_), Some(syscalls)) = (&socket, syscalls) {
+        for (nr, name) in syscalls {
             let id = probes.len() as u32;
             probes.push(ResolvedProbe::new(flowdar_trace::TraceProbe::syscall(
                 id,
@@ -300,17 +301,31 @@ fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
                 Default::default(),
             )));
         }
+    } else {
+        socket = None;
     }
     let plain = TARGETS.map(|(_, f)| median_round(f));
-    let plain_read = socket.as_ref().ok().map(|s| s.median_read_round(&s.client));
+    let plain_read = socket.as_ref().map(|s| s.median_read_round(&s.client));
     let before = introspect::loaded_flowdar_program_ids();
-    let mut attached = loader::attach(
-        std::process::id(),
-        &probes,
-        RING_BYTES,
-        mechanism,
-        &AttachPlan::default(),
-    )?;
+    let attach = |probes: &[ResolvedProbe]| {
+        loader::attach(
+            std::process::id(),
+            probes,
+            RING_BYTES,
+            mechanism,
+            &AttachPlan::default(),
+        )
+    };
+    // Where the syscall tracepoints cannot be attached, the probed calls
+    // are still priced (the system calls go unpriced).
+    let mut attached = match attach(&probes) {
+        Ok(a) => a,
+        Err(_) if socket.is_some() => {
+            socket = None;
+            attach(&probes[..TARGETS.len()])?
+        }
+        Err(e) => return Err(e),
+    };
     let ring = attached
         .ebpf
         .take_map("EVENTS")
@@ -318,7 +333,7 @@ fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
         .and_then(|m| RingBuf::try_from(m).map_err(CaptureError::map));
     let probed = TARGETS.map(|(_, f)| median_round(f));
     let probed_read = socket
-        .ok()
+        .as_ref()
         .and_then(|s| Some(s.median_read_round(&s.accept().ok()?)));
     let seen = ring.map(|mut r| count_calls(&mut r));
     attached.detach();
