@@ -164,8 +164,8 @@ pub struct OverheadEstimate {
     /// of the processes alive at the end; the probes' cost is part of it).
     pub server_cpu_ns: u64,
     /// System calls recorded from the kernel's tracepoints (lean capture):
-    /// not in `calls`, since they trap into nothing; their programs' cost
-    /// is not measured per call.
+    /// not in `calls`, since they trap into nothing; priced at
+    /// `ns_per_syscall`.
     #[serde(default)]
     pub syscalls: u64,
     /// Of `calls`, those of functions that begin with `push REG`, which
@@ -192,7 +192,7 @@ impl OverheadEstimate {
         let push = self.push_calls.min(self.calls);
         (self.calls - push)
             .saturating_mul(self.ns_per_call)
-            .saturating_add(push.saturating_mul(self.ns_per_push_call))
+            .saturating_add(push.saturating_mul(self.ns_per_call_of(true)))
             .saturating_add(self.syscalls.saturating_mul(self.ns_per_syscall))
     }
 

@@ -269,11 +269,12 @@ fn kernel_subcommand_with_the_needed_capabilities() {
     );
     let as_root = flowdar(&["kernel"]);
     assert!(as_root.status.success());
-    // The features read the same; the probed call's cost is measured anew
-    // by each run (and so differs by noise), but nobody measures it too.
+    // The features read the same; the probed and system calls' costs are
+    // measured anew by each run (and so differ by noise), but nobody
+    // measures them too.
     let features = |text: &str| -> Vec<String> {
         text.lines()
-            .filter(|l| !l.starts_with("probed call cost"))
+            .filter(|l| !l.starts_with("probed call cost") && !l.starts_with("system call cost"))
             .map(str::to_string)
             .collect()
     };
@@ -287,6 +288,12 @@ fn kernel_subcommand_with_the_needed_capabilities() {
         assert!(
             out.lines()
                 .any(|l| l.starts_with("probed call cost") && l.contains(" µs ")),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("system call cost")
+                    && l.contains(" a recorded system call (")),
             "{out}"
         );
     }

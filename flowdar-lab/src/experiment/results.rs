@@ -121,6 +121,9 @@ pub struct Level {
     /// when its normal phase looked over budget against the experiment's
     /// baseline; its ratios are against it.
     pub untraced_again_rps: Option<f64>,
+    /// Why the level's normal phase stayed over its budget, when it did
+    /// (measured against the baseline beside it).
+    pub over_budget: Option<RerunsEnded>,
     /// The set's estimated probed calls per request, and the budget's.
     pub estimated_calls_per_request: f64,
     pub budget_calls_per_request: f64,
@@ -133,6 +136,34 @@ pub struct Level {
     /// before served less than the budget allows (what each measured).
     pub reruns: Vec<Rerun>,
     pub traces: [PathBuf; 2],
+}
+
+/// Why a level kept a normal phase that served less than its budget
+/// allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RerunsEnded {
+    /// A rerun with fewer functions served no more than the run before it
+    /// (by more than the noise): the shortfall is not the probes'.
+    Noise,
+    /// The reruns allowed were spent.
+    MaxReruns,
+    /// One function left: nothing to drop.
+    OneFunction,
+    /// The refitted set was the same, or empty: nothing to learn from.
+    NothingToDrop,
+}
+
+impl RerunsEnded {
+    /// As the report says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Noise => "a rerun with fewer functions served no more than the run before it: the shortfall is noise, not the probes' cost, and the budget stands",
+            Self::MaxReruns => "the two reruns allowed were spent",
+            Self::OneFunction => "one function was left, nothing to drop",
+            Self::NothingToDrop => "refitting the set by what it measured dropped nothing (or everything)",
+        }
+    }
 }
 
 /// A level's normal phase that served less than the budget allows, and

@@ -117,6 +117,23 @@ pub fn lookup(file: &Path, key: &Key, now_unix: u64) -> Option<u64> {
         .filter(|ns| PLAUSIBLE_NS.contains(ns))
 }
 
+/// [`lookup`] for a figure that may have been stored as not measurable
+/// here (0): `Some(None)` then, `Some(Some(ns))` for a plausible figure,
+/// `None` when there is nothing usable.
+pub fn lookup_or_unmeasured(file: &Path, key: &Key, now_unix: u64) -> Option<Option<u64>> {
+    let text = fs::read_to_string(file).ok()?;
+    let f: File = serde_json::from_str(&text).ok()?;
+    let e = f
+        .entries
+        .iter()
+        .find(|e| &e.key == key)
+        .filter(|e| now_unix.saturating_sub(e.measured_unix) < MAX_AGE_S)?;
+    match e.ns_per_call {
+        0 => Some(None),
+        ns => PLAUSIBLE_NS.contains(&ns).then_some(Some(ns)),
+    }
+}
+
 /// Seconds since the epoch.
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -256,6 +273,23 @@ mod tests {
         assert_eq!(lookup(&file, &key("perf_link"), week_later), None);
         store(&file, &key("perf_link"), 3).unwrap();
         assert_eq!(lookup(&file, &key("perf_link"), now_unix()), None);
+    }
+
+    #[test]
+    fn a_figure_stored_as_not_measurable_is_found_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calibration.json");
+        let k = key("perf_link, system call");
+        assert_eq!(lookup_or_unmeasured(&file, &k, now_unix()), None);
+        store(&file, &k, 0).unwrap();
+        assert_eq!(lookup_or_unmeasured(&file, &k, now_unix()), Some(None));
+        assert_eq!(lookup(&file, &k, now_unix()), None);
+        store(&file, &k, 210).unwrap();
+        assert_eq!(lookup_or_unmeasured(&file, &k, now_unix()), Some(Some(210)));
+        store(&file, &k, 3).unwrap();
+        assert_eq!(lookup_or_unmeasured(&file, &k, now_unix()), None);
+        let week_later = now_unix() + MAX_AGE_S;
+        assert_eq!(lookup_or_unmeasured(&file, &k, week_later), None);
     }
 
     #[test]

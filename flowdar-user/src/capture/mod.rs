@@ -647,10 +647,9 @@ fn probed_calls(
 /// How a probed function begins, read from its file (where the probe was
 /// attached, else its path on the host).
 pub fn first_instruction(p: &ResolvedProbe) -> FirstInstruction {
-    match FirstInstruction::read(&p.attach_path, p.file_offset) {
-        FirstInstruction::Other => FirstInstruction::read(&p.path, p.file_offset),
-        push => push,
-    }
+    FirstInstruction::read(&p.attach_path, p.file_offset)
+        .or_else(|| FirstInstruction::read(&p.path, p.file_offset))
+        .unwrap_or(FirstInstruction::Other)
 }
 
 /// The mechanism `plan` resolves to on this kernel (probed once per run),

@@ -110,14 +110,13 @@ impl FirstInstruction {
         }
     }
 
-    /// From the first bytes at `file_offset` in `path` (unreadable: `Other`).
-    pub fn read(path: &std::path::Path, file_offset: u64) -> Self {
+    /// From the first bytes at `file_offset` in `path`, if readable.
+    pub fn read(path: &std::path::Path, file_offset: u64) -> Option<Self> {
         use std::os::unix::fs::FileExt;
         let mut b = [0u8; 2];
-        match std::fs::File::open(path).and_then(|f| f.read_exact_at(&mut b, file_offset)) {
-            Ok(()) => Self::of_bytes(&b),
-            Err(_) => Self::Other,
-        }
+        let f = std::fs::File::open(path).ok()?;
+        f.read_exact_at(&mut b, file_offset).ok()?;
+        Some(Self::of_bytes(&b))
     }
 }
 
@@ -218,15 +217,22 @@ pub fn ns_per_call(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
         return Ok(*c);
     }
     let [stepped, push, syscall] = keys(mechanism);
+    let file = calibration_cache::path();
+    let now = calibration_cache::now_unix();
     let cached = |key: &calibration_cache::Key| {
-        calibration_cache::path()
-            .and_then(|f| calibration_cache::lookup(&f, key, calibration_cache::now_unix()))
+        file.as_deref()
+            .and_then(|f| calibration_cache::lookup(f, key, now))
     };
-    let costs = match (cached(&stepped), cached(&push), cached(&syscall)) {
+    // The system call's figure, or that it could not be measured here:
+    // either way nothing to measure again before the entry ages out.
+    let cached_syscall = file
+        .as_deref()
+        .and_then(|f| calibration_cache::lookup_or_unmeasured(f, &syscall, now));
+    let costs = match (cached(&stepped), cached(&push), cached_syscall) {
         (Some(stepped_ns), Some(push_ns), Some(syscall_ns)) => CallCosts {
             stepped_ns,
             push_ns,
-            syscall_ns: Some(syscall_ns),
+            syscall_ns,
         },
         _ => measure_and_store(mechanism)?.0,
     };
@@ -253,14 +259,13 @@ fn measure_and_store(
 ) -> Result<(CallCosts, Option<std::path::PathBuf>), CaptureError> {
     let costs = measure(mechanism)?;
     let [stepped, push, syscall] = keys(mechanism);
-    // Without the system call's figure nothing is cached: the next run
-    // measures again rather than go on without it.
+    // A system call figure that could not be measured is cached as such
+    // (`flowdar kernel` measures again), so that every recording does not
+    // spend its start failing at it.
     let stored = calibration_cache::path().filter(|file| {
-        costs.syscall_ns.is_some_and(|ns| {
-            calibration_cache::store(file, &stepped, costs.stepped_ns).is_ok()
-                && calibration_cache::store(file, &push, costs.push_ns).is_ok()
-                && calibration_cache::store(file, &syscall, ns).is_ok()
-        })
+        calibration_cache::store(file, &stepped, costs.stepped_ns).is_ok()
+            && calibration_cache::store(file, &push, costs.push_ns).is_ok()
+            && calibration_cache::store(file, &syscall, costs.syscall_ns.unwrap_or(0)).is_ok()
     });
     Ok((costs, stored))
 }
@@ -305,7 +310,7 @@ fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
         socket = None;
     }
     let plain = TARGETS.map(|(_, f)| median_round(f));
-    let plain_read = socket.as_ref().map(|s| s.median_read_round(&s.client));
+    let plain_read = socket.as_ref().map(|s| s.median_read_round(&s.plain));
     let before = introspect::loaded_flowdar_program_ids();
     let attach = |probes: &[ResolvedProbe]| {
         loader::attach(
@@ -352,7 +357,7 @@ fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
         entries: seen.get(id).map_or(0, |s| s.0),
         returns: seen.get(id).map_or(0, |s| s.1),
     };
-    let read_id = TARGETS.len() + 1;
+    let read_id = TARGETS.len() + SYSCALLS.iter().position(|n| *n == "read").unwrap_or(0);
     Ok(CallCosts {
         stepped_ns: sample(plain[0], probed[0], 0).ns_per_call()?,
         push_ns: sample(plain[1], probed[1], 1).ns_per_call()?,
@@ -362,27 +367,41 @@ fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
     })
 }
 
-/// A loopback TCP connection made by the calibration, to time `read`s
+/// Loopback TCP connections made by the calibration, to time `read`s
 /// that find nothing (`EAGAIN`, as a keep-alive server's last read of a
-/// request does) without and with the programs.
+/// request does) on a server-side socket: one accepted before the programs
+/// (not a connection to them), one accepted under them.
 struct Loopback {
     listener: std::net::TcpListener,
-    client: std::net::TcpStream,
+    plain: std::net::TcpStream,
+    /// The clients' ends, kept open while the calibration reads.
+    _clients: [std::net::TcpStream; 2],
 }
 
 impl Loopback {
     fn open() -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
-        let client = std::net::TcpStream::connect(listener.local_addr()?)?;
-        client.set_nonblocking(true)?;
-        Ok(Self { listener, client })
+        let connect = || std::net::TcpStream::connect(listener.local_addr()?);
+        let first = connect()?;
+        let plain = Self::accept_from(&listener)?;
+        let second = connect()?;
+        Ok(Self {
+            listener,
+            plain,
+            _clients: [first, second],
+        })
     }
 
-    /// The server side, accepted now (with `accept4`), non-blocking.
-    fn accept(&self) -> std::io::Result<std::net::TcpStream> {
-        let (s, _) = self.listener.accept()?;
+    fn accept_from(listener: &std::net::TcpListener) -> std::io::Result<std::net::TcpStream> {
+        let (s, _) = listener.accept()?;
         s.set_nonblocking(true)?;
         Ok(s)
+    }
+
+    /// The second connection's server side, accepted now (with `accept4`:
+    /// under the programs, a connection to them), non-blocking.
+    fn accept(&self) -> std::io::Result<std::net::TcpStream> {
+        Self::accept_from(&self.listener)
     }
 
     /// [`median_round`] for [`CALLS`] `read` system calls on `s` (as
@@ -571,7 +590,7 @@ mod tests {
         // Read from this very binary, as a probe's first bytes are.
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let first = |f: Target| {
-            FirstInstruction::read(&exe, own_code_offset(f as *const () as usize).unwrap())
+            FirstInstruction::read(&exe, own_code_offset(f as *const () as usize).unwrap()).unwrap()
         };
         assert_eq!(first(TARGETS[0].1), FirstInstruction::Other);
         assert_eq!(first(TARGETS[1].1), FirstInstruction::Push);

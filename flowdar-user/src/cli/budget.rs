@@ -65,9 +65,14 @@ pub(super) fn fit(
                     .iter()
                     .find(|s| s.function == p.function)
                     .map_or(0, |s| s.mean_ns),
-                ns_per_call: o.ns_per_call_of(
-                    capture::first_instruction(p) == capture::FirstInstruction::Push,
-                ),
+                ns_per_call: match p.is_syscall() {
+                    // Unmeasured: the dearest figure, never free.
+                    true if o.ns_per_syscall > 0 => o.ns_per_syscall,
+                    true => o.ns_per_call,
+                    false => o.ns_per_call_of(
+                        capture::first_instruction(p) == capture::FirstInstruction::Push,
+                    ),
+                },
             }
         })
         .collect();

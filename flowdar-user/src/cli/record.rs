@@ -404,8 +404,15 @@ pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
         d(o.probe_ns()),
         d(o.server_cpu_ns)
     );
-    // The others are priced as single-stepped: a bound for them.
-    let bound = if push < o.calls { "at most" } else { "about" };
+    // Calls priced as single-stepped bound theirs from above; system calls
+    // from below (what the tracepoints cost every other system call is
+    // not in it, and an isolated `read` runs warm), or not at all.
+    let bound = match (o.calls > push, o.syscalls > 0) {
+        (_, true) if o.ns_per_syscall == 0 => "at least",
+        (true, false) => "at most",
+        (false, true) => "at least",
+        _ => "about",
+    };
     match o.ratio() {
         Some(r) if r < 1.0 => format!(
             "Estimated overhead: {bound} {:.1}% of the server's CPU time ({cost}).",

@@ -85,6 +85,16 @@ pub(super) fn zoom_section(md: &mut String, z: &Zoom, variant: &str) {
                 l.level
             );
         }
+        if let Some(why) = l.over_budget {
+            let _ = writeln!(
+                md,
+                "\nLevel {}'s normal phase stayed over its budget ({}): {}.",
+                l.level,
+                l.throughput_ratio
+                    .map_or("-".into(), |r| format!("{r:.2}x untraced")),
+                why.describe()
+            );
+        }
         for (i, r) in l.reruns.iter().enumerate() {
             let next = l
                 .reruns

@@ -42,7 +42,7 @@ use super::{
     error::{create_dir, ExperimentError, Result},
     phase::{drive_client, run_phase, run_untraced_load, start_attack, Target},
     progress::Progress,
-    results::{CallCost, Discovery, Dropped, Level, PhaseResult, Rerun, Row, Zoom},
+    results::{CallCost, Discovery, Dropped, Level, PhaseResult, Rerun, RerunsEnded, Row, Zoom},
     spec::Phase,
 };
 use crate::tracer::Selection;
@@ -165,6 +165,7 @@ pub(super) fn run(
             functions: set,
             throughput_ratio: ratio(&normal, fitted.untraced_rps),
             untraced_again_rps: fitted.untraced_again_rps,
+            over_budget: fitted.ended,
             estimated_calls_per_request: fitted.estimate.unwrap_or(estimate),
             budget_calls_per_request: budget,
             rows: rows.iter().map(Row::from).collect(),
@@ -204,6 +205,7 @@ fn level_zero(
         functions: normal_functions(&rows0),
         throughput_ratio: ratio0,
         untraced_again_rps: None,
+        over_budget: None,
         estimated_calls_per_request: calls_per_request(normal),
         budget_calls_per_request: budget,
         rows: rows0.iter().map(Row::from).collect(),
@@ -242,6 +244,9 @@ struct Fitted {
     /// The baseline the level's ratios are against: the one measured
     /// beside it, else the experiment's.
     untraced_rps: Option<f64>,
+    /// Why the level kept a normal phase that served less than its budget
+    /// allows.
+    ended: Option<RerunsEnded>,
 }
 
 fn normal_within_budget(
@@ -260,7 +265,9 @@ fn normal_within_budget(
         reruns: Vec::new(),
         untraced_again_rps: None,
         untraced_rps: None,
+        ended: None,
     };
+    let mut rebaselined = false;
     loop {
         let normal = &fitted.normal;
         let calls = calls_per_request(normal);
@@ -270,15 +277,13 @@ fn normal_within_budget(
         };
         // The baseline is minutes old: on a busy machine its throughput
         // drifts by more than a level's probes cost. Measured again beside
-        // the level (once) before fewer functions are tried.
-        if fitted.untraced_again_rps.is_none() {
-            let again = run.untraced(progress)?;
-            fitted.untraced_again_rps = Some(again);
-            untraced = Some(again).filter(|u| *u > 0.0).or(untraced);
+        // the level (once) before fewer functions are tried; without
+        // client figures the experiment's stays.
+        if !rebaselined {
+            rebaselined = true;
+            fitted.untraced_again_rps = run.untraced(progress)?.filter(|u| *u > 0.0);
+            untraced = fitted.untraced_again_rps.or(untraced);
             continue;
-        }
-        if fitted.reruns.len() == MAX_RERUNS || set.len() == 1 {
-            break;
         }
         // A rerun with fewer functions that served no more than the run
         // before it (by more than the noise) shows noise, not the probes'
@@ -287,19 +292,26 @@ fn normal_within_budget(
         if let Some(before) = fitted.reruns.last() {
             if served < before.throughput_ratio + RERUN_MARGIN {
                 walk.restore_budget(before.walk_budget, &fitted.dropped);
+                fitted.ended = Some(RerunsEnded::Noise);
                 break;
             }
+        }
+        if fitted.reruns.len() == MAX_RERUNS {
+            fitted.ended = Some(RerunsEnded::MaxReruns);
+            break;
+        }
+        if set.len() == 1 {
+            fitted.ended = Some(RerunsEnded::OneFunction);
+            break;
         }
         let walk_budget = walk.budget();
         let measured = measured_per_request(normal)?;
         let (fit, out, estimate) =
             walk.refit(&set, budget, &|f| measured.get(f).copied().unwrap_or(0.0));
         // Nothing smaller fits, or everything does: no rerun to learn from.
-        if fit.is_empty() {
+        if fit.is_empty() || fit.len() == set.len() {
             walk.probed_after_all(&out);
-            break;
-        }
-        if fit.len() == set.len() {
+            fitted.ended = Some(RerunsEnded::NothingToDrop);
             break;
         }
         fitted.reruns.push(Rerun {
@@ -417,8 +429,8 @@ impl<'a> LevelRun<'a> {
 
 impl LevelRun<'_> {
     /// The normal phase's load once more with nothing attached, beside the
-    /// level: its requests per second (0 without client figures).
-    fn untraced(&self, progress: &mut dyn FnMut(&Progress<'_>)) -> Result<f64> {
+    /// level: its requests per second, if the client gave figures.
+    fn untraced(&self, progress: &mut dyn FnMut(&Progress<'_>)) -> Result<Option<f64>> {
         let (phase, duration) = (self.ground.normal.0, self.ground.durations.0);
         let load = phase.load.as_ref().ok_or_else(|| {
             ExperimentError::Refused("the zoom needs a normal phase with a load".into())
@@ -426,7 +438,7 @@ impl LevelRun<'_> {
         let label = format!("zoom {}", self.level);
         let duration = duration.min(self.opts.max_phase);
         let u = run_untraced_load(&self.ground.target, phase, load, duration, &label, progress)?;
-        Ok(u.client.map_or(0.0, |c| c.requests_per_s))
+        Ok(u.client.map(|c| c.requests_per_s))
     }
 }
 

@@ -235,6 +235,8 @@ impl Walk {
             let shape = &self.shape;
             let tail = self.chain.last().map_or("", String::as_str);
             self.tried.retain(|f| shape.distance(tail, f).is_some());
+            let tried = &self.tried;
+            self.too_costly.retain(|f, _| tried.contains(f));
         }
     }
 }
