@@ -1,5 +1,6 @@
 //! `record --budget PCT` on a real Apache: under load, the estimate window
-//! measures each function's calls, the hottest are dropped until the rest
+//! measures each function's calls, the dearest (calls times each one's
+//! price, by how the function begins) are dropped until the rest
 //! fits, the trace holds exactly the kept functions and the capture's
 //! summary states its estimated overhead. On an idle server nothing can be
 //! measured and every function is kept.
@@ -14,17 +15,25 @@ use flowdar_tests::*;
 
 const PROFILE: &str = "apache:request,io";
 
-/// Lines of `text` between `Dropped` and `Keeping`: (function, calls/s).
-fn dropped(text: &str) -> Vec<(String, f64)> {
+/// Lines of `text` between `Dropped` and `Keeping`: (function, calls/s,
+/// estimated share in percent).
+fn dropped(text: &str) -> Vec<(String, f64, f64)> {
     text.lines()
-        .skip_while(|l| !l.starts_with("Dropped, hottest first"))
+        .skip_while(|l| !l.starts_with("Dropped, dearest first"))
         .skip(1)
         .take_while(|l| l.starts_with("  "))
         .map(|l| {
             let mut f = l.split_whitespace();
             let name = f.next().unwrap().to_string();
             let rate: f64 = f.next().unwrap().parse().unwrap();
-            (name, rate)
+            let est: f64 = l
+                .rsplit("est. ")
+                .next()
+                .unwrap()
+                .trim_end_matches('%')
+                .parse()
+                .unwrap();
+            (name, rate, est)
         })
         .collect()
 }
@@ -46,7 +55,7 @@ fn percent(text: &str, prefix: &str, marker: &str) -> f64 {
 }
 
 #[test]
-fn a_budget_drops_the_hottest_functions_under_load_and_keeps_the_rest() {
+fn a_budget_drops_the_dearest_functions_under_load_and_keeps_the_rest() {
     require_root();
     let apache = ThrowawayApache::start(&Default::default()).expect("start apache");
     let load = SteadyLoad::start(apache.addr());
@@ -80,8 +89,8 @@ fn a_budget_drops_the_hottest_functions_under_load_and_keeps_the_rest() {
     let gone = dropped(&stderr);
     assert!(!gone.is_empty(), "{stderr}");
     assert!(
-        gone.windows(2).all(|w| w[0].1 >= w[1].1),
-        "dropped hottest first: {gone:?}"
+        gone.windows(2).all(|w| w[0].2 >= w[1].2),
+        "dropped dearest first: {gone:?}"
     );
     // The trace holds exactly the kept functions.
     let probes = flowdar(&[
@@ -103,7 +112,7 @@ fn a_budget_drops_the_hottest_functions_under_load_and_keeps_the_rest() {
     let recorded: Vec<String> = t.header.probes.iter().map(|p| p.function.clone()).collect();
     let want: Vec<String> = selected
         .iter()
-        .filter(|f| !gone.iter().any(|(g, _)| g == *f))
+        .filter(|f| !gone.iter().any(|(g, _, _)| g == *f))
         .cloned()
         .collect();
     assert_eq!(recorded, want);

@@ -114,7 +114,7 @@ pub(super) fn fit(
         }
     }
     if !choice.dropped.is_empty() {
-        eprintln!("Dropped, hottest first:");
+        eprintln!("Dropped, dearest first:");
         for (i, c) in &choice.dropped {
             eprintln!(
                 "  {:<32} {:>10.0} calls/s   est. {}",
