@@ -20,7 +20,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{overhead::FirstInstruction, Mechanism};
+use super::Mechanism;
 
 /// Entries kept: the newest, one per key.
 const KEEP: usize = 16;
@@ -30,11 +30,13 @@ pub const MAX_AGE_S: u64 = 7 * 24 * 3600;
 /// on the VMs here).
 pub const PLAUSIBLE_NS: std::ops::Range<u64> = 50..1_000_000;
 
-/// What was measured: a probed call (by how its function begins), or a
-/// system call the lean capture records.
+/// What was measured: a probed call of a function whose first instruction
+/// is single-stepped, or one that begins with a `push`, or a system call
+/// the lean capture records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    Call(FirstInstruction),
+    Stepped,
+    Push,
     Syscall,
 }
 
@@ -81,8 +83,8 @@ impl Key {
             binary: own_binary(),
             cpu: cpu_model(&read("/proc/cpuinfo")),
             mechanism: match kind {
-                Kind::Call(FirstInstruction::Other) => mechanism.name().to_owned(),
-                Kind::Call(FirstInstruction::Push) => format!("{}, push first", mechanism.name()),
+                Kind::Stepped => mechanism.name().to_owned(),
+                Kind::Push => format!("{}, push first", mechanism.name()),
                 Kind::Syscall => format!("{}, system call", mechanism.name()),
             },
         }

@@ -201,8 +201,8 @@ static MEASURED: Mutex<Vec<(Mechanism, CallCosts)>> = Mutex::new(Vec::new());
 fn keys(mechanism: Mechanism) -> [calibration_cache::Key; 3] {
     use calibration_cache::{Key, Kind};
     [
-        Key::here(mechanism, Kind::Call(FirstInstruction::Other)),
-        Key::here(mechanism, Kind::Call(FirstInstruction::Push)),
+        Key::here(mechanism, Kind::Stepped),
+        Key::here(mechanism, Kind::Push),
         Key::here(mechanism, Kind::Syscall),
     ]
 }
