@@ -324,6 +324,27 @@ fn clients_exact_with(profile: &str) {
         for f in ["accept4", "read", "poll", "ap_process_async_request"] {
             assert!(names.contains(&f), "{f} in {names:?}");
         }
+        // The overhead estimate prices the one uprobe by its first
+        // instruction (Debian's `ap_process_async_request` begins with
+        // `push %r15`, which x86 uprobes emulate) and the system calls at
+        // their own measured figure.
+        let counted = functions
+            .iter()
+            .find(|f| f["function"] == "ap_process_async_request")
+            .map(|f| f["calls"].as_u64().unwrap() + f["in_flight"].as_u64().unwrap())
+            .unwrap();
+        let t = Trace::read(&trace);
+        let o = t
+            .footer
+            .as_ref()
+            .and_then(|f| f.overhead.clone())
+            .expect("an estimate");
+        assert_eq!((o.calls, o.push_calls), (counted, counted), "{o:?}");
+        assert!(
+            o.ns_per_push_call > 0 && o.ns_per_push_call < o.ns_per_call,
+            "{o:?}"
+        );
+        assert!(o.syscalls > 0 && o.ns_per_syscall > 0, "{o:?}");
         let svg = trace.with_extension("svg");
         let out = flowdar(&["render", path, "-o", svg.to_str().unwrap()]);
         assert!(

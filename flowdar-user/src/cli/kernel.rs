@@ -7,8 +7,10 @@ use crate::capture;
 /// Show the kernel features Flowdar uses, detected the way a recording
 /// detects them (a test program and link on Flowdar's own binary), and the
 /// attach mode `auto` would use here, and measure what a probed call costs
-/// (recordings reuse the figure for this kernel, binary and CPU instead of
-/// measuring it as they start; this refreshes it). Needs root, or CAP_BPF, CAP_PERFMON
+/// (for a function that begins with a `push`, and for one whose first
+/// instruction is single-stepped) and what a recorded system call costs
+/// (recordings reuse the figures for this kernel, binary and CPU instead of
+/// measuring them as they start; this refreshes them). Needs root, or CAP_BPF, CAP_PERFMON
 /// and CAP_DAC_READ_SEARCH (tracefs is root's).
 #[derive(Debug, Args)]
 pub struct KernelArgs {}
