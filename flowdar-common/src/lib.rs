@@ -37,6 +37,13 @@ pub enum EventKind {
     /// fit 48 bits), `args[1..3]` the 16 address bytes in network order,
     /// as stored (an IPv4 client as `::ffff:a.b.c.d`). Never payload bytes.
     Client = 4,
+    /// Never in a trace: a whole system call in one ring record, sent by
+    /// the lean capture at its return (its entry sent nothing), which the
+    /// drain expands into its entry and exit ([`Event::expand_call`]).
+    /// `args[0]`: the fd in the low 32 bits, the call's duration in ns in
+    /// the high 32; `args[1]`: the connection id; `args[2]`: the return
+    /// value. A call of 2^32 ns or more is sent as entry and exit.
+    Call = 5,
 }
 
 impl EventKind {
@@ -46,6 +53,7 @@ impl EventKind {
             2 => Some(Self::Exit),
             3 => Some(Self::Fold),
             4 => Some(Self::Client),
+            5 => Some(Self::Call),
             _ => None,
         }
     }
@@ -108,6 +116,29 @@ impl Event {
         };
         EventKind::from_u32(ev.kind)?;
         Some(ev)
+    }
+
+    /// The entry and exit a [`EventKind::Call`] record stands for: the
+    /// entry's slots are the fd and the connection id (the third, a byte
+    /// count, is not kept), the exit's the return value. Any other event:
+    /// `None`.
+    pub fn expand_call(&self) -> Option<[Event; 2]> {
+        if self.kind != EventKind::Call as u32 {
+            return None;
+        }
+        let (fd, dur) = (self.args[0] & 0xffff_ffff, self.args[0] >> 32);
+        let entry = Event {
+            ts_ns: self.ts_ns.wrapping_sub(dur),
+            kind: EventKind::Entry as u32,
+            args: [fd, self.args[1], 0],
+            ..*self
+        };
+        let exit = Event {
+            kind: EventKind::Exit as u32,
+            args: [self.args[2], 0, 0],
+            ..*self
+        };
+        Some([entry, exit])
     }
 
     /// The arguments of a client event for connection `conn` (below bit
@@ -429,20 +460,39 @@ pub const MAX_CONN_FDS: u32 = 65536;
 /// which no user pointer on x86-64 or arm64 has (their user halves end
 /// below it), so they never collide with a `conn_rec *` in a trace.
 pub const SOCKET_CONN_BIT: u64 = 1 << 47;
+/// `IN_SYSCALL`'s value for a thread between watched calls (its entry is
+/// kept and written in place, not deleted): no probe id is this.
+pub const NOT_IN_SYSCALL: u32 = u32::MAX;
+
+/// Lean capture, per thread (`IN_SYSCALL`): its watched call in progress.
+/// `conn` 0: the call's entry was sent (a `poll`, or a call user space
+/// found in progress at attach), its exit goes alone; otherwise nothing
+/// was sent yet and the exit sends the whole call ([`EventKind::Call`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InSyscall {
+    /// The call's probe id, or [`NOT_IN_SYSCALL`] between calls.
+    pub probe_id: u32,
+    pub fd: u32,
+    pub conn: u64,
+    pub ts_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<InSyscall>() == 24);
+
 /// Where a syscall tracepoint's fields sit (`syscalls/sys_enter_*`:
 /// `__syscall_nr` at 8, the arguments from 16; `sys_exit_*`: `ret` at 16),
 /// the same on every kernel since syscall tracepoints exist
 /// (include/trace/syscall.h, `struct syscall_trace_enter`).
 pub const SYSCALL_NR_OFF: usize = 8;
 pub const SYSCALL_ARGS_OFF: usize = 16;
-/// `IN_SYSCALL`'s value for a thread between watched calls (its entry is
-/// kept and written in place, not deleted): no probe id is this.
-pub const NOT_IN_SYSCALL: u32 = u32::MAX;
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: as for `ProbeConfig`.
     unsafe impl aya::Pod for super::SyscallProbe {}
+    // SAFETY: repr(C), plain integers, no padding.
+    unsafe impl aya::Pod for super::InSyscall {}
+
     // SAFETY: `repr(C)`, `Copy`, integer fields only and no implicit padding
     // (size asserted above): every bit pattern is a valid value and no byte
     // is uninitialised.

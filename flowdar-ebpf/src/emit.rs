@@ -4,7 +4,7 @@
 use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, helpers::bpf_ktime_get_ns};
 use flowdar_common::{Event, EventKind, MAX_ARGS};
 
-use crate::maps::{count_one, DROPS, EVENTS};
+use crate::maps::{count_n, DROPS, EVENTS};
 
 /// Sends one event stamped now; false when the ring buffer was full (counted).
 #[inline(always)]
@@ -17,6 +17,20 @@ pub fn emit(pid_tgid: u64, probe_id: u32, kind: EventKind, args: [u64; MAX_ARGS]
 /// Sends one event stamped `ts_ns`; false when the ring buffer was full (counted).
 #[inline(always)]
 pub fn emit_at(
+    pid_tgid: u64,
+    ts_ns: u64,
+    probe_id: u32,
+    kind: EventKind,
+    args: [u64; MAX_ARGS],
+) -> bool {
+    emit_weighing(1, pid_tgid, ts_ns, probe_id, kind, args)
+}
+
+/// [`emit_at`] for a record that stands for `events` events (a whole
+/// call: [`EventKind::Call`]), counted as that many when the ring is full.
+#[inline(always)]
+pub fn emit_weighing(
+    events: u64,
     pid_tgid: u64,
     ts_ns: u64,
     probe_id: u32,
@@ -42,7 +56,7 @@ pub fn emit_at(
         }
         None => {
             if let Some(count) = DROPS.get_ptr_mut(probe_id) {
-                count_one(count);
+                count_n(count, events);
             }
             false
         }

@@ -136,10 +136,16 @@ pub fn remove_target(pid: u32) {
 /// same CPU can interleave with a plain load-add-store and lose a count.
 #[inline(always)]
 pub fn count_one(count: *mut u64) {
+    count_n(count, 1);
+}
+
+/// [`count_one`], `n` at once.
+#[inline(always)]
+pub fn count_n(count: *mut u64, n: u64) {
     // SAFETY: `count` points into a live map value for the program's run.
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            count, 1,
+            count, n,
         );
     }
 }

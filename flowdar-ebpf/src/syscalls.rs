@@ -1,7 +1,17 @@
 //! Lean capture: the server's socket I/O seen from the kernel's own syscall
 //! tracepoints (`syscalls/sys_enter_*`, `sys_exit_*`), no trap into user
 //! space. One entry and one exit program serve every watched call; the
-//! syscall number picks its probe id and role (`SYSCALL_PROBES`).
+//! syscall number picks its probe id and role (`SYSCALL_PROBES`). (The raw
+//! `raw_syscalls/sys_enter` and `sys_exit` would spare the watched calls
+//! their record but run a program for every system call of every
+//! process: dearer in all, measured in BENCHMARKS.md, "Beneath the
+//! uprobe floor".)
+//!
+//! A call that cannot wait (everything but `poll`: APR's sockets are
+//! non-blocking, it waits in `poll`) sends nothing at its entry and one
+//! record at its exit, the whole call ([`EventKind::Call`], expanded by
+//! the drain); a `poll` sends its entry at once, so that a worker waiting
+//! for a client shows in flight.
 //!
 //! A socket becomes a connection when the server accepts it (its peer
 //! address goes out as a client event, keyed by a connection id the kernel
@@ -10,18 +20,23 @@
 //! third argument (a byte count; for `poll`, the events waited for); exit
 //! slot 0: the return value.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user,
+    },
     macros::{map, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::TracePointContext,
     EbpfContext as _,
 };
 use flowdar_common::{
-    EventKind, SyscallProbe, SyscallRole, AF_INET, AF_INET6, MAX_CONN_FDS, MAX_SYSCALL_NR,
-    SOCKET_CONN_BIT, SYSCALL_ARGS_OFF, SYSCALL_NR_OFF,
+    EventKind, InSyscall, SyscallProbe, SyscallRole, AF_INET, AF_INET6, MAX_CONN_FDS,
+    MAX_SYSCALL_NR, SOCKET_CONN_BIT, SYSCALL_ARGS_OFF, SYSCALL_NR_OFF,
 };
 
-use crate::{emit::emit, maps::is_target};
+use crate::{
+    emit::{emit, emit_at, emit_weighing},
+    maps::is_target,
+};
 
 const SYSCALLS_ALL: u32 = flowdar_common::SYSCALLS_ALL;
 
@@ -38,15 +53,16 @@ static SYSCALL_PROBES: Array<SyscallProbe> = Array::with_max_entries(MAX_SYSCALL
 #[map]
 static CONN_FDS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_CONN_FDS, 0);
 
-/// Per thread: the probe id of its watched call in progress (its exit is
-/// sent only when its entry was), [`NOT_IN_SYSCALL`] between calls. A
-/// thread's entry stays and is written in place (an insert and a delete
-/// of an LRU hash entry for every call cost the entry program about half
-/// of its time: BENCHMARKS.md, "What the lean capture's events cost"),
-/// and goes when the thread exits (`tree::flowdar_exit_task`), so that
-/// dead threads never crowd out a worker held in a call.
+/// Per thread: its watched call in progress ([`InSyscall`]: its exit is
+/// sent only when the call is known), `probe_id` [`NOT_IN_SYSCALL`]
+/// between calls. A thread's entry stays and is written in place (an
+/// insert and a delete of an LRU hash entry for every call cost the entry
+/// program about half of its time: BENCHMARKS.md, "What the lean
+/// capture's events cost"), and goes when the thread exits
+/// (`tree::flowdar_exit_task`), so that dead threads never crowd out a
+/// worker held in a call.
 #[map]
-pub(crate) static IN_SYSCALL: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+pub(crate) static IN_SYSCALL: LruHashMap<u32, InSyscall> = LruHashMap::with_max_entries(16384, 0);
 
 const NOT_IN_SYSCALL: u32 = flowdar_common::NOT_IN_SYSCALL;
 
@@ -73,85 +89,101 @@ static NEXT_CONN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[tracepoint]
 pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = pid_tgid >> 32;
-    if !is_target(tgid as u32) || state() != SYSCALLS_ALL {
+    if !is_target((pid_tgid >> 32) as u32) || state() != SYSCALLS_ALL {
         return 0;
     }
     let Some((probe_id, role)) = watched(&ctx) else {
         return 0;
     };
+    enter(&ctx, pid_tgid, probe_id, role);
+    0
+}
+
+/// A watched call begins. A poll sends its entry; any other call is
+/// kept for its exit, which sends it whole.
+#[inline(always)]
+fn enter(ctx: &TracePointContext, pid_tgid: u64, probe_id: u32, role: u32) {
+    let tgid = pid_tgid >> 32;
     // The arguments sit at fixed offsets in every syscall tracepoint's
     // record (flowdar_common::SYSCALL_ARGS_OFF). The first is read
-    // directly (every watched call has one); the others through the
+    // directly (every watched call has one); the second through the
     // helper, as `close` has no second (see [`record`]). A slot past the
     // call's own arguments holds whatever the kernel's stack held: never
-    // read one (`close` and `shutdown` get 0 for the third).
-    let arg = |n: usize| -> u64 {
-        if n == 0 {
-            // SAFETY: the first argument, in every watched call's record.
-            unsafe { record::<u64>(&ctx, SYSCALL_ARGS_OFF) }
-        } else {
-            // SAFETY: a bounded kernel read; callers ask only for slots
-            // within the call's own arguments.
-            unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8 * n) }.unwrap_or(0)
-        }
-    };
+    // read one.
+    // SAFETY: the first argument, in every watched call's record.
+    let first = unsafe { record::<u64>(ctx, SYSCALL_ARGS_OFF) };
+    // SAFETY: a bounded kernel read, asked only of calls that have a second.
+    let second = || unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8) }.unwrap_or(0);
     let (fd, third) = match role {
         r if r == SyscallRole::Accept as u32 => {
-            let _ = ACCEPTING.insert(pid_tgid as u32, arg(1), 0);
-            return 0;
+            let _ = ACCEPTING.insert(pid_tgid as u32, second(), 0);
+            return;
         }
         r if r == SyscallRole::Poll as u32 => {
-            if arg(1) != 1 {
-                return 0;
+            if second() != 1 {
+                return;
             }
             // The one `struct pollfd`: fd, then the events it waits for
             // (POLLIN: the client's bytes; POLLOUT: room to send to it).
             // SAFETY: a user pointer; the helper faults safely.
-            match unsafe { bpf_probe_read_user(arg(0) as *const u64) } {
+            match unsafe { bpf_probe_read_user(first as *const u64) } {
                 Ok(pfd) => (pfd & 0xffff_ffff, (pfd >> 32) & 0xffff),
-                Err(_) => return 0,
+                Err(_) => return,
             }
         }
-        r if r == SyscallRole::Fd as u32 => (arg(0) & 0xffff_ffff, arg(2)),
-        _ => (arg(0) & 0xffff_ffff, 0),
+        _ => (first & 0xffff_ffff, 0),
     };
     let key = tgid << 32 | fd;
     // SAFETY: read-only copy of the value.
     let Some(conn) = (unsafe { CONN_FDS.get(key) }).copied() else {
-        return 0;
+        return;
     };
     if role == SyscallRole::Close as u32 {
         let _ = CONN_FDS.remove(key);
     }
-    if emit(pid_tgid, probe_id, EventKind::Entry, [fd, conn, third]) {
-        let tid = pid_tgid as u32;
-        match IN_SYSCALL.get_ptr_mut(tid) {
-            // SAFETY: `p` points into the thread's live map value.
-            Some(p) => unsafe { *p = probe_id },
-            None => {
-                let _ = IN_SYSCALL.insert(tid, probe_id, 0);
-            }
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let call = if role == SyscallRole::Poll as u32 {
+        // A wait: its entry now, so that it shows in flight.
+        if !emit_at(pid_tgid, now, probe_id, EventKind::Entry, [fd, conn, third]) {
+            return;
+        }
+        InSyscall {
+            probe_id,
+            fd: fd as u32,
+            conn: 0,
+            ts_ns: now,
+        }
+    } else {
+        InSyscall {
+            probe_id,
+            fd: fd as u32,
+            conn,
+            ts_ns: now,
+        }
+    };
+    let tid = pid_tgid as u32;
+    match IN_SYSCALL.get_ptr_mut(tid) {
+        // SAFETY: `p` points into the thread's live map value.
+        Some(p) => unsafe { *p = call },
+        None => {
+            let _ = IN_SYSCALL.insert(tid, call, 0);
         }
     }
-    0
 }
 
 #[tracepoint]
 pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    if state() != SYSCALLS_ALL {
+    if !is_target((pid_tgid >> 32) as u32) || state() != SYSCALLS_ALL {
         return 0;
     }
     let Some((probe_id, role)) = watched(&ctx) else {
         return 0;
     };
-    let tid = pid_tgid as u32;
     // SAFETY: `ret` sits at a fixed offset in every sys_exit record.
     let ret = unsafe { record::<i64>(&ctx, SYSCALL_ARGS_OFF) };
+    let tid = pid_tgid as u32;
     if role == SyscallRole::Accept as u32 {
         // SAFETY: read-only copy of the value.
         let Some(addr) = (unsafe { ACCEPTING.get(tid) }).copied() else {
@@ -167,13 +199,40 @@ pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     // SAFETY: `p` points into the thread's live map value.
-    unsafe {
-        if *p != probe_id {
+    let call = unsafe {
+        if (*p).probe_id != probe_id {
             return 0;
         }
-        *p = NOT_IN_SYSCALL;
+        let call = *p;
+        (*p).probe_id = NOT_IN_SYSCALL;
+        call
+    };
+    if call.conn == 0 {
+        emit(pid_tgid, probe_id, EventKind::Exit, [ret as u64, 0, 0]);
+        return 0;
     }
-    emit(pid_tgid, probe_id, EventKind::Exit, [ret as u64, 0, 0]);
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let took = now.saturating_sub(call.ts_ns);
+    let fd = u64::from(call.fd);
+    if took >> 32 == 0 {
+        emit_weighing(
+            2,
+            pid_tgid,
+            now,
+            probe_id,
+            EventKind::Call,
+            [fd | took << 32, call.conn, ret as u64],
+        );
+    } else if emit_at(
+        pid_tgid,
+        call.ts_ns,
+        probe_id,
+        EventKind::Entry,
+        [fd, call.conn, 0],
+    ) {
+        emit_at(pid_tgid, now, probe_id, EventKind::Exit, [ret as u64, 0, 0]);
+    }
     0
 }
 

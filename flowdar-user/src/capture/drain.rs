@@ -125,15 +125,23 @@ pub fn spawn(
                                 counts.unknown_probe += 1;
                                 continue;
                             }
-                            if ev.kind == EventKind::Entry as u32 {
+                            if let Some(call) = ev.expand_call() {
                                 counts.entries[id] += 1;
-                            } else if ev.kind == EventKind::Client as u32 {
-                                counts.clients += 1;
-                            } else {
                                 counts.exits[id] += 1;
+                                batch.extend(call);
+                            } else {
+                                if ev.kind == EventKind::Entry as u32 {
+                                    counts.entries[id] += 1;
+                                } else if ev.kind == EventKind::Client as u32 {
+                                    counts.clients += 1;
+                                } else {
+                                    counts.exits[id] += 1;
+                                }
+                                batch.push(ev);
                             }
-                            batch.push(ev);
-                            if batch.len() == BATCH_EVENTS {
+                            // A batch is one trace chunk: never past
+                            // BATCH_EVENTS, and a whole call adds two.
+                            if batch.len() + 1 >= BATCH_EVENTS {
                                 hand_over(&tx, &mut batch, &mut counts);
                                 last_flush = Instant::now();
                             }
@@ -191,6 +199,29 @@ mod tests {
         assert_eq!(poll_interval(4096), Duration::from_micros(500));
         // An eighth of the default ring: 299593 records / 8.
         assert_eq!(busy_records(16 << 20), 37449);
+    }
+
+    #[test]
+    fn a_whole_call_becomes_its_entry_and_exit() {
+        let call = Event {
+            tgid: 7,
+            tid: 9,
+            ts_ns: 10_000,
+            probe_id: 2,
+            kind: EventKind::Call as u32,
+            args: [12 | 1_500 << 32, 1 << 47 | 5, (-11i64) as u64],
+        };
+        let [entry, exit] = call.expand_call().unwrap();
+        assert_eq!(
+            (entry.kind, entry.ts_ns, entry.args),
+            (EventKind::Entry as u32, 8_500, [12, 1 << 47 | 5, 0])
+        );
+        assert_eq!(
+            (exit.kind, exit.ts_ns, exit.args),
+            (EventKind::Exit as u32, 10_000, [(-11i64) as u64, 0, 0])
+        );
+        assert_eq!((entry.tgid, entry.tid, exit.probe_id), (7, 9, 2));
+        assert!(ev(0).expand_call().is_none(), "an entry stays as it is");
     }
 
     #[test]

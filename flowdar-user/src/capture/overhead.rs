@@ -429,6 +429,7 @@ fn count_calls(ring: &mut RingBuf<MapData>) -> [(u64, u64); TARGETS.len() + SYSC
         match ev.kind {
             k if k == EventKind::Entry as u32 => s.0 += 1,
             k if k == EventKind::Exit as u32 => s.1 += 1,
+            k if k == EventKind::Call as u32 => *s = (s.0 + 1, s.1 + 1),
             _ => {}
         }
     }

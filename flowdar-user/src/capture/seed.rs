@@ -14,7 +14,9 @@ use aya::{
     maps::{HashMap as BpfHashMap, MapData},
     Ebpf,
 };
-use flowdar_common::{Event, EventKind, HELD_AT_ATTACH, SEEDED_CONN_BIT, SOCKET_CONN_BIT};
+use flowdar_common::{
+    Event, EventKind, InSyscall, HELD_AT_ATTACH, SEEDED_CONN_BIT, SOCKET_CONN_BIT,
+};
 
 use super::{
     blocked::{socket_inode, tcp_sockets, waiting_fd},
@@ -100,7 +102,7 @@ pub(super) fn seed(
                 out.connections += 1;
             }
         }
-        let mut held: BpfHashMap<&mut MapData, u32, u32> = BpfHashMap::try_from(
+        let mut held: BpfHashMap<&mut MapData, u32, InSyscall> = BpfHashMap::try_from(
             ebpf.map_mut("IN_SYSCALL")
                 .ok_or(CaptureError::MissingMap("IN_SYSCALL"))?,
         )
@@ -114,7 +116,14 @@ pub(super) fn seed(
             // call now was sent, or began after attach. Only an insert
             // that fails where the key exists is safe against the program
             // writing it meanwhile (user space has no compare-and-swap).
-            if held.insert(tid, probe_id, BPF_NOEXIST).is_err() {
+            // Its entry is sent here (`conn` 0): the exit goes alone.
+            let call = InSyscall {
+                probe_id,
+                fd: fd as u32,
+                conn: 0,
+                ts_ns,
+            };
+            if held.insert(tid, call, BPF_NOEXIST).is_err() {
                 continue;
             }
             out.events.push(Event {
