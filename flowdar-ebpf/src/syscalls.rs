@@ -16,9 +16,9 @@
 //! A socket becomes a connection when the server accepts it (its peer
 //! address goes out as a client event, keyed by a connection id the kernel
 //! makes) or when user space seeds it at attach; calls on other fds (files,
-//! pipes, the listener) are not sent. Entry slots: fd, connection id, the
-//! third argument (a byte count; for `poll`, the events waited for); exit
-//! slot 0: the return value.
+//! pipes, the listener) are not sent. Entry slots: fd, connection id, and
+//! for `poll` the events waited for (0 for the others); exit slot 0: the
+//! return value.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user,
