@@ -394,7 +394,7 @@ impl ProbeConfig {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyscallRole {
-    /// `read`, `writev`, `shutdown`...: the first argument is the fd.
+    /// `read`, `writev`, `sendfile`...: the first argument is the fd.
     Fd = 1,
     /// `poll`: the first argument points to the `pollfd` array, the second
     /// is its length; watched only with one entry (APR's wait for a socket).
@@ -406,8 +406,9 @@ pub enum SyscallRole {
     Accept = 3,
     /// `close`: the fd's connection ends.
     Close = 4,
-    /// `shutdown`: the first argument is the fd, and there is no third
-    /// (its entry's third slot is 0).
+    /// `shutdown`: the first argument is the fd, and there is no third.
+    /// Since calls other than `poll` are sent whole at their exit, with
+    /// no third slot, the programs treat it as [`SyscallRole::Fd`].
     FdTwoArgs = 5,
 }
 
@@ -426,8 +427,9 @@ const _: () = assert!(core::mem::size_of::<SyscallProbe>() == 8);
 /// `SYSCALLS_STATE`: entries and exits sent (from attach until the uprobe
 /// entries are gone)...
 pub const SYSCALLS_ALL: u32 = 2;
-/// ...or nothing (before attach, and from that moment on: a call in
-/// progress then stays in flight, its return unseen).
+/// ...or nothing (before attach, and from that moment on: a `poll` in
+/// progress then stays in flight, its return unseen; any other call in
+/// progress, sent whole at its exit, is not in the trace).
 pub const SYSCALLS_OFF: u32 = 0;
 
 /// Connection ids user space gives the sockets a server had open when

@@ -76,8 +76,9 @@ pub(crate) static ACCEPTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries
 /// after the entries, as the return uprobes do: a Slowloris connection's
 /// poll that its next header line ended then, with the read and poll that
 /// followed unseen, looked like a finished read, and a connection still
-/// held looked released. A call in progress at that moment stays in
-/// flight. Closing a tracepoint link waits a grace period per link, so
+/// held looked released. A `poll` in progress at that moment stays in
+/// flight; any other call in progress (microseconds, on APR's
+/// non-blocking sockets) is not sent. Closing a tracepoint link waits a grace period per link, so
 /// the links themselves go one by one, long after.
 #[map]
 pub static SYSCALLS_STATE: Array<u32> = Array::with_max_entries(1, 0);
