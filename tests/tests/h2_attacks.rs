@@ -64,6 +64,10 @@ fn attacked(
     let apache = apache();
     let (rec, trace) = record(apache.pid(), &["--profile", PROFILE]);
     let mut attack = start(&apache, mode, connections, rate);
+    // The 5 s of attack count from its first connection: a slow guest (the
+    // kernel matrix's emulated 6.1, on a busy host) once took 4.5 s to
+    // start python, which then opened 20 streams before it was stopped.
+    wait_for_attacker(apache.tls_addr().expect("a TLS port").port());
     std::thread::sleep(Duration::from_secs(5));
     let stop_recording = |rec: Background| {
         let (code, out, err) = rec.stop(libc::SIGINT);
@@ -84,6 +88,26 @@ fn attacked(
         assert!(report.versions.contains_key(tool), "{report:?}");
     }
     (report, trace, apache)
+}
+
+/// Waits (up to 60 s) until the server holds a connection from
+/// [`ATTACKER`] on `port` (/proc/net/tcp: local 127.0.0.1:port, remote
+/// 127.0.0.2, any state past the handshake).
+fn wait_for_attacker(port: u16) {
+    let local = format!("0100007F:{port:04X}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let found = tcp.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == local && f[2].starts_with("0200007F:") && f[3] != "0A"
+        });
+        if found {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no connection from {ATTACKER} to port {port} within 60 s");
 }
 
 fn streams(trace: &Path) -> H2Streams {
