@@ -191,7 +191,16 @@ pub(super) fn boot(
                 .map(|f| (f[1].parse().ok(), f[2].parse().unwrap_or(0.0)));
             let log = std::fs::read_to_string(out.join("logs").join(format!("{}.log", check.name)))
                 .unwrap_or_default();
-            judge(check, row, &log)
+            let outcome = judge(check, row, &log);
+            if !outcome.passed && !log.is_empty() {
+                eprintln!(
+                    "kernels: {} `{}` failed; its log from the panic:\n{}\n",
+                    kernel.version,
+                    check.name,
+                    failure_excerpt(&log, FAILURE_LINES)
+                );
+            }
+            outcome
         })
         .collect();
     let attach_mode = attach_mode(&out.join("logs"));

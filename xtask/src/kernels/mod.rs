@@ -37,7 +37,7 @@ use crate::setup::{self, installed, run_cmd};
 use checks::{Check, What, CHECKS};
 use guest::{boot, build};
 use install::{install, select, virtme_ng};
-use report::{attach_mode, first_error, minutes, report};
+use report::{attach_mode, failure_excerpt, first_error, minutes, report};
 use verdict::judge;
 
 /// A kernel of the matrix: the newest Debian package whose name matches.
@@ -75,6 +75,8 @@ const VNG_CPUS: &str = "2";
 /// a hung guest costs CI at most this (a whole guest took 3-5 min here
 /// with 5 s experiment phases; the 20 s ones add about 2).
 const GUEST_DEADLINE: Duration = Duration::from_secs(12 * 60);
+/// Lines of a failed check's log printed with the run's output.
+const FAILURE_LINES: usize = 80;
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -226,5 +228,15 @@ mod tests {
             first_error("x\ntimed out after 300 s\n"),
             "timed out after 300 s"
         );
+    }
+
+    #[test]
+    fn a_failure_excerpt_starts_at_the_panic_and_is_bounded() {
+        let log = "a\nb\nthread 'x' panicked at a.rs:1:2:\nstuck\n-- tid 7 (flowdar) S\nc\nd\n";
+        assert_eq!(
+            failure_excerpt(log, 3),
+            "thread 'x' panicked at a.rs:1:2:\nstuck\n-- tid 7 (flowdar) S\n[... 2 more lines]"
+        );
+        assert_eq!(failure_excerpt("a\nb\nc\n", 2), "b\nc");
     }
 }

@@ -3,6 +3,26 @@ use std::{path::Path, time::Duration};
 
 use super::*;
 
+/// Lines of a failed check's log to print where CI shows them (its logs
+/// stay on the machine that ran it): from the first panic on (the message,
+/// the stuck process's threads, its output), or else the log's end.
+pub(super) fn failure_excerpt(log: &str, max_lines: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.contains("panicked at"))
+        .unwrap_or_else(|| lines.len().saturating_sub(max_lines));
+    let shown = &lines[from..lines.len().min(from + max_lines)];
+    let mut out = shown.join("\n");
+    if from + shown.len() < lines.len() {
+        out.push_str(&format!(
+            "\n[... {} more lines]",
+            lines.len() - from - shown.len()
+        ));
+    }
+    out
+}
+
 /// What went wrong in a failed check's log, on one line: a time-out, or the
 /// panic's place and message with an `error` line of flowdar's (or else
 /// the assertion's left and right), or the log's last line.
