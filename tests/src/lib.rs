@@ -244,8 +244,12 @@ fn wait_timeout(child: &Child, timeout: Duration) -> Result<Reaped, String> {
         }
         if std::time::Instant::now() > deadline {
             return Err(format!(
-                "process {} did not exit within {timeout:?}; where its threads were:\n{}",
+                "process {} ({}) did not exit within {timeout:?}; where its threads were:\n{}",
                 child.id(),
+                std::fs::read_to_string(format!("/proc/{}/cmdline", child.id()))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+                    .trim_end(),
                 thread_stacks(child.id())
             ));
         }
