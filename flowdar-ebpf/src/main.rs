@@ -1,7 +1,8 @@
 //! Flowdar's kernel programs. This file only wires the modules together:
 //! `calls` (uprobe/uretprobe programs), `client` (connection clients),
 //! `shadow` (held entries for `record --min-duration`), `syscalls`
-//! (socket I/O from syscall tracepoints: lean capture), `traceparent`
+//! (socket I/O from syscall tracepoints: lean capture), `syscall_fentry`
+//! (the same from fentry/fexit programs, where BTF allows), `traceparent`
 //! (a request's W3C trace context), `tree`
 //! (process-tree filter); below them `emit` (ring-buffer records) and
 //! `maps` (maps and load-time settings), which import none of them.
@@ -17,6 +18,7 @@ mod client;
 mod emit;
 mod maps;
 mod shadow;
+mod syscall_fentry;
 mod syscalls;
 mod traceparent;
 mod tree;

@@ -90,21 +90,14 @@ static NEXT_CONN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[tracepoint]
 pub fn flowdar_sys_enter(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) || state() != SYSCALLS_ALL {
+    if !running(pid_tgid) {
         return 0;
     }
-    let Some((probe_id, role)) = watched(&ctx) else {
+    // SAFETY: `__syscall_nr` sits at a fixed offset in every syscall record.
+    let nr = unsafe { record::<i32>(&ctx, SYSCALL_NR_OFF) };
+    let Some((probe_id, role)) = watched(nr as u32) else {
         return 0;
     };
-    enter(&ctx, pid_tgid, probe_id, role);
-    0
-}
-
-/// A watched call begins. A poll sends its entry; any other call is
-/// kept for its exit, which sends it whole.
-#[inline(always)]
-fn enter(ctx: &TracePointContext, pid_tgid: u64, probe_id: u32, role: u32) {
-    let tgid = pid_tgid >> 32;
     // The arguments sit at fixed offsets in every syscall tracepoint's
     // record (flowdar_common::SYSCALL_ARGS_OFF). The first is read
     // directly (every watched call has one); the second through the
@@ -112,9 +105,29 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, probe_id: u32, role: u32) {
     // call's own arguments holds whatever the kernel's stack held: never
     // read one.
     // SAFETY: the first argument, in every watched call's record.
-    let first = unsafe { record::<u64>(ctx, SYSCALL_ARGS_OFF) };
+    let first = unsafe { record::<u64>(&ctx, SYSCALL_ARGS_OFF) };
     // SAFETY: a bounded kernel read, asked only of calls that have a second.
     let second = || unsafe { ctx.read_at::<u64>(SYSCALL_ARGS_OFF + 8) }.unwrap_or(0);
+    enter(pid_tgid, probe_id, role, first, second);
+    0
+}
+
+/// Whether the syscall programs run (user space switches them at attach
+/// and detach), for a thread of the traced server.
+#[inline(always)]
+pub(crate) fn running(pid_tgid: u64) -> bool {
+    is_target((pid_tgid >> 32) as u32) && state() == SYSCALLS_ALL
+}
+
+/// A watched call begins, with its first argument and a way to read its
+/// second (asked only of calls that have one). A poll sends its entry;
+/// any other call is kept for its exit, which sends it whole. A call of
+/// the thread's whose entry went out and whose return was never seen
+/// (one in progress at attach, under fexit programs: they see only calls
+/// that began after them) ends here, as its thread goes on.
+#[inline(always)]
+pub(crate) fn enter(pid_tgid: u64, probe_id: u32, role: u32, first: u64, second: impl Fn() -> u64) {
+    let tgid = pid_tgid >> 32;
     let (fd, third) = match role {
         r if r == SyscallRole::Accept as u32 => {
             let _ = ACCEPTING.insert(pid_tgid as u32, second(), 0);
@@ -144,27 +157,34 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, probe_id: u32, role: u32) {
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let call = if role == SyscallRole::Poll as u32 {
-        // A wait: its entry now, so that it shows in flight.
-        if !emit_at(pid_tgid, now, probe_id, EventKind::Entry, [fd, conn, third]) {
-            return;
-        }
-        InSyscall {
-            probe_id,
-            fd: fd as u32,
-            conn: 0,
-            ts_ns: now,
-        }
-    } else {
-        InSyscall {
-            probe_id,
-            fd: fd as u32,
-            conn,
-            ts_ns: now,
-        }
-    };
+    let poll = role == SyscallRole::Poll as u32;
     let tid = pid_tgid as u32;
-    match IN_SYSCALL.get_ptr_mut(tid) {
+    let slot = IN_SYSCALL.get_ptr_mut(tid);
+    if let Some(p) = slot {
+        // SAFETY: `p` points into the thread's live map value.
+        let open = unsafe { *p };
+        if open.probe_id != NOT_IN_SYSCALL && open.conn == 0 {
+            // Its return value is inferred: ready (1) when the thread
+            // goes on reading or writing the same socket, else 0.
+            let ret = u64::from(open.fd == fd as u32 && role == SyscallRole::Fd as u32);
+            emit_at(pid_tgid, now, open.probe_id, EventKind::Exit, [ret, 0, 0]);
+        }
+    }
+    // A wait: its entry now, so that it shows in flight.
+    if poll && !emit_at(pid_tgid, now, probe_id, EventKind::Entry, [fd, conn, third]) {
+        if let Some(p) = slot {
+            // SAFETY: as above.
+            unsafe { (*p).probe_id = NOT_IN_SYSCALL };
+        }
+        return;
+    }
+    let call = InSyscall {
+        probe_id,
+        fd: fd as u32,
+        conn: if poll { 0 } else { conn },
+        ts_ns: now,
+    };
+    match slot {
         // SAFETY: `p` points into the thread's live map value.
         Some(p) => unsafe { *p = call },
         None => {
@@ -176,33 +196,42 @@ fn enter(ctx: &TracePointContext, pid_tgid: u64, probe_id: u32, role: u32) {
 #[tracepoint]
 pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_target((pid_tgid >> 32) as u32) || state() != SYSCALLS_ALL {
+    if !running(pid_tgid) {
         return 0;
     }
-    let Some((probe_id, role)) = watched(&ctx) else {
+    // SAFETY: `__syscall_nr` sits at a fixed offset in every syscall record.
+    let nr = unsafe { record::<i32>(&ctx, SYSCALL_NR_OFF) };
+    let Some((probe_id, role)) = watched(nr as u32) else {
         return 0;
     };
     // SAFETY: `ret` sits at a fixed offset in every sys_exit record.
     let ret = unsafe { record::<i64>(&ctx, SYSCALL_ARGS_OFF) };
+    exit(pid_tgid, probe_id, role, ret);
+    0
+}
+
+/// A watched call returns `ret`.
+#[inline(always)]
+pub(crate) fn exit(pid_tgid: u64, probe_id: u32, role: u32, ret: i64) {
     let tid = pid_tgid as u32;
     if role == SyscallRole::Accept as u32 {
         // SAFETY: read-only copy of the value.
         let Some(addr) = (unsafe { ACCEPTING.get(tid) }).copied() else {
-            return 0;
+            return;
         };
         let _ = ACCEPTING.remove(tid);
         if ret >= 0 {
             accepted(pid_tgid, probe_id, ret as u64, addr);
         }
-        return 0;
+        return;
     }
     let Some(p) = IN_SYSCALL.get_ptr_mut(tid) else {
-        return 0;
+        return;
     };
     // SAFETY: `p` points into the thread's live map value.
     let call = unsafe {
         if (*p).probe_id != probe_id {
-            return 0;
+            return;
         }
         let call = *p;
         (*p).probe_id = NOT_IN_SYSCALL;
@@ -210,7 +239,7 @@ pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
     };
     if call.conn == 0 {
         emit(pid_tgid, probe_id, EventKind::Exit, [ret as u64, 0, 0]);
-        return 0;
+        return;
     }
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -234,7 +263,6 @@ pub fn flowdar_sys_exit(ctx: TracePointContext) -> u32 {
     ) {
         emit_at(pid_tgid, now, probe_id, EventKind::Exit, [ret as u64, 0, 0]);
     }
-    0
 }
 
 /// A field of the tracepoint's record, read directly: the verifier lets a
@@ -253,12 +281,10 @@ unsafe fn record<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { *(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
 }
 
-/// The probe id and role of the syscall this record is for, if watched.
+/// The probe id and role of system call `nr`, if watched.
 #[inline(always)]
-fn watched(ctx: &TracePointContext) -> Option<(u32, u32)> {
-    // SAFETY: `__syscall_nr` sits at a fixed offset in every syscall record.
-    let nr = unsafe { record::<i32>(ctx, SYSCALL_NR_OFF) };
-    let p = SYSCALL_PROBES.get(nr as u32)?;
+pub(crate) fn watched(nr: u32) -> Option<(u32, u32)> {
+    let p = SYSCALL_PROBES.get(nr)?;
     (p.probe_id_plus_one != 0).then(|| (p.probe_id_plus_one - 1, p.role))
 }
 

@@ -163,7 +163,7 @@ pub struct OverheadEstimate {
     /// CPU time the server's processes used while recorded (utime + stime
     /// of the processes alive at the end; the probes' cost is part of it).
     pub server_cpu_ns: u64,
-    /// System calls recorded from the kernel's tracepoints (lean capture):
+    /// System calls recorded from the kernel's hooks (lean capture):
     /// not in `calls`, since they trap into nothing; priced at
     /// `ns_per_syscall`.
     #[serde(default)]
@@ -184,6 +184,10 @@ pub struct OverheadEstimate {
     /// unpriced).
     #[serde(default)]
     pub ns_per_syscall: u64,
+    /// How the system calls were hooked: `fentry` or `tracepoint` (None
+    /// in traces from before fentry: tracepoints, or no system calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscall_hooks: Option<String>,
 }
 
 impl OverheadEstimate {

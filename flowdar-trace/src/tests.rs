@@ -386,6 +386,7 @@ fn header_shape_is_format_version_2() {
             push_calls: 16,
             ns_per_push_call: 17,
             ns_per_syscall: 18,
+            syscall_hooks: Some("fentry".into()),
         }),
     };
     assert_eq!(
@@ -401,7 +402,7 @@ fn header_shape_is_format_version_2() {
 }
 
 const EXPECTED_HEADER: &str = r#"{"tool_version":"test","host":"h","kernel":"k","command_line":["flowdar"],"start_unix_ns":1,"start_monotonic_ns":1000,"target_pid":7,"probes":[{"id":0,"function":"f0","path":"/bin/x","attach_path":"/bin/x","address":4096,"file_offset":4096,"capture":{"args":2,"ret":true,"deref":[{"arg":1,"bytes":4}],"read":{"arg":0,"offset":8},"errors":"nonzero","client":{"arg":0}},"optional":true,"source":"x.c:1","params":["r"]}],"attach_mode":"uprobe_multi","attached_monotonic_ns":0,"target_ns_pid":0}"#;
-const EXPECTED_FOOTER: &str = r#"{"end_monotonic_ns":9,"events":8,"kernel_drops":[1],"user_drops":[2],"stop_reason":"SIGINT","index":[{"offset":17,"events":8,"first_ts":3,"last_ts":4}],"entries_removed_ns":5,"skipped_task_events":6,"malformed":0,"unknown_probe":0,"untraced_tasks":null,"min_duration":{"ns":10,"short_calls":[11]},"overhead":{"calls":12,"ns_per_call":13,"server_cpu_ns":14,"syscalls":15,"push_calls":16,"ns_per_push_call":17,"ns_per_syscall":18}}"#;
+const EXPECTED_FOOTER: &str = r#"{"end_monotonic_ns":9,"events":8,"kernel_drops":[1],"user_drops":[2],"stop_reason":"SIGINT","index":[{"offset":17,"events":8,"first_ts":3,"last_ts":4}],"entries_removed_ns":5,"skipped_task_events":6,"malformed":0,"unknown_probe":0,"untraced_tasks":null,"min_duration":{"ns":10,"short_calls":[11]},"overhead":{"calls":12,"ns_per_call":13,"server_cpu_ns":14,"syscalls":15,"push_calls":16,"ns_per_push_call":17,"ns_per_syscall":18,"syscall_hooks":"fentry"}}"#;
 
 #[test]
 fn the_overhead_prices_each_call_by_how_its_function_begins() {
@@ -413,6 +414,7 @@ fn the_overhead_prices_each_call_by_how_its_function_begins() {
         push_calls: 8,
         ns_per_push_call: 900,
         ns_per_syscall: 400,
+        syscall_hooks: None,
     };
     assert_eq!(o.probe_ns(), 2 * 17_000 + 8 * 900 + 100 * 400);
     assert_eq!(o.ns_per_call_of(true), 900);

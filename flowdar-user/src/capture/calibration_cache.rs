@@ -37,7 +37,8 @@ pub const PLAUSIBLE_NS: std::ops::Range<u64> = 50..1_000_000;
 pub enum Kind {
     Stepped,
     Push,
-    Syscall,
+    /// A recorded system call, hooked as asked.
+    Syscall(super::SyscallHooks),
 }
 
 /// What a measurement depends on. Another kernel, binary or CPU, or
@@ -85,7 +86,12 @@ impl Key {
             mechanism: match kind {
                 Kind::Stepped => mechanism.name().to_owned(),
                 Kind::Push => format!("{}, push first", mechanism.name()),
-                Kind::Syscall => format!("{}, system call", mechanism.name()),
+                Kind::Syscall(super::SyscallHooks::Auto) => {
+                    format!("{}, system call", mechanism.name())
+                }
+                Kind::Syscall(hooks) => {
+                    format!("{}, system call ({})", mechanism.name(), hooks.name())
+                }
             },
         }
     }

@@ -14,7 +14,9 @@ use super::{
     attach::{self, program, Closing, Detaching, Links},
     features::AttachMode,
     filter::{self, PidFilter},
-    proctree, tracefs, CaptureError,
+    proctree,
+    syscalls::SyscallHooks,
+    tracefs, CaptureError,
 };
 use crate::probes::ResolvedProbe;
 
@@ -47,6 +49,8 @@ pub struct AttachPlan {
     /// `record --min-duration` in ns: calls shorter than this are dropped
     /// in the kernel (counted per probe). 0: every call is sent.
     pub min_duration_ns: u64,
+    /// How system calls (lean capture) are hooked.
+    pub syscall_hooks: SyscallHooks,
 }
 
 /// Programs loaded and attached to a live target.
@@ -54,6 +58,8 @@ pub struct Attached {
     pub ebpf: Ebpf,
     /// How the uprobes were attached.
     pub mechanism: Mechanism,
+    /// How the system calls were hooked (None: none watched).
+    pub syscall_hooks: Option<SyscallHooks>,
     /// The uprobes, held the way their strategy attached them.
     links: Box<dyn Links>,
     /// Functions from patterns that the kernel would not probe, and why.
@@ -229,9 +235,13 @@ pub fn attach(
     // (a lean `top` started under load counted 272 requests without their
     // response this way).
     let syscalls = if floor {
-        Ok(())
+        Ok(None)
     } else {
-        super::syscalls::attach(&mut ebpf, &kernel).map(drop)
+        super::syscalls::attach(&mut ebpf, &kernel, plan.syscall_hooks, &tree)
+    };
+    let (syscall_hooks, syscalls) = match syscalls {
+        Ok(used) => (used, Ok(())),
+        Err(e) => (None, Err(e)),
     };
     let strategy = attach::strategy(mechanism, EBPF_OBJECT);
     let user: &[ResolvedProbe] = if syscalls.is_ok() { &user } else { &[] };
@@ -240,6 +250,7 @@ pub fn attach(
     let mut attached = Attached {
         ebpf,
         mechanism,
+        syscall_hooks,
         links: attachment.links,
         skipped: attachment.skipped,
         seeded: tree.len(),

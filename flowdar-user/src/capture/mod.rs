@@ -46,6 +46,7 @@ pub use proctree::{
     comm, descendants, find_restarted, is_alive, ns_pid, Restarted, ServerIdentity, TreeChange,
     TreeWatch,
 };
+pub use syscalls::SyscallHooks;
 
 use crate::{
     probes::ResolvedProbe,
@@ -75,6 +76,8 @@ pub enum CaptureError {
         reason: String,
         log: String,
     },
+    #[error("--syscall-hooks fentry needs x86-64 and the kernel's BTF (/sys/kernel/btf/vmlinux); use --syscall-hooks tracepoint")]
+    NoFentry,
     #[error("the eBPF object has no program {0} (build mismatch)")]
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0} (build mismatch)")]
@@ -301,7 +304,8 @@ impl Recording {
         // experiment (level 0's observer effect fell from ~0.7 to 0.42x and
         // the zoom's budget with it). A failed measurement costs the
         // recording its estimate only.
-        let ns_per_call = overhead::ns_per_call(mechanism).map_err(Arc::new);
+        let ns_per_call =
+            overhead::ns_per_call(mechanism, opts.plan.syscall_hooks).map_err(Arc::new);
         let started_mono = monotonic_ns();
         let mut header = TraceHeader {
             tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -475,6 +479,11 @@ impl Recording {
         self.attached.mechanism
     }
 
+    /// How the system calls were hooked (None: none watched).
+    pub fn syscall_hooks(&self) -> Option<SyscallHooks> {
+        self.attached.syscall_hooks
+    }
+
     /// Detaches every probe, drains what is left, writes the footer.
     pub fn stop(self, reason: &str) -> Result<RecordSummary, CaptureError> {
         let program_times = if self.stats.is_some() {
@@ -486,6 +495,7 @@ impl Recording {
         let (seeded, attach_time) = (self.attached.seeded, self.attached.attach_time);
         let skipped = self.attached.skipped.clone();
         let mechanism = self.attached.mechanism;
+        let syscall_hooks = self.attached.syscall_hooks;
         let skipped_task_events = self.attached.skipped_task_events();
         let server_cpu_ns = overhead::tree_cpu_ns(self.opts.pid).saturating_sub(self.cpu_at_start);
         // Dropping the programs closes their perf links: no probe stays.
@@ -539,6 +549,7 @@ impl Recording {
             push_calls: probed.push_calls,
             ns_per_push_call: costs.push_ns,
             ns_per_syscall: costs.syscall_ns.unwrap_or(0),
+            syscall_hooks: syscall_hooks.map(|h| h.name().into()),
         });
         let footer = TraceFooter {
             end_monotonic_ns: end_mono,

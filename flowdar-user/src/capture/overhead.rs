@@ -25,7 +25,7 @@ use flowdar_common::{Event, EventKind};
 
 use super::{
     calibration_cache, drain::RECORD_BYTES, introspect, loader, proctree, sys::own_code_offset,
-    AttachPlan, CaptureError, Mechanism,
+    AttachPlan, CaptureError, Mechanism, SyscallHooks,
 };
 use crate::probes::ResolvedProbe;
 
@@ -194,16 +194,16 @@ impl Sample {
 }
 
 /// Per mechanism, what probed calls were measured to cost.
-static MEASURED: Mutex<Vec<(Mechanism, CallCosts)>> = Mutex::new(Vec::new());
+static MEASURED: Mutex<Vec<((Mechanism, SyscallHooks), CallCosts)>> = Mutex::new(Vec::new());
 
 /// The calibration cache's keys for `mechanism`: single-stepped, `push`,
 /// a recorded system call.
-fn keys(mechanism: Mechanism) -> [calibration_cache::Key; 3] {
+fn keys(mechanism: Mechanism, hooks: SyscallHooks) -> [calibration_cache::Key; 3] {
     use calibration_cache::{Key, Kind};
     [
         Key::here(mechanism, Kind::Stepped),
         Key::here(mechanism, Kind::Push),
-        Key::here(mechanism, Kind::Syscall),
+        Key::here(mechanism, Kind::Syscall(hooks)),
     ]
 }
 
@@ -211,12 +211,12 @@ fn keys(mechanism: Mechanism) -> [calibration_cache::Key; 3] {
 /// for the run, and across runs in the calibration cache
 /// ([`calibration_cache`]) for this kernel, binary and CPU; measured when
 /// neither has both kinds.
-pub fn ns_per_call(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
+pub fn ns_per_call(mechanism: Mechanism, hooks: SyscallHooks) -> Result<CallCosts, CaptureError> {
     let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, c)) = measured.iter().find(|(m, _)| *m == mechanism) {
+    if let Some((_, c)) = measured.iter().find(|(m, _)| *m == (mechanism, hooks)) {
         return Ok(*c);
     }
-    let [stepped, push, syscall] = keys(mechanism);
+    let [stepped, push, syscall] = keys(mechanism, hooks);
     let file = calibration_cache::path();
     let now = calibration_cache::now_unix();
     let cached = |key: &calibration_cache::Key| {
@@ -234,9 +234,9 @@ pub fn ns_per_call(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
             push_ns,
             syscall_ns,
         },
-        _ => measure_and_store(mechanism)?.0,
+        _ => measure_and_store(mechanism, hooks)?.0,
     };
-    measured.push((mechanism, costs));
+    measured.push(((mechanism, hooks), costs));
     Ok(costs)
 }
 
@@ -244,11 +244,12 @@ pub fn ns_per_call(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
 /// also returns where they were cached, if they were.
 pub fn remeasure(
     mechanism: Mechanism,
+    hooks: SyscallHooks,
 ) -> Result<(CallCosts, Option<std::path::PathBuf>), CaptureError> {
-    let (costs, stored) = measure_and_store(mechanism)?;
+    let (costs, stored) = measure_and_store(mechanism, hooks)?;
     let mut measured = MEASURED.lock().unwrap_or_else(|e| e.into_inner());
-    measured.retain(|(m, _)| *m != mechanism);
-    measured.push((mechanism, costs));
+    measured.retain(|(m, _)| *m != (mechanism, hooks));
+    measured.push(((mechanism, hooks), costs));
     Ok((costs, stored))
 }
 
@@ -256,9 +257,10 @@ pub fn remeasure(
 /// cache that cannot be written only means measuring next time).
 fn measure_and_store(
     mechanism: Mechanism,
+    hooks: SyscallHooks,
 ) -> Result<(CallCosts, Option<std::path::PathBuf>), CaptureError> {
-    let costs = measure(mechanism)?;
-    let [stepped, push, syscall] = keys(mechanism);
+    let costs = measure(mechanism, hooks)?;
+    let [stepped, push, syscall] = keys(mechanism, hooks);
     // A system call figure that could not be measured is cached as such
     // (`flowdar kernel` measures again), so that every recording does not
     // spend its start failing at it.
@@ -270,7 +272,7 @@ fn measure_and_store(
     Ok((costs, stored))
 }
 
-fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
+fn measure(mechanism: Mechanism, hooks: SyscallHooks) -> Result<CallCosts, CaptureError> {
     let exe = std::fs::read_link("/proc/self/exe").map_err(CalibrationError::Place)?;
     let mut probes = Vec::new();
     for (id, (name, f)) in TARGETS.iter().enumerate() {
@@ -318,7 +320,10 @@ fn measure(mechanism: Mechanism) -> Result<CallCosts, CaptureError> {
             probes,
             RING_BYTES,
             mechanism,
-            &AttachPlan::default(),
+            &AttachPlan {
+                syscall_hooks: hooks,
+                ..AttachPlan::default()
+            },
         )
     };
     // Where the syscall tracepoints cannot be attached, the probed calls

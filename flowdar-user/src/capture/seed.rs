@@ -254,6 +254,11 @@ fn accepting_threads(pid: u32) -> Vec<(u32, u64)> {
         .collect()
 }
 
+/// Whether a thread of `pid` is inside `accept`/`accept4` now.
+pub(super) fn accepting_now(pid: u32) -> bool {
+    !accepting_threads(pid).is_empty()
+}
+
 /// (tid, /proc/PID/task/TID/syscall) of `pid`'s threads.
 fn tasks(pid: u32) -> impl Iterator<Item = (u32, String)> {
     std::fs::read_dir(format!("/proc/{pid}/task"))

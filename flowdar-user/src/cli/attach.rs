@@ -2,7 +2,7 @@
 //! and `experiment` alike.
 use clap::{Args, ValueEnum};
 
-use crate::capture::{AttachMode, AttachPlan};
+use crate::capture::{AttachMode, AttachPlan, SyscallHooks};
 
 /// `--attach-mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -19,6 +19,21 @@ pub enum AttachModeArg {
     Perf,
 }
 
+/// `--syscall-hooks` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum SyscallHooksArg {
+    /// fentry/fexit where this kernel allows them (x86-64 with BTF in
+    /// /sys/kernel/btf/vmlinux), tracepoints otherwise.
+    #[default]
+    Auto,
+    /// fentry/fexit programs on the kernel's syscall entry points: other
+    /// processes' calls cost a BPF trampoline, other system calls nothing.
+    Fentry,
+    /// The syscall tracepoints: while attached, every system call of every
+    /// process takes the kernel's slower syscall path.
+    Tracepoint,
+}
+
 #[derive(Debug, Args, Default, Clone)]
 pub struct AttachArgs {
     /// How uprobes are attached. Which mode was used is printed, and kept in
@@ -30,6 +45,10 @@ pub struct AttachArgs {
     /// minutes, one kernel grace period per uprobe.
     #[arg(long)]
     pub slow_detach: bool,
+    /// How the lean capture's system calls (`target = "kernel"`) are
+    /// hooked. Which way was used is printed.
+    #[arg(long, value_enum, default_value_t = SyscallHooksArg::Auto)]
+    pub syscall_hooks: SyscallHooksArg,
 }
 
 impl AttachArgs {
@@ -44,6 +63,11 @@ impl AttachArgs {
             slow_detach_ok: self.slow_detach,
             filter_capacity: None,
             min_duration_ns: 0,
+            syscall_hooks: match self.syscall_hooks {
+                SyscallHooksArg::Auto => SyscallHooks::Auto,
+                SyscallHooksArg::Fentry => SyscallHooks::Fentry,
+                SyscallHooksArg::Tracepoint => SyscallHooks::Tracepoint,
+            },
         }
     }
 }

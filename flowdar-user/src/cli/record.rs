@@ -237,7 +237,7 @@ pub(super) fn record_until_stopped(
             tokio::task::spawn_blocking(move || Recording::start_with_tap(opts, tap)).await??;
         let started = std::time::Instant::now();
         eprintln!(
-            "Recording PID {pid} ({}{}): {nprobes} probes in {files} files, {} processes, attached in {} ({}); writing {}. Ctrl-C to stop.",
+            "Recording PID {pid} ({}{}): {nprobes} probes in {files} files, {} processes, attached in {} ({}{}); writing {}. Ctrl-C to stop.",
             capture::comm(pid).unwrap_or_default(),
             match capture::ns_pid(pid) {
                 n if n != pid => format!(", PID {n} in its namespace"),
@@ -246,6 +246,10 @@ pub(super) fn record_until_stopped(
             recording.processes_at_start(),
             format::duration(recording.attach_time()),
             attach_mode_label(recording.mechanism()),
+            recording
+                .syscall_hooks()
+                .map(|h| format!("; system calls: {}", h.name()))
+                .unwrap_or_default(),
             output.display(),
         );
         let elapsed = async {
@@ -374,10 +378,14 @@ fn distinct_files(probes: &[ResolvedProbe]) -> usize {
 /// "Estimated overhead: ...", as record, demo and `info` print it.
 pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
     let d = |ns: u64| format::duration(std::time::Duration::from_nanos(ns));
+    let hooks = match o.syscall_hooks.as_deref() {
+        Some("fentry") => "fentry/fexit programs",
+        _ => "the kernel's tracepoints",
+    };
     let syscalls = match (o.syscalls, o.ns_per_syscall) {
         (0, _) => String::new(),
-        (n, 0) => format!(" + {n} system calls from the kernel's tracepoints (no trap into user space; not measured here, not priced)"),
-        (n, ns) => format!(" + {n} system calls from the kernel's tracepoints x {} (a recorded `read`, measured here)", d(ns)),
+        (n, 0) => format!(" + {n} system calls from {hooks} (no trap into user space; not measured here, not priced)"),
+        (n, ns) => format!(" + {n} system calls from {hooks} x {} (a recorded `read`, measured here)", d(ns)),
     };
     let push = o.push_calls.min(o.calls);
     let priced = match push {
