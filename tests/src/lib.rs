@@ -324,6 +324,25 @@ fn thread_stacks(pid: u32) -> String {
     out
 }
 
+/// Set by the kernel matrix (`cargo xtask kernels`) for the tests it runs
+/// in its guests: Debian's kernels, where fentry programs load.
+pub const MATRIX_KERNEL_ENV: &str = "FLOWDAR_MATRIX_KERNEL";
+
+/// How a recording hooked its system calls, from its start line
+/// (`...; system calls: fentry)`): `fentry` or `tracepoint`.
+pub fn syscall_hooks_used(stderr: &str) -> &str {
+    let hooks = stderr
+        .split("system calls: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no `system calls:` in the recording's start line:\n{stderr}"));
+    assert!(
+        ["fentry", "tracepoint"].contains(&hooks),
+        "system calls: {hooks}"
+    );
+    hooks
+}
+
 /// A trace file's path in a temp dir of its own, removed on drop; derefs to
 /// the path.
 pub struct TraceFile {

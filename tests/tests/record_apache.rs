@@ -407,3 +407,83 @@ fn a_uprobe_recording_shows_the_workers_held_before_it_began() {
     assert_eq!(calls("ap_process_async_request"), Some((2, 0)), "{stats}");
     assert_eq!(left_behind(), Vec::<String>::new());
 }
+
+/// The same with the lean capture: the 6 workers wait in `poll` for the
+/// rest of their requests when the recording begins. Each is in the trace
+/// from the first instant, held since the attach; the 2 released ones'
+/// polls end (under fexit programs, which never see the return of a call
+/// that began before them, at their thread's next call: the read of the
+/// rest) and the other 4 stay in flight. The system calls go through
+/// fentry/fexit wherever the kernel allows them (always on the kernel
+/// matrix's Debian kernels), else through the tracepoints.
+#[test]
+fn a_lean_recording_shows_the_workers_held_before_it_began() {
+    use std::io::{Read, Write};
+    require_root();
+    let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
+    let mut held: Vec<std::net::TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+            s.write_all(b"GET /index.html HTTP/1.1\r\nHost: held\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("held-lean.flowdar");
+    let rec = record_profile(apache.pid(), "apache:lean", &trace);
+    std::thread::sleep(Duration::from_millis(500));
+    for mut s in held.drain(..2) {
+        s.write_all(b"Connection: close\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = rec.stop(libc::SIGINT);
+    drop(held);
+    assert_eq!(code, Some(0), "record failed:\n{out}\n{err}");
+    assert!(
+        out.contains(
+            "Open at attach: 6 client connections (from /proc), 6 workers already waiting"
+        ),
+        "{out}\n{err}"
+    );
+    let hooks = syscall_hooks_used(&err);
+    if std::env::var_os(MATRIX_KERNEL_ENV).is_some() {
+        assert_eq!(hooks, "fentry", "{err}");
+    }
+    let path = trace.to_str().unwrap();
+    let clients = flowdar_json(&["clients", "--json", path]);
+    let local = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "127.0.0.1")
+        .unwrap_or_else(|| panic!("{clients}"));
+    assert_eq!(local["held_at_attach"], 6, "{local}");
+    assert_eq!(local["in_flight"], 4, "{hooks}: {local}");
+    let stats = flowdar_json(&["stats", "--json", path]);
+    let row = |f: &str| {
+        stats["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["function"] == f)
+            .map(|r| {
+                (
+                    r["calls"].as_u64().unwrap(),
+                    r["in_flight"].as_u64().unwrap(),
+                )
+            })
+            .unwrap_or_else(|| panic!("no {f}: {stats}"))
+    };
+    // The 2 released polls ended; the 4 others are still waiting.
+    let (polls, waiting) = row("poll");
+    assert_eq!(waiting, 4, "{hooks}: {stats}");
+    assert!(polls >= 2, "{hooks}: {stats}");
+    assert_eq!(row("ap_process_async_request").0, 2, "{stats}");
+    assert_eq!(row("writev").0, 2, "{stats}");
+    assert_eq!(left_behind(), Vec::<String>::new());
+}

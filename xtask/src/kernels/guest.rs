@@ -103,6 +103,7 @@ pub(super) fn boot(
             What::Test { file, test } => line.extend([
                 "env".into(),
                 format!("FLOWDAR_BIN={}", flowdar.display()),
+                "FLOWDAR_MATRIX_KERNEL=1".into(),
                 tests[file].display().to_string(),
                 "--exact".into(),
                 test.into(),
