@@ -1,7 +1,9 @@
 //! Lean capture: the server's socket I/O seen from the kernel's own syscall
 //! tracepoints (`syscalls/sys_enter_*`, `sys_exit_*`), no trap into user
 //! space. One entry and one exit program serve every watched call; the
-//! syscall number picks its probe id and role (`SYSCALL_PROBES`). (The raw
+//! syscall number picks its probe id and role (`SYSCALL_PROBES`). Their
+//! work ([`enter`], [`exit`]) is shared with the fentry/fexit programs of
+//! `syscall_fentry`, used instead where the kernel allows them. (The raw
 //! `raw_syscalls/sys_enter` and `sys_exit` would spare the watched calls
 //! their record but run a program for every system call of every
 //! process: dearer in all, measured in BENCHMARKS.md, "Beneath the
@@ -78,8 +80,9 @@ pub(crate) static ACCEPTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries
 /// followed unseen, looked like a finished read, and a connection still
 /// held looked released. A `poll` in progress at that moment stays in
 /// flight; any other call in progress (microseconds, on APR's
-/// non-blocking sockets) is not sent. Closing a tracepoint link waits a grace period per link, so
-/// the links themselves go one by one, long after.
+/// non-blocking sockets) is not sent. Closing a tracepoint link waits a
+/// grace period per link, so the links themselves go one by one, long
+/// after.
 #[map]
 pub static SYSCALLS_STATE: Array<u32> = Array::with_max_entries(1, 0);
 

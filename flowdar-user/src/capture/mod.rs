@@ -76,8 +76,8 @@ pub enum CaptureError {
         reason: String,
         log: String,
     },
-    #[error("--syscall-hooks fentry needs x86-64 and the kernel's BTF (/sys/kernel/btf/vmlinux); use --syscall-hooks tracepoint")]
-    NoFentry,
+    #[error("this kernel refuses fentry/fexit programs ({why}); use --syscall-hooks tracepoint (the default)")]
+    NoFentry { why: String },
     #[error("the eBPF object has no program {0} (build mismatch)")]
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0} (build mismatch)")]
@@ -210,6 +210,8 @@ pub struct RecordSummary {
     pub detach_time: Duration,
     /// How the uprobes were attached.
     pub mechanism: Mechanism,
+    /// How the system calls were hooked (None: none watched).
+    pub syscall_hooks: Option<SyscallHooks>,
     /// Fork/exit tracepoint runs the kernel skipped (recursion guard).
     pub skipped_task_events: u64,
     /// Tasks forked by the server whose pids the process filter could not hold.
@@ -579,6 +581,7 @@ impl Recording {
             attach_time,
             detach_time: detached.took,
             mechanism,
+            syscall_hooks,
             skipped_task_events,
             untraced_tasks,
             processes_at_start: seeded,

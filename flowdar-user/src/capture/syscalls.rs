@@ -20,19 +20,22 @@ use crate::probes::{syscall_role, syscall_tracepoint, ResolvedProbe};
 const ENTER: &str = "flowdar_sys_enter";
 const EXIT: &str = "flowdar_sys_exit";
 
-/// How the system calls are hooked.
+/// How the system calls are hooked. The tracepoints by default: fentry is
+/// opt-in until it has run under load on hardware (the only kernels here
+/// that load it run under QEMU's TCG, where patching a busy syscall entry
+/// point crashed the guest: README, "Kernels").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyscallHooks {
-    /// fentry/fexit where this kernel allows them (x86-64, BTF), else
-    /// tracepoints.
+    /// The syscall tracepoints: every system call of every process takes
+    /// the kernel's slower syscall path while they are attached.
     #[default]
-    Auto,
+    Tracepoint,
     /// fentry/fexit programs: a call of another process costs a BPF
     /// trampoline; other system calls cost nothing.
     Fentry,
-    /// The syscall tracepoints: every system call of every process takes
-    /// the kernel's slower syscall path while they are attached.
-    Tracepoint,
+    /// fentry/fexit where this kernel allows them (x86-64, BTF), else
+    /// tracepoints.
+    Auto,
 }
 
 impl SyscallHooks {
@@ -188,7 +191,9 @@ fn attach_fentry(
     probes: &[&ResolvedProbe],
     tree: &[u32],
 ) -> Result<SyscallHooks, CaptureError> {
-    let btf = fentry_btf().ok_or(CaptureError::NoFentry)?;
+    let btf = fentry_btf().ok_or(CaptureError::NoFentry {
+        why: "no BTF at /sys/kernel/btf/vmlinux, or not x86-64".into(),
+    })?;
     for exits in [true, false] {
         for p in probes {
             let (entry, exit) =
@@ -201,7 +206,9 @@ fn attach_fentry(
                 let f: &mut FEntry = program(ebpf, entry)?;
                 f.load(&function, &btf).and_then(|()| f.attach().map(drop))
             };
-            result.map_err(|e| attach_error(p, e))?;
+            result.map_err(|e| CaptureError::NoFentry {
+                why: format!("{function}: {}", crate::errors::chain(&e)),
+            })?;
         }
     }
     let accepts: Vec<&ResolvedProbe> = probes

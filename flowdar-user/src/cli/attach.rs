@@ -22,16 +22,16 @@ pub enum AttachModeArg {
 /// `--syscall-hooks` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum SyscallHooksArg {
-    /// fentry/fexit where this kernel allows them (x86-64 with BTF in
-    /// /sys/kernel/btf/vmlinux), tracepoints otherwise.
-    #[default]
-    Auto,
-    /// fentry/fexit programs on the kernel's syscall entry points: other
-    /// processes' calls cost a BPF trampoline, other system calls nothing.
-    Fentry,
     /// The syscall tracepoints: while attached, every system call of every
     /// process takes the kernel's slower syscall path.
+    #[default]
     Tracepoint,
+    /// fentry/fexit programs on the kernel's syscall entry points (x86-64,
+    /// BTF): other processes' calls cost a BPF trampoline, other system
+    /// calls nothing. Opt-in: see README, "Kernels".
+    Fentry,
+    /// fentry/fexit where this kernel allows them, tracepoints otherwise.
+    Auto,
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -47,7 +47,7 @@ pub struct AttachArgs {
     pub slow_detach: bool,
     /// How the lean capture's system calls (`target = "kernel"`) are
     /// hooked. Which way was used is printed.
-    #[arg(long, value_enum, default_value_t = SyscallHooksArg::Auto)]
+    #[arg(long, value_enum, default_value_t = SyscallHooksArg::Tracepoint)]
     pub syscall_hooks: SyscallHooksArg,
 }
 

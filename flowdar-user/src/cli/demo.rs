@@ -117,7 +117,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         "Recording: {} processes, probes attached in {} ({}).",
         recording.processes_at_start(),
         format::duration(recording.attach_time()),
-        record::attach_mode_label(recording.mechanism()),
+        record::attach_mode_label(recording.mechanism(), recording.syscall_hooks()),
     );
     let client = match args.wrk {
         Some(duration) => {

@@ -237,7 +237,7 @@ pub(super) fn record_until_stopped(
             tokio::task::spawn_blocking(move || Recording::start_with_tap(opts, tap)).await??;
         let started = std::time::Instant::now();
         eprintln!(
-            "Recording PID {pid} ({}{}): {nprobes} probes in {files} files, {} processes, attached in {} ({}{}); writing {}. Ctrl-C to stop.",
+            "Recording PID {pid} ({}{}): {nprobes} probes in {files} files, {} processes, attached in {} ({}); writing {}. Ctrl-C to stop.",
             capture::comm(pid).unwrap_or_default(),
             match capture::ns_pid(pid) {
                 n if n != pid => format!(", PID {n} in its namespace"),
@@ -245,11 +245,7 @@ pub(super) fn record_until_stopped(
             },
             recording.processes_at_start(),
             format::duration(recording.attach_time()),
-            attach_mode_label(recording.mechanism()),
-            recording
-                .syscall_hooks()
-                .map(|h| format!("; system calls: {}", h.name()))
-                .unwrap_or_default(),
+            attach_mode_label(recording.mechanism(), recording.syscall_hooks()),
             output.display(),
         );
         let elapsed = async {
@@ -363,9 +359,24 @@ pub(super) fn record_until_stopped(
     .context("recording failed")
 }
 
-/// "attach mode: uprobe_multi", as printed by record, demo and experiment.
-pub(super) fn attach_mode_label(m: capture::Mechanism) -> String {
-    format!("attach mode: {m}")
+/// "attach mode: uprobe_multi", with "; system calls: fentry" when the
+/// recording watches system calls, as record, demo and experiment print it.
+pub(super) fn attach_mode_label(
+    m: capture::Mechanism,
+    hooks: Option<capture::SyscallHooks>,
+) -> String {
+    format!("attach mode: {}", mechanism_label(m, hooks))
+}
+
+/// "uprobe_multi", or "uprobe_multi; system calls: fentry".
+pub(super) fn mechanism_label(
+    m: capture::Mechanism,
+    hooks: Option<capture::SyscallHooks>,
+) -> String {
+    match hooks {
+        Some(h) => format!("{m}; system calls: {}", h.name()),
+        None => m.to_string(),
+    }
 }
 
 fn distinct_files(probes: &[ResolvedProbe]) -> usize {
@@ -439,7 +450,7 @@ pub(super) fn attach_and_cost(s: &RecordSummary) -> Vec<String> {
     let mut lines = vec![format!(
         "Probes attached in {} ({}{}), detached in {}; {} processes traced at start.",
         format::duration(s.attach_time),
-        attach_mode_label(s.mechanism),
+        attach_mode_label(s.mechanism, s.syscall_hooks),
         s.launch_to_attached.map_or(String::new(), |d| format!(
             "; {} from launch to attached",
             format::duration(d)

@@ -72,7 +72,7 @@ impl flowdar_lab::Recording for Recording {
         Ok(Recorded {
             events: summary.counts.events(),
             lost: summary.total_kernel_drops() + summary.total_user_drops(),
-            mechanism: summary.mechanism.to_string(),
+            mechanism: super::record::mechanism_label(summary.mechanism, summary.syscall_hooks),
             refused: summary.skipped.len(),
             detach_time: summary.detach_time,
         })
