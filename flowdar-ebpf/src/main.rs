@@ -2,7 +2,7 @@
 //! `calls` (uprobe/uretprobe programs), `client` (connection clients),
 //! `shadow` (held entries for `record --min-duration`), `syscalls`
 //! (socket I/O from syscall tracepoints: lean capture), `syscall_fentry`
-//! (the same from fentry/fexit programs, where BTF allows), `traceparent`
+//! (the same from fentry/fexit programs, opt-in), `traceparent`
 //! (a request's W3C trace context), `tree`
 //! (process-tree filter); below them `emit` (ring-buffer records) and
 //! `maps` (maps and load-time settings), which import none of them.

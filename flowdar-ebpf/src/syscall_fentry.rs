@@ -1,10 +1,10 @@
 //! Lean capture's socket calls through fentry/fexit programs on the
-//! kernel's x86-64 syscall entry points (`__x64_sys_read`...), where BTF
-//! allows: the same work as the tracepoint programs of `syscalls`, but a
+//! kernel's x86-64 syscall entry points (`__x64_sys_read`...), when user
+//! space asks for them (`--syscall-hooks fentry`): the same work as the tracepoint programs of `syscalls`, but a
 //! call of another process pays a BPF trampoline instead of a tracepoint
 //! record, and no other system call of any process takes the tracepoints'
 //! slow path (BENCHMARKS.md, "fentry in place of the syscall
-//! tracepoints"). One program per call and side: a tracing program is
+//! tracepoints", opt-in). One program per call and side: a tracing program is
 //! loaded for one kernel function. Each knows its call's number, which
 //! picks its probe id and role in `SYSCALL_PROBES` as the tracepoints'
 //! `__syscall_nr` does.
