@@ -35,8 +35,11 @@ fn reg(regs: u64, off: u64) -> u64 {
     unsafe { bpf_probe_read_kernel((regs + off) as *const u64) }.unwrap_or(0)
 }
 
-#[inline(always)]
-fn on_entry(ctx: &FEntryContext, nr: u32) {
+/// The work of every entry program, one BPF function they all call (not
+/// inlined: 28 copies of it made the object, embedded in the binary,
+/// 0.9 MB bigger). `regs`: the wrapper's `pt_regs`.
+#[inline(never)]
+fn on_entry(regs: u64, nr: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !running(pid_tgid) {
         return;
@@ -44,14 +47,14 @@ fn on_entry(ctx: &FEntryContext, nr: u32) {
     let Some((probe_id, role)) = watched(nr) else {
         return;
     };
-    let regs: u64 = ctx.arg(0);
     enter(pid_tgid, probe_id, role, reg(regs, REGS_DI), || {
         reg(regs, REGS_SI)
     });
 }
 
-#[inline(always)]
-fn on_exit(ctx: &FExitContext, nr: u32) {
+/// The work of every exit program, shared likewise.
+#[inline(never)]
+fn on_exit(ret: i64, nr: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !running(pid_tgid) {
         return;
@@ -59,9 +62,6 @@ fn on_exit(ctx: &FExitContext, nr: u32) {
     let Some((probe_id, role)) = watched(nr) else {
         return;
     };
-    // The wrappers take one argument (the registers): the return value
-    // follows it.
-    let ret: i64 = ctx.arg(1);
     exit(pid_tgid, probe_id, role, ret);
 }
 
@@ -71,13 +71,15 @@ macro_rules! hooks {
     ($($nr:literal $entry:ident $exit:ident $function:literal;)*) => {$(
         #[fentry(function = $function)]
         pub fn $entry(ctx: FEntryContext) -> u32 {
-            on_entry(&ctx, $nr);
+            on_entry(ctx.arg(0), $nr);
             0
         }
 
+        // The wrappers take one argument (the registers): the return
+        // value follows it.
         #[fexit(function = $function)]
         pub fn $exit(ctx: FExitContext) -> u32 {
-            on_exit(&ctx, $nr);
+            on_exit(ctx.arg(1), $nr);
             0
         }
     )*};

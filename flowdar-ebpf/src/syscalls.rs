@@ -3,7 +3,7 @@
 //! space. One entry and one exit program serve every watched call; the
 //! syscall number picks its probe id and role (`SYSCALL_PROBES`). Their
 //! work ([`enter`], [`exit`]) is shared with the fentry/fexit programs of
-//! `syscall_fentry`, used instead where the kernel allows them. (The raw
+//! `syscall_fentry`, used instead when user space asks for them. (The raw
 //! `raw_syscalls/sys_enter` and `sys_exit` would spare the watched calls
 //! their record but run a program for every system call of every
 //! process: dearer in all, measured in BENCHMARKS.md, "Beneath the
@@ -297,7 +297,11 @@ pub(crate) fn watched(nr: u32) -> Option<(u32, u32)> {
 fn accepted(pid_tgid: u64, probe_id: u32, fd: u64, addr: u64) {
     // A per-CPU counter and the CPU's number: unique without an atomic
     // that returns a value (BPF_FETCH needs a newer CPU version than the
-    // object is built for). Tracepoint programs do not nest on a CPU.
+    // object is built for). Tracepoint programs do not nest on a CPU;
+    // fexit programs run with migration disabled only, so on a fully
+    // preemptible kernel an `accept` and an `accept4` returning on one
+    // CPU could interleave here and share an id (Debian's kernels
+    // preempt voluntarily: not there).
     // SAFETY: plain helper call without arguments.
     let cpu = u64::from(unsafe { bpf_get_smp_processor_id() }) & 0xfff;
     let Some(next) = NEXT_CONN.get_ptr_mut(0) else {

@@ -329,7 +329,8 @@ fn thread_stacks(pid: u32) -> String {
 pub const MATRIX_KERNEL_ENV: &str = "FLOWDAR_MATRIX_KERNEL";
 
 /// How a recording hooked its system calls, from its start line
-/// (`...; system calls: fentry)`): `fentry` or `tracepoint`.
+/// (`...; system calls: fentry)`): `fentry`, `tracepoint`, or `fentry,
+/// accept tracepoint` (threads already blocked in accept at attach).
 pub fn syscall_hooks_used(stderr: &str) -> &str {
     let hooks = stderr
         .split("system calls: ")
@@ -337,7 +338,7 @@ pub fn syscall_hooks_used(stderr: &str) -> &str {
         .and_then(|rest| rest.split(')').next())
         .unwrap_or_else(|| panic!("no `system calls:` in the recording's start line:\n{stderr}"));
     assert!(
-        ["fentry", "tracepoint"].contains(&hooks),
+        ["fentry", "tracepoint", "fentry, accept tracepoint"].contains(&hooks),
         "system calls: {hooks}"
     );
     hooks

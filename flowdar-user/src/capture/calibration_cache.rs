@@ -86,7 +86,9 @@ impl Key {
             mechanism: match kind {
                 Kind::Stepped => mechanism.name().to_owned(),
                 Kind::Push => format!("{}, push first", mechanism.name()),
-                Kind::Syscall(super::SyscallHooks::Auto) => {
+                // The tracepoints keep the key of the figures measured
+                // before there was a choice: they were theirs.
+                Kind::Syscall(super::SyscallHooks::Tracepoint) => {
                     format!("{}, system call", mechanism.name())
                 }
                 Kind::Syscall(hooks) => {

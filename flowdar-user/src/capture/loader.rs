@@ -225,12 +225,13 @@ pub fn attach(
     };
     // The mechanism was chosen by probing the kernel (features.rs): a
     // failure here is about the functions, not about the kernel.
-    // System calls (lean capture) go to the kernel's tracepoints, the
-    // rest to the uprobe strategy. The floor measures uprobes alone.
+    // System calls (lean capture) go to the kernel's syscall hooks
+    // (tracepoints, or fentry/fexit when asked), the rest to the uprobe
+    // strategy. The floor measures uprobes alone.
     let (kernel, user): (Vec<&ResolvedProbe>, Vec<&ResolvedProbe>) =
         probes.iter().partition(|p| p.is_syscall());
     let user: Vec<ResolvedProbe> = user.into_iter().cloned().collect();
-    // The tracepoints first: a request counted by a uprobe while the
+    // The syscall hooks first: a request counted by a uprobe while the
     // system calls were not yet watched would miss its reads and writes
     // (a lean `top` started under load counted 272 requests without their
     // response this way).

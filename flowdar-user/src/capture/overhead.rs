@@ -326,8 +326,9 @@ fn measure(mechanism: Mechanism, hooks: SyscallHooks) -> Result<CallCosts, Captu
             },
         )
     };
-    // Where the syscall tracepoints cannot be attached, the probed calls
-    // are still priced (the system calls go unpriced).
+    // Where the system calls cannot be hooked as asked (no tracepoints,
+    // or a kernel that refuses fentry), the probed calls are still priced
+    // (the system calls go unpriced).
     let mut attached = match attach(&probes) {
         Ok(a) => a,
         Err(_) if socket.is_some() => {

@@ -36,6 +36,10 @@ pub enum SyscallHooks {
     /// fentry/fexit where this kernel allows them (x86-64, BTF), else
     /// tracepoints.
     Auto,
+    /// What fentry became when threads were already blocked in `accept`
+    /// at attach: its exit tracepoint too, for the recording (every system
+    /// call takes the slow path again while it is attached).
+    FentryAcceptTracepoint,
 }
 
 impl SyscallHooks {
@@ -45,6 +49,7 @@ impl SyscallHooks {
             Self::Auto => "auto",
             Self::Fentry => "fentry",
             Self::Tracepoint => "tracepoint",
+            Self::FentryAcceptTracepoint => "fentry, accept tracepoint",
         }
     }
 }
@@ -84,7 +89,9 @@ pub(super) fn attach(
     }
     let used = match hooks {
         SyscallHooks::Tracepoint => attach_tracepoints(ebpf, probes, &["sys_enter", "sys_exit"])?,
-        SyscallHooks::Fentry => attach_fentry(ebpf, probes, tree)?,
+        SyscallHooks::Fentry | SyscallHooks::FentryAcceptTracepoint => {
+            attach_fentry(ebpf, probes, tree)?
+        }
         // A kernel with BTF may still refuse tracing programs (no ftrace
         // direct calls, or a policy that forbids function tracing: this
         // project's CI machines): then the tracepoints, as before.
@@ -181,8 +188,10 @@ fn unload_fentry(ebpf: &mut Ebpf, probes: &[&ResolvedProbe]) {
     }
 }
 
-/// `probes` on fentry/fexit programs: every fexit first, so that any call
-/// an fentry program sees has its return seen too. Threads of `tree`
+/// `probes` on fentry/fexit programs, every fexit first (the programs do
+/// nothing until user space sets `SYSCALLS_STATE` after them all, which
+/// is what keeps an entry from going without its return; the order only
+/// narrows the calls in progress at that moment). Threads of `tree`
 /// already inside `accept` get its exit tracepoint as well (their return
 /// is the connection's birth, and fexit never sees it); the tracepoint
 /// program finds nothing to do for accepts that fexit handled.
@@ -218,6 +227,7 @@ fn attach_fentry(
         .collect();
     if !accepts.is_empty() && tree.iter().any(|&pid| super::seed::accepting_now(pid)) {
         attach_tracepoints(ebpf, &accepts, &["sys_exit"])?;
+        return Ok(SyscallHooks::FentryAcceptTracepoint);
     }
     Ok(SyscallHooks::Fentry)
 }

@@ -25,7 +25,7 @@ pub fn run(_: KernelArgs) -> anyhow::Result<()> {
         Ok(m) => {
             println!("{:<20} {m}", "attach mode (auto)");
             // What every capture's overhead estimate starts from.
-            match capture::remeasure_ns_per_call(m, capture::SyscallHooks::Auto) {
+            match capture::remeasure_ns_per_call(m, capture::SyscallHooks::default()) {
                 Ok((costs, stored)) => {
                     let d = |ns| super::format::duration(std::time::Duration::from_nanos(ns));
                     println!(

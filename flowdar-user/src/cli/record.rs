@@ -390,7 +390,7 @@ fn distinct_files(probes: &[ResolvedProbe]) -> usize {
 pub(super) fn overhead_line(o: &crate::store::OverheadEstimate) -> String {
     let d = |ns: u64| format::duration(std::time::Duration::from_nanos(ns));
     let hooks = match o.syscall_hooks.as_deref() {
-        Some("fentry") => "fentry/fexit programs",
+        Some(h) if h.starts_with("fentry") => "fentry/fexit programs",
         _ => "the kernel's tracepoints",
     };
     let syscalls = match (o.syscalls, o.ns_per_syscall) {

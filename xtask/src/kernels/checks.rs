@@ -160,8 +160,7 @@ pub(super) const CHECKS: &[Check] = &[
             test: "a_lean_capture_is_exact_per_client_and_the_attacker_holds_the_reads",
         },
     },
-    // A server in its own mount and PID namespaces, recorded by host PID.
-    // The lean capture's system calls through fentry/fexit (Debian's
+    // The lean capture's system calls through fentry/fexit, forced (Debian's
     // kernels allow them; the host of this project's CI does not), with
     // workers already waiting at attach, whose returns fexit never sees.
     Check {
@@ -172,6 +171,7 @@ pub(super) const CHECKS: &[Check] = &[
             test: "a_lean_recording_shows_the_workers_held_before_it_began",
         },
     },
+    // A server in its own mount and PID namespaces, recorded by host PID.
     Check {
         name: "a_server_in_its_own_namespaces_is_recorded_by_host_pid",
         limit: 180,
