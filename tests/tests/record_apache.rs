@@ -321,17 +321,9 @@ fn a_lean_capture_counts_requests_per_connection_as_bpftrace_does() {
 /// (their calls end, and are no longer in flight), the other 4 stay held.
 #[test]
 fn a_uprobe_recording_shows_the_workers_held_before_it_began() {
-    use std::io::{Read, Write};
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let mut held: Vec<std::net::TcpStream> = (0..6)
-        .map(|_| {
-            let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
-            s.write_all(b"GET /index.html HTTP/1.1\r\nHost: held\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
+    let mut held = held_connections(&apache, 6);
     // Each connection's worker is reading (polling for) the rest.
     std::thread::sleep(Duration::from_millis(500));
     let dir = tempfile::tempdir().unwrap();
@@ -339,10 +331,7 @@ fn a_uprobe_recording_shows_the_workers_held_before_it_began() {
     let rec = record_profile(apache.pid(), "apache:request", &trace);
     std::thread::sleep(Duration::from_millis(500));
     for s in &mut held[..2] {
-        s.write_all(b"Connection: close\r\n\r\n").unwrap();
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).unwrap();
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        finish_request(s);
     }
     std::thread::sleep(Duration::from_millis(500));
     let (code, out, err) = rec.stop(libc::SIGINT);
@@ -419,17 +408,9 @@ fn a_uprobe_recording_shows_the_workers_held_before_it_began() {
 /// project's machines refuse fentry: the tracepoints).
 #[test]
 fn a_lean_recording_shows_the_workers_held_before_it_began() {
-    use std::io::{Read, Write};
     require_root();
     let apache = ThrowawayApache::start(&ApacheOptions::default()).expect("start apache");
-    let mut held: Vec<std::net::TcpStream> = (0..6)
-        .map(|_| {
-            let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
-            s.write_all(b"GET /index.html HTTP/1.1\r\nHost: held\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
+    let mut held = held_connections(&apache, 6);
     std::thread::sleep(Duration::from_millis(500));
     let matrix = std::env::var_os(MATRIX_KERNEL_ENV).is_some();
     let ask = if matrix { "fentry" } else { "auto" };
@@ -439,10 +420,7 @@ fn a_lean_recording_shows_the_workers_held_before_it_began() {
     );
     std::thread::sleep(Duration::from_millis(500));
     for mut s in held.drain(..2) {
-        s.write_all(b"Connection: close\r\n\r\n").unwrap();
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).unwrap();
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        finish_request(&mut s);
     }
     std::thread::sleep(Duration::from_millis(500));
     let (code, out, err) = rec.stop(libc::SIGINT);
@@ -490,4 +468,27 @@ fn a_lean_recording_shows_the_workers_held_before_it_began() {
     assert_eq!(row("ap_process_async_request").0, 2, "{stats}");
     assert_eq!(row("writev").0, 2, "{stats}");
     assert_eq!(left_behind(), Vec::<String>::new());
+}
+
+/// `n` connections to `apache` that each sent a request line and one
+/// header, then nothing: a worker each, waiting for the rest.
+fn held_connections(apache: &ThrowawayApache, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    (0..n)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(apache.addr()).unwrap();
+            s.write_all(b"GET /index.html HTTP/1.1\r\nHost: held\r\n")
+                .unwrap();
+            s
+        })
+        .collect()
+}
+
+/// Ends a held connection's request and reads its answer (a 200).
+fn finish_request(s: &mut std::net::TcpStream) {
+    use std::io::{Read, Write};
+    s.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
 }
